@@ -1,0 +1,3 @@
+from clustertasks.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The HTTP API: ACK's routes, parameters and documents, one thin function per route."""

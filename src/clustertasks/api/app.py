@@ -1,0 +1,31 @@
+"""The ASGI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from clustertasks import __version__, settings
+from clustertasks.api import errors, health, middleware, tasks
+from clustertasks.service import container
+
+
+def create_app(services: container.Services, wire: settings.WireSettings) -> FastAPI:
+    app = FastAPI(
+        title="clustertasks",
+        version=__version__,
+        description=(
+            "An Alibaba Cloud ACK-compatible task API (product CS, version 2015-12-15): "
+            "DescribeTaskInfo, DescribeClusterTasks and the operations that create tasks."
+        ),
+        # ACK has no redirects: /tasks/ must not become a 307 to /tasks.
+        redirect_slashes=False,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.services = services
+    app.state.wire_settings = wire
+    errors.install(app)
+    app.add_middleware(middleware.RequestIdMiddleware)
+    app.include_router(health.router)
+    app.include_router(tasks.router)
+    return app

@@ -1,0 +1,78 @@
+"""Task routes: DescribeTaskInfo and DescribeClusterTasks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from clustertasks import errors
+from clustertasks.api import deps, render
+from clustertasks.api import errors as api_errors
+from clustertasks.domain import wire
+from clustertasks.service import tasks as task_service
+
+router = APIRouter(tags=["tasks"])
+
+
+@router.get(
+    "/tasks/{task_id}",
+    operation_id="DescribeTaskInfo",
+    summary="DescribeTaskInfo: a task with its stages, events, results and error",
+)
+def describe_task_info(
+    request: Request,
+    task_id: Annotated[str, Path(description="The task id, e.g. T-5faa48fb31b6b8078d000006")],
+) -> Response:
+    services = deps.services(request)
+    view = services.tasks.describe_task(task_id)
+    body = wire.task_document(view, deps.timezone(request))
+    # Not in the SDK model, but ecctl reads a request id from this document.
+    body["requestId"] = api_errors.request_id(request)
+    return render.document(request, "DescribeTaskInfo", body)
+
+
+@router.get("/tasks/", include_in_schema=False)
+def describe_task_info_without_id(request: Request) -> Response:
+    raise errors.InvalidParameter("task_id", "must not be empty")
+
+
+@router.get(
+    "/clusters/{cluster_id}/tasks",
+    operation_id="DescribeClusterTasks",
+    summary="DescribeClusterTasks: a cluster's tasks, newest first",
+)
+def describe_cluster_tasks(
+    request: Request,
+    cluster_id: str,
+    page_number: Annotated[int | None, Query(description="1-based page (default 1)")] = None,
+    page_size: Annotated[int | None, Query(description="1-100 (default 10)")] = None,
+    max_results: Annotated[int | None, Query(description="Token paging: 1-100")] = None,
+    next_token: Annotated[str | None, Query(description="Token paging: from the last page")] = None,
+    state: Annotated[str | None, Query(description="Only tasks in this state")] = None,
+    task_type: Annotated[str | None, Query(description="Only tasks of this type")] = None,
+) -> Response:
+    services = deps.services(request)
+    listing = services.tasks.list_cluster_tasks(
+        task_service.ListTasksRequest(
+            cluster_id=cluster_id,
+            page_number=page_number,
+            page_size=page_size,
+            max_results=max_results,
+            next_token=next_token,
+            state=state,
+            task_type=task_type,
+        )
+    )
+    tz = deps.timezone(request)
+    body = {
+        "tasks": [wire.task_summary(task, tz) for task in listing.tasks],
+        "page_info": {
+            "page_number": listing.page_number,
+            "page_size": listing.page_size,
+            "total_count": listing.total_count,
+        },
+        "next_token": listing.next_token,
+        "requestId": api_errors.request_id(request),
+    }
+    return render.document(request, "DescribeClusterTasks", body)

@@ -1,0 +1,201 @@
+"""``clustertasks``: run the server, and talk to one.
+
+Every option can also be set with the ``CLUSTERTASKS_*`` variable shown in ``--help``;
+a flag wins over the variable, the variable over the default.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from clustertasks import __version__, bootstrap, errors, settings
+from clustertasks.cli import client, views
+
+app = typer.Typer(
+    name="clustertasks",
+    help="ACK-compatible durable tasks for cluster operations, with a simulated ACK cloud.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+task_app = typer.Typer(help="Read tasks from a running server.", no_args_is_help=True)
+db_app = typer.Typer(help="Administer the database directly.", no_args_is_help=True)
+app.add_typer(task_app, name="task")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+EXIT_FAILED = 1
+EXIT_USAGE = 4
+
+DbOption = Annotated[
+    str,
+    typer.Option(
+        "--db",
+        envvar="CLUSTERTASKS_DB_URL",
+        help="Database URL: sqlite:///path or postgresql://user:pass@host:port/db.",
+    ),
+]
+EndpointOption = Annotated[
+    str,
+    typer.Option(envvar="CLUSTERTASKS_ENDPOINT", help="URL of the clustertasks server."),
+]
+
+
+class Output(enum.StrEnum):
+    json = "json"
+    xml = "xml"
+    table = "table"
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"clustertasks {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """clustertasks command line."""
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(envvar="CLUSTERTASKS_HOST", help="Address to bind.")
+    ] = settings.DEFAULT_HOST,
+    port: Annotated[
+        int, typer.Option(envvar="CLUSTERTASKS_PORT", min=0, max=65535, help="Port to listen on.")
+    ] = settings.DEFAULT_PORT,
+    db: DbOption = settings.DEFAULT_DB_URL,
+    timezone: Annotated[
+        str, typer.Option(envvar="CLUSTERTASKS_TIMEZONE", help="Time zone of wire timestamps.")
+    ] = "UTC",
+    log_level: Annotated[
+        str, typer.Option(envvar="CLUSTERTASKS_LOG_LEVEL", help="debug, info, warning or error.")
+    ] = "info",
+) -> None:
+    """Run the API server (SQLite in ./clustertasks.db by default) until SIGINT/SIGTERM."""
+    config = _settings(
+        lambda: settings.Settings(
+            server=settings.ServerSettings(host=host, port=port, log_level=log_level),
+            storage=settings.StorageSettings(url=db),
+            wire=settings.WireSettings(timezone=timezone),
+        )
+    )
+    _guard(lambda: bootstrap.serve(config, announce=lambda line: err.print(line, highlight=False)))
+
+
+@db_app.command("migrate")
+def db_migrate(db: DbOption = settings.DEFAULT_DB_URL) -> None:
+    """Create or upgrade the database schema (serve does this on start too)."""
+    config = _settings(lambda: settings.Settings(storage=settings.StorageSettings(url=db)))
+    _guard(lambda: bootstrap.migrate(config))
+    err.print(f"database {bootstrap.redacted(db)} is up to date", highlight=False)
+
+
+@task_app.command("get")
+def task_get(
+    task_id: Annotated[str, typer.Argument(help="The task id, e.g. T-5faa48fb31b6b8078d000006.")],
+    endpoint: EndpointOption = "http://127.0.0.1:8080",
+    output: Annotated[Output, typer.Option("--output", "-o", help="Output format.")] = Output.table,
+) -> None:
+    """Show one task (DescribeTaskInfo)."""
+    path = f"/tasks/{_quote(task_id)}"
+
+    def run() -> None:
+        with client.ApiClient(endpoint) as api:
+            if output is Output.xml:
+                out.print(api.get_text(path, {"format": "xml"}), highlight=False, markup=False)
+            elif output is Output.json:
+                _print_json(api.get_json(path))
+            else:
+                views.print_task(out, api.get_json(path))
+
+    _guard(run)
+
+
+@task_app.command("list")
+def task_list(
+    cluster: Annotated[str, typer.Option("--cluster", "-c", help="The cluster id.")],
+    endpoint: EndpointOption = "http://127.0.0.1:8080",
+    state: Annotated[str | None, typer.Option(help="Only tasks in this state.")] = None,
+    task_type: Annotated[str | None, typer.Option("--type", help="Only this task type.")] = None,
+    page: Annotated[int, typer.Option(min=1, help="Page number.")] = 1,
+    page_size: Annotated[int, typer.Option(min=1, max=100, help="Tasks per page.")] = 10,
+    output: Annotated[Output, typer.Option("--output", "-o", help="Output format.")] = Output.table,
+) -> None:
+    """List a cluster's tasks, newest first (DescribeClusterTasks)."""
+    path = f"/clusters/{_quote(cluster)}/tasks"
+    params: dict[str, Any] = {
+        "page_number": page,
+        "page_size": page_size,
+        "state": state,
+        "task_type": task_type,
+    }
+
+    def run() -> None:
+        with client.ApiClient(endpoint) as api:
+            if output is Output.xml:
+                params["format"] = "xml"
+                out.print(api.get_text(path, params), highlight=False, markup=False)
+            elif output is Output.json:
+                _print_json(api.get_json(path, params))
+            else:
+                views.print_task_list(out, cluster, api.get_json(path, params))
+
+    _guard(run)
+
+
+def _quote(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def _print_json(body: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+
+
+def _settings(build: Any) -> settings.Settings:
+    try:
+        config: settings.Settings = build()
+    except errors.ConfigurationError as exc:
+        err.print(f"[red]error[/red] {exc.code}: {exc.message}")
+        raise typer.Exit(EXIT_USAGE) from None
+    return config
+
+
+def _guard(action: Any) -> None:
+    """Run ``action``; print an error as one line with its code and exit non-zero."""
+    try:
+        action()
+    except client.ConnectionFailed as exc:
+        err.print(f"[red]error[/red] {exc.message}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    except client.ApiError as exc:
+        err.print(
+            f"[red]error[/red] {exc.code} (HTTP {exc.status}): {exc.message}", highlight=False
+        )
+        raise typer.Exit(EXIT_FAILED) from None
+    except errors.ConfigurationError as exc:
+        err.print(f"[red]error[/red] {exc.code}: {exc.message}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    except errors.ClustertasksError as exc:
+        err.print(f"[red]error[/red] {exc.code}: {exc.message}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def main() -> None:
+    app()

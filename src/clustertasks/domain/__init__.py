@@ -1,0 +1,1 @@
+"""Pure domain: records, states and their transition table, ids and wire formats. No I/O."""

@@ -1,0 +1,68 @@
+"""Identifier formats (DESIGN.md §3).
+
+Task ids are ``T-`` + 24 lowercase hex, laid out like a MongoDB ObjectId: 4 bytes of
+seconds since the epoch, 5 random bytes fixed per generator, 3 bytes of a counter. They
+therefore sort by creation time, and two generators almost never collide.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+import threading
+
+TASK_ID_RE = re.compile(r"^T-[0-9a-f]{24}$")
+CLUSTER_ID_RE = re.compile(r"^c[0-9a-f]{32}$")
+NODEPOOL_ID_RE = re.compile(r"^np[0-9a-f]{32}$")
+INSTANCE_ID_RE = re.compile(r"^i-[0-9a-z]{20}$")
+
+# Ids we accept in a path: what ACK issues (T-…, install-addons-…, c…, np…) fits here.
+# Anything else cannot name a stored resource, so it is answered "not found" at once.
+LOOKUP_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+_INSTANCE_ALPHABET = string.ascii_lowercase + string.digits
+
+
+class IdGenerator:
+    """Makes every id clustertasks hands out.
+
+    ``rng`` decides the random parts; pass a seeded ``random.Random`` for repeatable ids.
+    """
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+        self._machine = self._rng.getrandbits(40)
+        self._counter = self._rng.getrandbits(24)
+        self._lock = threading.Lock()
+
+    def task_id(self, now_us: int) -> str:
+        with self._lock:
+            self._counter = (self._counter + 1) & 0xFFFFFF
+            counter = self._counter
+        seconds = (now_us // 1_000_000) & 0xFFFFFFFF
+        return f"T-{seconds:08x}{self._machine:010x}{counter:06x}"
+
+    def cluster_id(self) -> str:
+        return "c" + self._hex(32)
+
+    def nodepool_id(self) -> str:
+        return "np" + self._hex(32)
+
+    def instance_id(self) -> str:
+        with self._lock:
+            return "i-" + "".join(self._rng.choice(_INSTANCE_ALPHABET) for _ in range(20))
+
+    def _hex(self, digits: int) -> str:
+        with self._lock:
+            return f"{self._rng.getrandbits(digits * 4):0{digits}x}"
+
+
+def node_name(region_id: str, ip_address: str) -> str:
+    """ACK names a node ``<region>.<private ip>``, e.g. ``cn-hangzhou.192.168.0.12``."""
+    return f"{region_id}.{ip_address}"
+
+
+def is_lookup_id(value: str) -> bool:
+    """True when ``value`` could be the id of a stored resource."""
+    return LOOKUP_ID_RE.fullmatch(value) is not None

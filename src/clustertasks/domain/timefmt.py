@@ -1,0 +1,47 @@
+"""The three timestamp formats of the task API (reference/ack-api.md §1).
+
+Internally every instant is an integer of microseconds since the Unix epoch, UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import zoneinfo
+
+
+@functools.lru_cache(maxsize=32)
+def zone(name: str) -> dt.tzinfo:
+    if name == "UTC":
+        return dt.UTC
+    return zoneinfo.ZoneInfo(name)
+
+
+def _as_datetime(us: int, tz: str) -> dt.datetime:
+    seconds, micros = divmod(us, 1_000_000)
+    return dt.datetime.fromtimestamp(seconds, zone(tz)).replace(microsecond=micros)
+
+
+def rfc3339(us: int, tz: str = "UTC") -> str:
+    """Task ``created``/``updated``: ``2020-11-10T16:02:04+08:00`` (offset always numeric)."""
+    return _as_datetime(us, tz).replace(microsecond=0).isoformat()
+
+
+def stage_time(us: int | None, tz: str = "UTC") -> str:
+    """Stage ``start_time``/``end_time``: ``2022-12-15 23:00:00``; ``""`` when not reached."""
+    if us is None:
+        return ""
+    return _as_datetime(us, tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def epoch_ms(us: int) -> str:
+    """Event ``timestamp``: milliseconds since the epoch, as a string."""
+    return str(us // 1_000)
+
+
+def parse_rfc3339(text: str) -> int:
+    """Inverse of :func:`rfc3339` (to the second); raises ValueError on bad input."""
+    parsed = dt.datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no offset")
+    return int(parsed.timestamp()) * 1_000_000

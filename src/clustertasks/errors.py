@@ -1,0 +1,121 @@
+"""The one error tree.
+
+Every error clustertasks raises derives from :class:`ClustertasksError` and carries a
+stable ``code``: the ACK error code it becomes on the wire. The class docstring is the
+default message. The API maps classes to HTTP statuses in one table
+(``clustertasks.api.errors``); nothing else decides a status.
+"""
+
+from __future__ import annotations
+
+
+class ClustertasksError(Exception):
+    """An internal error occurred."""
+
+    code: str = "InternalError"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or (self.__doc__ or self.code).strip()
+        super().__init__(self.message)
+
+
+# --- request errors: the client must change the request -----------------------------------
+
+
+class InvalidParameter(ClustertasksError):
+    """A request parameter is invalid."""
+
+    code = "InvalidParameter"
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        super().__init__(f"The parameter {field} is invalid: {problem}")
+
+
+class ApiNotFound(ClustertasksError):
+    """The specified API does not exist."""
+
+    code = "InvalidApi.NotFound"
+
+
+class MethodNotAllowed(ClustertasksError):
+    """The HTTP method is not supported for this path."""
+
+    code = "UnsupportedHTTPMethod"
+
+
+# --- missing resources ----------------------------------------------------------------------
+
+
+class NotFound(ClustertasksError):
+    """The resource was not found."""
+
+    code = "NotFound"
+
+
+class TaskNotFound(NotFound):
+    """The task was not found."""
+
+    code = "ErrorTaskNotFound"
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        super().__init__(f"the task {task_id} not found")
+
+
+class ClusterNotFound(NotFound):
+    """The cluster was not found."""
+
+    code = "ErrorClusterNotFound"
+
+    def __init__(self, cluster_id: str) -> None:
+        self.cluster_id = cluster_id
+        super().__init__(f"the cluster {cluster_id} not found")
+
+
+# --- state conflicts ------------------------------------------------------------------------
+
+
+class Conflict(ClustertasksError):
+    """The request conflicts with the current state."""
+
+    code = "Conflict"
+
+
+class IllegalTransition(Conflict):
+    """The task cannot move to the requested state."""
+
+    code = "ErrorTaskState"
+
+    def __init__(self, task_id: str, current: str, target: str) -> None:
+        self.task_id = task_id
+        self.current = current
+        self.target = target
+        super().__init__(f"the task {task_id} is {current} and cannot become {target}")
+
+
+class DuplicateTask(Conflict):
+    """A task with this id already exists."""
+
+    code = "ErrorTaskExists"
+
+
+# --- infrastructure -------------------------------------------------------------------------
+
+
+class StorageUnavailable(ClustertasksError):
+    """The task store is unavailable; try again shortly."""
+
+    code = "ServiceUnavailable"
+
+
+class StorageError(ClustertasksError):
+    """The task store failed to complete the operation."""
+
+    code = "InternalError"
+
+
+class ConfigurationError(ClustertasksError):
+    """The configuration is invalid."""
+
+    code = "InvalidConfiguration"

@@ -1,0 +1,1 @@
+"""Operations: one module per task type, each an ordered list of idempotent stages."""

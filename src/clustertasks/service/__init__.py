@@ -1,0 +1,1 @@
+"""Use cases: submit, get, list, cancel, pause, resume. Never imports the engine."""

@@ -1,0 +1,57 @@
+"""Settings: grouped, frozen, documented; read once at the edge and passed down.
+
+Each field's docstring says what it does. The CLI reads flags, then ``CLUSTERTASKS_*``
+environment variables, then these defaults, and builds a :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import dataclass, field
+
+from clustertasks import errors
+
+DEFAULT_DB_URL = "sqlite:///./clustertasks.db"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = DEFAULT_HOST
+    """Address the HTTP server binds to (``CLUSTERTASKS_HOST``)."""
+
+    port: int = DEFAULT_PORT
+    """TCP port the HTTP server listens on (``CLUSTERTASKS_PORT``)."""
+
+    log_level: str = "info"
+    """Server log level: debug, info, warning or error (``CLUSTERTASKS_LOG_LEVEL``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    url: str = DEFAULT_DB_URL
+    """Database URL: ``sqlite:///path`` or ``postgresql://user:pass@host:port/db``
+    (``CLUSTERTASKS_DB_URL``)."""
+
+    sqlite_busy_timeout_ms: int = 5_000
+    """How long a SQLite connection waits for a lock held by another one, in milliseconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class WireSettings:
+    timezone: str = "UTC"
+    """IANA time zone used for every timestamp on the wire (``CLUSTERTASKS_TIMEZONE``)."""
+
+    def __post_init__(self) -> None:
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise errors.ConfigurationError(f"unknown time zone {self.timezone!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    wire: WireSettings = field(default_factory=WireSettings)

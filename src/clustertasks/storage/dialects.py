@@ -1,0 +1,82 @@
+"""The small places where SQLite and PostgreSQL differ: connecting and upserting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from clustertasks import errors, settings
+
+SQLITE_BEGIN_OPTION = "clustertasks_sqlite_begin"
+
+
+def normalise_url(url: str) -> sa.URL:
+    """Accept ``sqlite:///…`` and ``postgresql://…`` (driver psycopg 3 is implied)."""
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise errors.ConfigurationError(f"cannot parse database URL {url!r}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+pysqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    raise errors.ConfigurationError(
+        f"unsupported database {backend!r}: use sqlite:///path or postgresql://…"
+    )
+
+
+def create_engine(config: settings.StorageSettings) -> sa.Engine:
+    url = normalise_url(config.url)
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, config)
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _sqlite_engine(url: sa.URL, config: settings.StorageSettings) -> sa.Engine:
+    if url.database in (None, "", ":memory:"):
+        raise errors.ConfigurationError("SQLite needs a file: use sqlite:///path/to/file.db")
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN itself, so writers can take the
+        # write lock up front (BEGIN IMMEDIATE) instead of failing with SQLITE_BUSY when a
+        # read transaction tries to upgrade.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode loses nothing when the process dies (kill -9); only a power
+        # failure can roll back the last commits.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(config.sqlite_busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def write_options(engine: sa.Engine) -> dict[str, Any]:
+    """Execution options for a transaction that will write."""
+    if engine.dialect.name == "sqlite":
+        return {SQLITE_BEGIN_OPTION: "IMMEDIATE"}
+    return {}
+
+
+def upsert(
+    engine: sa.Engine, table: sa.Table, values: dict[str, Any], keys: list[str], update: list[str]
+) -> Any:
+    """INSERT … ON CONFLICT (keys) DO UPDATE SET update — same semantics on both dialects."""
+    insert: Any = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
+    stmt = insert(table).values(**values)
+    return stmt.on_conflict_do_update(
+        index_elements=keys, set_={name: stmt.excluded[name] for name in update}
+    )

@@ -1,0 +1,398 @@
+"""TaskStore: tasks, stages, events and results, written incrementally.
+
+Each write is its own short transaction and is committed before the method returns.
+Appending an event or setting a result inserts one row and bumps the task's ``version``
+and ``updated``; it never rewrites the task or its other parts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from clustertasks import errors, settings
+from clustertasks.domain import records, states
+from clustertasks.storage import dialects, migrate, schema
+
+T = schema.tasks
+S = schema.stages
+E = schema.events
+R = schema.results
+
+
+@dataclass(frozen=True, slots=True)
+class TaskQuery:
+    """Which of a cluster's tasks to list, newest first."""
+
+    cluster_id: str
+    limit: int
+    offset: int = 0
+    state: str | None = None
+    task_type: str | None = None
+    after: tuple[int, str] | None = None
+    """Keyset cursor: list only tasks older than this ``(created_us, task_id)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    tasks: Sequence[records.Task]
+    total_count: int
+    has_more: bool
+
+
+class TaskStore:
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        self._write_options = dialects.write_options(engine)
+
+    @classmethod
+    def open(cls, config: settings.StorageSettings, *, upgrade: bool = True) -> TaskStore:
+        """Connect to the database of ``config.url``, applying migrations unless told not to."""
+        engine = dialects.create_engine(config)
+        try:
+            if upgrade:
+                with _translated():
+                    migrate.upgrade(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            with self._read() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except errors.ClustertasksError:
+            return False
+        return True
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def create_task(
+        self,
+        task: records.Task,
+        stages: Sequence[records.Stage],
+        results: Sequence[records.TaskResult] = (),
+    ) -> None:
+        """Insert a new task with all its planned stages (and any known resources)."""
+        row = _task_row(task)
+        row["event_count"] = 0
+        row["result_count"] = len(results)
+        try:
+            with self._write() as conn:
+                conn.execute(sa.insert(T).values(**row))
+                if stages:
+                    conn.execute(sa.insert(S), [_stage_row(task.task_id, s) for s in stages])
+                if results:
+                    conn.execute(
+                        sa.insert(R),
+                        [
+                            {
+                                "task_id": task.task_id,
+                                "data": r.data,
+                                "position": i,
+                                "status": r.status.value,
+                            }
+                            for i, r in enumerate(results)
+                        ],
+                    )
+        except sa.exc.IntegrityError as exc:
+            raise errors.DuplicateTask(f"the task {task.task_id} already exists") from exc
+
+    def update_task(self, task: records.Task) -> int:
+        """Write the task row's mutable fields; returns the new version."""
+        with self._write() as conn:
+            return self._bump(
+                conn,
+                task.task_id,
+                task.updated_us,
+                state=task.state.value,
+                current_stage=task.current_stage,
+                outputs=dict(task.outputs),
+                error_code=task.error.code,
+                error_message=task.error.message,
+            )
+
+    def update_stage(self, task_id: str, stage: records.Stage, now_us: int) -> int:
+        """Write one stage's state, times, message and outputs; returns the new version."""
+        with self._write() as conn:
+            version = self._bump(conn, task_id, now_us)
+            conn.execute(
+                sa.update(S)
+                .where(S.c.task_id == task_id, S.c.position == stage.position)
+                .values(
+                    state=stage.state.value,
+                    start_us=stage.start_us,
+                    end_us=stage.end_us,
+                    message=stage.message,
+                    outputs=dict(stage.outputs),
+                )
+            )
+            return version
+
+    def append_event(
+        self,
+        task_id: str,
+        *,
+        action: str,
+        level: states.EventLevel,
+        reason: str,
+        message: str,
+        now_us: int,
+        source: str = records.EVENT_SOURCE,
+    ) -> records.Event:
+        """Append one event; events of a task are numbered 1, 2, 3… in commit order."""
+        with self._write() as conn:
+            seq = conn.execute(
+                sa.update(T)
+                .where(T.c.task_id == task_id)
+                .values(
+                    event_count=T.c.event_count + 1,
+                    version=T.c.version + 1,
+                    updated_us=now_us,
+                )
+                .returning(T.c.event_count)
+            ).scalar_one_or_none()
+            if seq is None:
+                raise errors.TaskNotFound(task_id)
+            event = records.Event(
+                seq=seq,
+                action=action,
+                level=level,
+                reason=reason,
+                message=message,
+                timestamp_us=now_us,
+                source=source,
+            )
+            conn.execute(
+                sa.insert(E).values(
+                    task_id=task_id,
+                    seq=seq,
+                    action=action,
+                    level=level.value,
+                    reason=reason,
+                    message=message,
+                    source=source,
+                    timestamp_us=now_us,
+                )
+            )
+            return event
+
+    def set_result(self, task_id: str, data: str, status: states.ResultStatus, now_us: int) -> None:
+        """Record what happened to one resource; a new resource is appended to the list."""
+        with self._write() as conn:
+            current = conn.execute(
+                sa.select(R.c.status).where(R.c.task_id == task_id, R.c.data == data)
+            ).scalar_one_or_none()
+            if current is not None:
+                states.check_result_transition(task_id, data, states.ResultStatus(current), status)
+                self._bump(conn, task_id, now_us)
+                conn.execute(
+                    sa.update(R)
+                    .where(R.c.task_id == task_id, R.c.data == data)
+                    .values(status=status.value)
+                )
+                return
+            position = conn.execute(
+                sa.update(T)
+                .where(T.c.task_id == task_id)
+                .values(
+                    result_count=T.c.result_count + 1, version=T.c.version + 1, updated_us=now_us
+                )
+                .returning(T.c.result_count)
+            ).scalar_one_or_none()
+            if position is None:
+                raise errors.TaskNotFound(task_id)
+            conn.execute(
+                sa.insert(R).values(
+                    task_id=task_id, data=data, position=position - 1, status=status.value
+                )
+            )
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get_task(self, task_id: str) -> records.Task:
+        with self._read() as conn:
+            row = conn.execute(sa.select(T).where(T.c.task_id == task_id)).one_or_none()
+        if row is None:
+            raise errors.TaskNotFound(task_id)
+        return _task_from_row(row._mapping)
+
+    def describe_task(self, task_id: str) -> records.TaskView:
+        """The task with its stages, events and results, read in one consistent snapshot."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(T).where(T.c.task_id == task_id)).one_or_none()
+            if row is None:
+                raise errors.TaskNotFound(task_id)
+            stage_rows = conn.execute(
+                sa.select(S).where(S.c.task_id == task_id).order_by(S.c.position)
+            ).all()
+            event_rows = conn.execute(
+                sa.select(E).where(E.c.task_id == task_id).order_by(E.c.seq)
+            ).all()
+            result_rows = conn.execute(
+                sa.select(R.c.data, R.c.status).where(R.c.task_id == task_id).order_by(R.c.position)
+            ).all()
+        return records.TaskView(
+            task=_task_from_row(row._mapping),
+            stages=tuple(_stage_from_row(r._mapping) for r in stage_rows),
+            events=tuple(_event_from_row(r._mapping) for r in event_rows),
+            results=tuple(
+                records.TaskResult(data=r.data, status=states.ResultStatus(r.status))
+                for r in result_rows
+            ),
+        )
+
+    def list_cluster_tasks(self, query: TaskQuery) -> TaskPage:
+        where = [T.c.cluster_id == query.cluster_id]
+        if query.state is not None:
+            where.append(T.c.state == query.state)
+        if query.task_type is not None:
+            where.append(T.c.task_type == query.task_type)
+        page_where = list(where)
+        if query.after is not None:
+            created, task_id = query.after
+            page_where.append(
+                sa.or_(
+                    T.c.created_us < created,
+                    sa.and_(T.c.created_us == created, T.c.task_id < task_id),
+                )
+            )
+        with self._read() as conn:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(T).where(*where)
+            ).scalar_one()
+            rows = conn.execute(
+                sa.select(T)
+                .where(*page_where)
+                .order_by(T.c.created_us.desc(), T.c.task_id.desc())
+                .offset(query.offset)
+                .limit(query.limit + 1)
+            ).all()
+        tasks = [_task_from_row(r._mapping) for r in rows[: query.limit]]
+        return TaskPage(tasks=tasks, total_count=total, has_more=len(rows) > query.limit)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _bump(self, conn: sa.Connection, task_id: str, now_us: int, **values: Any) -> int:
+        version = conn.execute(
+            sa.update(T)
+            .where(T.c.task_id == task_id)
+            .values(version=T.c.version + 1, updated_us=now_us, **values)
+            .returning(T.c.version)
+        ).scalar_one_or_none()
+        if version is None:
+            raise errors.TaskNotFound(task_id)
+        return int(version)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with _translated(), self._engine.connect() as conn:
+            conn = conn.execution_options(**self._write_options)
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with _translated(), self._engine.connect() as conn, conn.begin():
+            yield conn
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """Turn driver errors into ours where they enter (STYLE.md §2)."""
+    try:
+        yield
+    except sa.exc.IntegrityError:
+        raise
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
+        raise errors.StorageUnavailable() from exc
+    except sa.exc.SQLAlchemyError as exc:
+        raise errors.StorageError(f"the task store failed: {type(exc).__name__}") from exc
+
+
+def _task_row(task: records.Task) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "cluster_id": task.cluster_id,
+        "task_type": task.task_type,
+        "state": task.state.value,
+        "created_us": task.created_us,
+        "updated_us": task.updated_us,
+        "target_id": task.target.id,
+        "target_type": task.target.type,
+        "parameters": dict(task.parameters),
+        "current_stage": task.current_stage,
+        "outputs": dict(task.outputs),
+        "error_code": task.error.code,
+        "error_message": task.error.message,
+        "client_token": task.client_token,
+        "version": task.version,
+    }
+
+
+def _stage_row(task_id: str, stage: records.Stage) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "position": stage.position,
+        "name": stage.name,
+        "state": stage.state.value,
+        "start_us": stage.start_us,
+        "end_us": stage.end_us,
+        "message": stage.message,
+        "outputs": dict(stage.outputs),
+    }
+
+
+def _task_from_row(row: Any) -> records.Task:
+    return records.Task(
+        task_id=row["task_id"],
+        cluster_id=row["cluster_id"],
+        task_type=row["task_type"],
+        state=states.TaskState(row["state"]),
+        created_us=row["created_us"],
+        updated_us=row["updated_us"],
+        target=records.Target(id=row["target_id"], type=row["target_type"]),
+        parameters=row["parameters"],
+        current_stage=row["current_stage"],
+        outputs=row["outputs"],
+        error=records.TaskError(code=row["error_code"], message=row["error_message"]),
+        client_token=row["client_token"],
+        version=row["version"],
+    )
+
+
+def _stage_from_row(row: Any) -> records.Stage:
+    return records.Stage(
+        position=row["position"],
+        name=row["name"],
+        state=states.StageState(row["state"]),
+        start_us=row["start_us"],
+        end_us=row["end_us"],
+        message=row["message"],
+        outputs=row["outputs"],
+    )
+
+
+def _event_from_row(row: Any) -> records.Event:
+    return records.Event(
+        seq=row["seq"],
+        action=row["action"],
+        level=states.EventLevel(row["level"]),
+        reason=row["reason"],
+        message=row["message"],
+        timestamp_us=row["timestamp_us"],
+        source=row["source"],
+    )
