@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -14,6 +15,15 @@ from clustertasks.service import container
 from clustertasks.storage import store
 
 log = logging.getLogger("clustertasks")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, which makes the process
+    die by that signal. A requested stop that completed is a success: exit status 0."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 def build_services(config: settings.Settings) -> container.Services:
@@ -29,7 +39,7 @@ def serve(config: settings.Settings, announce: Callable[[str], None] = print) ->
     services = build_services(config)
     try:
         app = build_app(config, services)
-        server = uvicorn.Server(
+        server = _Server(
             uvicorn.Config(
                 app,
                 host=config.server.host,

@@ -117,7 +117,7 @@ def task_get(
     def run() -> None:
         with client.ApiClient(endpoint) as api:
             if output is Output.xml:
-                out.print(api.get_text(path, {"format": "xml"}), highlight=False, markup=False)
+                _print_text(api.get_text(path, {"format": "xml"}))
             elif output is Output.json:
                 _print_json(api.get_json(path))
             else:
@@ -149,7 +149,7 @@ def task_list(
         with client.ApiClient(endpoint) as api:
             if output is Output.xml:
                 params["format"] = "xml"
-                out.print(api.get_text(path, params), highlight=False, markup=False)
+                _print_text(api.get_text(path, params))
             elif output is Output.json:
                 _print_json(api.get_json(path, params))
             else:
@@ -165,7 +165,12 @@ def _quote(value: str) -> str:
 
 
 def _print_json(body: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+    _print_text(json.dumps(body, indent=2, ensure_ascii=False))
+
+
+def _print_text(text: str) -> None:
+    # Not through Rich: machine-readable output must not be wrapped or styled.
+    sys.stdout.write(text.rstrip("\n") + "\n")
 
 
 def _settings(build: Any) -> settings.Settings:

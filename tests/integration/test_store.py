@@ -1,0 +1,236 @@
+"""The task store on real SQLite and PostgreSQL databases."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from clustertasks import errors
+from clustertasks.domain import records, states
+from clustertasks.storage import schema, store
+from tests.support import factories
+
+NOW = factories.BASE_US
+
+
+def _task(task_id: str = "T-000000000000000000000001", cluster: str = "c1") -> records.Task:
+    return records.Task(
+        task_id=task_id,
+        cluster_id=cluster,
+        task_type="cluster_scaleout",
+        state=states.TaskState.RUNNING,
+        created_us=NOW,
+        updated_us=NOW,
+        target=records.Target(cluster),
+        parameters={"count": 3, "nested": {"a": [1, "b", None, True]}},
+    )
+
+
+def test_a_new_task_lists_every_planned_stage_pending(task_store: store.TaskStore) -> None:
+    task_store.create_task(_task(), records.plan_stages(["A", "B", "C"]))
+    view = task_store.describe_task("T-000000000000000000000001")
+    assert [(s.name, s.state) for s in view.stages] == [
+        ("A", states.StageState.PENDING),
+        ("B", states.StageState.PENDING),
+        ("C", states.StageState.PENDING),
+    ]
+    assert view.events == ()
+    assert view.results == ()
+    assert view.task.parameters == {"count": 3, "nested": {"a": [1, "b", None, True]}}
+    assert view.task.version == 1
+
+
+def test_duplicate_task_id_is_refused_and_changes_nothing(task_store: store.TaskStore) -> None:
+    task_store.create_task(_task(), records.plan_stages(["A"]))
+    with pytest.raises(errors.DuplicateTask):
+        task_store.create_task(_task(cluster="other"), records.plan_stages(["X", "Y"]))
+    view = task_store.describe_task("T-000000000000000000000001")
+    assert view.task.cluster_id == "c1"
+    assert [s.name for s in view.stages] == ["A"]
+
+
+def test_unknown_task(task_store: store.TaskStore) -> None:
+    with pytest.raises(errors.TaskNotFound) as caught:
+        task_store.describe_task("T-ffffffffffffffffffffffff")
+    assert caught.value.message == "the task T-ffffffffffffffffffffffff not found"
+    with pytest.raises(errors.TaskNotFound):
+        task_store.append_event(
+            "T-nope",
+            action="a",
+            level=states.EventLevel.NORMAL,
+            reason="R",
+            message="m",
+            now_us=NOW,
+        )
+    with pytest.raises(errors.TaskNotFound):
+        task_store.set_result("T-nope", "i-1", states.ResultStatus.INITIAL, NOW)
+
+
+def test_every_write_bumps_version_and_updated(task_store: store.TaskStore) -> None:
+    task = _task()
+    stage = records.plan_stages(["A"])[0]
+    task_store.create_task(task, [stage])
+    v1 = task_store.get_task(task.task_id).version
+    running = stage.with_state(task.task_id, states.StageState.RUNNING, NOW + 1)
+    v2 = task_store.update_stage(task.task_id, running, NOW + 1)
+    task_store.append_event(
+        task.task_id,
+        action="start",
+        level=states.EventLevel.NORMAL,
+        reason="AStart",
+        message="m",
+        now_us=NOW + 2,
+    )
+    task_store.set_result(task.task_id, "i-1", states.ResultStatus.INITIAL, NOW + 3)
+    v3 = task_store.get_task(task.task_id).version
+    assert v1 < v2 < v3
+    assert v3 == v1 + 3
+    assert task_store.get_task(task.task_id).updated_us == NOW + 3
+
+
+def test_appending_an_event_writes_only_the_event(task_store: store.TaskStore) -> None:
+    view = factories.seed_task(task_store)
+    task_id = view.task.task_id
+    before = task_store.describe_task(task_id)
+    task_store.append_event(
+        task_id,
+        action="progress",
+        level=states.EventLevel.NORMAL,
+        reason="InstanceCreated",
+        message="instance i-x created",
+        now_us=NOW + 99_000_000,
+    )
+    after = task_store.describe_task(task_id)
+    assert after.stages == before.stages
+    assert after.results == before.results
+    assert after.events[:-1] == before.events
+    assert after.events[-1].seq == len(before.events) + 1
+    unchanged = ("state", "parameters", "current_stage", "error", "target", "created_us")
+    for name in unchanged:
+        assert getattr(after.task, name) == getattr(before.task, name)
+    assert after.task.version == before.task.version + 1
+
+
+def test_events_are_numbered_without_gaps_under_concurrent_writers(
+    task_store: store.TaskStore,
+) -> None:
+    task_store.create_task(_task(), records.plan_stages(["A"]))
+    failures: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(20):
+                task_store.append_event(
+                    "T-000000000000000000000001",
+                    action="x",
+                    level=states.EventLevel.NORMAL,
+                    reason="Tick",
+                    message=f"{n}-{i}",
+                    now_us=NOW + i,
+                )
+        except BaseException as exc:  # collected and asserted below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    events = task_store.describe_task("T-000000000000000000000001").events
+    assert [e.seq for e in events] == list(range(1, 81))
+    assert sorted(e.message for e in events) == sorted(
+        f"{n}-{i}" for n in range(4) for i in range(20)
+    )
+
+
+def test_results_keep_first_seen_order_and_legal_statuses(task_store: store.TaskStore) -> None:
+    task_store.create_task(_task(), [])
+    task_id = "T-000000000000000000000001"
+    for instance in ("i-3", "i-1", "i-2"):
+        task_store.set_result(task_id, instance, states.ResultStatus.INITIAL, NOW)
+    task_store.set_result(task_id, "i-1", states.ResultStatus.SUCCESS, NOW)
+    task_store.set_result(task_id, "i-2", states.ResultStatus.FAILED, NOW)
+    task_store.set_result(task_id, "i-2", states.ResultStatus.SUCCESS, NOW)
+    with pytest.raises(errors.IllegalTransition):
+        task_store.set_result(task_id, "i-1", states.ResultStatus.FAILED, NOW)
+    results = task_store.describe_task(task_id).results
+    assert [(r.data, r.status.value) for r in results] == [
+        ("i-3", "initial"),
+        ("i-1", "success"),
+        ("i-2", "success"),
+    ]
+
+
+def test_update_task_writes_state_stage_and_error(task_store: store.TaskStore) -> None:
+    task = _task()
+    task_store.create_task(task, records.plan_stages(["A"]))
+    changed = dataclasses.replace(
+        task.with_current_stage("A", NOW + 5)
+        .with_error(records.TaskError("InstanceCreateFailed", "i-1 failed"), NOW + 5)
+        .with_state(states.TaskState.FAIL, NOW + 5),
+        outputs={"nodes_done": 2},
+    )
+    task_store.update_task(changed)
+    got = task_store.get_task(task.task_id)
+    assert got.state is states.TaskState.FAIL
+    assert got.current_stage == "A"
+    assert got.error == records.TaskError("InstanceCreateFailed", "i-1 failed")
+    assert got.outputs == {"nodes_done": 2}
+    assert got.updated_us == NOW + 5
+
+
+def test_listing_filters_orders_and_pages(task_store: store.TaskStore) -> None:
+    made = []
+    for i in range(7):
+        state = states.TaskState.SUCCESS if i % 2 else states.TaskState.RUNNING
+        task_type = "cluster_scaleout" if i < 5 else "nodepool_upgrade"
+        made.append(
+            factories.seed_task(
+                task_store,
+                cluster_id="c-list",
+                state=state,
+                task_type=task_type,
+                created_us=NOW + i * 10_000_000,
+            ).task.task_id
+        )
+    factories.seed_task(task_store, cluster_id="c-other")
+    newest_first = list(reversed(made))
+
+    page = task_store.list_cluster_tasks(store.TaskQuery(cluster_id="c-list", limit=3))
+    assert [t.task_id for t in page.tasks] == newest_first[:3]
+    assert (page.total_count, page.has_more) == (7, True)
+
+    last = task_store.list_cluster_tasks(store.TaskQuery(cluster_id="c-list", limit=3, offset=6))
+    assert [t.task_id for t in last.tasks] == newest_first[6:]
+    assert last.has_more is False
+
+    after = page.tasks[-1]
+    keyset = task_store.list_cluster_tasks(
+        store.TaskQuery(cluster_id="c-list", limit=10, after=(after.created_us, after.task_id))
+    )
+    assert [t.task_id for t in keyset.tasks] == newest_first[3:]
+
+    running = task_store.list_cluster_tasks(
+        store.TaskQuery(cluster_id="c-list", limit=10, state="running")
+    )
+    assert running.total_count == 4
+    assert all(t.state is states.TaskState.RUNNING for t in running.tasks)
+
+    upgrades = task_store.list_cluster_tasks(
+        store.TaskQuery(cluster_id="c-list", limit=10, task_type="nodepool_upgrade")
+    )
+    assert [t.task_id for t in upgrades.tasks] == newest_first[:2]
+
+
+def test_deleting_a_task_removes_its_parts(task_store: store.TaskStore) -> None:
+    view = factories.seed_task(task_store, state=states.TaskState.SUCCESS)
+    engine = task_store._engine
+    with engine.begin() as conn:
+        conn.execute(sa.delete(schema.tasks).where(schema.tasks.c.task_id == view.task.task_id))
+        for table in (schema.stages, schema.events, schema.results):
+            left = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            assert left == 0, table.name
