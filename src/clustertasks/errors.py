@@ -119,3 +119,63 @@ class ConfigurationError(ClustertasksError):
     """The configuration is invalid."""
 
     code = "InvalidConfiguration"
+
+
+# --- operation outcomes: how a stage failure is retried -------------------------------------
+
+
+class PermanentError(ClustertasksError):
+    """The operation failed and retrying will not help."""
+
+    code = "OperationFailed"
+
+
+class TemporaryError(ClustertasksError):
+    """The operation failed for now; it may succeed if retried."""
+
+    code = "TemporarilyUnavailable"
+
+    def __init__(self, message: str | None = None, *, delay: float | None = None) -> None:
+        self.delay = delay
+        super().__init__(message)
+
+
+class NodePoolNotFound(NotFound):
+    """The node pool was not found."""
+
+    code = "ErrorNodePoolNotFound"
+
+    def __init__(self, nodepool_id: str, cluster_id: str) -> None:
+        self.nodepool_id = nodepool_id
+        self.cluster_id = cluster_id
+        super().__init__(f"the node pool {nodepool_id} not found in cluster {cluster_id}")
+
+
+class QuotaExceeded(ClustertasksError):
+    """A quota would be exceeded."""
+
+    code = "QuotaExceeded.Node"
+
+
+class InstanceCreateFailed(PermanentError):
+    """No ECS instance could be created."""
+
+    code = "InstanceCreateFailed"
+
+
+class InstanceBootFailed(PermanentError):
+    """An ECS instance failed to start."""
+
+    code = "InstanceBootFailed"
+
+
+class NodeJoinFailed(PermanentError):
+    """A node failed to join the cluster."""
+
+    code = "NodeJoinFailed"
+
+
+class ResourceInUse(ClustertasksError):
+    """The resource still has dependents."""
+
+    code = "DependencyResourceExist"

@@ -51,7 +51,27 @@ class WireSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SimSettings:
+    speed: float = 1.0
+    """Every simulated duration is divided by this; 0 means no waiting at all
+    (``CLUSTERTASKS_SIM_SPEED``)."""
+
+    seed: int | None = None
+    """Makes ids and random choices repeatable (``CLUSTERTASKS_SIM_SEED``)."""
+
+    node_quota: int = 200
+    """Most worker nodes one simulated cluster may have (``QuotaExceeded.Node`` beyond)."""
+
+    def __post_init__(self) -> None:
+        if self.speed < 0:
+            raise errors.ConfigurationError(f"sim speed must be >= 0, got {self.speed}")
+        if self.node_quota < 0:
+            raise errors.ConfigurationError(f"node quota must be >= 0, got {self.node_quota}")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     wire: WireSettings = field(default_factory=WireSettings)
+    sim: SimSettings = field(default_factory=SimSettings)
