@@ -94,6 +94,30 @@ class IllegalTransition(Conflict):
         super().__init__(f"the task {task_id} is {current} and cannot become {target}")
 
 
+class TaskConflict(Conflict):
+    """Another task is running on the same target."""
+
+    code = "ErrorTaskConflict"
+
+
+class IdempotentParameterMismatch(Conflict):
+    """The client token was used before with different parameters."""
+
+    code = "IdempotentParameterMismatch"
+
+
+class TaskNotSupported(ClustertasksError):
+    """The task does not support this action."""
+
+    code = "ErrorTaskNotSupported"
+
+
+class ExecutorLocked(ClustertasksError):
+    """Another executor already runs tasks on this database."""
+
+    code = "ExecutorLocked"
+
+
 class DuplicateTask(Conflict):
     """A task with this id already exists."""
 

@@ -51,6 +51,8 @@ class Task:
     outputs: JsonObject = field(default_factory=dict)
     error: TaskError = field(default_factory=TaskError)
     client_token: str | None = None
+    requested_action: str | None = None
+    """``pause`` or ``cancel`` asked for by a client and not yet acted on."""
     version: int = 1
     """Bumped by the store on every change to the task or its parts."""
 
@@ -63,6 +65,11 @@ class Task:
 
     def with_current_stage(self, name: str, now_us: int) -> Task:
         return dataclasses.replace(self, current_stage=name, updated_us=now_us)
+
+
+# What a client may ask of a running task; the engine acts on it at the next checkpoint.
+PAUSE = "pause"
+CANCEL = "cancel"
 
 
 @dataclass(frozen=True, slots=True)

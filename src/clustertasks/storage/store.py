@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from clustertasks import errors, settings
 from clustertasks.domain import records, states
-from clustertasks.storage import dialects, migrate, schema
+from clustertasks.storage import dialects, locks, migrate, schema
 
 T = schema.tasks
 S = schema.stages
@@ -35,6 +35,13 @@ class TaskQuery:
     task_type: str | None = None
     after: tuple[int, str] | None = None
     """Keyset cursor: list only tasks older than this ``(created_us, task_id)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOutcome:
+    task: records.Task
+    created: bool
+    """False when a client token matched an earlier submission."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,40 +162,16 @@ class TaskStore:
     ) -> records.Event:
         """Append one event; events of a task are numbered 1, 2, 3… in commit order."""
         with self._write() as conn:
-            seq = conn.execute(
-                sa.update(T)
-                .where(T.c.task_id == task_id)
-                .values(
-                    event_count=T.c.event_count + 1,
-                    version=T.c.version + 1,
-                    updated_us=now_us,
-                )
-                .returning(T.c.event_count)
-            ).scalar_one_or_none()
-            if seq is None:
-                raise errors.TaskNotFound(task_id)
-            event = records.Event(
-                seq=seq,
+            return self._insert_event(
+                conn,
+                task_id,
+                now_us,
                 action=action,
                 level=level,
                 reason=reason,
                 message=message,
-                timestamp_us=now_us,
                 source=source,
             )
-            conn.execute(
-                sa.insert(E).values(
-                    task_id=task_id,
-                    seq=seq,
-                    action=action,
-                    level=level.value,
-                    reason=reason,
-                    message=message,
-                    source=source,
-                    timestamp_us=now_us,
-                )
-            )
-            return event
 
     def set_result(self, task_id: str, data: str, status: states.ResultStatus, now_us: int) -> None:
         """Record what happened to one resource; a new resource is appended to the list."""
@@ -220,6 +203,109 @@ class TaskStore:
                     task_id=task_id, data=data, position=position - 1, status=status.value
                 )
             )
+
+    def submit_task(self, task: records.Task, stages: Sequence[records.Stage]) -> SubmitOutcome:
+        """Create ``task`` unless its client token or a conflicting task says otherwise.
+
+        In one transaction: a known ``client_token`` returns its task (same type, cluster
+        and parameters) or raises ``IdempotentParameterMismatch``; an unfinished task on
+        the same target, or any unfinished task on the cluster when either task targets
+        the whole cluster, raises ``TaskConflict`` naming it. Otherwise the task is created.
+        """
+        with self._write() as conn:
+            if self.dialect == "postgresql":
+                # SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL needs a
+                # lock so two submissions cannot both see "no conflict".
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(hashtext(:cluster))"),
+                    {"cluster": task.cluster_id},
+                )
+            if task.client_token is not None:
+                row = conn.execute(
+                    sa.select(T).where(T.c.client_token == task.client_token)
+                ).one_or_none()
+                if row is not None:
+                    existing = _task_from_row(row._mapping)
+                    same = (
+                        existing.task_type == task.task_type
+                        and existing.cluster_id == task.cluster_id
+                        and dict(existing.parameters) == dict(task.parameters)
+                    )
+                    if not same:
+                        raise errors.IdempotentParameterMismatch(
+                            f"the client_token {task.client_token} was used for the task "
+                            f"{existing.task_id} with other parameters"
+                        )
+                    return SubmitOutcome(existing, created=False)
+            active = [states.TaskState.RUNNING.value, states.TaskState.PAUSED.value]
+            scope = [T.c.cluster_id == task.cluster_id, T.c.state.in_(active)]
+            if task.target.type != "cluster":
+                scope.append(sa.or_(T.c.target_type == "cluster", T.c.target_id == task.target.id))
+            blocking = conn.execute(
+                sa.select(T.c.task_id, T.c.task_type).where(*scope).limit(1)
+            ).one_or_none()
+            if blocking is not None:
+                raise errors.TaskConflict(
+                    f"the task {blocking.task_id} ({blocking.task_type}) is still running on "
+                    f"{task.target.type} {task.target.id}; wait for it to finish or cancel it"
+                )
+            values = _task_row(task)
+            values["event_count"] = 0
+            values["result_count"] = 0
+            conn.execute(sa.insert(T).values(**values))
+            if stages:
+                conn.execute(sa.insert(S), [_stage_row(task.task_id, s) for s in stages])
+            return SubmitOutcome(task, created=True)
+
+    def request_action(self, task_id: str, action: str, now_us: int) -> records.Task:
+        """Record a client's pause or cancel for the engine, if the task's state allows it."""
+        with self._write() as conn:
+            task = self._lock_task(conn, task_id)
+            target = {
+                records.PAUSE: states.TaskState.PAUSED,
+                records.CANCEL: states.TaskState.CANCELED,
+            }[action]
+            states.check_task_transition(task_id, task.state, target)
+            if action == records.PAUSE and task.requested_action == records.CANCEL:
+                raise errors.IllegalTransition(task_id, "being canceled", target.value)
+            self._bump(conn, task_id, now_us, requested_action=action)
+            return self._lock_task(conn, task_id)
+
+    def resume(self, task_id: str, now_us: int) -> records.Task:
+        """paused -> running, with a ``TaskResumed`` event, in one transaction."""
+        with self._write() as conn:
+            task = self._lock_task(conn, task_id)
+            if task.requested_action == records.CANCEL:
+                raise errors.IllegalTransition(task_id, "being canceled", "running")
+            resumed = task.with_state(states.TaskState.RUNNING, now_us)
+            self._bump(conn, task_id, now_us, state=resumed.state.value, requested_action=None)
+            self._insert_event(
+                conn,
+                task_id,
+                now_us,
+                action="resume",
+                level=states.EventLevel.NORMAL,
+                reason="TaskResumed",
+                message=f"task {task_id} resumed",
+            )
+            return self._lock_task(conn, task_id)
+
+    def clear_requested_action(self, task_id: str, now_us: int) -> None:
+        with self._write() as conn:
+            self._bump(conn, task_id, now_us, requested_action=None)
+
+    def unfinished_tasks(self) -> list[records.Task]:
+        """Every running or paused task, oldest first (what an executor must look after)."""
+        active = [states.TaskState.RUNNING.value, states.TaskState.PAUSED.value]
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(T).where(T.c.state.in_(active)).order_by(T.c.created_us, T.c.task_id)
+            ).all()
+        return [_task_from_row(r._mapping) for r in rows]
+
+    def executor_lock(self) -> locks.ExecutorLock:
+        """The lock that makes an executor the only one on this database."""
+        return locks.ExecutorLock.for_engine(self._engine)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -286,6 +372,57 @@ class TaskStore:
 
     # -- plumbing --------------------------------------------------------------------------
 
+    def _lock_task(self, conn: sa.Connection, task_id: str) -> records.Task:
+        query = sa.select(T).where(T.c.task_id == task_id)
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).one_or_none()
+        if row is None:
+            raise errors.TaskNotFound(task_id)
+        return _task_from_row(row._mapping)
+
+    def _insert_event(
+        self,
+        conn: sa.Connection,
+        task_id: str,
+        now_us: int,
+        *,
+        action: str,
+        level: states.EventLevel,
+        reason: str,
+        message: str,
+        source: str = records.EVENT_SOURCE,
+    ) -> records.Event:
+        seq = conn.execute(
+            sa.update(T)
+            .where(T.c.task_id == task_id)
+            .values(event_count=T.c.event_count + 1, version=T.c.version + 1, updated_us=now_us)
+            .returning(T.c.event_count)
+        ).scalar_one_or_none()
+        if seq is None:
+            raise errors.TaskNotFound(task_id)
+        conn.execute(
+            sa.insert(E).values(
+                task_id=task_id,
+                seq=seq,
+                action=action,
+                level=level.value,
+                reason=reason,
+                message=message,
+                source=source,
+                timestamp_us=now_us,
+            )
+        )
+        return records.Event(
+            seq=seq,
+            action=action,
+            level=level,
+            reason=reason,
+            message=message,
+            timestamp_us=now_us,
+            source=source,
+        )
+
     def _bump(self, conn: sa.Connection, task_id: str, now_us: int, **values: Any) -> int:
         version = conn.execute(
             sa.update(T)
@@ -339,6 +476,7 @@ def _task_row(task: records.Task) -> dict[str, Any]:
         "error_code": task.error.code,
         "error_message": task.error.message,
         "client_token": task.client_token,
+        "requested_action": task.requested_action,
         "version": task.version,
     }
 
@@ -370,6 +508,7 @@ def _task_from_row(row: Any) -> records.Task:
         outputs=row["outputs"],
         error=records.TaskError(code=row["error_code"], message=row["error_message"]),
         client_token=row["client_token"],
+        requested_action=row["requested_action"],
         version=row["version"],
     )
 

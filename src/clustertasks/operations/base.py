@@ -1,0 +1,131 @@
+"""How an operation is declared: its task type, its ordered stages, what it supports.
+
+A stage is an ``async`` function of one argument, the :class:`StageContext`. It reads and
+changes the world only through ``ctx.provider``, with idempotency keys from ``ctx.key()``,
+so the engine may run it again after a crash, a retry or a pause without doing anything
+twice. It reports through the context, and every report is durable once it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from clustertasks.domain import states
+from clustertasks.providers import base as providers
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter: attempt n waits up to ``initial * factor**n``."""
+
+    max_attempts: int = 5
+    initial_delay: float = 1.0
+    factor: float = 2.0
+    max_delay: float = 30.0
+
+
+class StageContext(Protocol):
+    """What a running stage may see and do."""
+
+    task_id: str
+    cluster_id: str
+    stage: str
+    parameters: Mapping[str, Any]
+    provider: providers.CloudProvider
+
+    def key(self, *item: object) -> str:
+        """Idempotency key for a provider call: task id + stage + item."""
+        ...
+
+    async def emit(
+        self,
+        reason: str,
+        message: str,
+        *,
+        level: states.EventLevel = states.EventLevel.NORMAL,
+        action: str = "progress",
+    ) -> None:
+        """Append an event (messages name the resource: node, instance, pod, PDB)."""
+        ...
+
+    async def set_result(self, data: str, status: states.ResultStatus) -> None:
+        """Record the outcome for one resource in ``task_result[]``."""
+        ...
+
+    async def progress(self, **counters: Any) -> None:
+        """Merge named counters into this stage's ``outputs`` (e.g. nodes_done=3)."""
+        ...
+
+    def outputs(self, stage: str | None = None) -> Mapping[str, Any]:
+        """This (or an earlier) stage's outputs as last written."""
+        ...
+
+    def results(self) -> Mapping[str, states.ResultStatus]:
+        """Every resource recorded so far, in first-seen order."""
+        ...
+
+    async def checkpoint(self, *, batch: int | None = None, batches: int | None = None) -> None:
+        """Persist progress and honour a pause or cancel request here.
+
+        Batched stages call it after each batch with ``batch`` (1-based) and ``batches``,
+        which is where ``pause_policy`` makes the task pause by itself.
+        """
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait, staying responsive to pause and cancel."""
+        ...
+
+
+StageFunction = Callable[[StageContext], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    name: str
+    run: StageFunction
+    timeout: float = 3600.0
+    """Seconds before the stage fails with ``StageTimeout``."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    task_type: str
+    stages: Sequence[Stage]
+    pausable: bool = False
+    cancelable: bool = True
+    cluster_wide: bool = False
+    """True: excludes every other task on the cluster. False: one task per target."""
+    compensate: StageFunction | None = None
+    """Run after a cancel or a failure (e.g. release instances that never joined)."""
+
+    def stage_names(self) -> list[str]:
+        return [stage.name for stage in self.stages]
+
+
+class Registry:
+    """The operations a server can run, by task type."""
+
+    def __init__(self, operations: Sequence[Operation] = ()) -> None:
+        self._by_type: dict[str, Operation] = {}
+        for operation in operations:
+            self.add(operation)
+
+    def add(self, operation: Operation) -> None:
+        if operation.task_type in self._by_type:
+            raise ValueError(f"task type {operation.task_type!r} registered twice")
+        if len(set(operation.stage_names())) != len(operation.stages):
+            raise ValueError(f"{operation.task_type}: stage names must be unique")
+        self._by_type[operation.task_type] = operation
+
+    def get(self, task_type: str) -> Operation | None:
+        return self._by_type.get(task_type)
+
+    def __contains__(self, task_type: object) -> bool:
+        return task_type in self._by_type
+
+    def task_types(self) -> list[str]:
+        return sorted(self._by_type)
