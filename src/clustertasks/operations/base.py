@@ -46,8 +46,13 @@ class StageContext(Protocol):
         *,
         level: states.EventLevel = states.EventLevel.NORMAL,
         action: str = "progress",
+        once: bool = False,
     ) -> None:
-        """Append an event (messages name the resource: node, instance, pod, PDB)."""
+        """Append an event (messages name the resource: node, instance, pod, PDB).
+
+        ``once``: skip it if the task already has an event with this reason and message
+        (a stage re-run after a crash then does not repeat what it already reported).
+        """
         ...
 
     async def set_result(self, data: str, status: states.ResultStatus) -> None:
@@ -97,8 +102,6 @@ class Operation:
     stages: Sequence[Stage]
     pausable: bool = False
     cancelable: bool = True
-    cluster_wide: bool = False
-    """True: excludes every other task on the cluster. False: one task per target."""
     compensate: StageFunction | None = None
     """Run after a cancel or a failure (e.g. release instances that never joined)."""
 

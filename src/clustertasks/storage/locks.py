@@ -76,6 +76,8 @@ class ExecutorLock:
 
     def _acquire_advisory(self) -> None:
         connection = self._engine.connect()
+        # Out of the pool: closing it must really end the session, and with it the lock.
+        connection.detach()
         try:
             got = connection.execute(
                 sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": _PG_EXECUTOR_LOCK}

@@ -118,13 +118,23 @@ class TaskStore:
         except sa.exc.IntegrityError as exc:
             raise errors.DuplicateTask(f"the task {task.task_id} already exists") from exc
 
-    def update_task(self, task: records.Task) -> int:
-        """Write the task row's mutable fields; returns the new version."""
+    def update_task(self, task: records.Task, *, acted_on: str | None = None) -> int:
+        """Write the task row's mutable fields; returns the new version.
+
+        ``acted_on``: the client request (pause, cancel) this change fulfils, forgotten in
+        the same transaction — unless a different request has arrived meanwhile.
+        """
+        extra: dict[str, Any] = {}
+        if acted_on is not None:
+            extra["requested_action"] = sa.case(
+                (T.c.requested_action == acted_on, sa.null()), else_=T.c.requested_action
+            )
         with self._write() as conn:
             return self._bump(
                 conn,
                 task.task_id,
                 task.updated_us,
+                **extra,
                 state=task.state.value,
                 current_stage=task.current_stage,
                 outputs=dict(task.outputs),
@@ -290,9 +300,14 @@ class TaskStore:
             )
             return self._lock_task(conn, task_id)
 
-    def clear_requested_action(self, task_id: str, now_us: int) -> None:
+    def clear_requested_action(self, task_id: str, action: str, now_us: int) -> None:
+        """Forget a request the engine acted on (a newer, different request stays)."""
         with self._write() as conn:
-            self._bump(conn, task_id, now_us, requested_action=None)
+            conn.execute(
+                sa.update(T)
+                .where(T.c.task_id == task_id, T.c.requested_action == action)
+                .values(requested_action=None, version=T.c.version + 1, updated_us=now_us)
+            )
 
     def unfinished_tasks(self) -> list[records.Task]:
         """Every running or paused task, oldest first (what an executor must look after)."""

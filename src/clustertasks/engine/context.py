@@ -1,0 +1,148 @@
+"""The engine's implementation of ``operations.base.StageContext``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from clustertasks import clock
+from clustertasks.domain import records, states
+from clustertasks.engine import signals
+from clustertasks.providers import base as providers
+from clustertasks.storage import store
+
+R = TypeVar("R")
+Db = Callable[..., Awaitable[Any]]
+
+PAUSE_POLICIES = ("FirstBatch", "EveryBatch", "NotPause")
+
+
+def pause_policy(parameters: Mapping[str, Any]) -> str:
+    """``rolling_policy.pause_policy`` as UpgradeClusterNodepool sends it (or top level)."""
+    rolling = parameters.get("rolling_policy")
+    if isinstance(rolling, Mapping) and rolling.get("pause_policy") in PAUSE_POLICIES:
+        return str(rolling["pause_policy"])
+    top = parameters.get("pause_policy")
+    return str(top) if top in PAUSE_POLICIES else "NotPause"
+
+
+class TaskState:
+    """What the runner knows of its task, kept in step with what it writes."""
+
+    def __init__(self, view: records.TaskView) -> None:
+        self.task = view.task
+        self.stages = {stage.name: stage for stage in view.stages}
+        self.order = [stage.name for stage in view.stages]
+        self.results: dict[str, states.ResultStatus] = {r.data: r.status for r in view.results}
+        self.reported = {(e.reason, e.message) for e in view.events}
+
+
+class RunContext:
+    """One stage's window on its task. Every report is committed before it returns."""
+
+    def __init__(
+        self,
+        *,
+        state: TaskState,
+        stage: str,
+        task_store: store.TaskStore,
+        provider: providers.CloudProvider,
+        db: Db,
+        time: clock.Clock,
+        poked: asyncio.Event,
+    ) -> None:
+        self._state = state
+        self._store = task_store
+        self._db = db
+        self._clock = time
+        self._poked = poked
+        self.task_id = state.task.task_id
+        self.cluster_id = state.task.cluster_id
+        self.stage = stage
+        self.parameters: Mapping[str, Any] = state.task.parameters
+        self.provider = provider
+
+    def key(self, *item: object) -> str:
+        return "/".join([self.task_id, self.stage, *(str(part) for part in item)])
+
+    async def emit(
+        self,
+        reason: str,
+        message: str,
+        *,
+        level: states.EventLevel = states.EventLevel.NORMAL,
+        action: str = "progress",
+        once: bool = False,
+    ) -> None:
+        if once and (reason, message) in self._state.reported:
+            return
+        await self._db(
+            self._store.append_event,
+            self.task_id,
+            action=action,
+            level=level,
+            reason=reason,
+            message=message,
+            now_us=self._clock.now_us(),
+        )
+        self._state.reported.add((reason, message))
+
+    async def set_result(self, data: str, status: states.ResultStatus) -> None:
+        current = self._state.results.get(data)
+        if current == status:
+            return
+        await self._db(self._store.set_result, self.task_id, data, status, self._clock.now_us())
+        self._state.results[data] = status
+
+    async def progress(self, **counters: Any) -> None:
+        stage = self._state.stages.get(self.stage)
+        if stage is None:  # compensation has no stage row of its own
+            return
+        merged = {**stage.outputs, **counters}
+        if merged == dict(stage.outputs):
+            return
+        updated = dataclasses.replace(stage, outputs=merged)
+        await self._db(self._store.update_stage, self.task_id, updated, self._clock.now_us())
+        self._state.stages[self.stage] = updated
+
+    def outputs(self, stage: str | None = None) -> Mapping[str, Any]:
+        found = self._state.stages.get(stage or self.stage)
+        return found.outputs if found is not None else {}
+
+    def results(self) -> Mapping[str, states.ResultStatus]:
+        return dict(self._state.results)
+
+    async def checkpoint(self, *, batch: int | None = None, batches: int | None = None) -> None:
+        task = await self._db(self._store.get_task, self.task_id)
+        if task.requested_action == records.CANCEL:
+            raise signals.CancelRequested()
+        if task.requested_action == records.PAUSE:
+            raise signals.PauseRequested(f"task {self.task_id} paused on request")
+        if batch is None or batches is None or batch >= batches:
+            return
+        policy = pause_policy(self.parameters)
+        already = int(self.outputs().get("paused_after_batch", 0))
+        due = (policy == "FirstBatch" and batch == 1) or policy == "EveryBatch"
+        if due and already < batch:
+            await self.progress(paused_after_batch=batch)
+            raise signals.PauseRequested(
+                f"task {self.task_id} paused after batch {batch} of {batches} "
+                f"(pause_policy {policy})"
+            )
+
+    async def sleep(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(seconds, 0.0)
+        while True:
+            # Clear before the checkpoint reads the store: a request committed earlier is
+            # seen by the checkpoint, one committed later pokes the wait below awake.
+            self._poked.clear()
+            await self.checkpoint()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), remaining)

@@ -1,0 +1,299 @@
+"""Running one task from wherever it stands to its next stop.
+
+A stop is success, failure, cancellation or a pause. The runner re-reads the task from
+the store, skips finished stages, re-runs an interrupted one (stages are idempotent) and
+commits every change before going on, so a crash at any instant loses nothing: the next
+runner resumes from the last commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from clustertasks import clock, errors
+from clustertasks.domain import records, states
+from clustertasks.engine import context, signals
+from clustertasks.operations import base as operations
+from clustertasks.providers import base as providers
+from clustertasks.storage import store
+
+log = logging.getLogger("clustertasks.engine")
+
+Db = Callable[..., Awaitable[Any]]
+COMPENSATION = "Compensate"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EngineTuning:
+    retry_delay_scale: float = 1.0
+    """Multiplies every retry backoff (tests use 0 to retry at once)."""
+
+
+class TaskRunner:
+    def __init__(
+        self,
+        task_id: str,
+        *,
+        task_store: store.TaskStore,
+        registry: operations.Registry,
+        provider: providers.CloudProvider,
+        db: Db,
+        time: clock.Clock,
+        tuning: EngineTuning,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self._store = task_store
+        self._registry = registry
+        self._provider = provider
+        self._db = db
+        self._clock = time
+        self._tuning = tuning
+        self._rng = rng or random.Random()
+        self.poked = asyncio.Event()
+
+    async def run(self) -> None:
+        view = await self._db(self._store.describe_task, self.task_id)
+        state = context.TaskState(view)
+        task = state.task
+        if task.state.terminal:
+            return
+        operation = self._registry.get(task.task_type)
+        if operation is None:
+            await self._fail(
+                state, None, errors.ClustertasksError(f"no operation for {task.task_type}")
+            )
+            return
+        if task.requested_action == records.CANCEL:
+            await self._cancel(state, operation)
+            return
+        if task.state is states.TaskState.PAUSED:
+            return
+        stage_states = [s.state for s in state.stages.values()]
+        if states.StageState.FAIL in stage_states:
+            # A crash interrupted the failure path: finish it.
+            await self._finish_failure(state, operation)
+            return
+        if states.StageState.CANCELED in stage_states:
+            await self._cancel(state, operation)
+            return
+        if task.requested_action == records.PAUSE:
+            await self._pause(state, f"task {self.task_id} paused on request")
+            return
+        await self._run_stages(state, operation)
+
+    async def _run_stages(self, state: context.TaskState, operation: operations.Operation) -> None:
+        if not any(s.start_us for s in state.stages.values()):
+            await self._event(
+                state, "start", "TaskStart", f"{state.task.task_type} task {self.task_id} started"
+            )
+        for spec in operation.stages:
+            stage = state.stages[spec.name]
+            if stage.state in (states.StageState.SUCCESS, states.StageState.SKIPPED):
+                continue
+            now = self._clock.now_us()
+            if stage.state is states.StageState.PENDING:
+                stage = stage.with_state(self.task_id, states.StageState.RUNNING, now)
+                await self._save_stage(state, stage)
+            if state.task.current_stage != spec.name:
+                state.task = state.task.with_current_stage(spec.name, now)
+                await self._db(self._store.update_task, state.task)
+            try:
+                await self._attempts(state, spec)
+            except signals.PauseRequested as pause:
+                await self._pause(state, pause.reason)
+                return
+            except signals.CancelRequested:
+                await self._cancel(state, operation)
+                return
+            except errors.ClustertasksError as exc:
+                await self._fail(state, spec.name, exc)
+                await self._finish_failure(state, operation)
+                return
+            stage = state.stages[spec.name]
+            done = stage.with_state(self.task_id, states.StageState.SUCCESS, self._clock.now_us())
+            await self._save_stage(state, done)
+        await self._succeed(state)
+
+    async def _attempts(self, state: context.TaskState, spec: operations.Stage) -> None:
+        """Run the stage until it succeeds, or raise the error that fails the task."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + spec.timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            ctx = self._context(state, spec.name)
+            remaining = deadline - loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                await asyncio.wait_for(spec.run(ctx), remaining)
+                return
+            except signals.Interrupt:
+                raise
+            except TimeoutError:
+                raise StageTimeout(spec.name, spec.timeout) from None
+            except errors.TemporaryError as exc:
+                failure: errors.ClustertasksError = exc
+                delay = exc.delay
+            except errors.ClustertasksError:
+                raise  # permanent: our errors carry their code
+            except Exception as exc:
+                failure = errors.ClustertasksError(f"{type(exc).__name__}: {exc}")
+                delay = None
+                log.warning(
+                    "task %s stage %s attempt %d failed",
+                    self.task_id,
+                    spec.name,
+                    attempt,
+                    exc_info=exc,
+                )
+            if attempt >= spec.retry.max_attempts:
+                raise failure
+            wait = self._backoff(spec.retry, attempt) if delay is None else delay
+            await self._event(
+                state,
+                "retry",
+                "StageRetry",
+                f"stage {spec.name} attempt {attempt} of {spec.retry.max_attempts} failed "
+                f"({failure.code}: {failure.message}); retrying in {wait:.1f}s",
+                level=states.EventLevel.WARNING,
+            )
+            await ctx.sleep(wait * self._tuning.retry_delay_scale)
+
+    def _backoff(self, policy: operations.RetryPolicy, attempt: int) -> float:
+        ceiling = min(policy.max_delay, policy.initial_delay * policy.factor ** (attempt - 1))
+        return self._rng.uniform(0, ceiling)
+
+    def _context(self, state: context.TaskState, stage: str) -> context.RunContext:
+        return context.RunContext(
+            state=state,
+            stage=stage,
+            task_store=self._store,
+            provider=self._provider,
+            db=self._db,
+            time=self._clock,
+            poked=self.poked,
+        )
+
+    # -- stops -----------------------------------------------------------------------------
+
+    async def _succeed(self, state: context.TaskState) -> None:
+        now = self._clock.now_us()
+        state.task = state.task.with_state(states.TaskState.SUCCESS, now)
+        await self._event(state, "finish", "TaskSucceed", f"task {self.task_id} succeeded")
+        await self._db(self._store.update_task, state.task)
+
+    async def _pause(self, state: context.TaskState, reason: str) -> None:
+        now = self._clock.now_us()
+        state.task = dataclasses.replace(
+            state.task.with_state(states.TaskState.PAUSED, now), requested_action=None
+        )
+        await self._event(state, "pause", "TaskPaused", reason)
+        await self._db(self._store.update_task, state.task, acted_on=records.PAUSE)
+
+    async def _fail(
+        self, state: context.TaskState, stage_name: str | None, exc: errors.ClustertasksError
+    ) -> None:
+        """Record the failure: the stage fails, later stages are skipped, the error is set."""
+        now = self._clock.now_us()
+        for name in state.order:
+            stage = state.stages[name]
+            if name == stage_name and stage.state is states.StageState.RUNNING:
+                await self._save_stage(
+                    state, stage.with_state(self.task_id, states.StageState.FAIL, now, exc.message)
+                )
+            elif stage.state is states.StageState.PENDING:
+                await self._save_stage(
+                    state, stage.with_state(self.task_id, states.StageState.SKIPPED, now)
+                )
+        state.task = state.task.with_error(records.TaskError(exc.code, exc.message), now)
+        await self._db(self._store.update_task, state.task)
+        await self._event(
+            state,
+            "fail",
+            "TaskFailed",
+            f"{exc.code}: {exc.message}",
+            level=states.EventLevel.WARNING,
+        )
+
+    async def _finish_failure(
+        self, state: context.TaskState, operation: operations.Operation
+    ) -> None:
+        await self._compensate(state, operation)
+        state.task = state.task.with_state(states.TaskState.FAIL, self._clock.now_us())
+        await self._db(self._store.update_task, state.task)
+
+    async def _cancel(self, state: context.TaskState, operation: operations.Operation) -> None:
+        now = self._clock.now_us()
+        for name in state.order:
+            stage = state.stages[name]
+            if stage.state in (states.StageState.PENDING, states.StageState.RUNNING):
+                await self._save_stage(
+                    state,
+                    stage.with_state(self.task_id, states.StageState.CANCELED, now, "canceled"),
+                )
+        await self._compensate(state, operation)
+        now = self._clock.now_us()
+        state.task = dataclasses.replace(
+            state.task.with_state(states.TaskState.CANCELED, now), requested_action=None
+        )
+        await self._event(state, "cancel", "TaskCanceled", f"task {self.task_id} canceled")
+        await self._db(self._store.update_task, state.task, acted_on=records.CANCEL)
+
+    async def _compensate(self, state: context.TaskState, operation: operations.Operation) -> None:
+        if operation.compensate is None:
+            return
+        ctx = self._context(state, COMPENSATION)
+        try:
+            await operation.compensate(ctx)
+        except signals.Interrupt:
+            pass  # already stopping: a second pause/cancel changes nothing
+        except Exception as exc:
+            log.warning("task %s compensation failed", self.task_id, exc_info=exc)
+            await self._event(
+                state,
+                "compensate",
+                "CompensationFailed",
+                f"cleanup after task {self.task_id} failed: {type(exc).__name__}: {exc}",
+                level=states.EventLevel.WARNING,
+            )
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def _save_stage(self, state: context.TaskState, stage: records.Stage) -> None:
+        await self._db(self._store.update_stage, self.task_id, stage, self._clock.now_us())
+        state.stages[stage.name] = stage
+
+    async def _event(
+        self,
+        state: context.TaskState,
+        action: str,
+        reason: str,
+        message: str,
+        *,
+        level: states.EventLevel = states.EventLevel.NORMAL,
+    ) -> None:
+        await self._db(
+            self._store.append_event,
+            self.task_id,
+            action=action,
+            level=level,
+            reason=reason,
+            message=message,
+            now_us=self._clock.now_us(),
+        )
+
+
+class StageTimeout(errors.PermanentError):
+    """A stage ran past its timeout."""
+
+    code = "StageTimeout"
+
+    def __init__(self, stage: str, seconds: float) -> None:
+        super().__init__(f"stage {stage} did not finish within {seconds:g}s")

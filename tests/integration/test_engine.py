@@ -1,0 +1,447 @@
+"""The engine in-process on SQLite and PostgreSQL, with operations defined by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar, cast
+
+import pytest
+
+from clustertasks import errors
+from clustertasks.domain import records, states
+from clustertasks.engine import executor, runner
+from clustertasks.providers import base as providers
+from clustertasks.service import control
+from clustertasks.storage import store
+from tests.support import operations as ops
+
+T = TypeVar("T")
+CLUSTER = "c0123456789abcdef0123456789abcdef"
+NP1 = records.Target("np1", "nodepool")
+NP2 = records.Target("np2", "nodepool")
+WHOLE = records.Target(CLUSTER, "cluster")
+# These operations never touch the cloud.
+NO_CLOUD = cast(providers.CloudProvider, None)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_operations() -> Iterator[None]:
+    ops.reset()
+    yield
+    ops.reset()
+
+
+class Harness:
+    def __init__(self, task_store: store.TaskStore) -> None:
+        self.store = task_store
+        self.control = control.TaskControl(task_store, ops.REGISTRY)
+        self.executor: executor.LocalExecutor | None = None
+
+    async def start(self) -> executor.LocalExecutor:
+        self.executor = executor.LocalExecutor(
+            self.store, ops.REGISTRY, NO_CLOUD, tuning=runner.EngineTuning(retry_delay_scale=0)
+        )
+        self.control.notify = self.executor.wake
+        await self.executor.start()
+        return self.executor
+
+    async def stop(self) -> None:
+        if self.executor is not None:
+            await self.executor.stop()
+            self.executor = None
+
+    def submit(self, task_type: str, target: records.Target = NP1, **params: Any) -> str:
+        return self.control.submit(
+            task_type, cluster_id=CLUSTER, target=target, parameters=params
+        ).task.task_id
+
+    def view(self, task_id: str) -> records.TaskView:
+        return self.store.describe_task(task_id)
+
+    async def until(
+        self, task_id: str, predicate: Callable[[records.TaskView], bool], timeout: float = 20
+    ) -> records.TaskView:
+        """Bounded poll of the store until ``predicate`` holds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            view = self.view(task_id)
+            if predicate(view):
+                return view
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"timed out; task is {view.task.state}: {view}")
+            await asyncio.sleep(0.01)
+
+    async def state(self, task_id: str, *wanted: states.TaskState) -> records.TaskView:
+        return await self.until(task_id, lambda v: v.task.state in wanted)
+
+
+def run(task_store: store.TaskStore, scenario: Callable[[Harness], Awaitable[T]]) -> T:
+    async def main() -> T:
+        harness = Harness(task_store)
+        try:
+            return await scenario(harness)
+        finally:
+            await harness.stop()
+
+    return asyncio.run(main())
+
+
+def stage_states(view: records.TaskView) -> list[tuple[str, str]]:
+    return [(s.name, s.state.value) for s in view.stages]
+
+
+def reasons(view: records.TaskView) -> list[str]:
+    return [e.reason for e in view.events]
+
+
+def assert_events_unbroken(view: records.TaskView) -> None:
+    assert [e.seq for e in view.events] == list(range(1, len(view.events) + 1))
+    stamps = [e.timestamp_us for e in view.events]
+    assert stamps == sorted(stamps)
+
+
+def test_stages_run_in_order_with_counters_and_results(task_store: store.TaskStore) -> None:
+    async def scenario(h: Harness) -> records.TaskView:
+        task_id = h.submit("test_steps")
+        planned = h.view(task_id)
+        assert stage_states(planned) == [
+            ("Prepare", "pending"),
+            ("CreateItems", "pending"),
+            ("Finish", "pending"),
+        ]
+        await h.start()
+        return await h.state(task_id, states.TaskState.SUCCESS)
+
+    view = run(task_store, scenario)
+    assert stage_states(view) == [
+        ("Prepare", "success"),
+        ("CreateItems", "success"),
+        ("Finish", "success"),
+    ]
+    starts = [s.start_us for s in view.stages]
+    ends = [s.end_us for s in view.stages]
+    assert all(isinstance(t, int) for t in starts + ends)
+    assert starts == sorted(t for t in starts if t is not None)
+    assert view.stages[1].outputs == {"nodes_done": 3, "nodes_total": 3}
+    assert view.task.current_stage == "Finish"
+    assert [(r.data, r.status.value) for r in view.results] == [
+        ("i-1", "success"),
+        ("i-2", "success"),
+        ("i-3", "success"),
+    ]
+    assert reasons(view) == ["TaskStart", "PrepareDone", "FinishDone", "TaskSucceed"]
+    assert view.task.error == records.TaskError()
+    assert_events_unbroken(view)
+
+
+def test_temporary_errors_are_retried_then_succeed(task_store: store.TaskStore) -> None:
+    async def scenario(h: Harness) -> records.TaskView:
+        await h.start()
+        task_id = h.submit("test_flaky", failures=2)
+        return await h.state(task_id, states.TaskState.SUCCESS)
+
+    view = run(task_store, scenario)
+    assert ops.calls[f"{view.task.task_id}:flaky"] == 3
+    retries = [e for e in view.events if e.reason == "StageRetry"]
+    assert len(retries) == 2
+    assert all(e.level is states.EventLevel.WARNING for e in retries)
+    assert "attempt 1 of 3" in retries[0].message
+    assert "the API is busy" in retries[0].message
+
+
+def test_retries_exhausted_fail_with_internal_error(task_store: store.TaskStore) -> None:
+    async def scenario(h: Harness) -> records.TaskView:
+        await h.start()
+        task_id = h.submit("test_broken")
+        return await h.state(task_id, states.TaskState.FAIL)
+
+    view = run(task_store, scenario)
+    task_id = view.task.task_id
+    assert ops.calls[f"{task_id}:broken"] == 3
+    assert view.task.error.code == "InternalError"
+    assert "RuntimeError: disk on fire" in view.task.error.message
+    assert stage_states(view) == [
+        ("Prepare", "success"),
+        ("Broken", "fail"),
+        ("Finish", "skipped"),
+    ]
+    assert "disk on fire" in view.stages[1].message
+    assert view.task.current_stage == "Broken"
+    failed = [e for e in view.events if e.reason == "TaskFailed"]
+    assert len(failed) == 1
+    assert failed[0].level is states.EventLevel.WARNING
+    assert ops.calls[f"{task_id}:compensate"] == 1
+    assert reasons(view)[-1] == "Compensated"
+    assert_events_unbroken(view)
+
+
+def test_permanent_error_fails_at_once_naming_the_resource(task_store: store.TaskStore) -> None:
+    async def scenario(h: Harness) -> records.TaskView:
+        await h.start()
+        task_id = h.submit("test_no_stock")
+        return await h.state(task_id, states.TaskState.FAIL)
+
+    view = run(task_store, scenario)
+    assert view.task.error == records.TaskError(
+        "InstanceCreateFailed", "no stock for ecs.g7.large in cn-hangzhou-h"
+    )
+    assert stage_states(view) == [("CreateInstances", "fail"), ("JoinNodes", "skipped")]
+    assert "StageRetry" not in reasons(view)
+    assert [(r.data, r.status.value) for r in view.results] == [
+        ("i-good", "success"),
+        ("i-bad", "failed"),
+    ]
+    assert ops.calls[f"{view.task.task_id}:compensate"] == 1
+
+
+def test_stage_timeout(task_store: store.TaskStore) -> None:
+    async def scenario(h: Harness) -> records.TaskView:
+        await h.start()
+        task_id = h.submit("test_slow")
+        return await h.state(task_id, states.TaskState.FAIL)
+
+    view = run(task_store, scenario)
+    assert view.task.error.code == "StageTimeout"
+    assert view.task.error.message == "stage Slow did not finish within 0.2s"
+    assert stage_states(view) == [("Slow", "fail")]
+
+
+def test_pause_then_resume_finishes_without_repeating_work(task_store: store.TaskStore) -> None:
+    async def scenario(h: Harness) -> records.TaskView:
+        await h.start()
+        task_id = h.submit("test_batches")
+        await h.until(task_id, lambda v: v.stages[1].state is states.StageState.RUNNING)
+        h.control.pause(task_id)
+        assert h.view(task_id).task.state is states.TaskState.RUNNING  # until a checkpoint
+        ops.gate(1).set()
+        paused = await h.state(task_id, states.TaskState.PAUSED)
+        assert [r.data for r in paused.results] == ["node-1"]
+        assert paused.stages[1].state is states.StageState.RUNNING
+        assert paused.task.requested_action is None
+        assert "TaskPaused" in reasons(paused)
+        ops.gate(2).set()
+        ops.gate(3).set()
+        await asyncio.sleep(0.1)
+        assert h.view(task_id).task.state is states.TaskState.PAUSED  # stays paused
+        resumed = h.control.resume(task_id)
+        assert resumed.state is states.TaskState.RUNNING
+        return await h.state(task_id, states.TaskState.SUCCESS)
+
+    view = run(task_store, scenario)
+    assert [(r.data, r.status.value) for r in view.results] == [
+        ("node-1", "success"),
+        ("node-2", "success"),
+        ("node-3", "success"),
+    ]
+    assert [e.message for e in view.events if e.reason == "BatchDone"] == [
+        "node node-1 done (batch 1)",
+        "node node-2 done (batch 2)",
+        "node node-3 done (batch 3)",
+    ]
+    order = reasons(view)
+    assert order.index("TaskPaused") < order.index("TaskResumed") < order.index("TaskSucceed")
+    assert view.stages[1].outputs["nodes_done"] == 3
+    assert_events_unbroken(view)
+
+
+def test_pause_then_cancel(task_store: store.TaskStore) -> None:
+    async def scenario(h: Harness) -> records.TaskView:
+        await h.start()
+        task_id = h.submit("test_batches")
+        await h.until(task_id, lambda v: v.stages[1].state is states.StageState.RUNNING)
+        h.control.pause(task_id)
+        ops.gate(1).set()
+        await h.state(task_id, states.TaskState.PAUSED)
+        h.control.cancel(task_id)
+        return await h.state(task_id, states.TaskState.CANCELED)
+
+    view = run(task_store, scenario)
+    assert stage_states(view) == [
+        ("Prepare", "success"),
+        ("Upgrade", "canceled"),
+        ("Finish", "canceled"),
+    ]
+    assert ops.calls[f"{view.task.task_id}:compensate"] == 1
+    assert reasons(view)[-2:] == ["Compensated", "TaskCanceled"]
+    assert view.task.requested_action is None
+
+
+def test_cancel_while_running_takes_effect_at_once_in_a_wait(
+    task_store: store.TaskStore,
+) -> None:
+    async def scenario(h: Harness) -> records.TaskView:
+        await h.start()
+        task_id = h.submit("test_nap", seconds=60)
+        await h.until(task_id, lambda v: v.stages[0].state is states.StageState.RUNNING)
+        h.control.cancel(task_id)
+        return await h.state(task_id, states.TaskState.CANCELED)
+
+    view = run(task_store, scenario)
+    assert stage_states(view) == [("Nap", "canceled")]
+    assert ops.calls[f"{view.task.task_id}:compensate"] == 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "pauses"), [("FirstBatch", [1]), ("EveryBatch", [1, 2]), ("NotPause", [])]
+)
+def test_pause_policy(task_store: store.TaskStore, policy: str, pauses: list[int]) -> None:
+    async def scenario(h: Harness) -> list[int]:
+        await h.start()
+        task_id = h.submit("test_batches", ungated=True, rolling_policy={"pause_policy": policy})
+        seen: list[int] = []
+        while True:
+            view = await h.state(task_id, states.TaskState.PAUSED, states.TaskState.SUCCESS)
+            if view.task.state is states.TaskState.SUCCESS:
+                return seen
+            seen.append(int(view.stages[1].outputs["paused_after_batch"]))
+            h.control.resume(task_id)
+            await h.state(task_id, states.TaskState.RUNNING, states.TaskState.SUCCESS)
+
+    assert run(task_store, scenario) == pauses
+
+
+def test_conflicts(task_store: store.TaskStore) -> None:
+    h = Harness(task_store)  # no executor: tasks stay running
+    first = h.submit("test_nap", NP1)
+    with pytest.raises(errors.TaskConflict) as caught:
+        h.submit("test_nap", NP1)
+    assert first in caught.value.message
+    assert caught.value.code == "ErrorTaskConflict"
+    other_pool = h.submit("test_nap", NP2)
+    with pytest.raises(errors.TaskConflict) as caught:
+        h.submit("test_nap", WHOLE)
+    assert first in caught.value.message or other_pool in caught.value.message
+    listed = task_store.list_cluster_tasks(store.TaskQuery(cluster_id=CLUSTER, limit=10))
+    assert listed.total_count == 2  # the refused submissions created nothing
+
+
+def test_cluster_wide_task_excludes_every_other(task_store: store.TaskStore) -> None:
+    h = Harness(task_store)
+    wide = h.submit("test_nap", WHOLE)
+    for target in (NP1, NP2, WHOLE):
+        with pytest.raises(errors.TaskConflict) as caught:
+            h.submit("test_nap", target)
+        assert wide in caught.value.message
+    other = h.control.submit(
+        "test_nap", cluster_id="c-other", target=records.Target("c-other"), parameters={}
+    )
+    assert other.created
+
+
+def test_finished_tasks_no_longer_conflict(task_store: store.TaskStore) -> None:
+    async def scenario(h: Harness) -> str:
+        await h.start()
+        first = h.submit("test_steps")
+        await h.state(first, states.TaskState.SUCCESS)
+        second = h.submit("test_steps")
+        await h.state(second, states.TaskState.SUCCESS)
+        return second
+
+    assert run(task_store, scenario)
+
+
+def test_client_token_replay_and_mismatch(task_store: store.TaskStore) -> None:
+    h = Harness(task_store)
+    first = h.control.submit(
+        "test_nap", cluster_id=CLUSTER, target=NP1, parameters={"seconds": 5}, client_token="tok-1"
+    )
+    again = h.control.submit(
+        "test_nap", cluster_id=CLUSTER, target=NP1, parameters={"seconds": 5}, client_token="tok-1"
+    )
+    assert first.created
+    assert not again.created
+    assert again.task.task_id == first.task.task_id
+    with pytest.raises(errors.IdempotentParameterMismatch) as caught:
+        h.control.submit(
+            "test_nap",
+            cluster_id=CLUSTER,
+            target=NP1,
+            parameters={"seconds": 6},
+            client_token="tok-1",
+        )
+    assert first.task.task_id in caught.value.message
+    assert task_store.list_cluster_tasks(store.TaskQuery(CLUSTER, limit=10)).total_count == 1
+
+
+def test_requests_the_state_does_not_allow(task_store: store.TaskStore) -> None:
+    async def scenario(h: Harness) -> None:
+        await h.start()
+        done = h.submit("test_batches", ungated=True)
+        await h.state(done, states.TaskState.SUCCESS)
+        for action in (h.control.pause, h.control.cancel, h.control.resume):
+            with pytest.raises(errors.IllegalTransition) as caught:
+                action(done)
+            assert caught.value.code == "ErrorTaskState"
+            assert "success" in caught.value.message
+
+        running = h.submit("test_batches", NP2)
+        await h.until(running, lambda v: v.stages[1].state is states.StageState.RUNNING)
+        with pytest.raises(errors.IllegalTransition):
+            h.control.resume(running)
+        h.control.cancel(running)
+        with pytest.raises(errors.IllegalTransition):
+            h.control.pause(running)  # a cancel is already on its way
+        ops.gate(1).set()
+        await h.state(running, states.TaskState.CANCELED)
+
+        with pytest.raises(errors.TaskNotSupported) as unsupported:
+            h.control.pause(h.submit("test_nap", records.Target("np3", "nodepool")))
+        assert unsupported.value.code == "ErrorTaskNotSupported"
+        with pytest.raises(errors.TaskNotSupported):
+            h.control.cancel(h.submit("test_uncancelable", records.Target("np4", "nodepool")))
+        with pytest.raises(errors.TaskNotFound):
+            h.control.pause("T-000000000000000000000000")
+
+    run(task_store, scenario)
+
+
+def test_an_interrupted_executor_resumes_every_task(task_store: store.TaskStore) -> None:
+    """Stopping the executor mid-task leaves tasks running in the store; a new executor
+    finishes them from their last commit (the process-level kill -9 test is in acceptance)."""
+
+    async def scenario(h: Harness) -> list[records.TaskView]:
+        await h.start()
+        ids = [h.submit("test_batches", records.Target(f"np{i}", "nodepool")) for i in range(5)]
+        for task_id in ids:
+            await h.until(task_id, lambda v: v.stages[1].state is states.StageState.RUNNING)
+        ops.gate(1).set()
+        for task_id in ids:
+            await h.until(task_id, lambda v: "BatchDone" in reasons(v))
+        await h.stop()
+        assert all(h.view(t).task.state is states.TaskState.RUNNING for t in ids)
+        ops.gate(2).set()
+        ops.gate(3).set()
+        await h.start()
+        return [await h.state(t, states.TaskState.SUCCESS) for t in ids]
+
+    for view in run(task_store, scenario):
+        assert [(r.data, r.status.value) for r in view.results] == [
+            ("node-1", "success"),
+            ("node-2", "success"),
+            ("node-3", "success"),
+        ]
+        assert [e.message for e in view.events if e.reason == "BatchDone"] == [
+            "node node-1 done (batch 1)",
+            "node node-2 done (batch 2)",
+            "node node-3 done (batch 3)",
+        ]
+        assert reasons(view).count("TaskStart") == 1
+        assert ops.calls[f"{view.task.task_id}:batches"] == 2  # re-run once after the stop
+        assert_events_unbroken(view)
+
+
+def test_only_one_executor_per_database(task_store: store.TaskStore) -> None:
+    async def scenario(h: Harness) -> None:
+        await h.start()
+        second = executor.LocalExecutor(task_store, ops.REGISTRY, NO_CLOUD)
+        with pytest.raises(errors.ExecutorLocked) as caught:
+            await second.start()
+        assert "--no-executor" in caught.value.message
+        await second.stop()
+        await h.stop()
+        third = executor.LocalExecutor(task_store, ops.REGISTRY, NO_CLOUD)
+        await third.start()
+        await third.stop()
+
+    run(task_store, scenario)
