@@ -23,6 +23,9 @@ REQUEST_ID_HEADER = "x-acs-request-id"
 # Most specific class first; the first match decides the status.
 STATUS: tuple[tuple[type[errors.ClustertasksError], int], ...] = (
     (errors.InvalidParameter, 400),
+    (errors.TaskNotSupported, 400),
+    (errors.QuotaExceeded, 400),
+    (errors.ResourceInUse, 400),
     (errors.ApiNotFound, 404),
     (errors.MethodNotAllowed, 405),
     (errors.NotFound, 404),

@@ -32,6 +32,40 @@ def describe_task_info(
     return render.document(request, "DescribeTaskInfo", body)
 
 
+def _control(request: Request, task_id: str, action: str) -> Response:
+    control = deps.services(request).control
+    {"pause": control.pause, "resume": control.resume, "cancel": control.cancel}[action](task_id)
+    body = {"requestId": api_errors.request_id(request), "task_id": task_id}
+    return render.document(request, f"{action.capitalize()}Task", body)
+
+
+@router.post(
+    "/tasks/{task_id}/pause",
+    operation_id="PauseTask",
+    summary="PauseTask: pause a running task at its next checkpoint",
+)
+def pause_task(request: Request, task_id: str) -> Response:
+    return _control(request, task_id, "pause")
+
+
+@router.post(
+    "/tasks/{task_id}/resume",
+    operation_id="ResumeTask",
+    summary="ResumeTask: continue a paused task from where it stopped",
+)
+def resume_task(request: Request, task_id: str) -> Response:
+    return _control(request, task_id, "resume")
+
+
+@router.post(
+    "/tasks/{task_id}/cancel",
+    operation_id="CancelTask",
+    summary="CancelTask: stop a running or paused task and undo what it left half-done",
+)
+def cancel_task(request: Request, task_id: str) -> Response:
+    return _control(request, task_id, "cancel")
+
+
 @router.get("/tasks/", include_in_schema=False)
 def describe_task_info_without_id(request: Request) -> Response:
     raise errors.InvalidParameter("task_id", "must not be empty")

@@ -1,0 +1,67 @@
+"""PauseTask, ResumeTask and CancelTask over HTTP (no executor: requests are recorded)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clustertasks import settings
+from clustertasks.api import app as api_app
+from clustertasks.domain import records
+from clustertasks.service import container
+from clustertasks.storage import store
+from tests.support import operations as ops
+
+CLUSTER = "c0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def setup(task_store: store.TaskStore) -> Iterator[tuple[TestClient, container.Services]]:
+    services = container.Services.build(task_store, ops.REGISTRY)
+    app = api_app.create_app(services, settings.WireSettings())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, services
+
+
+def _submit(services: container.Services, task_type: str, pool: str) -> str:
+    return services.control.submit(
+        task_type, cluster_id=CLUSTER, target=records.Target(pool, "nodepool"), parameters={}
+    ).task.task_id
+
+
+def test_pause_resume_cancel_answer_200_with_a_request_id(
+    setup: tuple[TestClient, container.Services], task_store: store.TaskStore
+) -> None:
+    client, services = setup
+    task_id = _submit(services, "test_batches", "np1")
+    response = client.post(f"/tasks/{task_id}/pause")
+    assert response.status_code == 200
+    assert response.json()["requestId"] == response.headers["x-acs-request-id"]
+    assert task_store.get_task(task_id).requested_action == "pause"
+
+    second = client.post(f"/tasks/{task_id}/cancel")
+    assert second.status_code == 200
+    assert task_store.get_task(task_id).requested_action == "cancel"
+
+
+def test_errors(setup: tuple[TestClient, container.Services]) -> None:
+    client, services = setup
+    missing = client.post("/tasks/T-000000000000000000000000/pause")
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "ErrorTaskNotFound"
+
+    running = _submit(services, "test_batches", "np1")
+    resume = client.post(f"/tasks/{running}/resume")
+    assert resume.status_code == 409
+    assert resume.json()["code"] == "ErrorTaskState"
+    assert "running" in resume.json()["message"]
+
+    nap = _submit(services, "test_nap", "np2")
+    unsupported = client.post(f"/tasks/{nap}/pause")
+    assert unsupported.status_code == 400
+    assert unsupported.json()["code"] == "ErrorTaskNotSupported"
+
+    assert client.get(f"/tasks/{nap}").json()["state"] == "running"
+    assert client.get("/tasks/x/cancel").status_code == 405
