@@ -1,16 +1,23 @@
-"""Composition root: settings -> store -> services -> app -> server."""
+"""Composition root: settings -> store -> cloud -> services -> engine -> app -> server."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
 
-from clustertasks import settings
+from clustertasks import clock, settings
 from clustertasks.api import app as api_app
+from clustertasks.domain import ids
+from clustertasks.engine import executor
+from clustertasks.operations import catalog
+from clustertasks.providers.sim import cloud as sim_cloud
 from clustertasks.service import container
 from clustertasks.storage import store
 
@@ -26,38 +33,87 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
-def build_services(config: settings.Settings) -> container.Services:
-    return container.Services.build(store.TaskStore.open(config.storage))
+@dataclass
+class Runtime:
+    """Everything a running server is made of."""
+
+    config: settings.Settings
+    task_store: store.TaskStore
+    cloud: sim_cloud.SimCloud
+    services: container.Services
+    executor: executor.LocalExecutor | None
+
+    def close(self) -> None:
+        self.task_store.close()
 
 
-def build_app(config: settings.Settings, services: container.Services) -> FastAPI:
-    return api_app.create_app(services, config.wire)
+def build(config: settings.Settings) -> Runtime:
+    task_store = store.TaskStore.open(config.storage)
+    try:
+        time = clock.SystemClock()
+        seeded = random.Random(config.sim.seed) if config.sim.seed is not None else None
+        id_generator = ids.IdGenerator(seeded)
+        cloud = sim_cloud.SimCloud(task_store.world_store(), config.sim, time)
+        registry = catalog.registry()
+        services = container.Services.build(
+            task_store, registry, cloud, time=time, id_generator=id_generator
+        )
+        runner = None
+        if config.engine.executor:
+            runner = executor.LocalExecutor(
+                task_store,
+                registry,
+                cloud,
+                time=time,
+                max_running_tasks=config.engine.max_running_tasks,
+            )
+            runner.claim()
+            services.control.notify = runner.wake
+    except BaseException:
+        task_store.close()
+        raise
+    return Runtime(config, task_store, cloud, services, runner)
+
+
+def create_app(runtime: Runtime) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        if runtime.executor is not None:
+            await runtime.executor.start()
+        try:
+            yield
+        finally:
+            if runtime.executor is not None:
+                # Running tasks stop where they stand and continue at the next start.
+                await runtime.executor.stop()
+
+    return api_app.create_app(runtime.services, runtime.config.wire, lifespan=lifespan)
 
 
 def serve(config: settings.Settings, announce: Callable[[str], None] = print) -> None:
-    """Run the API until SIGINT or SIGTERM, then close the database cleanly."""
-    services = build_services(config)
+    """Run the API and the executor until SIGINT or SIGTERM, then close cleanly."""
+    runtime = build(config)
     try:
-        app = build_app(config, services)
         server = _Server(
             uvicorn.Config(
-                app,
+                create_app(runtime),
                 host=config.server.host,
                 port=config.server.port,
                 log_level=config.server.log_level,
                 access_log=config.server.log_level == "debug",
                 server_header=False,
                 proxy_headers=False,
-                lifespan="off",
+                lifespan="on",
             )
         )
+        mode = "running tasks" if runtime.executor is not None else "API only, no executor"
         announce(
             f"clustertasks listening on http://{config.server.host}:{config.server.port} "
-            f"(database {redacted(config.storage.url)})"
+            f"(database {redacted(config.storage.url)}; {mode}; sim speed {config.sim.speed:g})"
         )
         server.run()
     finally:
-        services.task_store.close()
+        runtime.close()
 
 
 def migrate(config: settings.Settings) -> None:

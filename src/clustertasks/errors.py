@@ -203,3 +203,9 @@ class ResourceInUse(ClustertasksError):
     """The resource still has dependents."""
 
     code = "DependencyResourceExist"
+
+
+class ClusterStateError(ClustertasksError):
+    """The cluster's state does not allow this operation."""
+
+    code = "ErrorClusterState"

@@ -70,8 +70,24 @@ class SimSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineSettings:
+    executor: bool = True
+    """Run tasks in this process; False serves the API only (``--no-executor``)."""
+
+    max_running_tasks: int = 64
+    """Tasks run at once; the rest wait their turn (``CLUSTERTASKS_MAX_RUNNING_TASKS``)."""
+
+    def __post_init__(self) -> None:
+        if self.max_running_tasks < 1:
+            raise errors.ConfigurationError(
+                f"max running tasks must be at least 1, got {self.max_running_tasks}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     wire: WireSettings = field(default_factory=WireSettings)
     sim: SimSettings = field(default_factory=SimSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from clustertasks import settings
+from clustertasks import clock, settings
+from clustertasks.providers.sim import cloud as sim_cloud
 from clustertasks.storage import store
 from tests.support import server as server_support
 
@@ -15,16 +16,34 @@ for _name in server_support.PROXY_VARIABLES:
     os.environ.pop(_name, None)
 
 
-@pytest.fixture
-def server(db_url: str, tmp_path: Path) -> Iterator[server_support.ServerProcess]:
-    """``clustertasks serve`` as a subprocess on a free port; stopped with SIGTERM, which
-    must end it cleanly (exit status 0)."""
-    process = server_support.ServerProcess(db_url, tmp_path).start()
+def _serve(db_url: str, tmp_path: Path, *args: str) -> Iterator[server_support.ServerProcess]:
+    process = server_support.ServerProcess(db_url, tmp_path, *args).start()
     try:
         yield process
     finally:
         status = process.stop()
         assert status == 0, process.log()
+
+
+@pytest.fixture
+def server(db_url: str, tmp_path: Path) -> Iterator[server_support.ServerProcess]:
+    """``clustertasks serve --sim-speed 0`` as a subprocess on a free port, running tasks;
+    stopped with SIGTERM, which must end it cleanly (exit status 0)."""
+    yield from _serve(db_url, tmp_path, "--sim-speed", "0")
+
+
+@pytest.fixture
+def read_server(db_url: str, tmp_path: Path) -> Iterator[server_support.ServerProcess]:
+    """The same with ``--no-executor``: tasks the test writes stay exactly as written."""
+    yield from _serve(db_url, tmp_path, "--no-executor")
+
+
+@pytest.fixture
+def sim(seeding_store: store.TaskStore) -> sim_cloud.SimCloud:
+    """The simulated cloud on the server's database, to arrange the world (stock, quota)."""
+    return sim_cloud.SimCloud(
+        seeding_store.world_store(), settings.SimSettings(speed=0), clock.SystemClock()
+    )
 
 
 @pytest.fixture

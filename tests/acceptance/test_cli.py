@@ -32,28 +32,30 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-def test_task_get_in_every_format(server: ServerProcess, seeding_store: store.TaskStore) -> None:
+def test_task_get_in_every_format(
+    read_server: ServerProcess, seeding_store: store.TaskStore
+) -> None:
     view = factories.seed_task(seeding_store, cluster_id=CLUSTER)
     task_id = view.task.task_id
 
-    as_json = cli("task", "get", task_id, "--endpoint", server.url, "-o", "json")
+    as_json = cli("task", "get", task_id, "--endpoint", read_server.url, "-o", "json")
     assert as_json.returncode == 0, as_json.stderr
     body = json.loads(as_json.stdout)
     del body["requestId"]
     assert body == wire.task_document(seeding_store.describe_task(task_id))
 
-    as_xml = cli("task", "get", task_id, "--endpoint", server.url, "-o", "xml")
+    as_xml = cli("task", "get", task_id, "--endpoint", read_server.url, "-o", "xml")
     assert as_xml.returncode == 0, as_xml.stderr
     assert ElementTree.fromstring(as_xml.stdout.strip()).findtext("task_id") == task_id
 
     # The endpoint may come from the environment instead of a flag.
-    table = cli("task", "get", task_id, env={"CLUSTERTASKS_ENDPOINT": server.url})
+    table = cli("task", "get", task_id, env={"CLUSTERTASKS_ENDPOINT": read_server.url})
     assert table.returncode == 0, table.stderr
     for text in (task_id, "CreateInstances", "running", "nodes_total=2", "PrecheckStart"):
         assert text in table.stdout
 
 
-def test_task_list(server: ServerProcess, seeding_store: store.TaskStore) -> None:
+def test_task_list(read_server: ServerProcess, seeding_store: store.TaskStore) -> None:
     made = [
         factories.seed_task(
             seeding_store,
@@ -63,18 +65,18 @@ def test_task_list(server: ServerProcess, seeding_store: store.TaskStore) -> Non
         ).task.task_id
         for i in range(3)
     ]
-    listed = cli("task", "list", "--cluster", CLUSTER, "--endpoint", server.url, "-o", "json")
+    listed = cli("task", "list", "--cluster", CLUSTER, "--endpoint", read_server.url, "-o", "json")
     assert listed.returncode == 0, listed.stderr
     body = json.loads(listed.stdout)
     assert [t["task_id"] for t in body["tasks"]] == list(reversed(made))
-    table = cli("task", "list", "-c", CLUSTER, "--endpoint", server.url, "--state", "success")
+    table = cli("task", "list", "-c", CLUSTER, "--endpoint", read_server.url, "--state", "success")
     assert table.returncode == 0, table.stderr
     assert all(task_id in table.stdout for task_id in made)
     assert "3 in all" in table.stdout
 
 
-def test_errors_are_one_line_with_the_code(server: ServerProcess) -> None:
-    missing = cli("task", "get", "T-5faa48fb31b6b8078d000006", "--endpoint", server.url)
+def test_errors_are_one_line_with_the_code(read_server: ServerProcess) -> None:
+    missing = cli("task", "get", "T-5faa48fb31b6b8078d000006", "--endpoint", read_server.url)
     assert missing.returncode == 1
     assert "ErrorTaskNotFound" in missing.stderr
     assert "the task T-5faa48fb31b6b8078d000006 not found" in missing.stderr
@@ -97,7 +99,7 @@ def test_serve_shuts_down_cleanly(tmp_path: Path, sig: int) -> None:
 def test_serve_settings_from_environment(tmp_path: Path) -> None:
     db_file = tmp_path / "from-env.db"
     env = {"CLUSTERTASKS_DB_URL": f"sqlite:///{db_file}", "CLUSTERTASKS_TIMEZONE": "Asia/Shanghai"}
-    with ServerProcess(None, tmp_path, env=env) as process:
+    with ServerProcess(None, tmp_path, "--no-executor", env=env) as process:
         seeded = store.TaskStore.open(settings.StorageSettings(url=f"sqlite:///{db_file}"))
         task_id = factories.seed_task(seeded).task.task_id
         seeded.close()
@@ -130,3 +132,18 @@ def test_db_migrate(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "up to date" in result.stderr
     assert db.exists()
+
+
+def test_a_second_executor_on_one_database_is_refused(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    with ServerProcess(db, tmp_path) as first:
+        second = cli("serve", "--db", db, "--port", "1")
+        assert second.returncode == 4
+        assert "ExecutorLocked" in second.stderr
+        assert "--no-executor" in second.stderr
+        assert "Traceback" not in second.stderr
+        with ServerProcess(db, tmp_path, "--no-executor") as api_only:
+            health = httpx.get(f"{api_only.url}/healthz", trust_env=False)
+            assert health.json()["status"] == "ok"
+            assert api_only.stop() == 0
+        assert first.stop() == 0

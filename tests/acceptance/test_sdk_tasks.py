@@ -4,39 +4,25 @@ from __future__ import annotations
 
 import pytest
 from alibabacloud_cs20151215 import models as cs_models
-from alibabacloud_cs20151215.client import Client
 from alibabacloud_tea_openapi.exceptions import ClientException
-from alibabacloud_tea_openapi.utils_models import Config
 
 from clustertasks.domain import states, wire
 from clustertasks.storage import store
+from tests.acceptance import sdk
 from tests.support import factories
 from tests.support.server import ServerProcess
 
 CLUSTER = "c0123456789abcdef0123456789abcdef"
 
 
-def sdk(server: ServerProcess, signature_algorithm: str | None = None) -> Client:
-    config = Config(
-        access_key_id="test-ak",
-        access_key_secret="test-secret",
-        endpoint=server.endpoint,
-        protocol="http",
-        region_id="cn-hangzhou",
-    )
-    if signature_algorithm:
-        config.signature_algorithm = signature_algorithm
-    return Client(config)
-
-
 @pytest.mark.parametrize("signature", [None, "v2"], ids=["acs3", "roa-v2"])
 def test_describe_task_info_reads_back_every_field(
-    server: ServerProcess, seeding_store: store.TaskStore, signature: str | None
+    read_server: ServerProcess, seeding_store: store.TaskStore, signature: str | None
 ) -> None:
     view = factories.seed_task(seeding_store, cluster_id=CLUSTER, state=states.TaskState.FAIL)
     expected = wire.task_document(seeding_store.describe_task(view.task.task_id))
 
-    response = sdk(server, signature).describe_task_info(view.task.task_id)
+    response = sdk.client(read_server, signature).describe_task_info(view.task.task_id)
 
     assert response.status_code == 200
     assert response.headers["x-acs-request-id"]
@@ -76,10 +62,10 @@ def test_describe_task_info_reads_back_every_field(
 
 @pytest.mark.parametrize("signature", [None, "v2"], ids=["acs3", "roa-v2"])
 def test_unknown_task_raises_client_exception_404(
-    server: ServerProcess, signature: str | None
+    read_server: ServerProcess, signature: str | None
 ) -> None:
     with pytest.raises(ClientException) as caught:
-        sdk(server, signature).describe_task_info("T-5faa48fb31b6b8078d000006")
+        sdk.client(read_server, signature).describe_task_info("T-5faa48fb31b6b8078d000006")
     error = caught.value
     assert error.status_code == 404
     assert error.code == "ErrorTaskNotFound"
@@ -88,7 +74,7 @@ def test_unknown_task_raises_client_exception_404(
 
 
 def test_describe_cluster_tasks_pages_and_tokens(
-    server: ServerProcess, seeding_store: store.TaskStore
+    read_server: ServerProcess, seeding_store: store.TaskStore
 ) -> None:
     made = [
         factories.seed_task(
@@ -97,7 +83,7 @@ def test_describe_cluster_tasks_pages_and_tokens(
         for i in range(7)
     ]
     newest_first = list(reversed(made))
-    client = sdk(server)
+    client = sdk.client(read_server)
 
     page = client.describe_cluster_tasks(
         CLUSTER, cs_models.DescribeClusterTasksRequest(page_number=2, page_size=3)

@@ -5,15 +5,32 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from clustertasks import settings
+from clustertasks import clock, settings
 from clustertasks.api import app as api_app
+from clustertasks.operations import base as operations
+from clustertasks.operations import catalog
+from clustertasks.providers.sim import cloud as sim_cloud
 from clustertasks.service import container
 from clustertasks.storage import store
 
 
+def sim_for(task_store: store.TaskStore) -> sim_cloud.SimCloud:
+    """A simulated cloud on the test's database that never waits."""
+    return sim_cloud.SimCloud(
+        task_store.world_store(), settings.SimSettings(speed=0), clock.SystemClock()
+    )
+
+
+def services_for(
+    task_store: store.TaskStore, registry: operations.Registry | None = None
+) -> container.Services:
+    """Services on the test's database with the real operations and a simulated cloud."""
+    return container.Services.build(task_store, registry or catalog.registry(), sim_for(task_store))
+
+
 @pytest.fixture
 def api(task_store: store.TaskStore) -> Iterator[TestClient]:
-    """The ASGI app in-process, on the test's database."""
-    app = api_app.create_app(container.Services.build(task_store), settings.WireSettings())
+    """The ASGI app in-process, on the test's database (no executor: tasks stay put)."""
+    app = api_app.create_app(services_for(task_store), settings.WireSettings())
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client

@@ -12,6 +12,7 @@ from clustertasks.api import app as api_app
 from clustertasks.domain import records
 from clustertasks.service import container
 from clustertasks.storage import store
+from tests.integration.conftest import services_for
 from tests.support import operations as ops
 
 CLUSTER = "c0123456789abcdef0123456789abcdef"
@@ -19,7 +20,7 @@ CLUSTER = "c0123456789abcdef0123456789abcdef"
 
 @pytest.fixture
 def setup(task_store: store.TaskStore) -> Iterator[tuple[TestClient, container.Services]]:
-    services = container.Services.build(task_store, ops.REGISTRY)
+    services = services_for(task_store, ops.REGISTRY)
     app = api_app.create_app(services, settings.WireSettings())
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, services

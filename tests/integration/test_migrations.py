@@ -25,6 +25,11 @@ def test_migrations_produce_the_declared_tables(db_url: str) -> None:
             "task_stages",
             "task_events",
             "task_results",
+            "sim_clusters",
+            "sim_nodepools",
+            "sim_instances",
+            "sim_nodes",
+            "sim_stock",
         }
     finally:
         engine.dispose()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from clustertasks import __version__, settings
-from clustertasks.api import errors, health, middleware, tasks
+from clustertasks.api import cloud, errors, health, middleware, tasks
 from clustertasks.service import container
 
 
-def create_app(services: container.Services, wire: settings.WireSettings) -> FastAPI:
+def create_app(
+    services: container.Services, wire: settings.WireSettings, lifespan: Any = None
+) -> FastAPI:
     app = FastAPI(
+        lifespan=lifespan,
         title="clustertasks",
         version=__version__,
         description=(
@@ -28,4 +33,5 @@ def create_app(services: container.Services, wire: settings.WireSettings) -> Fas
     app.add_middleware(middleware.RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(tasks.router)
+    app.include_router(cloud.router)
     return app

@@ -85,6 +85,32 @@ def serve(
     log_level: Annotated[
         str, typer.Option(envvar="CLUSTERTASKS_LOG_LEVEL", help="debug, info, warning or error.")
     ] = "info",
+    sim_speed: Annotated[
+        float,
+        typer.Option(
+            envvar="CLUSTERTASKS_SIM_SPEED",
+            min=0,
+            help="Divide every simulated duration by this; 0 waits for nothing.",
+        ),
+    ] = 1.0,
+    sim_seed: Annotated[
+        int | None,
+        typer.Option(envvar="CLUSTERTASKS_SIM_SEED", help="Make ids and choices repeatable."),
+    ] = None,
+    executor: Annotated[
+        bool,
+        typer.Option(
+            "--executor/--no-executor",
+            envvar="CLUSTERTASKS_EXECUTOR",
+            help="Run tasks in this server (--no-executor: API only).",
+        ),
+    ] = True,
+    max_running_tasks: Annotated[
+        int,
+        typer.Option(
+            envvar="CLUSTERTASKS_MAX_RUNNING_TASKS", min=1, help="Tasks run at once; others wait."
+        ),
+    ] = 64,
 ) -> None:
     """Run the API server (SQLite in ./clustertasks.db by default) until SIGINT/SIGTERM."""
     config = _settings(
@@ -92,6 +118,8 @@ def serve(
             server=settings.ServerSettings(host=host, port=port, log_level=log_level),
             storage=settings.StorageSettings(url=db),
             wire=settings.WireSettings(timezone=timezone),
+            sim=settings.SimSettings(speed=sim_speed, seed=sim_seed),
+            engine=settings.EngineSettings(executor=executor, max_running_tasks=max_running_tasks),
         )
     )
     _guard(lambda: bootstrap.serve(config, announce=lambda line: err.print(line, highlight=False)))
@@ -194,7 +222,7 @@ def _guard(action: Any) -> None:
             f"[red]error[/red] {exc.code} (HTTP {exc.status}): {exc.message}", highlight=False
         )
         raise typer.Exit(EXIT_FAILED) from None
-    except errors.ConfigurationError as exc:
+    except (errors.ConfigurationError, errors.ExecutorLocked) as exc:
         err.print(f"[red]error[/red] {exc.code}: {exc.message}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
     except errors.ClustertasksError as exc:

@@ -56,11 +56,17 @@ class LocalExecutor:
         self._runners: dict[str, runner.TaskRunner] = {}
         self._stopping = False
 
+    def claim(self) -> None:
+        """Take the executor lock, or raise ``errors.ExecutorLocked`` at once."""
+        if self._lock is None:
+            lock = self._store.executor_lock()
+            lock.acquire()
+            self._lock = lock
+
     async def start(self) -> None:
-        """Take the executor lock (or raise ``errors.ExecutorLocked``) and start running."""
-        lock = self._store.executor_lock()
-        await self._db(lock.acquire)
-        self._lock = lock
+        """Claim the database (unless done already) and start running its tasks."""
+        if self._lock is None:
+            await self._db(self.claim)
         self._loop = asyncio.get_running_loop()
         self._scheduler = asyncio.create_task(self._schedule(), name="clustertasks-scheduler")
 

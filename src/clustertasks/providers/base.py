@@ -47,6 +47,14 @@ class CloudProvider(Protocol):
         """Instances not released, oldest first."""
         ...
 
+    def check_region(self, region_id: str) -> None:
+        """Raises ``errors.InvalidParameter`` naming ``region_id`` if it is not a region."""
+        ...
+
+    def node_quota(self) -> int:
+        """Most worker nodes one cluster may have."""
+        ...
+
     def check_node_quota(self, cluster_id: str, adding: int) -> None:
         """Raises ``errors.QuotaExceeded`` if ``adding`` more nodes would pass the quota
         (counting nodes that exist and pools' desired sizes)."""
@@ -54,6 +62,20 @@ class CloudProvider(Protocol):
 
     def check_instance_types(self, instance_types: Sequence[str]) -> None:
         """Raises ``errors.InvalidParameter`` naming an unknown instance type."""
+        ...
+
+    # -- registering, synchronously, what a request creates ------------------------------
+    # ACK answers CreateCluster and CreateClusterNodePool with the new id at once, and the
+    # resource is describable from then on (state ``initial``); the task does the slow part.
+
+    def register_cluster(self, cluster_id: str, spec: world.ClusterSpec) -> world.Cluster:
+        """Record the cluster in state ``initial``; the same id again returns it unchanged."""
+        ...
+
+    def register_nodepool(
+        self, cluster_id: str, nodepool_id: str, spec: world.NodePoolSpec
+    ) -> world.NodePool:
+        """Record the pool (state ``active``, desired size 0); idempotent on the id."""
         ...
 
     # -- clusters --------------------------------------------------------------------------
@@ -110,6 +132,17 @@ class CloudProvider(Protocol):
 
     async def join_node(self, key: str, instance_id: str) -> world.Node:
         """Bootstrap kubelet on a running instance; returns the ``Ready`` node."""
+        ...
+
+    async def update_node(
+        self,
+        cluster_id: str,
+        node_name: str,
+        *,
+        labels: Sequence[world.Label],
+        taints: Sequence[world.Taint],
+    ) -> world.Node:
+        """Replace a node's labels and taints (ModifyClusterNodePool with update_nodes)."""
         ...
 
     async def release_instance(self, key: str, instance_id: str) -> None:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from clustertasks import clock
 from clustertasks.domain import ids
 from clustertasks.operations import base as operations
-from clustertasks.service import control, tasks
+from clustertasks.providers import base as providers
+from clustertasks.service import cloud, control, tasks
 from clustertasks.storage import store
 
 
@@ -15,22 +16,26 @@ from clustertasks.storage import store
 class Services:
     tasks: tasks.TaskService
     control: control.TaskControl
+    cloud: cloud.CloudService
     task_store: store.TaskStore
 
     @classmethod
     def build(
         cls,
         task_store: store.TaskStore,
-        registry: operations.Registry | None = None,
+        registry: operations.Registry,
+        provider: providers.CloudProvider,
         *,
         time: clock.Clock | None = None,
         id_generator: ids.IdGenerator | None = None,
     ) -> Services:
+        task_control = control.TaskControl(
+            task_store, registry, time=time, id_generator=id_generator
+        )
         return cls(
             tasks=tasks.TaskService(task_store),
-            control=control.TaskControl(
-                task_store, registry or operations.Registry(), time=time, id_generator=id_generator
-            ),
+            control=task_control,
+            cloud=cloud.CloudService(provider, task_control, id_generator),
             task_store=task_store,
         )
 

@@ -100,3 +100,108 @@ results = sa.Table(
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
 )
+
+# --- the simulated cloud (clustertasks.providers.sim) ---------------------------------------
+# Rows an action creates carry the caller's idempotency key: a repeated call finds the first
+# result by it instead of creating a second one. Keys are unique where present; NULL means
+# "created without a key" and never clashes.
+
+KEY = sa.String(256)
+
+sim_clusters = sa.Table(
+    "sim_clusters",
+    metadata,
+    sa.Column("cluster_id", ID, primary_key=True),
+    sa.Column("idempotency_key", KEY, nullable=True),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("region_id", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("current_version", sa.String(64), nullable=False),
+    sa.Column("vpc_id", ID, nullable=False),
+    sa.Column("security_group_id", ID, nullable=False),
+    sa.Column("node_quota", sa.Integer, nullable=False),
+    # The normalised ClusterSpec: read back whole, never queried by field.
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("updated_us", sa.BigInteger, nullable=False),
+    sa.Index(None, "idempotency_key", unique=True),
+    sa.Index(None, "state", "created_us"),
+)
+
+sim_nodepools = sa.Table(
+    "sim_nodepools",
+    metadata,
+    sa.Column("nodepool_id", ID, primary_key=True),
+    sa.Column("cluster_id", ID, sa.ForeignKey("sim_clusters.cluster_id"), nullable=False),
+    sa.Column("idempotency_key", KEY, nullable=True),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("desired_size", sa.Integer, nullable=False),
+    sa.Column("kubernetes_version", sa.String(64), nullable=False),
+    sa.Column("scaling_group_id", ID, nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("updated_us", sa.BigInteger, nullable=False),
+    # Deleted pools stay for history and so that a repeated delete is a no-op.
+    sa.Column("deleted_us", sa.BigInteger, nullable=True),
+    sa.Index(None, "idempotency_key", unique=True),
+    sa.Index(None, "cluster_id", "created_us"),
+)
+
+sim_instances = sa.Table(
+    "sim_instances",
+    metadata,
+    sa.Column("instance_id", ID, primary_key=True),
+    sa.Column("cluster_id", ID, sa.ForeignKey("sim_clusters.cluster_id"), nullable=False),
+    # "" for an instance outside any pool (legacy scale-out, detached), hence no foreign key.
+    sa.Column("nodepool_id", ID, nullable=False),
+    sa.Column("idempotency_key", KEY, nullable=True),
+    sa.Column("vpc_id", ID, nullable=False),
+    sa.Column("instance_type", sa.String(64), nullable=False),
+    sa.Column("zone_id", sa.String(64), nullable=False),
+    sa.Column("vswitch_id", ID, nullable=False),
+    sa.Column("ip_address", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("image_id", sa.String(256), nullable=False),
+    sa.Column("instance_charge_type", sa.String(32), nullable=False),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("updated_us", sa.BigInteger, nullable=False),
+    # Released instances stay for history; listings skip them.
+    sa.Column("released_us", sa.BigInteger, nullable=True),
+    sa.Index(None, "idempotency_key", unique=True),
+    sa.Index(None, "cluster_id", "nodepool_id", "created_us"),
+    # An address is never handed out twice in one VPC, not even after a release, so a node
+    # name (<region>.<ip>) in an old task's events keeps naming one machine.
+    sa.Index(None, "vpc_id", "ip_address", unique=True),
+)
+
+sim_nodes = sa.Table(
+    "sim_nodes",
+    metadata,
+    sa.Column("cluster_id", ID, sa.ForeignKey("sim_clusters.cluster_id"), primary_key=True),
+    sa.Column("node_name", sa.String(256), primary_key=True),
+    sa.Column("instance_id", ID, sa.ForeignKey("sim_instances.instance_id"), nullable=False),
+    sa.Column("nodepool_id", ID, nullable=False),
+    sa.Column("idempotency_key", KEY, nullable=True),
+    sa.Column("node_status", sa.String(16), nullable=False),
+    sa.Column("schedulable", sa.Boolean, nullable=False),
+    sa.Column("kubelet_version", sa.String(64), nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("taints", sa.JSON, nullable=False),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("updated_us", sa.BigInteger, nullable=False),
+    sa.Index(None, "idempotency_key", unique=True),
+    # One node per instance: a second join of the same instance finds the first node.
+    sa.Index(None, "instance_id", unique=True),
+    sa.Index(None, "cluster_id", "nodepool_id"),
+)
+
+sim_stock = sa.Table(
+    "sim_stock",
+    metadata,
+    # Only (type, zone) pairs that were used or set have a row; others have the catalogue's
+    # default stock.
+    sa.Column("instance_type", sa.String(64), primary_key=True),
+    sa.Column("zone_id", sa.String(64), primary_key=True),
+    sa.Column("available", sa.Integer, nullable=False),
+)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from clustertasks import errors, settings
 from clustertasks.domain import records, states
-from clustertasks.storage import dialects, locks, migrate, schema
+from clustertasks.storage import dialects, locks, migrate, schema, world
 
 T = schema.tasks
 S = schema.stages
@@ -75,6 +75,10 @@ class TaskStore:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def world_store(self) -> world.WorldStore:
+        """The simulated cloud's tables, on the same database and connection pool."""
+        return world.WorldStore(self._engine)
 
     def ping(self) -> bool:
         """True when the database answers."""
@@ -416,6 +420,13 @@ class TaskStore:
         ).scalar_one_or_none()
         if seq is None:
             raise errors.TaskNotFound(task_id)
+        # Concurrent writers may have read the clock in another order than they got the
+        # lock: keep timestamps in step with the order of the events.
+        previous = conn.execute(
+            sa.select(E.c.timestamp_us).where(E.c.task_id == task_id, E.c.seq == seq - 1)
+        ).scalar_one_or_none()
+        if previous is not None and previous > now_us:
+            now_us = previous
         conn.execute(
             sa.insert(E).values(
                 task_id=task_id,

@@ -1,0 +1,28 @@
+"""Reading a JSON request body into a mapping, with ACK-style errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import Request
+
+from clustertasks import errors
+
+MAX_BODY_BYTES = 1 << 20
+
+
+async def json_object(request: Request) -> Mapping[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise errors.InvalidParameter("body", f"must be at most {MAX_BODY_BYTES} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.InvalidParameter("body", "is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise errors.InvalidParameter("body", "must be a JSON object")
+    return value

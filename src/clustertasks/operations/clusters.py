@@ -1,0 +1,182 @@
+"""Cluster operations.
+
+``cluster_create`` — CreateCluster: ``CreateControlPlane`` (the managed control plane comes
+up; minutes at realistic speed), ``CreateNodePools`` (the pools asked for in
+``nodepools[]``), ``CreateInstances`` and ``JoinNodes`` (their nodes, for every pool),
+``Finish`` (the cluster is ``running``). A failure leaves the cluster ``failed``.
+
+``cluster_delete`` — DeleteCluster: ``DeleteNodePools`` (every node removed, its instance
+released, every pool deleted) then ``DeleteControlPlane`` (the cluster is ``deleted``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from clustertasks import errors
+from clustertasks.domain import states
+from clustertasks.operations import base, specs
+
+
+def _pools(ctx: base.StageContext) -> list[dict[str, Any]]:
+    pools: Any = ctx.parameters.get("nodepools", [])
+    return [dict(pool) for pool in pools]
+
+
+async def create_control_plane(ctx: base.StageContext) -> None:
+    await ctx.emit(
+        "ClusterCreationStart",
+        f"start to create cluster {ctx.cluster_id}",
+        action="start",
+        once=True,
+    )
+    cluster = await ctx.provider.provision_control_plane(ctx.key(), ctx.cluster_id)
+    await ctx.emit(
+        "ControlPlaneReady",
+        f"control plane of cluster {ctx.cluster_id} is up (Kubernetes {cluster.current_version})",
+        once=True,
+    )
+
+
+async def create_nodepools(ctx: base.StageContext) -> None:
+    for pool in _pools(ctx):
+        spec = specs.nodepool_spec(pool["spec"])
+        await asyncio.to_thread(
+            ctx.provider.register_nodepool, ctx.cluster_id, str(pool["nodepool_id"]), spec
+        )
+        await ctx.emit(
+            "NodePoolCreated",
+            f"node pool {pool['nodepool_id']} ({spec.name}) created",
+            once=True,
+        )
+
+
+async def create_instances(ctx: base.StageContext) -> None:
+    made: dict[str, list[str]] = {}
+    total = sum(int(pool["count"]) for pool in _pools(ctx))
+    created = 0
+    for pool in _pools(ctx):
+        pool_id = str(pool["nodepool_id"])
+        await ctx.provider.update_nodepool(
+            ctx.cluster_id, pool_id, state="scaling", desired_size=int(pool["count"])
+        )
+        ids: list[str] = []
+        for index in range(1, int(pool["count"]) + 1):
+            instance = await ctx.provider.create_instance(
+                ctx.key(pool_id, index), ctx.cluster_id, pool_id
+            )
+            ids.append(instance.instance_id)
+            created += 1
+            await ctx.set_result(instance.instance_id, states.ResultStatus.INITIAL)
+            await ctx.emit(
+                "InstanceCreated",
+                f"instance {instance.instance_id} ({instance.instance_type}) created in "
+                f"{instance.zone_id} for node pool {pool_id}",
+                once=True,
+            )
+        made[pool_id] = ids
+        await ctx.progress(instances_total=total, instances_created=created, instances=made)
+        await ctx.checkpoint()
+
+
+async def join_nodes(ctx: base.StageContext) -> None:
+    instances: Any = ctx.outputs("CreateInstances").get("instances", {})
+    all_ids = [str(i) for ids in instances.values() for i in ids]
+    results = ctx.results()
+    done = sum(1 for i in all_ids if results.get(i) is states.ResultStatus.SUCCESS)
+    await ctx.progress(nodes_total=len(all_ids), nodes_done=done)
+
+    async def bring_up(instance_id: str) -> None:
+        await ctx.provider.wait_instance_running(instance_id)
+        node = await ctx.provider.join_node(ctx.key(instance_id), instance_id)
+        await ctx.emit(
+            "NodeJoined", f"node {node.node_name} (instance {instance_id}) is Ready", once=True
+        )
+        await ctx.set_result(instance_id, states.ResultStatus.SUCCESS)
+
+    pending = [i for i in all_ids if results.get(i) is not states.ResultStatus.SUCCESS]
+    await asyncio.gather(*(bring_up(i) for i in pending))
+    await ctx.progress(nodes_done=len(all_ids))
+    for pool_id in instances:
+        await ctx.provider.update_nodepool(ctx.cluster_id, str(pool_id), state="active")
+
+
+async def finish_create(ctx: base.StageContext) -> None:
+    await ctx.provider.set_cluster_state(ctx.cluster_id, "running")
+    await ctx.emit(
+        "ClusterCreationSucceed",
+        f"cluster {ctx.cluster_id} is running",
+        action="finish",
+        once=True,
+    )
+
+
+async def mark_failed(ctx: base.StageContext) -> None:
+    """A cluster whose creation stopped is ``failed``: visible, deletable, never 'running'."""
+    try:
+        await ctx.provider.set_cluster_state(ctx.cluster_id, "failed")
+    except errors.NotFound:
+        return
+    results = ctx.results()
+    for instance_id, status in results.items():
+        if status is not states.ResultStatus.SUCCESS:
+            await ctx.provider.release_instance(ctx.key("release", instance_id), instance_id)
+            await ctx.set_result(instance_id, states.ResultStatus.FAILED)
+
+
+async def delete_nodepools(ctx: base.StageContext) -> None:
+    await ctx.provider.set_cluster_state(ctx.cluster_id, "deleting")
+    pools = await asyncio.to_thread(ctx.provider.list_nodepools, ctx.cluster_id)
+    instances = await asyncio.to_thread(ctx.provider.list_instances, ctx.cluster_id)
+    await ctx.progress(nodepools_total=len(pools), instances_total=len(instances))
+    for instance in instances:
+        await ctx.set_result(instance.instance_id, states.ResultStatus.INITIAL)
+        await ctx.provider.release_instance(ctx.key(instance.instance_id), instance.instance_id)
+        await ctx.set_result(instance.instance_id, states.ResultStatus.SUCCESS)
+        await ctx.emit("InstanceReleased", f"instance {instance.instance_id} released", once=True)
+    for pool in pools:
+        await ctx.provider.delete_nodepool(
+            ctx.key(pool.nodepool_id), ctx.cluster_id, pool.nodepool_id
+        )
+        await ctx.emit("NodePoolDeleted", f"node pool {pool.nodepool_id} deleted", once=True)
+    await ctx.checkpoint()
+
+
+async def delete_control_plane(ctx: base.StageContext) -> None:
+    await ctx.provider.delete_cluster(ctx.key(), ctx.cluster_id)
+    await ctx.emit(
+        "ClusterDeleted", f"cluster {ctx.cluster_id} deleted", action="finish", once=True
+    )
+
+
+async def delete_failed(ctx: base.StageContext) -> None:
+    try:
+        await ctx.provider.set_cluster_state(ctx.cluster_id, "delete_failed")
+    except errors.NotFound:
+        return
+
+
+CREATE = base.Operation(
+    "cluster_create",
+    [
+        base.Stage("CreateControlPlane", create_control_plane),
+        base.Stage("CreateNodePools", create_nodepools),
+        base.Stage("CreateInstances", create_instances),
+        base.Stage("JoinNodes", join_nodes),
+        base.Stage("Finish", finish_create),
+    ],
+    cancelable=False,
+    compensate=mark_failed,
+)
+DELETE = base.Operation(
+    "cluster_delete",
+    [
+        base.Stage("DeleteNodePools", delete_nodepools),
+        base.Stage("DeleteControlPlane", delete_control_plane),
+    ],
+    cancelable=False,
+    compensate=delete_failed,
+)
+
+OPERATIONS = (CREATE, DELETE)

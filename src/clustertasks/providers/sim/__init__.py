@@ -1,0 +1,1 @@
+"""The simulated ACK cloud: ``cloud.SimCloud``, its ``catalogue`` and its ``timing``."""

@@ -1,0 +1,483 @@
+"""SimCloud: the simulated ACK cloud, a ``CloudProvider`` kept in the database.
+
+Everything it knows lives in the WorldStore, so a restarted process (or a second SimCloud
+on the same database) sees the same clusters, pools, instances and nodes. Reads are plain
+synchronous lookups. Actions run their database calls in a worker thread, because a
+blocking call on the event loop would stall every other task, and wait with
+``asyncio.sleep`` for the simulated durations of ``timing``.
+
+Ids come from the caller's idempotency key, hashed with a salt: the ``SimSettings.seed``
+when there is one (so the same keys give the same ids on every run), otherwise a random
+salt per SimCloud. A repeated call with a key finds the first result by the key itself,
+never by recomputing the id, which is why ids stay unique across restarts either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import ipaddress
+import math
+import secrets
+import string
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
+
+from clustertasks import clock, errors, settings
+from clustertasks.domain import ids, world
+from clustertasks.providers.sim import catalogue, timing
+from clustertasks.storage import world as world_storage
+
+_BASE36 = string.digits + string.ascii_lowercase
+# The idempotency_key columns hold this many characters.
+MAX_KEY_LENGTH = 256
+
+
+class SimCloud:
+    """The simulated cloud. Implements ``clustertasks.providers.base.CloudProvider``."""
+
+    def __init__(
+        self,
+        world_store: world_storage.WorldStore,
+        settings: settings.SimSettings,
+        clock: clock.Clock,
+        *,
+        durations: timing.Durations = timing.REALISTIC,
+    ) -> None:
+        self._store = world_store
+        self._settings = settings
+        self._clock = clock
+        self._timing = timing.Timing(settings.speed, durations)
+        salt = f"seed:{settings.seed}" if settings.seed is not None else secrets.token_hex(16)
+        self._names = _Names(salt)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get_cluster(self, cluster_id: str) -> world.Cluster:
+        return self._store.get_cluster(cluster_id)
+
+    def list_clusters(self) -> Sequence[world.Cluster]:
+        return self._store.list_clusters()
+
+    def get_nodepool(self, cluster_id: str, nodepool_id: str) -> world.NodePool:
+        return self._store.get_nodepool(cluster_id, nodepool_id)
+
+    def list_nodepools(self, cluster_id: str) -> Sequence[world.NodePool]:
+        return self._store.list_nodepools(cluster_id)
+
+    def list_nodes(self, cluster_id: str, nodepool_id: str | None = None) -> Sequence[world.Node]:
+        return self._store.list_nodes(cluster_id, nodepool_id)
+
+    def list_instances(
+        self, cluster_id: str, nodepool_id: str | None = None
+    ) -> Sequence[world.Instance]:
+        return self._store.list_instances(cluster_id, nodepool_id)
+
+    def get_instance(self, instance_id: str) -> world.Instance:
+        """Any instance, released ones included; raises ``errors.NotFound``."""
+        return self._store.get_instance(instance_id)
+
+    def check_region(self, region_id: str) -> None:
+        catalogue.zones(region_id)
+
+    def node_quota(self) -> int:
+        return self._settings.node_quota
+
+    def check_node_quota(self, cluster_id: str, adding: int) -> None:
+        """The cluster's count is its instances not released, or the sum of its pools'
+        desired sizes when that is more: a scale-out raises the desired size before its
+        instances exist, and those nodes are as good as taken."""
+        cluster = self._store.get_cluster(cluster_id)
+        existing = max(
+            self._store.count_instances(cluster_id),
+            sum(pool.desired_size for pool in self._store.list_nodepools(cluster_id)),
+        )
+        if existing + adding > cluster.node_quota:
+            raise errors.QuotaExceeded(
+                f"the cluster {cluster_id} may have at most {cluster.node_quota} nodes: "
+                f"it has {existing} and {adding} more were asked for"
+            )
+
+    def check_instance_types(self, instance_types: Sequence[str]) -> None:
+        field = "scaling_group.instance_types"
+        if not instance_types:
+            raise errors.InvalidParameter(field, "at least one instance type is required")
+        unknown = catalogue.unknown_instance_types(instance_types)
+        if unknown:
+            raise errors.InvalidParameter(field, f"unknown instance type {', '.join(unknown)}")
+
+    # -- stock (tests and fault injection) ---------------------------------------------------
+
+    def set_stock(self, instance_type: str, zone_id: str, count: int) -> None:
+        """Let ``zone_id`` supply ``count`` more instances of the type (0: a stock-out)."""
+        self.check_instance_types([instance_type])
+        if count < 0:
+            raise errors.InvalidParameter("count", f"stock cannot be negative, got {count}")
+        self._store.set_stock(instance_type, zone_id, count)
+
+    def stock(self, instance_type: str, zone_id: str) -> int:
+        return self._store.stock(instance_type, zone_id, catalogue.DEFAULT_STOCK)
+
+    # -- registering what a request creates (the API answers with the id at once) ----------
+
+    def register_cluster(self, cluster_id: str, spec: world.ClusterSpec) -> world.Cluster:
+        return self._store.add_cluster(self._new_cluster(cluster_id, spec, basis=cluster_id))
+
+    def register_nodepool(
+        self, cluster_id: str, nodepool_id: str, spec: world.NodePoolSpec
+    ) -> world.NodePool:
+        pool = self._new_nodepool(cluster_id, nodepool_id, spec, basis=nodepool_id)
+        return self._store.add_nodepool(pool)
+
+    # -- clusters ----------------------------------------------------------------------------
+
+    async def create_cluster(self, key: str, spec: world.ClusterSpec) -> world.Cluster:
+        _check_key(key)
+        cluster = self._new_cluster(self._names.cluster_id(key), spec, basis=key)
+        return await asyncio.to_thread(self._store.add_cluster, cluster, key)
+
+    async def provision_control_plane(self, key: str, cluster_id: str) -> world.Cluster:
+        """``initial`` → (the control plane's boot time) → ``running``; any other state is
+        left alone, so a re-run after the cluster came up returns at once."""
+        _check_key(key)
+        cluster = await asyncio.to_thread(self._store.get_cluster, cluster_id)
+        if cluster.state != "initial":
+            return cluster
+        await self._timing.wait(self._timing.durations.control_plane)
+        return await asyncio.to_thread(
+            self._store.set_cluster_state,
+            cluster_id,
+            "running",
+            self._clock.now_us(),
+            from_state="initial",
+        )
+
+    async def set_cluster_state(self, cluster_id: str, state: str) -> world.Cluster:
+        if state not in world.CLUSTER_STATES or state == "deleted":
+            # "deleted" only through delete_cluster, which checks that the pools are gone.
+            raise errors.InvalidParameter("state", f"cannot set a cluster to {state!r}")
+        return await asyncio.to_thread(
+            self._store.set_cluster_state, cluster_id, state, self._clock.now_us()
+        )
+
+    async def delete_cluster(self, key: str, cluster_id: str) -> None:
+        """Raises ``errors.ResourceInUse`` while pools or instances remain; a cluster already
+        deleted stays deleted without complaint."""
+        _check_key(key)
+        await asyncio.to_thread(self._store.delete_cluster, cluster_id, self._clock.now_us())
+
+    # -- node pools --------------------------------------------------------------------------
+
+    async def create_nodepool(
+        self, key: str, cluster_id: str, spec: world.NodePoolSpec
+    ) -> world.NodePool:
+        """The pool is recorded at once (``active``, desired size 0), then its scaling group
+        takes ``pool_create`` to set up. A pool without vSwitches gets the cluster's."""
+        _check_key(key)
+        pool = await asyncio.to_thread(
+            self._new_nodepool, cluster_id, self._names.nodepool_id(key), spec, basis=key
+        )
+        made = await asyncio.to_thread(self._store.add_nodepool, pool, key)
+        await self._timing.wait(self._timing.durations.pool_create)
+        return made
+
+    async def update_nodepool(
+        self,
+        cluster_id: str,
+        nodepool_id: str,
+        *,
+        state: str | None = None,
+        desired_size: int | None = None,
+        spec: world.NodePoolSpec | None = None,
+    ) -> world.NodePool:
+        if state is not None and state not in world.NODEPOOL_STATES:
+            raise errors.InvalidParameter("status.state", f"unknown node pool state {state!r}")
+        if desired_size is not None and desired_size < 0:
+            raise errors.InvalidParameter(
+                "scaling_group.desired_size", f"must be >= 0, got {desired_size}"
+            )
+        if spec is not None:
+            self.check_instance_types(spec.instance_types)
+        return await asyncio.to_thread(
+            self._store.update_nodepool,
+            cluster_id,
+            nodepool_id,
+            self._clock.now_us(),
+            state=state,
+            desired_size=desired_size,
+            spec=spec,
+        )
+
+    async def delete_nodepool(self, key: str, cluster_id: str, nodepool_id: str) -> None:
+        """Raises ``errors.ResourceInUse`` while the pool has instances; deleting a deleted
+        pool does nothing."""
+        _check_key(key)
+        remaining = await asyncio.to_thread(self._store.list_instances, cluster_id, nodepool_id)
+        if remaining:
+            names = ", ".join(i.instance_id for i in remaining)
+            raise errors.ResourceInUse(f"the node pool {nodepool_id} still has instances: {names}")
+        await self._timing.wait(self._timing.durations.pool_delete)
+        await asyncio.to_thread(
+            self._store.delete_nodepool, cluster_id, nodepool_id, self._clock.now_us()
+        )
+
+    # -- instances and nodes -----------------------------------------------------------------
+
+    async def create_instance(self, key: str, cluster_id: str, nodepool_id: str) -> world.Instance:
+        """Zones in the order of the pool's vSwitches (ACK's ``PRIORITY`` multi-zone policy),
+        and in each zone the instance types in the pool's order."""
+        _check_key(key)
+        earlier = await asyncio.to_thread(self._store.instance_by_key, key)
+        if earlier is not None:
+            return earlier
+        cluster = await asyncio.to_thread(self._store.get_cluster, cluster_id)
+        pool = await asyncio.to_thread(self._store.get_nodepool, cluster_id, nodepool_id)
+        region = cluster.spec.region_id
+        placements = [
+            world_storage.Placement(instance_type, catalogue.zone_of_vswitch(region, vsw), vsw)
+            for vsw in pool.spec.vswitch_ids
+            for instance_type in pool.spec.instance_types
+        ]
+        launch = world_storage.Launch(
+            key=key,
+            instance_id=self._names.instance_id(key),
+            cluster_id=cluster_id,
+            nodepool_id=nodepool_id,
+            vpc_id=cluster.vpc_id,
+            placements=placements,
+            default_stock=catalogue.DEFAULT_STOCK,
+            choose_address=lambda used: self._names.address(key, used),
+            image_id=pool.spec.image_id or catalogue.image_for(pool.spec.image_type),
+            instance_charge_type=pool.spec.instance_charge_type,
+        )
+        made = await asyncio.to_thread(self._store.launch_instance, launch, self._clock.now_us())
+        if made is None and not placements:
+            raise errors.InstanceCreateFailed(
+                f"the node pool {nodepool_id} has no vSwitch or no instance type to launch in"
+            )
+        if made is None:
+            types = ", ".join(dict.fromkeys(p.instance_type for p in placements))
+            zones = ", ".join(dict.fromkeys(p.zone_id for p in placements))
+            raise errors.InstanceCreateFailed(
+                f"no stock for {types} in {zones} (node pool {nodepool_id})"
+            )
+        return made
+
+    async def wait_instance_running(self, instance_id: str) -> world.Instance:
+        """Raises ``errors.InstanceBootFailed`` if the instance is (or becomes) anything but
+        on its way to ``Running``, e.g. released meanwhile."""
+        instance = await asyncio.to_thread(self._store.get_instance, instance_id)
+        steps = (
+            ("Pending", "Starting", self._timing.durations.instance_pending),
+            ("Starting", "Running", self._timing.durations.instance_starting),
+        )
+        for from_status, to_status, seconds in steps:
+            if instance.status == from_status:
+                await self._timing.wait(seconds)
+                instance = await asyncio.to_thread(
+                    self._store.advance_instance,
+                    instance_id,
+                    from_status,
+                    to_status,
+                    self._clock.now_us(),
+                )
+        if instance.status != "Running":
+            raise errors.InstanceBootFailed(
+                f"the instance {instance_id} is {instance.status}, not Running"
+            )
+        return instance
+
+    async def join_node(self, key: str, instance_id: str) -> world.Node:
+        """The node registers ``NotReady`` and unschedulable with the pool's labels, taints
+        and Kubernetes version, then turns ``Ready`` (schedulable unless the pool says
+        otherwise) after ``node_join``. One node per instance, whatever the key."""
+        _check_key(key)
+        instance = await asyncio.to_thread(self._store.get_instance, instance_id)
+        node = await asyncio.to_thread(self._store.node_of_instance, instance_id)
+        if node is not None and node.node_status == "Ready":
+            return node
+        if instance.status != "Running":
+            raise errors.NodeJoinFailed(
+                f"the instance {instance_id} is {instance.status}: only a Running instance "
+                "can join the cluster"
+            )
+        cluster = await asyncio.to_thread(self._store.get_cluster, instance.cluster_id)
+        pool = None
+        if instance.nodepool_id:
+            pool = await asyncio.to_thread(
+                self._store.get_nodepool, instance.cluster_id, instance.nodepool_id
+            )
+        if node is None:
+            registering = world.Node(
+                node_name=ids.node_name(cluster.spec.region_id, instance.ip_address),
+                cluster_id=instance.cluster_id,
+                nodepool_id=instance.nodepool_id,
+                instance_id=instance_id,
+                node_status="NotReady",
+                schedulable=False,
+                kubelet_version=pool.kubernetes_version if pool else cluster.current_version,
+                labels=tuple(pool.spec.labels) if pool else (),
+                taints=tuple(pool.spec.taints) if pool else (),
+                created_us=self._clock.now_us(),
+            )
+            node = await asyncio.to_thread(self._store.add_node, key, registering)
+        await self._timing.wait(self._timing.durations.node_join)
+        try:
+            return await asyncio.to_thread(
+                self._store.update_node,
+                node.cluster_id,
+                node.node_name,
+                self._clock.now_us(),
+                node_status="Ready",
+                schedulable=not (pool.spec.unschedulable if pool else False),
+            )
+        except errors.NotFound as exc:
+            raise errors.NodeJoinFailed(
+                f"the node {node.node_name} left the cluster while joining "
+                f"(instance {instance_id} released)"
+            ) from exc
+
+    async def update_node(
+        self,
+        cluster_id: str,
+        node_name: str,
+        *,
+        labels: Sequence[world.Label],
+        taints: Sequence[world.Taint],
+    ) -> world.Node:
+        """Replace the node's labels and taints; raises ``errors.NotFound`` for a node that
+        is not (or no longer) in the cluster."""
+        return await asyncio.to_thread(
+            self._store.update_node,
+            cluster_id,
+            node_name,
+            self._clock.now_us(),
+            labels=tuple(labels),
+            taints=tuple(taints),
+        )
+
+    async def release_instance(self, key: str, instance_id: str) -> None:
+        """The node leaves at once and the instance is ``Stopping``; after ``release`` it is
+        ``Released`` and its stock returns. Releasing a released instance does nothing."""
+        _check_key(key)
+        instance = await asyncio.to_thread(self._store.get_instance, instance_id)
+        if instance.status == world_storage.RELEASED:
+            return
+        await asyncio.to_thread(self._store.stop_instance, instance_id, self._clock.now_us())
+        await self._timing.wait(self._timing.durations.release)
+        await asyncio.to_thread(self._store.release_instance, instance_id, self._clock.now_us())
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _new_cluster(
+        self, cluster_id: str, spec: world.ClusterSpec, *, basis: str
+    ) -> world.Cluster:
+        """A cluster in state ``initial``; its VPC and security group ids derive from
+        ``basis`` (the key or id that makes the cluster unique)."""
+        catalogue.zones(spec.region_id)
+        now = self._clock.now_us()
+        return world.Cluster(
+            cluster_id=cluster_id,
+            spec=spec,
+            state="initial",
+            current_version=spec.kubernetes_version,
+            created_us=now,
+            updated_us=now,
+            node_quota=self._settings.node_quota,
+            vpc_id=spec.vpc_id or self._names.vpc_id(basis),
+            security_group_id=self._names.security_group_id(basis),
+        )
+
+    def _new_nodepool(
+        self, cluster_id: str, nodepool_id: str, spec: world.NodePoolSpec, *, basis: str
+    ) -> world.NodePool:
+        """A pool (``active``, desired size 0) of the cluster, checked against the catalogue;
+        without vSwitches of its own it gets the cluster's."""
+        cluster = self._store.get_cluster(cluster_id)
+        self.check_instance_types(spec.instance_types)
+        if not spec.vswitch_ids:
+            if not cluster.spec.vswitch_ids:
+                raise errors.InvalidParameter(
+                    "scaling_group.vswitch_ids",
+                    f"the node pool needs a vSwitch and the cluster {cluster_id} has none",
+                )
+            spec = dataclasses.replace(spec, vswitch_ids=tuple(cluster.spec.vswitch_ids))
+        now = self._clock.now_us()
+        return world.NodePool(
+            nodepool_id=nodepool_id,
+            cluster_id=cluster_id,
+            spec=spec,
+            state="active",
+            desired_size=0,
+            kubernetes_version=cluster.current_version,
+            scaling_group_id=self._names.scaling_group_id(basis),
+            created_us=now,
+            updated_us=now,
+        )
+
+
+class _Names:
+    """Ids and addresses derived from idempotency keys: the same salt and key always give
+    the same answer, different keys practically never collide."""
+
+    def __init__(self, salt: str) -> None:
+        self._salt = salt
+
+    def cluster_id(self, key: str) -> str:
+        return "c" + self._digest("cluster", key).hex()[:32]
+
+    def nodepool_id(self, key: str) -> str:
+        return "np" + self._digest("nodepool", key).hex()[:32]
+
+    def instance_id(self, key: str) -> str:
+        return "i-" + self._base36("instance", key, 20)
+
+    def vpc_id(self, key: str) -> str:
+        return "vpc-" + self._base36("vpc", key, 24)
+
+    def security_group_id(self, key: str) -> str:
+        return "sg-" + self._base36("security-group", key, 20)
+
+    def scaling_group_id(self, key: str) -> str:
+        return "asg-" + self._base36("scaling-group", key, 20)
+
+    def address(self, key: str, used: AbstractSet[str]) -> str:
+        """A host address of the VPC not in ``used``.
+
+        Probes start at a point derived from the key and step by a stride coprime with the
+        number of hosts, so the probes visit every host once before repeating: the first
+        free one is found whenever there is one, and it does not depend on the order in
+        which other instances were made.
+        """
+        network = ipaddress.IPv4Network(catalogue.VPC_CIDR)
+        hosts = network.num_addresses - 2  # neither the network nor the broadcast address
+        digest = int.from_bytes(self._digest("address", key), "big")
+        start = digest % hosts
+        stride = (digest >> 64) % hosts | 1
+        while math.gcd(stride, hosts) != 1:
+            stride += 2
+        first_host = int(network.network_address) + 1
+        for probe in range(hosts):
+            candidate = str(ipaddress.IPv4Address(first_host + (start + probe * stride) % hosts))
+            if candidate not in used:
+                return candidate
+        raise errors.InstanceCreateFailed(f"no free address left in {catalogue.VPC_CIDR}")
+
+    def _digest(self, kind: str, key: str) -> bytes:
+        return hashlib.sha256(f"{self._salt}:{kind}:{key}".encode()).digest()
+
+    def _base36(self, kind: str, key: str, length: int) -> str:
+        number = int.from_bytes(self._digest(kind, key), "big")
+        chars = []
+        for _ in range(length):
+            number, digit = divmod(number, 36)
+            chars.append(_BASE36[digit])
+        return "".join(chars)
+
+
+def _check_key(key: str) -> None:
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise errors.InvalidParameter(
+            "idempotency key", f"must have 1 to {MAX_KEY_LENGTH} characters, got {len(key)}"
+        )

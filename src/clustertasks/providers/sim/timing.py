@@ -1,0 +1,58 @@
+"""How long things take in the simulated cloud, and waiting for them.
+
+The durations are what ACK takes in real life, roughly; ``SimSettings.speed`` divides them
+all. At speed 0 nothing waits at all: :meth:`Timing.wait` returns without touching the
+event loop, so a whole task runs as fast as the database allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Durations:
+    """Seconds each step takes at speed 1."""
+
+    instance_pending: float = 5.0
+    """ECS instance ``Pending`` → ``Starting``."""
+
+    instance_starting: float = 25.0
+    """ECS instance ``Starting`` → ``Running`` (the OS boots)."""
+
+    node_join: float = 20.0
+    """kubelet bootstrap until the node is ``Ready``."""
+
+    control_plane: float = 180.0
+    """A managed control plane coming up."""
+
+    pool_create: float = 2.0
+    """Creating a node pool's scaling group."""
+
+    pool_delete: float = 2.0
+    """Deleting a node pool's scaling group."""
+
+    release: float = 5.0
+    """Stopping and releasing an ECS instance."""
+
+
+REALISTIC = Durations()
+
+
+class Timing:
+    def __init__(self, speed: float, durations: Durations = REALISTIC) -> None:
+        self.speed = speed
+        self.durations = durations
+
+    def scaled(self, seconds: float) -> float:
+        """``seconds`` at the configured speed; 0 when the simulation does not wait."""
+        if self.speed == 0:
+            return 0.0
+        return seconds / self.speed
+
+    async def wait(self, seconds: float) -> None:
+        """Sleep for ``seconds`` of simulated time (not at all at speed 0)."""
+        delay = self.scaled(seconds)
+        if delay > 0:
+            await asyncio.sleep(delay)

@@ -1,0 +1,54 @@
+"""Short transactions on one engine, with driver errors translated where they enter.
+
+Shared by the stores so that every table is written the same way: a writer on SQLite takes
+the lock up front (``BEGIN IMMEDIATE``, see ``dialects.write_options``) and a failure of the
+database surfaces as ``errors.StorageUnavailable`` or ``errors.StorageError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+
+from clustertasks import errors
+from clustertasks.storage import dialects
+
+
+@contextlib.contextmanager
+def translated(name: str = "the task store") -> Iterator[None]:
+    """Turn driver errors into ours (STYLE.md §2); ``name`` says whose database failed.
+
+    ``IntegrityError`` passes through untouched: the stores catch it to recognise a
+    duplicate and answer with the row that is already there.
+    """
+    try:
+        yield
+    except sa.exc.IntegrityError:
+        raise
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
+        raise errors.StorageUnavailable() from exc
+    except sa.exc.SQLAlchemyError as exc:
+        raise errors.StorageError(f"{name} failed: {type(exc).__name__}") from exc
+
+
+class Transactions:
+    """Opens read and write transactions on ``engine``; each commits when its block ends."""
+
+    def __init__(self, engine: sa.Engine, name: str = "the task store") -> None:
+        self.engine = engine
+        self.name = name
+        self._write_options = dialects.write_options(engine)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        with translated(self.name), self.engine.connect() as conn:
+            conn = conn.execution_options(**self._write_options)
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        with translated(self.name), self.engine.connect() as conn, conn.begin():
+            yield conn

@@ -1,0 +1,620 @@
+"""WorldStore: the simulated cloud's clusters, node pools, instances, nodes and stock.
+
+Synchronous and short-transactioned like the TaskStore, on the same engine. Rows load into
+the frozen records of ``clustertasks.domain.world``. Methods that create a row take the
+caller's idempotency key and, when a row with that key exists, return it instead: on SQLite
+the check and the insert share one locked transaction; on PostgreSQL a concurrent twin
+loses on the unique key and the loser returns the winner's row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from clustertasks import errors
+from clustertasks.domain import world
+from clustertasks.storage import dialects, schema, transactions
+
+C = schema.sim_clusters
+P = schema.sim_nodepools
+VM = schema.sim_instances
+N = schema.sim_nodes
+STOCK = schema.sim_stock
+
+RELEASED = "Released"
+# A lost race on a unique key is retried this often before we call it a storage failure;
+# one retry is enough unless a constraint is broken for another reason.
+_ATTEMPTS = 4
+
+_SIZE = (
+    sa.select(sa.func.count())
+    .select_from(N)
+    .where(N.c.cluster_id == C.c.cluster_id)
+    .correlate(C)
+    .scalar_subquery()
+    .label("size")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where an instance could go: one instance type in the zone of one vSwitch."""
+
+    instance_type: str
+    zone_id: str
+    vswitch_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """One instance to create; everything but the placement and address is decided."""
+
+    key: str
+    instance_id: str
+    cluster_id: str
+    nodepool_id: str
+    vpc_id: str
+    placements: Sequence[Placement]
+    """Tried in order; the first with stock left wins."""
+    default_stock: int
+    """Stock of a (type, zone) nobody has used or set yet."""
+    choose_address: Callable[[AbstractSet[str]], str]
+    """Picks a free private address given those the VPC has already handed out."""
+    image_id: str = ""
+    instance_charge_type: str = "PostPaid"
+
+
+class WorldStore:
+    def __init__(self, engine: sa.Engine) -> None:
+        self._tx = transactions.Transactions(engine, "the simulated cloud's store")
+
+    # -- clusters ----------------------------------------------------------------------------
+
+    def add_cluster(self, cluster: world.Cluster, key: str | None = None) -> world.Cluster:
+        """Insert ``cluster`` unless one with its id (or made with ``key``) exists; return the
+        one stored."""
+        row = {
+            "cluster_id": cluster.cluster_id,
+            "idempotency_key": key,
+            "name": cluster.spec.name,
+            "region_id": cluster.spec.region_id,
+            "state": cluster.state,
+            "current_version": cluster.current_version,
+            "vpc_id": cluster.vpc_id,
+            "security_group_id": cluster.security_group_id,
+            "node_quota": cluster.node_quota,
+            "spec": _plain(cluster.spec),
+            "created_us": cluster.created_us,
+            "updated_us": cluster.updated_us,
+        }
+        same = C.c.cluster_id == cluster.cluster_id
+        if key is not None:
+            same = sa.or_(same, C.c.idempotency_key == key)
+        return _cluster(self._insert_once(C, row, sa.select(C, _SIZE).where(same)))
+
+    def get_cluster(self, cluster_id: str) -> world.Cluster:
+        """Raises ``errors.ClusterNotFound``, also for a deleted cluster."""
+        with self._tx.read() as conn:
+            return self._live_cluster(conn, cluster_id)
+
+    def list_clusters(self) -> list[world.Cluster]:
+        """Clusters not deleted, newest first."""
+        with self._tx.read() as conn:
+            rows = conn.execute(
+                sa.select(C, _SIZE)
+                .where(C.c.state != "deleted")
+                .order_by(C.c.created_us.desc(), C.c.cluster_id.desc())
+            ).all()
+        return [_cluster(r._mapping) for r in rows]
+
+    def set_cluster_state(
+        self, cluster_id: str, state: str, now_us: int, *, from_state: str | None = None
+    ) -> world.Cluster:
+        """Set the state (only if it is ``from_state``, when given); return the cluster."""
+        where = [C.c.cluster_id == cluster_id]
+        if from_state is not None:
+            where.append(C.c.state == from_state)
+        with self._tx.write() as conn:
+            self._live_cluster(conn, cluster_id)
+            conn.execute(sa.update(C).where(*where).values(state=state, updated_us=now_us))
+            return self._live_cluster(conn, cluster_id)
+
+    def delete_cluster(self, cluster_id: str, now_us: int) -> None:
+        """Mark the cluster ``deleted``; a no-op when it already is.
+
+        Raises ``errors.ResourceInUse`` naming the pools or instances it still has.
+        """
+        with self._tx.write() as conn:
+            state = conn.execute(
+                sa.select(C.c.state).where(C.c.cluster_id == cluster_id)
+            ).scalar_one_or_none()
+            if state is None:
+                raise errors.ClusterNotFound(cluster_id)
+            if state == "deleted":
+                return
+            owner = f"the cluster {cluster_id}"
+            live_pools = sa.select(P.c.nodepool_id).where(
+                P.c.cluster_id == cluster_id, P.c.deleted_us.is_(None)
+            )
+            _refuse_dependents(conn, owner, "node pools", live_pools.order_by(P.c.created_us))
+            live = sa.select(VM.c.instance_id).where(
+                VM.c.cluster_id == cluster_id, VM.c.status != RELEASED
+            )
+            _refuse_dependents(conn, owner, "instances", live.order_by(VM.c.created_us))
+            conn.execute(
+                sa.update(C)
+                .where(C.c.cluster_id == cluster_id)
+                .values(state="deleted", updated_us=now_us)
+            )
+
+    # -- node pools --------------------------------------------------------------------------
+
+    def add_nodepool(self, pool: world.NodePool, key: str | None = None) -> world.NodePool:
+        """Insert ``pool`` unless one with its id (or made with ``key``) exists; return the
+        one stored."""
+        row = {
+            "nodepool_id": pool.nodepool_id,
+            "cluster_id": pool.cluster_id,
+            "idempotency_key": key,
+            "name": pool.spec.name,
+            "state": pool.state,
+            "desired_size": pool.desired_size,
+            "kubernetes_version": pool.kubernetes_version,
+            "scaling_group_id": pool.scaling_group_id,
+            "spec": _plain(pool.spec),
+            "created_us": pool.created_us,
+            "updated_us": pool.updated_us,
+        }
+        same = P.c.nodepool_id == pool.nodepool_id
+        if key is not None:
+            same = sa.or_(same, P.c.idempotency_key == key)
+        return _nodepool(self._insert_once(P, row, sa.select(P).where(same)))
+
+    def get_nodepool(self, cluster_id: str, nodepool_id: str) -> world.NodePool:
+        """Raises ``errors.ClusterNotFound`` or ``errors.NodePoolNotFound`` (also if deleted)."""
+        with self._tx.read() as conn:
+            return self._live_nodepool(conn, cluster_id, nodepool_id)
+
+    def list_nodepools(self, cluster_id: str) -> list[world.NodePool]:
+        """The cluster's pools not deleted, oldest first."""
+        with self._tx.read() as conn:
+            self._live_cluster(conn, cluster_id)
+            rows = conn.execute(
+                sa.select(P)
+                .where(P.c.cluster_id == cluster_id, P.c.deleted_us.is_(None))
+                .order_by(P.c.created_us, P.c.nodepool_id)
+            ).all()
+        return [_nodepool(r._mapping) for r in rows]
+
+    def update_nodepool(
+        self,
+        cluster_id: str,
+        nodepool_id: str,
+        now_us: int,
+        *,
+        state: str | None = None,
+        desired_size: int | None = None,
+        spec: world.NodePoolSpec | None = None,
+    ) -> world.NodePool:
+        """Change what is given, leave the rest; returns the pool as stored."""
+        values = _changes(updated_us=now_us, state=state, desired_size=desired_size)
+        if spec is not None:
+            values.update(spec=_plain(spec), name=spec.name)
+        with self._tx.write() as conn:
+            self._live_nodepool(conn, cluster_id, nodepool_id)
+            conn.execute(sa.update(P).where(P.c.nodepool_id == nodepool_id).values(**values))
+            return self._live_nodepool(conn, cluster_id, nodepool_id)
+
+    def delete_nodepool(self, cluster_id: str, nodepool_id: str, now_us: int) -> None:
+        """Mark the pool deleted; a no-op when it already is.
+
+        Raises ``errors.ResourceInUse`` naming the instances it still has.
+        """
+        with self._tx.write() as conn:
+            self._live_cluster(conn, cluster_id)
+            deleted = conn.execute(
+                sa.select(P.c.deleted_us).where(
+                    P.c.cluster_id == cluster_id, P.c.nodepool_id == nodepool_id
+                )
+            ).one_or_none()
+            if deleted is None:
+                raise errors.NodePoolNotFound(nodepool_id, cluster_id)
+            if deleted.deleted_us is not None:
+                return
+            live = sa.select(VM.c.instance_id).where(
+                VM.c.nodepool_id == nodepool_id, VM.c.status != RELEASED
+            )
+            owner = f"the node pool {nodepool_id}"
+            _refuse_dependents(conn, owner, "instances", live.order_by(VM.c.created_us))
+            conn.execute(
+                sa.update(P)
+                .where(P.c.nodepool_id == nodepool_id)
+                .values(deleted_us=now_us, updated_us=now_us)
+            )
+
+    # -- instances ---------------------------------------------------------------------------
+
+    def launch_instance(self, launch: Launch, now_us: int) -> world.Instance | None:
+        """Create the instance in the first placement with stock, taking one from that stock.
+
+        Returns the instance made earlier with ``launch.key`` if there is one, and ``None``
+        when no placement has stock left (nothing is written then).
+        """
+        find = sa.select(VM).where(VM.c.idempotency_key == launch.key)
+        for _ in range(_ATTEMPTS):
+            try:
+                with self._tx.write() as conn:
+                    existing = conn.execute(find).one_or_none()
+                    if existing is not None:
+                        return _instance(existing._mapping)
+                    placement = _take_stock(conn, launch.placements, launch.default_stock)
+                    if placement is None:
+                        return None
+                    used = conn.execute(
+                        sa.select(VM.c.ip_address).where(VM.c.vpc_id == launch.vpc_id)
+                    ).scalars()
+                    address = launch.choose_address(frozenset(used))
+                    conn.execute(
+                        sa.insert(VM).values(
+                            instance_id=launch.instance_id,
+                            cluster_id=launch.cluster_id,
+                            nodepool_id=launch.nodepool_id,
+                            idempotency_key=launch.key,
+                            vpc_id=launch.vpc_id,
+                            instance_type=placement.instance_type,
+                            zone_id=placement.zone_id,
+                            vswitch_id=placement.vswitch_id,
+                            ip_address=address,
+                            status="Pending",
+                            image_id=launch.image_id,
+                            instance_charge_type=launch.instance_charge_type,
+                            created_us=now_us,
+                            updated_us=now_us,
+                        )
+                    )
+                    return _instance(conn.execute(find).one()._mapping)
+            except sa.exc.IntegrityError:
+                continue  # a concurrent twin won the key or the address; look again
+        raise errors.StorageError(f"could not record the instance {launch.instance_id}")
+
+    def instance_by_key(self, key: str) -> world.Instance | None:
+        with self._tx.read() as conn:
+            row = conn.execute(sa.select(VM).where(VM.c.idempotency_key == key)).one_or_none()
+        return None if row is None else _instance(row._mapping)
+
+    def get_instance(self, instance_id: str) -> world.Instance:
+        """Any instance, released ones included; raises ``errors.NotFound``."""
+        with self._tx.read() as conn:
+            return _get_instance(conn, instance_id)
+
+    def list_instances(
+        self, cluster_id: str, nodepool_id: str | None = None
+    ) -> list[world.Instance]:
+        """Instances not released, oldest first."""
+        where = [VM.c.cluster_id == cluster_id, VM.c.status != RELEASED]
+        if nodepool_id is not None:
+            where.append(VM.c.nodepool_id == nodepool_id)
+        with self._tx.read() as conn:
+            self._live_cluster(conn, cluster_id)
+            rows = conn.execute(
+                sa.select(VM).where(*where).order_by(VM.c.created_us, VM.c.instance_id)
+            ).all()
+        return [_instance(r._mapping) for r in rows]
+
+    def count_instances(self, cluster_id: str) -> int:
+        """Instances of the cluster not released."""
+        with self._tx.read() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(VM)
+                    .where(VM.c.cluster_id == cluster_id, VM.c.status != RELEASED)
+                ).scalar_one()
+            )
+
+    def advance_instance(
+        self, instance_id: str, from_status: str, to_status: str, now_us: int
+    ) -> world.Instance:
+        """Move the instance to ``to_status`` if it is in ``from_status``; return it as it is.
+
+        Conditional, so two waiters racing through the same step move it once, and a
+        release that happened meanwhile is never undone.
+        """
+        with self._tx.write() as conn:
+            conn.execute(
+                sa.update(VM)
+                .where(VM.c.instance_id == instance_id, VM.c.status == from_status)
+                .values(status=to_status, updated_us=now_us)
+            )
+            return _get_instance(conn, instance_id)
+
+    def stop_instance(self, instance_id: str, now_us: int) -> world.Instance:
+        """First half of a release: the node leaves the cluster, the instance is ``Stopping``."""
+        with self._tx.write() as conn:
+            conn.execute(sa.delete(N).where(N.c.instance_id == instance_id))
+            conn.execute(
+                sa.update(VM)
+                .where(VM.c.instance_id == instance_id, VM.c.status != RELEASED)
+                .values(status="Stopping", updated_us=now_us)
+            )
+            return _get_instance(conn, instance_id)
+
+    def release_instance(self, instance_id: str, now_us: int) -> world.Instance:
+        """The instance becomes ``Released`` and its stock returns, once however often called."""
+        with self._tx.write() as conn:
+            conn.execute(sa.delete(N).where(N.c.instance_id == instance_id))
+            released = conn.execute(
+                sa.update(VM)
+                .where(VM.c.instance_id == instance_id, VM.c.status != RELEASED)
+                .values(status=RELEASED, updated_us=now_us, released_us=now_us)
+                .returning(VM.c.instance_type, VM.c.zone_id)
+            ).one_or_none()
+            if released is not None:
+                conn.execute(
+                    sa.update(STOCK)
+                    .where(
+                        STOCK.c.instance_type == released.instance_type,
+                        STOCK.c.zone_id == released.zone_id,
+                    )
+                    .values(available=STOCK.c.available + 1)
+                )
+            return _get_instance(conn, instance_id)
+
+    # -- nodes -------------------------------------------------------------------------------
+
+    def add_node(self, key: str, node: world.Node) -> world.Node:
+        """Insert ``node`` unless its instance already has a node (or ``key`` made one)."""
+        row = {
+            "cluster_id": node.cluster_id,
+            "node_name": node.node_name,
+            "instance_id": node.instance_id,
+            "nodepool_id": node.nodepool_id,
+            "idempotency_key": key,
+            "node_status": node.node_status,
+            "schedulable": node.schedulable,
+            "kubelet_version": node.kubelet_version,
+            "labels": _plain(tuple(node.labels)),
+            "taints": _plain(tuple(node.taints)),
+            "created_us": node.created_us,
+            "updated_us": node.created_us,
+        }
+        find = sa.select(N).where(
+            sa.or_(N.c.idempotency_key == key, N.c.instance_id == node.instance_id)
+        )
+        return _node(self._insert_once(N, row, find))
+
+    def node_of_instance(self, instance_id: str) -> world.Node | None:
+        with self._tx.read() as conn:
+            row = conn.execute(sa.select(N).where(N.c.instance_id == instance_id)).one_or_none()
+        return None if row is None else _node(row._mapping)
+
+    def update_node(
+        self,
+        cluster_id: str,
+        node_name: str,
+        now_us: int,
+        *,
+        node_status: str | None = None,
+        schedulable: bool | None = None,
+        kubelet_version: str | None = None,
+        labels: Sequence[world.Label] | None = None,
+        taints: Sequence[world.Taint] | None = None,
+    ) -> world.Node:
+        """Change what is given; raises ``errors.NotFound`` for a node that left."""
+        values = _changes(
+            updated_us=now_us,
+            node_status=node_status,
+            schedulable=schedulable,
+            kubelet_version=kubelet_version,
+            labels=None if labels is None else _plain(tuple(labels)),
+            taints=None if taints is None else _plain(tuple(taints)),
+        )
+        where = (N.c.cluster_id == cluster_id, N.c.node_name == node_name)
+        with self._tx.write() as conn:
+            conn.execute(sa.update(N).where(*where).values(**values))
+            row = conn.execute(sa.select(N).where(*where)).one_or_none()
+        if row is None:
+            raise errors.NotFound(f"the node {node_name} not found in cluster {cluster_id}")
+        return _node(row._mapping)
+
+    def list_nodes(self, cluster_id: str, nodepool_id: str | None = None) -> list[world.Node]:
+        """The cluster's nodes, oldest first."""
+        where = [N.c.cluster_id == cluster_id]
+        if nodepool_id is not None:
+            where.append(N.c.nodepool_id == nodepool_id)
+        with self._tx.read() as conn:
+            self._live_cluster(conn, cluster_id)
+            rows = conn.execute(
+                sa.select(N).where(*where).order_by(N.c.created_us, N.c.node_name)
+            ).all()
+        return [_node(r._mapping) for r in rows]
+
+    # -- stock -------------------------------------------------------------------------------
+
+    def set_stock(self, instance_type: str, zone_id: str, available: int) -> None:
+        values = {"instance_type": instance_type, "zone_id": zone_id, "available": available}
+        with self._tx.write() as conn:
+            conn.execute(
+                dialects.upsert(
+                    self._tx.engine,
+                    STOCK,
+                    values,
+                    keys=["instance_type", "zone_id"],
+                    update=["available"],
+                )
+            )
+
+    def stock(self, instance_type: str, zone_id: str, default: int) -> int:
+        """What the zone can still supply of the type (``default`` if never used or set)."""
+        with self._tx.read() as conn:
+            available = conn.execute(
+                sa.select(STOCK.c.available).where(
+                    STOCK.c.instance_type == instance_type, STOCK.c.zone_id == zone_id
+                )
+            ).scalar_one_or_none()
+        return default if available is None else int(available)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _insert_once(
+        self, table: sa.Table, row: Mapping[str, Any], find: sa.Select[Any]
+    ) -> sa.RowMapping:
+        """Insert ``row`` unless ``find`` already selects a row; return the row found or made."""
+        for _ in range(_ATTEMPTS):
+            try:
+                with self._tx.write() as conn:
+                    existing = conn.execute(find).first()
+                    if existing is None:
+                        conn.execute(sa.insert(table).values(**row))
+                        existing = conn.execute(find).one()
+                    return existing._mapping
+            except sa.exc.IntegrityError:
+                continue  # a concurrent twin committed first; its row is found next time
+        raise errors.StorageError(f"could not record a row in {table.name}")
+
+    def _live_cluster(self, conn: sa.Connection, cluster_id: str) -> world.Cluster:
+        row = conn.execute(
+            sa.select(C, _SIZE).where(C.c.cluster_id == cluster_id, C.c.state != "deleted")
+        ).one_or_none()
+        if row is None:
+            raise errors.ClusterNotFound(cluster_id)
+        return _cluster(row._mapping)
+
+    def _live_nodepool(
+        self, conn: sa.Connection, cluster_id: str, nodepool_id: str
+    ) -> world.NodePool:
+        self._live_cluster(conn, cluster_id)
+        row = conn.execute(
+            sa.select(P).where(
+                P.c.cluster_id == cluster_id,
+                P.c.nodepool_id == nodepool_id,
+                P.c.deleted_us.is_(None),
+            )
+        ).one_or_none()
+        if row is None:
+            raise errors.NodePoolNotFound(nodepool_id, cluster_id)
+        return _nodepool(row._mapping)
+
+
+def _take_stock(
+    conn: sa.Connection, placements: Sequence[Placement], default_stock: int
+) -> Placement | None:
+    """Take one instance from the first placement that has one left."""
+    for placement in placements:
+        where = (
+            STOCK.c.instance_type == placement.instance_type,
+            STOCK.c.zone_id == placement.zone_id,
+        )
+        if conn.execute(sa.select(STOCK.c.available).where(*where)).first() is None:
+            # First use of this (type, zone): its row starts at the default. Created before
+            # the decrement so that the decrement always meets a row (on PostgreSQL a
+            # concurrent first use loses on the primary key and the launch is retried).
+            conn.execute(
+                sa.insert(STOCK).values(
+                    instance_type=placement.instance_type,
+                    zone_id=placement.zone_id,
+                    available=default_stock,
+                )
+            )
+        taken = conn.execute(
+            sa.update(STOCK)
+            .where(*where, STOCK.c.available > 0)
+            .values(available=STOCK.c.available - 1)
+        )
+        if taken.rowcount == 1:
+            return placement
+    return None
+
+
+def _refuse_dependents(conn: sa.Connection, owner: str, kind: str, ids: sa.Select[Any]) -> None:
+    """Raise ``errors.ResourceInUse`` naming what ``ids`` selects, if it selects anything."""
+    found = list(conn.execute(ids).scalars())
+    if found:
+        raise errors.ResourceInUse(f"{owner} still has {kind}: {', '.join(found)}")
+
+
+def _changes(**values: Any) -> dict[str, Any]:
+    """The values given (not ``None``): what an update should write."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _get_instance(conn: sa.Connection, instance_id: str) -> world.Instance:
+    row = conn.execute(sa.select(VM).where(VM.c.instance_id == instance_id)).one_or_none()
+    if row is None:
+        raise errors.NotFound(f"the instance {instance_id} not found")
+    return _instance(row._mapping)
+
+
+# -- rows <-> records --------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """Records and their sequences as JSON-ready dicts and lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _known(cls: type[Any], data: Mapping[Any, Any]) -> dict[str, Any]:
+    """The stored values the record has a field for (a row has more columns; a spec written
+    by an older version may lack fields, which then take their defaults)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+def _labels(data: Sequence[Mapping[str, Any]]) -> tuple[world.Label, ...]:
+    return tuple(world.Label(**_known(world.Label, item)) for item in data)
+
+
+def _taints(data: Sequence[Mapping[str, Any]]) -> tuple[world.Taint, ...]:
+    return tuple(world.Taint(**_known(world.Taint, item)) for item in data)
+
+
+def _cluster_spec(data: Mapping[str, Any]) -> world.ClusterSpec:
+    values = _known(world.ClusterSpec, data)
+    values["vswitch_ids"] = tuple(values.get("vswitch_ids", ()))
+    values["tags"] = _labels(values.get("tags", ()))
+    return world.ClusterSpec(**values)
+
+
+def _nodepool_spec(data: Mapping[str, Any]) -> world.NodePoolSpec:
+    values = _known(world.NodePoolSpec, data)
+    values["instance_types"] = tuple(values.get("instance_types", ()))
+    values["vswitch_ids"] = tuple(values.get("vswitch_ids", ()))
+    values["labels"] = _labels(values.get("labels", ()))
+    values["taints"] = _taints(values.get("taints", ()))
+    values["extra"] = dict(values.get("extra", {}))
+    return world.NodePoolSpec(**values)
+
+
+def _cluster(row: sa.RowMapping) -> world.Cluster:
+    values = _known(world.Cluster, row)
+    return world.Cluster(**{**values, "spec": _cluster_spec(row["spec"]), "size": int(row["size"])})
+
+
+def _nodepool(row: sa.RowMapping) -> world.NodePool:
+    return world.NodePool(**{**_known(world.NodePool, row), "spec": _nodepool_spec(row["spec"])})
+
+
+def _instance(row: sa.RowMapping) -> world.Instance:
+    return world.Instance(**_known(world.Instance, row))
+
+
+def _node(row: sa.RowMapping) -> world.Node:
+    values = _known(world.Node, row)
+    values.update(
+        schedulable=bool(row["schedulable"]),
+        labels=_labels(row["labels"]),
+        taints=_taints(row["taints"]),
+    )
+    return world.Node(**values)

@@ -1,0 +1,75 @@
+"""The official SDK, configured for a local clustertasks server."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from alibabacloud_cs20151215 import models as cs_models
+from alibabacloud_cs20151215.client import Client
+from alibabacloud_tea_openapi.utils_models import Config
+
+from tests.support.server import ServerProcess
+
+TERMINAL = ("success", "fail", "canceled")
+
+
+def client(server: ServerProcess, signature_algorithm: str | None = None) -> Client:
+    config = Config(
+        access_key_id="test-ak",
+        access_key_secret="test-secret",
+        endpoint=server.endpoint,
+        protocol="http",
+        region_id="cn-hangzhou",
+    )
+    if signature_algorithm:
+        config.signature_algorithm = signature_algorithm
+    return Client(config)
+
+
+def wait_task(
+    sdk: Client, task_id: str, timeout: float = 60.0, states: tuple[str, ...] = TERMINAL
+) -> Any:
+    """Poll DescribeTaskInfo as Terraform does (bounded), until the task reaches ``states``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = sdk.describe_task_info(task_id).body
+        if body.state in states:
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task {task_id} still {body.state} after {timeout}s")
+        time.sleep(0.05)
+
+
+def pool_request(name: str, size: int, types: list[str] | None = None, **kube: Any) -> Any:
+    return cs_models.CreateClusterNodePoolRequest(
+        nodepool_info=cs_models.CreateClusterNodePoolRequestNodepoolInfo(name=name),
+        scaling_group=cs_models.CreateClusterNodePoolRequestScalingGroup(
+            instance_types=types or ["ecs.g7.large"],
+            vswitch_ids=["vsw-hangzhou-h"],
+            desired_size=size,
+        ),
+        kubernetes_config=cs_models.CreateClusterNodePoolRequestKubernetesConfig(**kube)
+        if kube
+        else None,
+    )
+
+
+def create_cluster(sdk: Client, name: str = "demo", pool_size: int = 2) -> tuple[str, Any]:
+    request = cs_models.CreateClusterRequest(
+        name=name,
+        region_id="cn-hangzhou",
+        cluster_type="ManagedKubernetes",
+        kubernetes_version="1.32.1-aliyun.1",
+        vswitch_ids=["vsw-hangzhou-h"],
+        nodepools=[
+            cs_models.Nodepool(
+                nodepool_info=cs_models.NodepoolNodepoolInfo(name="pool-a"),
+                scaling_group=cs_models.NodepoolScalingGroup(
+                    instance_types=["ecs.g7.large"], desired_size=pool_size
+                ),
+            )
+        ],
+    )
+    body = sdk.create_cluster(request).body
+    return body.cluster_id, wait_task(sdk, body.task_id)

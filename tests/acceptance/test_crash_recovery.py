@@ -1,0 +1,109 @@
+"""kill -9 the server in the middle of twenty scale-outs; a restarted server finishes every
+one of them, with nothing created twice and nothing lost."""
+
+from __future__ import annotations
+
+import collections
+import signal
+import time
+from pathlib import Path
+
+import httpx
+from alibabacloud_cs20151215 import models as cs_models
+
+from clustertasks import settings
+from clustertasks.domain import states
+from clustertasks.storage import store
+from tests.acceptance import sdk
+from tests.support.server import ServerProcess
+
+TASKS = 20
+NODES = 3
+
+
+def _events(server: ServerProcess, task_id: str) -> list[dict[str, str]]:
+    body = httpx.get(f"{server.url}/tasks/{task_id}", trust_env=False).json()
+    return list(body["events"])
+
+
+def test_kill_9_mid_flight_then_every_task_finishes(db_url: str, tmp_path: Path) -> None:
+    # Arrange the world quickly: a cluster with twenty empty pools.
+    with ServerProcess(db_url, tmp_path, "--sim-speed", "0") as setup:
+        client = sdk.client(setup)
+        cluster_id, created = sdk.create_cluster(client, pool_size=0)
+        assert created.state == "success"
+        pool_ids = []
+        for index in range(TASKS):
+            pool = client.create_cluster_node_pool(
+                cluster_id, sdk.pool_request(f"pool-{index}", 0)
+            ).body
+            assert sdk.wait_task(client, pool.task_id).state == "success"
+            pool_ids.append(pool.nodepool_id)
+        assert setup.stop() == 0
+
+    # Realistic durations, ten times faster: each scale-out takes seconds.
+    running = ServerProcess(db_url, tmp_path, "--sim-speed", "10").start()
+    client = sdk.client(running)
+    task_ids = [
+        client.scale_cluster_node_pool(
+            cluster_id, pool_id, cs_models.ScaleClusterNodePoolRequest(count=NODES)
+        ).body.task_id
+        for pool_id in pool_ids
+    ]
+    deadline = time.monotonic() + 60
+    while True:
+        started = [
+            t
+            for t in task_ids
+            if any(e["reason"] == "InstanceCreated" for e in _events(running, t))
+        ]
+        if len(started) >= TASKS // 2:
+            break
+        assert time.monotonic() < deadline, "scale-outs never got going"
+        time.sleep(0.05)
+    states_before = [client.describe_task_info(t).body.state for t in task_ids]
+    running.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+    running.kill()
+    assert states_before.count("running") >= 1, "the kill came too late to prove anything"
+
+    # A new server on the same database finishes every task.
+    with ServerProcess(db_url, tmp_path, "--sim-speed", "0") as restarted:
+        client = sdk.client(restarted)
+        finished = [sdk.wait_task(client, t, timeout=120) for t in task_ids]
+        for task in finished:
+            assert task.state == "success", (task.task_id, task.error.code, task.error.message)
+            assert len(task.task_result) == NODES
+            assert {r.status for r in task.task_result} == {"success"}
+            assert len({r.data for r in task.task_result}) == NODES
+            reasons = [e.reason for e in task.events]
+            assert reasons.count("TaskStart") == 1
+            assert reasons[-1] == "TaskSucceed"
+            assert reasons.count("InstanceCreated") == NODES
+            assert reasons.count("NodeJoined") == NODES
+            stamps = [int(e.timestamp) for e in task.events]
+            assert stamps == sorted(stamps)
+
+        # The world: every pool has exactly its three nodes, nothing twice.
+        nodes = client.describe_cluster_nodes(
+            cluster_id, cs_models.DescribeClusterNodesRequest(page_size="100")
+        ).body
+        assert nodes.page.total_count == TASKS * NODES
+        per_pool = collections.Counter(n.nodepool_id for n in nodes.nodes)
+        assert per_pool == {pool_id: NODES for pool_id in pool_ids}
+        assert {n.node_status for n in nodes.nodes} == {"Ready"}
+        instance_ids = [n.instance_id for n in nodes.nodes]
+        assert len(set(instance_ids)) == len(instance_ids)
+        reported = {r.data for task in finished for r in task.task_result}
+        assert reported == set(instance_ids)
+        assert client.describe_cluster_detail(cluster_id).body.size == TASKS * NODES
+        assert restarted.stop() == 0
+
+    # Event history is unbroken: numbered 1..n with no gap in every task.
+    task_store = store.TaskStore.open(settings.StorageSettings(url=db_url))
+    try:
+        for task_id in task_ids:
+            events = task_store.describe_task(task_id).events
+            assert [e.seq for e in events] == list(range(1, len(events) + 1))
+            assert task_store.get_task(task_id).state is states.TaskState.SUCCESS
+    finally:
+        task_store.close()
