@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -51,9 +50,12 @@ def build(config: settings.Settings) -> Runtime:
     task_store = store.TaskStore.open(config.storage)
     try:
         time = clock.SystemClock()
-        seeded = random.Random(config.sim.seed) if config.sim.seed is not None else None
-        id_generator = ids.IdGenerator(seeded)
-        cloud = sim_cloud.SimCloud(task_store.world_store(), config.sim, time)
+        world_store = task_store.world_store()
+        id_generator: ids.IdGenerator = ids.IdGenerator()
+        if config.sim.seed is not None:
+            issued = {"task": task_store.count_tasks(), **world_store.count_all()}
+            id_generator = ids.SeededIds(config.sim.seed, issued)
+        cloud = sim_cloud.SimCloud(world_store, config.sim, time)
         registry = catalog.registry()
         services = container.Services.build(
             task_store, registry, cloud, time=time, id_generator=id_generator

@@ -58,3 +58,20 @@ def test_lookup_ids() -> None:
         assert ids.is_lookup_id(good)
     for bad in ("", "a/b", "a b", "x" * 129, "T-1\x00", "-leading", "ü"):
         assert not ids.is_lookup_id(bad)
+
+
+def test_seeded_ids_repeat_for_the_same_calls_and_continue_after_a_restart() -> None:
+    first = ids.SeededIds(42)
+    again = ids.SeededIds(42)
+    made = [first.task_id(0), first.cluster_id(), first.nodepool_id(), first.task_id(5)]
+    assert made == [again.task_id(9), again.cluster_id(), again.nodepool_id(), again.task_id(1)]
+    assert ids.TASK_ID_RE.fullmatch(made[0])
+    assert ids.CLUSTER_ID_RE.fullmatch(made[1])
+    assert ids.NODEPOOL_ID_RE.fullmatch(made[2])
+    assert made[0] < made[3]  # creation order
+    assert ids.SeededIds(43).cluster_id() != ids.SeededIds(42).cluster_id()
+    # A restarted server is told how many ids were issued: it never repeats one.
+    resumed = ids.SeededIds(42, {"task": 2, "cluster": 1, "nodepool": 1})
+    assert resumed.task_id(0) not in made
+    assert resumed.cluster_id() != made[1]
+    assert ids.INSTANCE_ID_RE.fullmatch(ids.SeededIds(1).instance_id())

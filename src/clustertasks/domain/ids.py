@@ -3,10 +3,15 @@
 Task ids are ``T-`` + 24 lowercase hex, laid out like a MongoDB ObjectId: 4 bytes of
 seconds since the epoch, 5 random bytes fixed per generator, 3 bytes of a counter. They
 therefore sort by creation time, and two generators almost never collide.
+
+A :class:`SeededIds` generator (``--sim-seed``) makes every id a function of the seed and
+of how many ids of that kind were issued before, so the same calls on a fresh database give
+the same ids, and a restarted server continues the sequence instead of repeating it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import string
@@ -56,6 +61,47 @@ class IdGenerator:
     def _hex(self, digits: int) -> str:
         with self._lock:
             return f"{self._rng.getrandbits(digits * 4):0{digits}x}"
+
+
+# Seeded task ids put this plus the sequence number where the creation second goes, so they
+# still sort in creation order.
+SEEDED_EPOCH = 0x60000000
+
+
+class SeededIds(IdGenerator):
+    """Repeatable ids: each is derived from the seed, its kind and its sequence number."""
+
+    def __init__(self, seed: int, issued: dict[str, int] | None = None) -> None:
+        super().__init__(random.Random(seed))
+        self._seed = seed
+        self._issued = dict(issued or {})
+
+    def task_id(self, now_us: int) -> str:
+        n = self._next("task")
+        return f"T-{SEEDED_EPOCH + n:08x}{self._digest('task', n)[:16]}"
+
+    def cluster_id(self) -> str:
+        return "c" + self._digest("cluster", self._next("cluster"))[:32]
+
+    def nodepool_id(self) -> str:
+        return "np" + self._digest("nodepool", self._next("nodepool"))[:32]
+
+    def instance_id(self) -> str:
+        digest = int(self._digest("instance", self._next("instance"))[:40], 16)
+        chars = []
+        for _ in range(20):
+            digest, index = divmod(digest, len(_INSTANCE_ALPHABET))
+            chars.append(_INSTANCE_ALPHABET[index])
+        return "i-" + "".join(chars)
+
+    def _next(self, kind: str) -> int:
+        with self._lock:
+            n = self._issued.get(kind, 0)
+            self._issued[kind] = n + 1
+            return n
+
+    def _digest(self, kind: str, n: int) -> str:
+        return hashlib.sha256(f"{self._seed}:{kind}:{n}".encode()).hexdigest()
 
 
 def node_name(region_id: str, ip_address: str) -> str:

@@ -313,6 +313,10 @@ class TaskStore:
                 .values(requested_action=None, version=T.c.version + 1, updated_us=now_us)
             )
 
+    def count_tasks(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(T)).scalar_one())
+
     def unfinished_tasks(self) -> list[records.Task]:
         """Every running or paused task, oldest first (what an executor must look after)."""
         active = [states.TaskState.RUNNING.value, states.TaskState.PAUSED.value]

@@ -307,6 +307,13 @@ class WorldStore:
             ).all()
         return [_instance(r._mapping) for r in rows]
 
+    def count_all(self) -> dict[str, int]:
+        """Clusters and node pools ever recorded, deleted ones included (id sequences)."""
+        with self._tx.read() as conn:
+            clusters = conn.execute(sa.select(sa.func.count()).select_from(C)).scalar_one()
+            pools = conn.execute(sa.select(sa.func.count()).select_from(P)).scalar_one()
+        return {"cluster": int(clusters), "nodepool": int(pools)}
+
     def count_instances(self, cluster_id: str) -> int:
         """Instances of the cluster not released."""
         with self._tx.read() as conn:
