@@ -12,6 +12,11 @@ from clustertasks import errors, settings
 
 SQLITE_BEGIN_OPTION = "clustertasks_sqlite_begin"
 
+# Connections beyond the steady 10 that a burst may open: the API's worker threads (40)
+# plus the executor's database threads (16) can all hold one at once, and waiting for a
+# pooled connection would turn a burst into timeouts.
+POOL_OVERFLOW = 50
+
 
 def normalise_url(url: str) -> sa.URL:
     """Accept ``sqlite:///…`` and ``postgresql://…`` (driver psycopg 3 is implied)."""
@@ -33,13 +38,18 @@ def create_engine(config: settings.StorageSettings) -> sa.Engine:
     url = normalise_url(config.url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, config)
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=POOL_OVERFLOW)
 
 
 def _sqlite_engine(url: sa.URL, config: settings.StorageSettings) -> sa.Engine:
     if url.database in (None, "", ":memory:"):
         raise errors.ConfigurationError("SQLite needs a file: use sqlite:///path/to/file.db")
-    engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+    engine = sa.create_engine(
+        url,
+        connect_args={"check_same_thread": False},
+        pool_size=10,
+        max_overflow=POOL_OVERFLOW,
+    )
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
