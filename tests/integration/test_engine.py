@@ -245,6 +245,22 @@ def test_pause_then_resume_finishes_without_repeating_work(task_store: store.Tas
     assert_events_unbroken(view)
 
 
+def test_a_stage_boundary_honours_a_pause(task_store: store.TaskStore) -> None:
+    async def scenario(h: Harness) -> records.TaskView:
+        await h.start()
+        task_id = h.submit("test_two_steps")
+        await h.until(task_id, lambda v: v.stages[0].state is states.StageState.RUNNING)
+        h.control.pause(task_id)
+        ops.gate(1).set()
+        paused = await h.state(task_id, states.TaskState.PAUSED)
+        assert stage_states(paused) == [("Wait", "success"), ("Next", "pending")]
+        h.control.resume(task_id)
+        return await h.state(task_id, states.TaskState.SUCCESS)
+
+    view = run(task_store, scenario)
+    assert stage_states(view) == [("Wait", "success"), ("Next", "success")]
+
+
 def test_pause_then_cancel(task_store: store.TaskStore) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()

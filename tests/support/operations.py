@@ -85,6 +85,11 @@ async def _batches(ctx: base.StageContext) -> None:
         await ctx.checkpoint(batch=batch, batches=total)
 
 
+async def _wait_for_gate(ctx: base.StageContext) -> None:
+    """No checkpoint inside: only the stage boundary can honour a request."""
+    await gate(1).wait()
+
+
 async def _nap(ctx: base.StageContext) -> None:
     await ctx.sleep(float(ctx.parameters.get("seconds", 30)))
 
@@ -124,4 +129,10 @@ BATCHES = base.Operation(
 NAP = base.Operation("test_nap", [base.Stage("Nap", _nap)], compensate=_compensate)
 FIXED = base.Operation("test_uncancelable", [base.Stage("Nap", _nap)], cancelable=False)
 
-REGISTRY = base.Registry([STEPS, FLAKY, BROKEN, NO_STOCK, SLOW, BATCHES, NAP, FIXED])
+TWO_STEPS = base.Operation(
+    "test_two_steps",
+    [base.Stage("Wait", _wait_for_gate), base.Stage("Next", _step)],
+    pausable=True,
+)
+
+REGISTRY = base.Registry([TWO_STEPS, STEPS, FLAKY, BROKEN, NO_STOCK, SLOW, BATCHES, NAP, FIXED])

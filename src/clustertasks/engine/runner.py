@@ -96,6 +96,16 @@ class TaskRunner:
             stage = state.stages[spec.name]
             if stage.state in (states.StageState.SUCCESS, states.StageState.SKIPPED):
                 continue
+            # A stage boundary is a checkpoint too: a pause or cancel asked for during the
+            # previous stage takes effect before the next one starts.
+            try:
+                await self._context(state, spec.name).checkpoint()
+            except signals.PauseRequested as pause:
+                await self._pause(state, pause.reason)
+                return
+            except signals.CancelRequested:
+                await self._cancel(state, operation)
+                return
             now = self._clock.now_us()
             if stage.state is states.StageState.PENDING:
                 stage = stage.with_state(self.task_id, states.StageState.RUNNING, now)
