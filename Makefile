@@ -3,7 +3,7 @@
 ARGS ?=
 LINT_PATHS := $(wildcard src tests bench)
 
-.PHONY: serve test lint
+.PHONY: serve test lint bench
 
 serve:
 	bash scripts/serve $(ARGS)
@@ -17,3 +17,7 @@ lint:
 	.venv/bin/ruff format --check $(LINT_PATHS)
 	.venv/bin/mypy
 	.venv/bin/lint-imports
+
+# Benchmarks against the peers (installs the `bench` extra); writes docs/performance.md.
+bench:
+	bash scripts/bench

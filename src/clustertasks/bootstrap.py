@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import json
 import logging
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 import uvicorn
 
-from clustertasks import clock, settings
+from clustertasks import clock, errors, settings
 from clustertasks.api import app as api_app
-from clustertasks.domain import ids
+from clustertasks.domain import access, ids
 from clustertasks.engine import executor
 from clustertasks.operations import catalog
 from clustertasks.providers.sim import cloud as sim_cloud
+from clustertasks.service import auth as auth_service
 from clustertasks.service import container
 from clustertasks.storage import store
 
@@ -41,6 +45,7 @@ class Runtime:
     cloud: sim_cloud.SimCloud
     services: container.Services
     executor: executor.LocalExecutor | None
+    authenticator: auth_service.Authenticator
 
     def close(self) -> None:
         self.task_store.close()
@@ -71,10 +76,13 @@ def build(config: settings.Settings) -> Runtime:
             )
             runner.claim()
             services.control.notify = runner.wake
+        authenticator = auth_service.Authenticator(
+            task_store.key_store(), config.auth, time, task_store.audit_log()
+        )
     except BaseException:
         task_store.close()
         raise
-    return Runtime(config, task_store, cloud, services, runner)
+    return Runtime(config, task_store, cloud, services, runner, authenticator)
 
 
 def create_app(runtime: Runtime) -> Any:
@@ -89,13 +97,20 @@ def create_app(runtime: Runtime) -> Any:
                 # Running tasks stop where they stand and continue at the next start.
                 await runtime.executor.stop()
 
-    return api_app.create_app(runtime.services, runtime.config.wire, lifespan=lifespan)
+    return api_app.create_app(
+        runtime.services,
+        runtime.config.wire,
+        lifespan=lifespan,
+        authenticator=runtime.authenticator,
+    )
 
 
 def serve(config: settings.Settings, announce: Callable[[str], None] = print) -> None:
     """Run the API and the executor until SIGINT or SIGTERM, then close cleanly."""
+    _refuse_open_auth_off(config)
     runtime = build(config)
     try:
+        _provision_keys(runtime, announce)
         server = _Server(
             uvicorn.Config(
                 create_app(runtime),
@@ -116,6 +131,93 @@ def serve(config: settings.Settings, announce: Callable[[str], None] = print) ->
         server.run()
     finally:
         runtime.close()
+
+
+def _refuse_open_auth_off(config: settings.Settings) -> None:
+    if config.auth.enabled:
+        return
+    host = config.server.host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise errors.ConfigurationError(
+            f"--auth off accepts any signature; it is for local emulation only and refuses "
+            f"to listen on {host}: bind to 127.0.0.1, ::1 or localhost"
+        )
+
+
+def _provision_keys(runtime: Runtime, announce: Callable[[str], None]) -> None:
+    """The environment's admin key (CI), or a first key when the database has none."""
+    auth = runtime.config.auth
+    if not auth.enabled:
+        announce(
+            "authentication is OFF (--auth off): any well-formed signature is accepted, "
+            "without checking it, its date or its nonce; for local emulation only"
+        )
+        return
+    admin = key_admin(runtime.task_store)
+    if auth.access_key_id is not None and auth.access_key_secret is not None:
+        admin.ensure_admin(auth.access_key_id, auth.access_key_secret)
+        announce(f"admin AccessKey {auth.access_key_id} set from CLUSTERTASKS_ACCESS_KEY_ID")
+    first = admin.first_key()
+    if first is None:
+        return
+    path = save_credentials(auth.credentials_file, first)
+    # Printed once, here; the secret is never shown or logged again.
+    announce("created the first AccessKey (role admin); its secret is shown this once:")
+    announce(f"  access_key_id      {first.access_key_id}")
+    announce(f"  access_key_secret  {first.secret}")
+    announce(f"saved to {path} (mode 0600); make more with 'clustertasks keys create'")
+
+
+def key_admin(task_store: store.TaskStore) -> auth_service.KeyAdmin:
+    return auth_service.KeyAdmin(task_store.key_store(), clock.SystemClock())
+
+
+@contextlib.contextmanager
+def key_admin_for(config: settings.Settings) -> Iterator[auth_service.KeyAdmin]:
+    """Key management directly on the database (``clustertasks keys``)."""
+    task_store = store.TaskStore.open(config.storage)
+    try:
+        yield key_admin(task_store)
+    finally:
+        task_store.close()
+
+
+@contextlib.contextmanager
+def audit_entries_for(
+    config: settings.Settings, since_us: int, limit: int
+) -> Iterator[list[access.AuditEntry]]:
+    """The audit log's entries, read directly from the database (``clustertasks audit``)."""
+    task_store = store.TaskStore.open(config.storage)
+    try:
+        yield list(task_store.audit_log().entries(since_us, limit))
+    finally:
+        task_store.close()
+
+
+def save_credentials(path: str, key: access.AccessKey) -> str:
+    """Write the key to ``path``, readable by its owner only; returns the absolute path."""
+    absolute = os.path.abspath(path)
+    document = {
+        "access_key_id": key.access_key_id,
+        "access_key_secret": key.secret,
+        "role": key.role.value,
+    }
+    try:
+        # Created 0600 from the start, not chmod-ed after: no moment where others can read.
+        fd = os.open(absolute, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file that already existed
+        with os.fdopen(fd, "w") as file:
+            json.dump(document, file, indent=2)
+            file.write("\n")
+    except OSError as exc:
+        raise errors.ConfigurationError(
+            f"cannot save the credentials to {absolute}: {exc}"
+        ) from exc
+    return absolute
 
 
 def migrate(config: settings.Settings) -> None:

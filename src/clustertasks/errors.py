@@ -209,3 +209,136 @@ class ClusterStateError(ClustertasksError):
     """The cluster's state does not allow this operation."""
 
     code = "ErrorClusterState"
+
+
+# --- authentication, authorization and abuse resistance (gateway codes) --------------------
+
+
+class AuthenticationError(ClustertasksError):
+    """The request could not be authenticated."""
+
+    code = "IncompleteSignature"
+
+
+class IncompleteSignature(AuthenticationError):
+    """The request signature is missing or malformed."""
+
+    code = "IncompleteSignature"
+
+
+class InvalidSignatureMethod(AuthenticationError):
+    """The signature method is not supported."""
+
+    code = "InvalidSignatureMethod"
+
+
+class SignatureDoesNotMatch(AuthenticationError):
+    """Specified signature is not matched with our calculation."""
+
+    code = "SignatureDoesNotMatch"
+
+
+class AccessKeyNotFound(AuthenticationError):
+    """Specified access key is not found."""
+
+    code = "InvalidAccessKeyId.NotFound"
+
+
+class AccessKeyInactive(AuthenticationError):
+    """Specified access key is disabled."""
+
+    code = "InvalidAccessKeyId.Inactive"
+
+
+class InvalidTimeStampFormat(AuthenticationError):
+    """The request date is malformed."""
+
+    code = "InvalidTimeStamp.Format"
+
+
+class TimeStampExpired(AuthenticationError):
+    """The request date is more than 15 minutes away from the server time."""
+
+    code = "InvalidTimeStamp.Expired"
+
+
+class SignatureNonceUsed(AuthenticationError):
+    """The signature nonce has been used before."""
+
+    code = "SignatureNonceUsed"
+
+
+class Forbidden(ClustertasksError):
+    """The access key is not allowed to perform this action."""
+
+    code = "Forbidden.RAM"
+
+    def __init__(self, action: str, access_key_id: str, role: str) -> None:
+        self.action = action
+        super().__init__(
+            f"User not authorized to operate on the specified resource: the access key "
+            f"{access_key_id} has role {role}, which does not allow {action}."
+        )
+
+
+class Throttled(ClustertasksError):
+    """Request was denied due to user flow control."""
+
+    code = "Throttling.User"
+
+    def __init__(self, retry_after_ms: int) -> None:
+        self.retry_after_ms = retry_after_ms
+        super().__init__(
+            f"Request was denied due to user flow control; retry after {retry_after_ms} ms."
+        )
+
+
+class RequestTooLarge(ClustertasksError):
+    """The request body is too large."""
+
+    code = "RequestEntityTooLarge"
+
+
+# --- nodes: drain, removal, upgrade, repair, attach (operations/drain.py and friends) -------
+
+
+class NodeNotFound(NotFound):
+    """The node was not found."""
+
+    code = "ErrorNodeNotFound"
+
+
+class DrainTimeout(PermanentError):
+    """A node could not be drained in time: evictions were refused by a PodDisruptionBudget."""
+
+    code = "DrainTimeout"
+
+
+class NodeUpgradeFailed(PermanentError):
+    """A node failed to upgrade."""
+
+    code = "NodeUpgradeFailed"
+
+
+class NodeRepairFailed(PermanentError):
+    """A node could not be repaired."""
+
+    code = "NodeRepairFailed"
+
+
+class InstanceNotFound(PermanentError):
+    """The ECS instance was not found."""
+
+    code = "InstanceNotFound"
+
+
+class InstanceNotFree(PermanentError):
+    """The ECS instance is not free: it belongs to a cluster or is not running."""
+
+    code = "InstanceNotFree"
+
+
+class TooManyFailedNodes(PermanentError):
+    """More nodes failed than the rolling policy's ``max_failed_nodes`` allows."""
+
+    code = "MaxFailedNodesExceeded"

@@ -85,9 +85,50 @@ class EngineSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    enabled: bool = True
+    """Verify signatures, dates and nonces; False (``--auth off``) accepts any well-formed
+    signature, for local emulation on a loopback address only (``CLUSTERTASKS_AUTH``)."""
+
+    max_skew_seconds: int = 900
+    """How far a request's date may be from the server clock (the gateway's 15 minutes); a
+    nonce is remembered this long after its request's date."""
+
+    rate_per_second: float = 50.0
+    """Requests per second each AccessKey may make, on average (``CLUSTERTASKS_RATE_LIMIT``)."""
+
+    burst: int = 100
+    """Requests an AccessKey may make at once above its rate (``CLUSTERTASKS_RATE_BURST``)."""
+
+    max_body_bytes: int = 1 << 20
+    """Largest request body accepted; larger ones get 413 before being read in full."""
+
+    access_key_id: str | None = None
+    """An admin key created or updated at start, with ``access_key_secret`` (CI)
+    (``CLUSTERTASKS_ACCESS_KEY_ID``)."""
+
+    access_key_secret: str | None = field(default=None, repr=False)
+    """The secret of ``access_key_id`` (``CLUSTERTASKS_ACCESS_KEY_SECRET``)."""
+
+    credentials_file: str = "./clustertasks.credentials"
+    """Where ``serve`` saves the key it creates when the database has none (mode 0600)."""
+
+    def __post_init__(self) -> None:
+        if self.rate_per_second <= 0 or self.burst < 1:
+            raise errors.ConfigurationError("the rate limit must be > 0 with a burst of >= 1")
+        if self.max_skew_seconds < 1 or self.max_body_bytes < 1:
+            raise errors.ConfigurationError("the skew window and body limit must be positive")
+        if (self.access_key_id is None) != (self.access_key_secret is None):
+            raise errors.ConfigurationError(
+                "set both CLUSTERTASKS_ACCESS_KEY_ID and CLUSTERTASKS_ACCESS_KEY_SECRET, or neither"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     wire: WireSettings = field(default_factory=WireSettings)
     sim: SimSettings = field(default_factory=SimSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)

@@ -14,10 +14,16 @@ from tests.support.server import ServerProcess
 TERMINAL = ("success", "fail", "canceled")
 
 
-def client(server: ServerProcess, signature_algorithm: str | None = None) -> Client:
+def client(
+    server: ServerProcess,
+    signature_algorithm: str | None = None,
+    *,
+    access_key_id: str = "test-ak",
+    access_key_secret: str = "test-secret",
+) -> Client:
     config = Config(
-        access_key_id="test-ak",
-        access_key_secret="test-secret",
+        access_key_id=access_key_id,
+        access_key_secret=access_key_secret,
         endpoint=server.endpoint,
         protocol="http",
         region_id="cn-hangzhou",

@@ -15,7 +15,7 @@ import pytest
 from clustertasks import settings
 from clustertasks.domain import states, wire
 from clustertasks.storage import store
-from tests.support import factories
+from tests.support import factories, signing
 from tests.support.server import ServerProcess, clean_env
 
 CLUSTER = "c0123456789abcdef0123456789abcdef"
@@ -26,7 +26,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         [sys.executable, "-m", "clustertasks", *args],
         capture_output=True,
         text=True,
-        env=clean_env(COLUMNS="200", **(env or {})),
+        env=clean_env(COLUMNS="200", **{**signing.SERVER_ENV, **(env or {})}),
         timeout=60,
         check=False,
     )
@@ -103,7 +103,9 @@ def test_serve_settings_from_environment(tmp_path: Path) -> None:
         seeded = store.TaskStore.open(settings.StorageSettings(url=f"sqlite:///{db_file}"))
         task_id = factories.seed_task(seeded).task.task_id
         seeded.close()
-        body = httpx.get(f"{process.url}/tasks/{task_id}", trust_env=False).json()
+        body = httpx.get(
+            f"{process.url}/tasks/{task_id}", trust_env=False, auth=signing.auth()
+        ).json()
         assert body["created"].endswith("+08:00")
         assert process.stop() == 0
 

@@ -15,6 +15,7 @@ from clustertasks import settings
 from clustertasks.domain import states
 from clustertasks.storage import store
 from tests.acceptance import sdk
+from tests.support import signing
 from tests.support.server import ServerProcess
 
 TASKS = 20
@@ -22,7 +23,7 @@ NODES = 3
 
 
 def _events(server: ServerProcess, task_id: str) -> list[dict[str, str]]:
-    body = httpx.get(f"{server.url}/tasks/{task_id}", trust_env=False).json()
+    body = httpx.get(f"{server.url}/tasks/{task_id}", trust_env=False, auth=signing.auth()).json()
     return list(body["events"])
 
 

@@ -12,6 +12,7 @@ from alibabacloud_tea_openapi.exceptions import ClientException
 from clustertasks.providers.sim import catalogue
 from clustertasks.providers.sim import cloud as sim_cloud
 from tests.acceptance import sdk
+from tests.support import signing
 from tests.support.server import ServerProcess
 
 
@@ -41,7 +42,9 @@ def test_cluster_pool_scale_modify_delete(server: ServerProcess) -> None:
     )
     assert scale.body.task_id.startswith("T-")
     task = sdk.wait_task(client, scale.body.task_id)
-    raw = httpx.get(f"{server.url}/tasks/{scale.body.task_id}", trust_env=False).json()
+    raw = httpx.get(
+        f"{server.url}/tasks/{scale.body.task_id}", trust_env=False, auth=signing.auth()
+    ).json()
     assert task.state == "success"
     assert task.task_type == "cluster_scaleout"
     assert task.cluster_id == cluster_id
@@ -94,6 +97,7 @@ def test_cluster_pool_scale_modify_delete(server: ServerProcess) -> None:
         f"{server.url}/tasks/{scale.body.task_id}",
         headers={"Accept": "application/xml"},
         trust_env=False,
+        auth=signing.auth(),
     )
     root = ElementTree.fromstring(xml.content)
     assert root.tag == "DescribeTaskInfoResponse"

@@ -12,6 +12,7 @@ from clustertasks.operations import catalog
 from clustertasks.providers.sim import cloud as sim_cloud
 from clustertasks.service import container
 from clustertasks.storage import store
+from tests.support import signing
 
 
 def sim_for(task_store: store.TaskStore) -> sim_cloud.SimCloud:
@@ -30,7 +31,13 @@ def services_for(
 
 @pytest.fixture
 def api(task_store: store.TaskStore) -> Iterator[TestClient]:
-    """The ASGI app in-process, on the test's database (no executor: tasks stay put)."""
-    app = api_app.create_app(services_for(task_store), settings.WireSettings())
+    """The ASGI app in-process, on the test's database (no executor: tasks stay put); every
+    request is signed with the test key, as the official SDK would sign it."""
+    app = api_app.create_app(
+        services_for(task_store),
+        settings.WireSettings(),
+        authenticator=signing.authenticator(task_store),
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
+        client.auth = signing.auth()
         yield client

@@ -14,6 +14,7 @@ from clustertasks.service import container
 from clustertasks.storage import store
 from tests.integration.conftest import services_for
 from tests.support import operations as ops
+from tests.support import signing
 
 CLUSTER = "c0123456789abcdef0123456789abcdef"
 
@@ -21,8 +22,11 @@ CLUSTER = "c0123456789abcdef0123456789abcdef"
 @pytest.fixture
 def setup(task_store: store.TaskStore) -> Iterator[tuple[TestClient, container.Services]]:
     services = services_for(task_store, ops.REGISTRY)
-    app = api_app.create_app(services, settings.WireSettings())
+    app = api_app.create_app(
+        services, settings.WireSettings(), authenticator=signing.authenticator(task_store)
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
+        client.auth = signing.auth()
         yield client, services
 
 

@@ -30,6 +30,13 @@ def test_migrations_produce_the_declared_tables(db_url: str) -> None:
             "sim_instances",
             "sim_nodes",
             "sim_stock",
+            "sim_workloads",
+            "sim_pods",
+            "sim_pdbs",
+            "sim_faults",
+            "access_keys",
+            "auth_nonces",
+            "audit_log",
         }
     finally:
         engine.dispose()

@@ -15,6 +15,8 @@ from typing import IO, Self
 
 import httpx
 
+from tests.support import signing
+
 PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY")
 
 
@@ -55,7 +57,9 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> Self:
         self._log = self.log_path.open("ab")
         command = [sys.executable, "-m", "clustertasks", "serve", *self.args]
-        env = clean_env(CLUSTERTASKS_PORT=str(self.port), **self.env)
+        # Every server knows the key the SDK is configured with (tests/acceptance/sdk.py);
+        # a test may replace it through ``env``.
+        env = clean_env(CLUSTERTASKS_PORT=str(self.port), **{**signing.SERVER_ENV, **self.env})
         if self.db_url is not None:
             command += ["--db", self.db_url]
         self.process = subprocess.Popen(

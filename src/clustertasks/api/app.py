@@ -7,13 +7,19 @@ from typing import Any
 from fastapi import FastAPI
 
 from clustertasks import __version__, settings
-from clustertasks.api import cloud, errors, health, middleware, tasks
+from clustertasks.api import auth, cloud, emulator, errors, health, middleware, nodes, tasks
+from clustertasks.service import auth as auth_service
 from clustertasks.service import container
 
 
 def create_app(
-    services: container.Services, wire: settings.WireSettings, lifespan: Any = None
+    services: container.Services,
+    wire: settings.WireSettings,
+    lifespan: Any = None,
+    *,
+    authenticator: auth_service.Authenticator,
 ) -> FastAPI:
+    """The API; every route but /healthz and /openapi.json answers signed requests only."""
     app = FastAPI(
         lifespan=lifespan,
         title="clustertasks",
@@ -30,8 +36,12 @@ def create_app(
     app.state.services = services
     app.state.wire_settings = wire
     errors.install(app)
+    # Added first, so it runs inside RequestIdMiddleware: refusals carry a request id too.
+    app.add_middleware(auth.AuthMiddleware, authenticator=authenticator)
     app.add_middleware(middleware.RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.include_router(cloud.router)
+    app.include_router(nodes.router)
+    app.include_router(emulator.router)
     return app

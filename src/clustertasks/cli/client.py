@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
 
 import httpx
 
-from clustertasks import errors
+from clustertasks import clock, errors
+from clustertasks.domain import signing
 
 
 class ApiError(errors.ClustertasksError):
@@ -25,10 +27,46 @@ class ConnectionFailed(errors.ClustertasksError):
     code = "ConnectionFailed"
 
 
+class SigningAuth(httpx.Auth):
+    """Signs each request with ACS3-HMAC-SHA256, as the official SDK does."""
+
+    requires_request_body = True
+
+    def __init__(
+        self, access_key_id: str, access_key_secret: str, time: clock.Clock | None = None
+    ) -> None:
+        self.access_key_id = access_key_id
+        self._secret = access_key_secret
+        self._time = time or clock.SystemClock()
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        yield self(request)
+
+    def __call__(self, request: Any) -> Any:
+        """Sign ``request`` in place and return it. Callable too, so that any httpx-style
+        client taking an auth function can use it (Starlette's test client, for one)."""
+        unsigned = signing.HttpRequest(
+            method=request.method,
+            path=request.url.raw_path.split(b"?", 1)[0].decode("ascii"),
+            query=request.url.query.decode("ascii"),
+            headers=tuple((k.lower(), v) for k, v in request.headers.multi_items()),
+            body=request.content,
+        )
+        added = signing.sign_acs3(
+            unsigned, self.access_key_id, self._secret, now_us=self._time.now_us()
+        )
+        request.headers.update(added)
+        return request
+
+
 class ApiClient:
-    def __init__(self, endpoint: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, endpoint: str, auth: SigningAuth | None = None, timeout: float = 30.0
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self._http = httpx.Client(base_url=self.endpoint, timeout=timeout, trust_env=False)
+        self._http = httpx.Client(
+            base_url=self.endpoint, timeout=timeout, trust_env=False, auth=auth
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -39,18 +77,21 @@ class ApiClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def get_json(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = self._get(path, params)
+    def get_json(
+        self, action: str, path: str, params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        response = self._get(action, path, params)
         body: dict[str, Any] = response.json()
         return body
 
-    def get_text(self, path: str, params: dict[str, Any] | None = None) -> str:
-        return self._get(path, params).text
+    def get_text(self, action: str, path: str, params: dict[str, Any] | None = None) -> str:
+        return self._get(action, path, params).text
 
-    def _get(self, path: str, params: dict[str, Any] | None) -> httpx.Response:
+    def _get(self, action: str, path: str, params: dict[str, Any] | None) -> httpx.Response:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
+        headers = {"x-acs-action": action}
         try:
-            response = self._http.get(path, params=clean)
+            response = self._http.get(path, params=clean, headers=headers)
         except httpx.HTTPError as exc:
             raise ConnectionFailed(f"cannot reach {self.endpoint}: {exc}") from exc
         if response.status_code >= 400:

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from clustertasks import __version__, bootstrap, errors, settings
-from clustertasks.cli import client, views
+from clustertasks.cli import audit, client, keys, views
 
 app = typer.Typer(
     name="clustertasks",
@@ -28,6 +28,8 @@ task_app = typer.Typer(help="Read tasks from a running server.", no_args_is_help
 db_app = typer.Typer(help="Administer the database directly.", no_args_is_help=True)
 app.add_typer(task_app, name="task")
 app.add_typer(db_app, name="db")
+app.add_typer(keys.app, name="keys")
+app.add_typer(audit.app, name="audit")
 
 out = Console()
 err = Console(stderr=True)
@@ -46,6 +48,21 @@ DbOption = Annotated[
 EndpointOption = Annotated[
     str,
     typer.Option(envvar="CLUSTERTASKS_ENDPOINT", help="URL of the clustertasks server."),
+]
+AccessKeyIdOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="CLUSTERTASKS_ACCESS_KEY_ID",
+        help="AccessKey id to sign requests with (default: ./clustertasks.credentials).",
+    ),
+]
+AccessKeySecretOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="CLUSTERTASKS_ACCESS_KEY_SECRET",
+        help="AccessKey secret to sign requests with.",
+        show_default=False,
+    ),
 ]
 
 
@@ -111,6 +128,43 @@ def serve(
             envvar="CLUSTERTASKS_MAX_RUNNING_TASKS", min=1, help="Tasks run at once; others wait."
         ),
     ] = 64,
+    auth: Annotated[
+        keys.AuthMode,
+        typer.Option(
+            envvar="CLUSTERTASKS_AUTH",
+            help="on: verify signatures; off: accept any (loopback only, local emulation).",
+        ),
+    ] = keys.AuthMode.on,
+    rate_limit: Annotated[
+        float,
+        typer.Option(envvar="CLUSTERTASKS_RATE_LIMIT", min=0.001, help="Requests/s per AccessKey."),
+    ] = 50.0,
+    rate_burst: Annotated[
+        int,
+        typer.Option(envvar="CLUSTERTASKS_RATE_BURST", min=1, help="Burst above the rate."),
+    ] = 100,
+    access_key_id: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CLUSTERTASKS_ACCESS_KEY_ID",
+            help="Create or update this admin AccessKey at start (with the secret).",
+        ),
+    ] = None,
+    access_key_secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CLUSTERTASKS_ACCESS_KEY_SECRET",
+            help="Secret of --access-key-id (prefer the variable: arguments show in ps).",
+            show_default=False,
+        ),
+    ] = None,
+    credentials_file: Annotated[
+        str,
+        typer.Option(
+            envvar="CLUSTERTASKS_CREDENTIALS_FILE",
+            help="Where the first AccessKey is saved when the database has none (mode 0600).",
+        ),
+    ] = "./clustertasks.credentials",
 ) -> None:
     """Run the API server (SQLite in ./clustertasks.db by default) until SIGINT/SIGTERM."""
     config = _settings(
@@ -120,9 +174,22 @@ def serve(
             wire=settings.WireSettings(timezone=timezone),
             sim=settings.SimSettings(speed=sim_speed, seed=sim_seed),
             engine=settings.EngineSettings(executor=executor, max_running_tasks=max_running_tasks),
+            auth=settings.AuthSettings(
+                enabled=auth is keys.AuthMode.on,
+                rate_per_second=rate_limit,
+                burst=rate_burst,
+                access_key_id=access_key_id or None,
+                access_key_secret=access_key_secret or None,
+                credentials_file=credentials_file,
+            ),
         )
     )
-    _guard(lambda: bootstrap.serve(config, announce=lambda line: err.print(line, highlight=False)))
+    # soft_wrap: a log line (a path, a key) must stay whole, whatever the terminal's width.
+    _guard(
+        lambda: bootstrap.serve(
+            config, announce=lambda line: err.print(line, highlight=False, soft_wrap=True)
+        )
+    )
 
 
 @db_app.command("migrate")
@@ -138,18 +205,22 @@ def task_get(
     task_id: Annotated[str, typer.Argument(help="The task id, e.g. T-5faa48fb31b6b8078d000006.")],
     endpoint: EndpointOption = "http://127.0.0.1:8080",
     output: Annotated[Output, typer.Option("--output", "-o", help="Output format.")] = Output.table,
+    access_key_id: AccessKeyIdOption = None,
+    access_key_secret: AccessKeySecretOption = None,
 ) -> None:
     """Show one task (DescribeTaskInfo)."""
     path = f"/tasks/{_quote(task_id)}"
+    action = "DescribeTaskInfo"
 
     def run() -> None:
-        with client.ApiClient(endpoint) as api:
+        signer = keys.signer(access_key_id, access_key_secret)
+        with client.ApiClient(endpoint, signer) as api:
             if output is Output.xml:
-                _print_text(api.get_text(path, {"format": "xml"}))
+                _print_text(api.get_text(action, path, {"format": "xml"}))
             elif output is Output.json:
-                _print_json(api.get_json(path))
+                _print_json(api.get_json(action, path))
             else:
-                views.print_task(out, api.get_json(path))
+                views.print_task(out, api.get_json(action, path))
 
     _guard(run)
 
@@ -163,8 +234,11 @@ def task_list(
     page: Annotated[int, typer.Option(min=1, help="Page number.")] = 1,
     page_size: Annotated[int, typer.Option(min=1, max=100, help="Tasks per page.")] = 10,
     output: Annotated[Output, typer.Option("--output", "-o", help="Output format.")] = Output.table,
+    access_key_id: AccessKeyIdOption = None,
+    access_key_secret: AccessKeySecretOption = None,
 ) -> None:
     """List a cluster's tasks, newest first (DescribeClusterTasks)."""
+    action = "DescribeClusterTasks"
     path = f"/clusters/{_quote(cluster)}/tasks"
     params: dict[str, Any] = {
         "page_number": page,
@@ -174,14 +248,15 @@ def task_list(
     }
 
     def run() -> None:
-        with client.ApiClient(endpoint) as api:
+        signer = keys.signer(access_key_id, access_key_secret)
+        with client.ApiClient(endpoint, signer) as api:
             if output is Output.xml:
                 params["format"] = "xml"
-                _print_text(api.get_text(path, params))
+                _print_text(api.get_text(action, path, params))
             elif output is Output.json:
-                _print_json(api.get_json(path, params))
+                _print_json(api.get_json(action, path, params))
             else:
-                views.print_task_list(out, cluster, api.get_json(path, params))
+                views.print_task_list(out, cluster, api.get_json(action, path, params))
 
     _guard(run)
 

@@ -48,6 +48,7 @@ class LocalExecutor:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=16, thread_name_prefix="clustertasks-db"
         )
+        self._commits = GroupCommit(task_store, self._pool)
         self._lock: locks.ExecutorLock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
@@ -153,5 +154,65 @@ class LocalExecutor:
                 self._wake.set()
 
     async def _db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        name = getattr(fn, "__name__", "")
+        if name in store.BATCHABLE_CALLS and getattr(fn, "__self__", None) is self._store:
+            return await self._commits.write(fn, args, kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+
+class GroupCommit:
+    """Commits the writes of many running tasks together, one transaction per batch.
+
+    A runner's write waits until the transaction holding it has committed, exactly as a
+    write of its own would (durable before reported). Writes that arrive while a batch
+    commits form the next batch, so under load each commit carries many transitions and
+    when idle a write commits at once, alone.
+    """
+
+    def __init__(
+        self,
+        task_store: store.TaskStore,
+        pool: concurrent.futures.Executor,
+        *,
+        max_batch: int = 256,
+    ) -> None:
+        self._store = task_store
+        self._pool = pool
+        self._max_batch = max_batch
+        self._pending: list[tuple[store.BatchedWrite, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def write(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        self._pending.append(((fn, args, kwargs), done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="clustertasks-commits")
+        return await done
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            calls = [call for call, _ in batch]
+            try:
+                outcomes = await loop.run_in_executor(self._pool, self._store.write_batch, calls)
+            except BaseException as exc:
+                for _, done in batch:
+                    if not done.done():
+                        if isinstance(exc, Exception):
+                            done.set_exception(exc)
+                        else:
+                            done.cancel()
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, done), outcome in zip(batch, outcomes, strict=True):
+                if done.done():  # its runner was cancelled meanwhile; the write stands
+                    continue
+                if outcome.error is not None:
+                    done.set_exception(outcome.error)
+                else:
+                    done.set_result(outcome.value)

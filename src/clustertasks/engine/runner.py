@@ -107,12 +107,17 @@ class TaskRunner:
                 await self._cancel(state, operation)
                 return
             now = self._clock.now_us()
+            # Both writes go out together, so the executor's group commit puts them in one
+            # transaction: one wait per stage start instead of two. Each is idempotent, and a
+            # crash between them is handled like before (the stage is re-run).
+            starting: list[Awaitable[Any]] = []
             if stage.state is states.StageState.PENDING:
                 stage = stage.with_state(self.task_id, states.StageState.RUNNING, now)
-                await self._save_stage(state, stage)
+                starting.append(self._save_stage(state, stage))
             if state.task.current_stage != spec.name:
                 state.task = state.task.with_current_stage(spec.name, now)
-                await self._db(self._store.update_task, state.task)
+                starting.append(self._db(self._store.update_task, state.task))
+            await asyncio.gather(*starting)
             try:
                 await self._attempts(state, spec)
             except signals.PauseRequested as pause:
@@ -196,8 +201,11 @@ class TaskRunner:
     async def _succeed(self, state: context.TaskState) -> None:
         now = self._clock.now_us()
         state.task = state.task.with_state(states.TaskState.SUCCESS, now)
-        await self._event(state, "finish", "TaskSucceed", f"task {self.task_id} succeeded")
-        await self._db(self._store.update_task, state.task)
+        # In this order, and in one group commit: the event, then the final state.
+        await asyncio.gather(
+            self._event(state, "finish", "TaskSucceed", f"task {self.task_id} succeeded"),
+            self._db(self._store.update_task, state.task),
+        )
 
     async def _pause(self, state: context.TaskState, reason: str) -> None:
         now = self._clock.now_us()

@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
-from clustertasks.operations import base, clusters, nodepools
+from clustertasks.operations import (
+    attach,
+    base,
+    clusters,
+    nodepools,
+    remove_nodes,
+    repair,
+    upgrade,
+)
 
 
 def registry() -> base.Registry:
-    return base.Registry([*clusters.OPERATIONS, *nodepools.OPERATIONS])
+    return base.Registry(
+        [
+            *clusters.OPERATIONS,
+            *nodepools.OPERATIONS,
+            *remove_nodes.OPERATIONS,
+            *upgrade.OPERATIONS,
+            *repair.OPERATIONS,
+            *attach.OPERATIONS,
+        ]
+    )

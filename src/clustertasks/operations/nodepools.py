@@ -4,7 +4,8 @@
 (``Precheck``, ``CreateInstances``, ``JoinNodes``, ``Finish``) for its desired size.
 ``cluster_scaleout`` — ScaleClusterNodePool and the legacy ScaleOutCluster: the scale-out
 stages. ``nodepool_update`` — ModifyClusterNodePool: ``UpdateNodePool``, the scale-out
-stages when the desired size grows, then ``UpdateNodes`` (labels and taints pushed to the
+stages when the desired size grows, ``DrainNodes`` and ``RemoveNodes`` (from
+``remove_nodes``) when it shrinks, then ``UpdateNodes`` (labels and taints pushed to the
 existing nodes when ``update_nodes`` is true). ``nodepool_delete`` —
 DeleteClusterNodepool: ``RemoveNodes`` then ``DeleteNodePool``.
 """
@@ -16,6 +17,7 @@ import dataclasses
 
 from clustertasks.domain import states, world
 from clustertasks.operations import base, scale_out, specs
+from clustertasks.operations import remove_nodes as node_removal
 
 
 async def create_nodepool(ctx: base.StageContext) -> None:
@@ -59,6 +61,8 @@ async def update_nodes(ctx: base.StageContext) -> None:
 
 
 async def settle_after_update(ctx: base.StageContext) -> None:
+    if ctx.parameters.get("nodes"):
+        await node_removal.compensate(ctx)
     if int(ctx.parameters.get("count", 0)) > 0:
         await scale_out.compensate(ctx)
     else:
@@ -112,6 +116,9 @@ UPDATE = base.Operation(
     [
         base.Stage("UpdateNodePool", update_nodepool),
         *scale_out.STAGES,
+        # A shrink of desired_size: the newest nodes drained and released, as ESS does.
+        base.Stage("DrainNodes", node_removal.drain_nodes, timeout=7 * 24 * 3600.0),
+        base.Stage("RemoveNodes", node_removal.remove_nodes),
         base.Stage("UpdateNodes", update_nodes),
     ],
     compensate=settle_after_update,

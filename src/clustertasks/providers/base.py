@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from clustertasks.domain import world
+from clustertasks.domain import workloads, world
 
 
 class CloudProvider(Protocol):
@@ -147,4 +147,107 @@ class CloudProvider(Protocol):
 
     async def release_instance(self, key: str, instance_id: str) -> None:
         """Remove the instance's node (if any) and release the instance. Idempotent."""
+        ...
+
+    # -- nodes and workloads: drain, removal, upgrade, repair, attach ----------------------
+
+    def real_seconds(self, simulated: float) -> float:
+        """Wall-clock seconds for ``simulated`` seconds of the cloud's time (0 when the
+        cloud does not wait). Retry intervals and batch intervals are simulated time."""
+        ...
+
+    def kubernetes_versions(self) -> Sequence[str]:
+        """The versions the cloud offers, oldest first; the last is the default."""
+        ...
+
+    def get_node(self, cluster_id: str, node_name: str) -> world.Node:
+        """Raises ``errors.NodeNotFound``."""
+        ...
+
+    def list_pods(
+        self, cluster_id: str, node_name: str | None = None
+    ) -> Sequence[workloads.Pod]: ...
+
+    def list_workloads(self, cluster_id: str) -> Sequence[workloads.Workload]: ...
+
+    def list_budgets(self, cluster_id: str) -> Sequence[workloads.DisruptionBudget]: ...
+
+    def declare_workloads(
+        self,
+        cluster_id: str,
+        declared: Sequence[workloads.Workload],
+        budgets: Sequence[workloads.DisruptionBudget],
+    ) -> None:
+        """Create or replace workloads and budgets by name and schedule their pods."""
+        ...
+
+    def free_instances(self) -> Sequence[world.Instance]:
+        """Running instances that belong to no pool and have no node."""
+        ...
+
+    async def set_schedulable(
+        self, cluster_id: str, node_name: str, schedulable: bool
+    ) -> world.Node:
+        """Cordon (False) or uncordon (True) a node."""
+        ...
+
+    async def evict_pod(
+        self, cluster_id: str, pod_name: str, node_name: str, *, force: bool = False
+    ) -> workloads.Eviction:
+        """One Eviction API call for a pod on ``node_name``: ``blocked`` (a PDB refuses;
+        retry later), ``evicted`` (rescheduled or Pending) or ``gone`` (already moved).
+        ``force`` deletes the pod whatever its budgets say."""
+        ...
+
+    async def upgrade_node(
+        self,
+        cluster_id: str,
+        node_name: str,
+        *,
+        kubernetes_version: str,
+        image_id: str = "",
+        replace: bool = False,
+    ) -> world.Node:
+        """Upgrade in place (or replace the system disk) and wait for ``Ready``; raises
+        ``errors.NodeUpgradeFailed`` naming the node. A node already there returns."""
+        ...
+
+    async def repair_node(self, cluster_id: str, node_name: str) -> world.Node:
+        """Bring a ``NotReady`` node back to ``Ready``; ``errors.NodeRepairFailed``."""
+        ...
+
+    async def upgrade_control_plane(self, cluster_id: str, version: str) -> world.Cluster: ...
+
+    async def set_pool_version(self, nodepool_id: str, version: str) -> None: ...
+
+    async def remove_node(
+        self, key: str, cluster_id: str, instance_id: str, *, release: bool
+    ) -> None:
+        """The instance's node leaves the cluster (its pods are rescheduled); the instance
+        is released, or stays running as a free instance. Idempotent."""
+        ...
+
+    async def attach_instance(
+        self, key: str, cluster_id: str, nodepool_id: str, instance_id: str
+    ) -> world.Node:
+        """A free instance joins the pool; ``errors.InstanceNotFound`` or
+        ``errors.InstanceNotFree`` naming why it cannot."""
+        ...
+
+    async def create_free_instance(
+        self, key: str, cluster_id: str, instance_type: str = ""
+    ) -> world.Instance:
+        """A running instance in the cluster's VPC, in no pool (to attach later)."""
+        ...
+
+    # -- emulator hooks: arranging a test world (a real cloud would refuse these) --------
+
+    def set_node_status(self, cluster_id: str, node_name: str, status: str) -> world.Node:
+        """Make a node ``NotReady`` (or another status), as a failing kubelet would."""
+        ...
+
+    def add_node_fault(
+        self, cluster_id: str, node_name: str, action: str, message: str = ""
+    ) -> None:
+        """From now on ``action`` (``upgrade`` | ``repair``) fails on the node."""
         ...

@@ -16,7 +16,7 @@ from clustertasks import errors
 from clustertasks.domain import ids, records, world
 from clustertasks.operations import specs
 from clustertasks.providers import base as providers
-from clustertasks.service import control, params
+from clustertasks.service import control, nodes, params
 
 MAX_SCALE = 500
 DEFAULT_VERSION = "1.32.1-aliyun.1"
@@ -258,14 +258,14 @@ class CloudService:
         desired = params.integer(group, "desired_size", "scaling_group.", low=0, high=1000)
         top_count = params.integer(body, "count", low=1, high=MAX_SCALE)
         count = 0
+        removing: list[dict[str, str]] = []
         if desired is not None:
             if desired < pool.desired_size:
-                raise errors.InvalidParameter(
-                    "scaling_group.desired_size",
-                    f"shrinking from {pool.desired_size} to {desired} needs node removal: "
-                    "use RemoveNodePoolNodes",
+                # A shrink drains and releases the newest nodes, as RemoveNodePoolNodes does.
+                removing = nodes.newest_nodes(
+                    self._cloud, cluster.cluster_id, pool.nodepool_id, keep=desired
                 )
-            count = desired - pool.desired_size
+            count = max(0, desired - pool.desired_size)
         elif top_count is not None:
             count = top_count
         if count:
@@ -277,6 +277,14 @@ class CloudService:
             "update_nodes": params.boolean(body, "update_nodes"),
             "spec": specs.to_json(spec),
         }
+        if removing:
+            parameters.update(
+                desired_size=desired,
+                nodes=removing,
+                drain_node=True,
+                release_node=True,
+                **nodes.drain_options(body),
+            )
         outcome = self._control.submit(
             "nodepool_update",
             cluster_id=cluster.cluster_id,

@@ -8,7 +8,7 @@ from clustertasks import clock
 from clustertasks.domain import ids
 from clustertasks.operations import base as operations
 from clustertasks.providers import base as providers
-from clustertasks.service import cloud, control, tasks
+from clustertasks.service import cloud, control, nodes, tasks
 from clustertasks.storage import store
 
 
@@ -18,6 +18,7 @@ class Services:
     control: control.TaskControl
     cloud: cloud.CloudService
     task_store: store.TaskStore
+    nodes: nodes.NodeService
 
     @classmethod
     def build(
@@ -32,11 +33,13 @@ class Services:
         task_control = control.TaskControl(
             task_store, registry, time=time, id_generator=id_generator
         )
+        clouds = cloud.CloudService(provider, task_control, id_generator)
         return cls(
             tasks=tasks.TaskService(task_store),
             control=task_control,
-            cloud=cloud.CloudService(provider, task_control, id_generator),
+            cloud=clouds,
             task_store=task_store,
+            nodes=nodes.NodeService(provider, task_control, clouds),
         )
 
     def healthy(self) -> bool:

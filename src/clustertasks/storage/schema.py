@@ -205,3 +205,101 @@ sim_stock = sa.Table(
     sa.Column("zone_id", sa.String(64), primary_key=True),
     sa.Column("available", sa.Integer, nullable=False),
 )
+
+# --- workloads of the simulated cloud (migration 0003) ---------------------------------------
+# Pods, the Deployments and DaemonSets they come from, the PodDisruptionBudgets that guard
+# them, and fault rules on nodes: what a drain, an upgrade or a repair acts on. Kubernetes
+# names are unique per cluster (one namespace is simulated).
+
+sim_workloads = sa.Table(
+    "sim_workloads",
+    metadata,
+    sa.Column("cluster_id", ID, sa.ForeignKey("sim_clusters.cluster_id"), primary_key=True),
+    sa.Column("name", sa.String(253), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("replicas", sa.Integer, nullable=False),
+    sa.Column("cpu_millis", sa.Integer, nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("updated_us", sa.BigInteger, nullable=False),
+)
+
+sim_pods = sa.Table(
+    "sim_pods",
+    metadata,
+    sa.Column("cluster_id", ID, sa.ForeignKey("sim_clusters.cluster_id"), primary_key=True),
+    sa.Column("name", sa.String(253), primary_key=True),
+    sa.Column("workload", sa.String(253), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    # "" while the pod is Pending; no foreign key: the node may leave before the pod moves.
+    sa.Column("node_name", sa.String(256), nullable=False),
+    sa.Column("phase", sa.String(16), nullable=False),
+    sa.Column("cpu_millis", sa.Integer, nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("updated_us", sa.BigInteger, nullable=False),
+    sa.Index(None, "cluster_id", "node_name"),
+)
+
+sim_pdbs = sa.Table(
+    "sim_pdbs",
+    metadata,
+    sa.Column("cluster_id", ID, sa.ForeignKey("sim_clusters.cluster_id"), primary_key=True),
+    sa.Column("name", sa.String(253), primary_key=True),
+    sa.Column("selector", sa.JSON, nullable=False),
+    sa.Column("min_available", sa.Integer, nullable=True),
+    sa.Column("max_unavailable", sa.Integer, nullable=True),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+)
+
+sim_faults = sa.Table(
+    "sim_faults",
+    metadata,
+    # A rule: the action (upgrade, repair) on this node fails with the message.
+    sa.Column("cluster_id", ID, sa.ForeignKey("sim_clusters.cluster_id"), primary_key=True),
+    sa.Column("node_name", sa.String(256), primary_key=True),
+    sa.Column("action", sa.String(32), primary_key=True),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+)
+
+# -- authentication (migration 0004) ---------------------------------------------------------
+
+access_keys = sa.Table(
+    "access_keys",
+    metadata,
+    sa.Column("access_key_id", sa.String(128), primary_key=True),
+    # HMAC is symmetric: verifying a signature needs the secret itself, not a hash of it.
+    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+)
+
+auth_nonces = sa.Table(
+    "auth_nonces",
+    metadata,
+    # Not a foreign key: deleting a key must not make its captured requests replayable, and
+    # the rows expire on their own within the freshness window.
+    sa.Column("access_key_id", sa.String(128), primary_key=True),
+    sa.Column("nonce", sa.String(128), primary_key=True),
+    sa.Column("expires_us", sa.BigInteger, nullable=False),
+    sa.Index(None, "expires_us"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("entry_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("time_us", sa.BigInteger, nullable=False),
+    sa.Column("access_key_id", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(128), nullable=False),
+    sa.Column("method", sa.String(16), nullable=False),
+    sa.Column("target", sa.String(1024), nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    # "" when the request succeeded, else the error code it was answered with.
+    sa.Column("outcome", sa.String(128), nullable=False),
+    sa.Index(None, "time_us"),
+)

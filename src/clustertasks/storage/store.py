@@ -8,7 +8,8 @@ and ``updated``; it never rewrites the task or its other parts.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +17,82 @@ import sqlalchemy as sa
 
 from clustertasks import errors, settings
 from clustertasks.domain import records, states
-from clustertasks.storage import dialects, locks, migrate, schema, world
+from clustertasks.storage import audit, dialects, keys, locks, migrate, schema, world
 
 T = schema.tasks
 S = schema.stages
 E = schema.events
 R = schema.results
+
+
+def _param(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
+    return sa.bindparam(name, type_=column.type)
+
+
+# The hot statements, built once. Building a statement and its cache key costs more than
+# running it on SQLite, so the engine's writes and DescribeTaskInfo's reads reuse these,
+# bound by parameters (named p_* so they never clash with a column in SET).
+_TASK_ID = _param("p_task_id", T.c.task_id)
+_BUMP = (
+    sa.update(T)
+    .where(T.c.task_id == _TASK_ID)
+    .values(version=T.c.version + 1, updated_us=_param("p_now", T.c.updated_us))
+    .returning(T.c.version)
+)
+_TASK_FIELDS = {
+    "version": T.c.version + 1,
+    "updated_us": _param("p_now", T.c.updated_us),
+    "state": _param("p_state", T.c.state),
+    "current_stage": _param("p_current_stage", T.c.current_stage),
+    "outputs": _param("p_outputs", T.c.outputs),
+    "error_code": _param("p_error_code", T.c.error_code),
+    "error_message": _param("p_error_message", T.c.error_message),
+}
+_UPDATE_TASK = sa.update(T).where(T.c.task_id == _TASK_ID).returning(T.c.version)
+_UPDATE_TASK_PLAIN = _UPDATE_TASK.values(**_TASK_FIELDS)
+_UPDATE_TASK_ACTED_ON = _UPDATE_TASK.values(
+    **_TASK_FIELDS,
+    requested_action=sa.case(
+        (T.c.requested_action == _param("p_acted_on", T.c.requested_action), sa.null()),
+        else_=T.c.requested_action,
+    ),
+)
+_UPDATE_STAGE = (
+    sa.update(S)
+    .where(S.c.task_id == _param("p_task_id", S.c.task_id))
+    .where(S.c.position == _param("p_position", S.c.position))
+    .values(
+        state=_param("p_state", S.c.state),
+        start_us=_param("p_start_us", S.c.start_us),
+        end_us=_param("p_end_us", S.c.end_us),
+        message=_param("p_message", S.c.message),
+        outputs=_param("p_outputs", S.c.outputs),
+    )
+)
+_NEXT_EVENT = (
+    sa.update(T)
+    .where(T.c.task_id == _TASK_ID)
+    .values(
+        event_count=T.c.event_count + 1,
+        version=T.c.version + 1,
+        updated_us=_param("p_now", T.c.updated_us),
+    )
+    .returning(T.c.event_count)
+)
+_EVENT_TIME = sa.select(E.c.timestamp_us).where(
+    E.c.task_id == _param("p_task_id", E.c.task_id), E.c.seq == _param("p_seq", E.c.seq)
+)
+_INSERT_EVENT = sa.insert(E)
+_GET_TASK = sa.select(T).where(T.c.task_id == _TASK_ID)
+_TASK_STAGES = (
+    sa.select(S).where(S.c.task_id == _param("p_task_id", S.c.task_id)).order_by(S.c.position)
+)
+_TASK_EVENTS = sa.select(E).where(E.c.task_id == _param("p_task_id", E.c.task_id)).order_by(E.c.seq)
+_TASK_RESULTS = (
+    sa.select(R.c.data, R.c.status)
+    .where(R.c.task_id == _param("p_task_id", R.c.task_id))
+    .order_by(R.c.position)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +115,31 @@ class SubmitOutcome:
     """False when a client token matched an earlier submission."""
 
 
+BATCHABLE_CALLS = frozenset(
+    {
+        "update_task",
+        "update_stage",
+        "append_event",
+        "set_result",
+        "clear_requested_action",
+        "get_task",
+    }
+)
+"""The calls ``TaskStore.write_batch`` may group: each touches one task, and a failure
+in one of them is that call's own (an unknown task, an illegal result transition). A read
+(``get_task``) in a batch sees every commit before it and the batch's earlier writes."""
+
+BatchedWrite = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What one call of a batch returned, or the exception it raised."""
+
+    value: Any = None
+    error: Exception | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class TaskPage:
     tasks: Sequence[records.Task]
@@ -55,6 +151,18 @@ class TaskStore:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
         self._write_options = dialects.write_options(engine)
+        # SQLite has one writer at a time. Left to itself, each waiting thread polls the
+        # lock in SQLite's busy handler, sleeping up to 100 ms between tries, so a few
+        # threads writing at once spend most of their time asleep. Queueing this process's
+        # writers on a Python lock hands the database over at once; other processes still
+        # wait through ``busy_timeout``. Re-entrant, because other stores share it: a write
+        # nested in another on one thread must fail as it did before (SQLite's busy
+        # timeout), never wait for itself.
+        self._writer: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
+        # The transaction of the ``write_batch`` running on this thread, if any.
+        self._batch = threading.local()
 
     @classmethod
     def open(cls, config: settings.StorageSettings, *, upgrade: bool = True) -> TaskStore:
@@ -79,6 +187,14 @@ class TaskStore:
     def world_store(self) -> world.WorldStore:
         """The simulated cloud's tables, on the same database and connection pool."""
         return world.WorldStore(self._engine)
+
+    def key_store(self) -> keys.KeyStore:
+        """AccessKeys and signature nonces, on the same database and connection pool."""
+        return keys.KeyStore(self._engine, self._writer)
+
+    def audit_log(self) -> audit.AuditLog:
+        """The log of mutating requests, on the same database and connection pool."""
+        return audit.AuditLog(self._engine, self._writer)
 
     def ping(self) -> bool:
         """True when the database answers."""
@@ -128,38 +244,40 @@ class TaskStore:
         ``acted_on``: the client request (pause, cancel) this change fulfils, forgotten in
         the same transaction — unless a different request has arrived meanwhile.
         """
-        extra: dict[str, Any] = {}
+        params = {
+            "p_task_id": task.task_id,
+            "p_now": task.updated_us,
+            "p_state": task.state.value,
+            "p_current_stage": task.current_stage,
+            "p_outputs": dict(task.outputs),
+            "p_error_code": task.error.code,
+            "p_error_message": task.error.message,
+        }
+        statement = _UPDATE_TASK_PLAIN
         if acted_on is not None:
-            extra["requested_action"] = sa.case(
-                (T.c.requested_action == acted_on, sa.null()), else_=T.c.requested_action
-            )
+            statement = _UPDATE_TASK_ACTED_ON
+            params["p_acted_on"] = acted_on
         with self._write() as conn:
-            return self._bump(
-                conn,
-                task.task_id,
-                task.updated_us,
-                **extra,
-                state=task.state.value,
-                current_stage=task.current_stage,
-                outputs=dict(task.outputs),
-                error_code=task.error.code,
-                error_message=task.error.message,
-            )
+            version = conn.execute(statement, params).scalar_one_or_none()
+        if version is None:
+            raise errors.TaskNotFound(task.task_id)
+        return int(version)
 
     def update_stage(self, task_id: str, stage: records.Stage, now_us: int) -> int:
         """Write one stage's state, times, message and outputs; returns the new version."""
         with self._write() as conn:
             version = self._bump(conn, task_id, now_us)
             conn.execute(
-                sa.update(S)
-                .where(S.c.task_id == task_id, S.c.position == stage.position)
-                .values(
-                    state=stage.state.value,
-                    start_us=stage.start_us,
-                    end_us=stage.end_us,
-                    message=stage.message,
-                    outputs=dict(stage.outputs),
-                )
+                _UPDATE_STAGE,
+                {
+                    "p_task_id": task_id,
+                    "p_position": stage.position,
+                    "p_state": stage.state.value,
+                    "p_start_us": stage.start_us,
+                    "p_end_us": stage.end_us,
+                    "p_message": stage.message,
+                    "p_outputs": dict(stage.outputs),
+                },
             )
             return version
 
@@ -217,6 +335,39 @@ class TaskStore:
                     task_id=task_id, data=data, position=position - 1, status=status.value
                 )
             )
+
+    def write_batch(self, calls: Sequence[BatchedWrite]) -> list[BatchOutcome]:
+        """Run several writes in one transaction (group commit); one outcome per call.
+
+        Each call is ``(method, args, kwargs)`` for one of the ``BATCHABLE_CALLS`` of this
+        store. Nothing is visible, and no outcome is returned, before the commit. When any
+        call fails, the whole transaction is rolled back and every call is made again on
+        its own, so each caller gets exactly the outcome it would have had alone.
+        """
+        for method, _args, _kwargs in calls:
+            if getattr(method, "__self__", None) is not self or (
+                getattr(method, "__name__", "") not in BATCHABLE_CALLS
+            ):
+                raise ValueError(f"{method!r} cannot be batched")
+        values: list[Any] | None = None
+        # Any failure, the commit's included: each call gets its own outcome below.
+        with contextlib.suppress(Exception):
+            with self._write() as conn:
+                self._batch.conn = conn
+                try:
+                    done = [method(*args, **kwargs) for method, args, kwargs in calls]
+                finally:
+                    self._batch.conn = None
+            values = done  # only once committed
+        if values is not None:
+            return [BatchOutcome(value=value) for value in values]
+        outcomes: list[BatchOutcome] = []
+        for method, args, kwargs in calls:
+            try:
+                outcomes.append(BatchOutcome(value=method(*args, **kwargs)))
+            except Exception as exc:  # noqa: BLE001 - handed back to the caller to raise
+                outcomes.append(BatchOutcome(error=exc))
+        return outcomes
 
     def submit_task(self, task: records.Task, stages: Sequence[records.Stage]) -> SubmitOutcome:
         """Create ``task`` unless its client token or a conflicting task says otherwise.
@@ -334,26 +485,21 @@ class TaskStore:
 
     def get_task(self, task_id: str) -> records.Task:
         with self._read() as conn:
-            row = conn.execute(sa.select(T).where(T.c.task_id == task_id)).one_or_none()
+            row = conn.execute(_GET_TASK, {"p_task_id": task_id}).one_or_none()
         if row is None:
             raise errors.TaskNotFound(task_id)
         return _task_from_row(row._mapping)
 
     def describe_task(self, task_id: str) -> records.TaskView:
         """The task with its stages, events and results, read in one consistent snapshot."""
+        params = {"p_task_id": task_id}
         with self._read() as conn:
-            row = conn.execute(sa.select(T).where(T.c.task_id == task_id)).one_or_none()
+            row = conn.execute(_GET_TASK, params).one_or_none()
             if row is None:
                 raise errors.TaskNotFound(task_id)
-            stage_rows = conn.execute(
-                sa.select(S).where(S.c.task_id == task_id).order_by(S.c.position)
-            ).all()
-            event_rows = conn.execute(
-                sa.select(E).where(E.c.task_id == task_id).order_by(E.c.seq)
-            ).all()
-            result_rows = conn.execute(
-                sa.select(R.c.data, R.c.status).where(R.c.task_id == task_id).order_by(R.c.position)
-            ).all()
+            stage_rows = conn.execute(_TASK_STAGES, params).all()
+            event_rows = conn.execute(_TASK_EVENTS, params).all()
+            result_rows = conn.execute(_TASK_RESULTS, params).all()
         return records.TaskView(
             task=_task_from_row(row._mapping),
             stages=tuple(_stage_from_row(r._mapping) for r in stage_rows),
@@ -417,31 +563,29 @@ class TaskStore:
         source: str = records.EVENT_SOURCE,
     ) -> records.Event:
         seq = conn.execute(
-            sa.update(T)
-            .where(T.c.task_id == task_id)
-            .values(event_count=T.c.event_count + 1, version=T.c.version + 1, updated_us=now_us)
-            .returning(T.c.event_count)
+            _NEXT_EVENT, {"p_task_id": task_id, "p_now": now_us}
         ).scalar_one_or_none()
         if seq is None:
             raise errors.TaskNotFound(task_id)
         # Concurrent writers may have read the clock in another order than they got the
         # lock: keep timestamps in step with the order of the events.
         previous = conn.execute(
-            sa.select(E.c.timestamp_us).where(E.c.task_id == task_id, E.c.seq == seq - 1)
+            _EVENT_TIME, {"p_task_id": task_id, "p_seq": seq - 1}
         ).scalar_one_or_none()
         if previous is not None and previous > now_us:
             now_us = previous
         conn.execute(
-            sa.insert(E).values(
-                task_id=task_id,
-                seq=seq,
-                action=action,
-                level=level.value,
-                reason=reason,
-                message=message,
-                source=source,
-                timestamp_us=now_us,
-            )
+            _INSERT_EVENT,
+            {
+                "task_id": task_id,
+                "seq": seq,
+                "action": action,
+                "level": level.value,
+                "reason": reason,
+                "message": message,
+                "source": source,
+                "timestamp_us": now_us,
+            },
         )
         return records.Event(
             seq=seq,
@@ -454,25 +598,39 @@ class TaskStore:
         )
 
     def _bump(self, conn: sa.Connection, task_id: str, now_us: int, **values: Any) -> int:
-        version = conn.execute(
-            sa.update(T)
-            .where(T.c.task_id == task_id)
-            .values(version=T.c.version + 1, updated_us=now_us, **values)
-            .returning(T.c.version)
-        ).scalar_one_or_none()
+        if values:
+            statement: Any = (
+                sa.update(T)
+                .where(T.c.task_id == task_id)
+                .values(version=T.c.version + 1, updated_us=now_us, **values)
+                .returning(T.c.version)
+            )
+            version = conn.execute(statement).scalar_one_or_none()
+        else:
+            version = conn.execute(
+                _BUMP, {"p_task_id": task_id, "p_now": now_us}
+            ).scalar_one_or_none()
         if version is None:
             raise errors.TaskNotFound(task_id)
         return int(version)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sa.Connection]:
-        with _translated(), self._engine.connect() as conn:
+        batch: sa.Connection | None = getattr(self._batch, "conn", None)
+        if batch is not None:
+            yield batch  # inside write_batch: its transaction commits for all
+            return
+        with self._writer, _translated(), self._engine.connect() as conn:
             conn = conn.execution_options(**self._write_options)
             with conn.begin():
                 yield conn
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sa.Connection]:
+        batch: sa.Connection | None = getattr(self._batch, "conn", None)
+        if batch is not None:
+            yield batch
+            return
         with _translated(), self._engine.connect() as conn, conn.begin():
             yield conn
 

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 
 from clustertasks import clock, errors, settings
-from clustertasks.domain import ids, world
-from clustertasks.providers.sim import catalogue, timing
+from clustertasks.domain import ids, workloads, world
+from clustertasks.providers.sim import catalogue, nodes, timing, versions
 from clustertasks.storage import world as world_storage
 
 _BASE36 = string.digits + string.ascii_lowercase
@@ -51,6 +51,7 @@ class SimCloud:
         self._timing = timing.Timing(settings.speed, durations)
         salt = f"seed:{settings.seed}" if settings.seed is not None else secrets.token_hex(16)
         self._names = _Names(salt)
+        self._nodes = nodes.NodeActions(world_store, clock, self._timing)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -324,7 +325,7 @@ class SimCloud:
             node = await asyncio.to_thread(self._store.add_node, key, registering)
         await self._timing.wait(self._timing.durations.node_join)
         try:
-            return await asyncio.to_thread(
+            ready = await asyncio.to_thread(
                 self._store.update_node,
                 node.cluster_id,
                 node.node_name,
@@ -332,6 +333,9 @@ class SimCloud:
                 node_status="Ready",
                 schedulable=not (pool.spec.unschedulable if pool else False),
             )
+            # DaemonSets get a pod on the new node; Pending pods may fit on it.
+            await asyncio.to_thread(self._nodes.reconcile, node.cluster_id)
+            return ready
         except errors.NotFound as exc:
             raise errors.NodeJoinFailed(
                 f"the node {node.node_name} left the cluster while joining "
@@ -367,6 +371,124 @@ class SimCloud:
         await asyncio.to_thread(self._store.stop_instance, instance_id, self._clock.now_us())
         await self._timing.wait(self._timing.durations.release)
         await asyncio.to_thread(self._store.release_instance, instance_id, self._clock.now_us())
+
+    # -- nodes and workloads (providers/sim/nodes.py does the work) -------------------------
+
+    def real_seconds(self, simulated: float) -> float:
+        return self._timing.scaled(simulated)
+
+    def kubernetes_versions(self) -> Sequence[str]:
+        return [release.version for release in versions.RELEASES]
+
+    def get_node(self, cluster_id: str, node_name: str) -> world.Node:
+        return self._nodes.get_node(cluster_id, node_name)
+
+    def list_pods(self, cluster_id: str, node_name: str | None = None) -> Sequence[workloads.Pod]:
+        return self._nodes.list_pods(cluster_id, node_name)
+
+    def list_workloads(self, cluster_id: str) -> Sequence[workloads.Workload]:
+        return self._nodes.list_workloads(cluster_id)
+
+    def list_budgets(self, cluster_id: str) -> Sequence[workloads.DisruptionBudget]:
+        return self._nodes.list_budgets(cluster_id)
+
+    def declare_workloads(
+        self,
+        cluster_id: str,
+        declared: Sequence[workloads.Workload],
+        budgets: Sequence[workloads.DisruptionBudget],
+    ) -> None:
+        self._nodes.declare_workloads(cluster_id, declared, budgets)
+
+    def free_instances(self) -> Sequence[world.Instance]:
+        return self._nodes.free_instances()
+
+    def set_node_status(self, cluster_id: str, node_name: str, status: str) -> world.Node:
+        return self._nodes.set_node_status(cluster_id, node_name, status)
+
+    def add_node_fault(
+        self, cluster_id: str, node_name: str, action: str, message: str = ""
+    ) -> None:
+        self._nodes.add_node_fault(cluster_id, node_name, action, message)
+
+    async def set_schedulable(
+        self, cluster_id: str, node_name: str, schedulable: bool
+    ) -> world.Node:
+        return await self._nodes.set_schedulable(cluster_id, node_name, schedulable)
+
+    async def evict_pod(
+        self, cluster_id: str, pod_name: str, node_name: str, *, force: bool = False
+    ) -> workloads.Eviction:
+        return await self._nodes.evict_pod(cluster_id, pod_name, node_name, force=force)
+
+    async def upgrade_node(
+        self,
+        cluster_id: str,
+        node_name: str,
+        *,
+        kubernetes_version: str,
+        image_id: str = "",
+        replace: bool = False,
+    ) -> world.Node:
+        return await self._nodes.upgrade_node(
+            cluster_id,
+            node_name,
+            kubernetes_version=kubernetes_version,
+            image_id=image_id,
+            replace=replace,
+        )
+
+    async def repair_node(self, cluster_id: str, node_name: str) -> world.Node:
+        return await self._nodes.repair_node(cluster_id, node_name)
+
+    async def upgrade_control_plane(self, cluster_id: str, version: str) -> world.Cluster:
+        return await self._nodes.upgrade_control_plane(cluster_id, version)
+
+    async def set_pool_version(self, nodepool_id: str, version: str) -> None:
+        await self._nodes.set_pool_version(nodepool_id, version)
+
+    async def remove_node(
+        self, key: str, cluster_id: str, instance_id: str, *, release: bool
+    ) -> None:
+        """The node leaves (its pods rescheduled); the instance is released, or stays
+        running as a free ECS instance outside any pool."""
+        _check_key(key)
+        await self._nodes.detach_node(cluster_id, instance_id)
+        if release:
+            await self.release_instance(key, instance_id)
+        else:
+            await self._nodes.free_instance(instance_id)
+
+    async def attach_instance(
+        self, key: str, cluster_id: str, nodepool_id: str, instance_id: str
+    ) -> world.Node:
+        """A free instance joins the pool as a node (``errors.InstanceNotFound`` or
+        ``errors.InstanceNotFree`` otherwise)."""
+        await self._nodes.claim_instance(instance_id, cluster_id, nodepool_id)
+        return await self.join_node(key, instance_id)
+
+    async def create_free_instance(
+        self, key: str, cluster_id: str, instance_type: str = ""
+    ) -> world.Instance:
+        """A running ECS instance in the cluster's VPC that belongs to no pool."""
+        _check_key(key)
+        made = await asyncio.to_thread(self._store.instance_by_key, key)
+        if made is None:
+            cluster = await asyncio.to_thread(self._store.get_cluster, cluster_id)
+            launch = nodes.free_launch(
+                cluster,
+                key,
+                self._names.instance_id(key),
+                instance_type or "ecs.g7.large",
+                lambda used: self._names.address(key, used),
+            )
+            self.check_instance_types([launch.placements[0].instance_type])
+            made = await asyncio.to_thread(
+                self._store.launch_instance, launch, self._clock.now_us()
+            )
+        if made is None:
+            raise errors.InstanceCreateFailed(f"no stock for {instance_type} in {cluster_id}")
+        return await self.wait_instance_running(made.instance_id)
 
     # -- plumbing ----------------------------------------------------------------------------
 

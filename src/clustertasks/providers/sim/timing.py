@@ -36,6 +36,18 @@ class Durations:
     release: float = 5.0
     """Stopping and releasing an ECS instance."""
 
+    node_upgrade: float = 60.0
+    """Upgrading kubelet and the runtime in place, until the node is ``Ready`` again."""
+
+    node_replace: float = 180.0
+    """Replacing a node's system disk (``use_replace``) and re-initialising it."""
+
+    node_repair: float = 30.0
+    """Running the repair operations (restart kubelet, runtime …) on a ``NotReady`` node."""
+
+    control_plane_upgrade: float = 300.0
+    """Upgrading a managed control plane by one minor version."""
+
 
 REALISTIC = Durations()
 

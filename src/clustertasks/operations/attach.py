@@ -1,0 +1,96 @@
+"""AttachInstancesToNodePool (task type ``cluster_attach``): free ECS instances join a pool.
+
+Parameters (normalised by the service): ``nodepool_id``, ``instances`` (ECS ids),
+``format_disk``, ``keep_instance_name``. ``task_result``: one entry per instance.
+
+Stages:
+
+- ``AttachInstances``: instance by instance (checkpoint in between): a free, running
+  instance joins the pool as a ``Ready`` node with the pool's labels, taints and version.
+  One that does not exist (``InstanceNotFound``), is in a cluster or pool already or is not
+  running (``InstanceNotFree``), or fails to join (``NodeJoinFailed``) fails on its own,
+  named; the others go on.
+- ``Finish``: the pool's desired size counts its nodes; any instance that failed fails the
+  task, named.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clustertasks import errors
+from clustertasks.domain import states
+from clustertasks.operations import base, outcomes, remove_nodes
+
+
+def _instances(ctx: base.StageContext) -> list[str]:
+    found: Any = ctx.parameters.get("instances", [])
+    return [str(i) for i in found]
+
+
+async def attach_instances(ctx: base.StageContext) -> None:
+    pool_id = str(ctx.parameters["nodepool_id"])
+    await ctx.provider.update_nodepool(ctx.cluster_id, pool_id, state="scaling")
+    instances = _instances(ctx)
+    failures = outcomes.stored(ctx.outputs())
+    for instance_id in instances:
+        if instance_id not in ctx.results():
+            await ctx.set_result(instance_id, states.ResultStatus.INITIAL)
+    settled = (states.ResultStatus.SUCCESS, states.ResultStatus.FAILED)
+    await ctx.progress(instances_total=len(instances))
+    for instance_id in instances:
+        if ctx.results().get(instance_id) in settled:
+            continue
+        try:
+            node = await ctx.provider.attach_instance(
+                ctx.key(instance_id), ctx.cluster_id, pool_id, instance_id
+            )
+        except errors.PermanentError as exc:
+            outcomes.record(failures, instance_id, exc)
+            await ctx.set_result(instance_id, states.ResultStatus.FAILED)
+            await ctx.emit(
+                "InstanceAttachFailed",
+                f"instance {instance_id} not attached: {exc.code}: {exc.message}",
+                level=states.EventLevel.WARNING,
+                once=True,
+            )
+        else:
+            await ctx.set_result(instance_id, states.ResultStatus.SUCCESS)
+            await ctx.emit(
+                "InstanceAttached",
+                f"instance {instance_id} joined node pool {pool_id} as node {node.node_name} "
+                f"({node.node_status})",
+                once=True,
+            )
+        attached = sum(ctx.results().get(i) is states.ResultStatus.SUCCESS for i in instances)
+        await ctx.progress(
+            instances_attached=attached, instances_failed=len(failures), failures=failures
+        )
+        await ctx.checkpoint()
+
+
+async def finish(ctx: base.StageContext) -> None:
+    await settle(ctx)
+    failures = outcomes.stored(ctx.outputs("AttachInstances"))
+    if failures:
+        raise outcomes.error(failures, "instances")
+    await ctx.emit(
+        "NodePoolAttachSucceed",
+        f"{len(_instances(ctx))} instances attached to node pool {ctx.parameters['nodepool_id']}",
+        action="finish",
+        once=True,
+    )
+
+
+async def settle(ctx: base.StageContext) -> None:
+    await remove_nodes.settle_pools(ctx, [str(ctx.parameters["nodepool_id"])])
+
+
+ATTACH = base.Operation(
+    "cluster_attach",
+    [base.Stage("AttachInstances", attach_instances), base.Stage("Finish", finish)],
+    pausable=True,
+    compensate=settle,
+)
+
+OPERATIONS = (ATTACH,)

@@ -1,0 +1,184 @@
+"""Who is calling, may they, and not too often: the gateway's checks, in one place.
+
+Order of checks, cheapest and least revealing first: the signature headers are well formed;
+the key exists and is active; the date is fresh; the signature is right; the key is within
+its rate; the nonce is new. Only a request that passed the signature check can spend a nonce
+or a token, so a stranger who knows a key id can neither burn its nonces nor its rate.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from clustertasks import clock, errors, settings
+from clustertasks.domain import access, signing
+from clustertasks.storage import audit as audit_storage
+from clustertasks.storage import keys as key_storage
+
+MAX_TRACKED_KEYS = 10_000
+"""Rate buckets kept in memory; the least recently used are forgotten beyond this."""
+
+
+class RateLimiter:
+    """A token bucket per AccessKey, in this process (each API replica limits on its own)."""
+
+    def __init__(self, rate_per_second: float, burst: int, time: clock.Clock) -> None:
+        self._rate = rate_per_second
+        self._burst = float(burst)
+        self._time = time
+        self._buckets: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> int | None:
+        """Spend one token; None when allowed, else the milliseconds until one is free."""
+        now = self._time.now_us()
+        with self._lock:
+            tokens, then = self._buckets.pop(key, (self._burst, now))
+            tokens = min(self._burst, tokens + (now - then) / 1e6 * self._rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                allowed = True
+            else:
+                self._buckets[key] = (tokens, now)
+                allowed = False
+            while len(self._buckets) > MAX_TRACKED_KEYS:
+                self._buckets.popitem(last=False)
+        if allowed:
+            return None
+        # Round up: a client that waits exactly this long finds a whole token.
+        return max(1, int((1.0 - tokens) / self._rate * 1000) + 1)
+
+
+class Authenticator:
+    def __init__(
+        self,
+        key_store: key_storage.KeyStore,
+        config: settings.AuthSettings,
+        time: clock.Clock,
+        audit_log: audit_storage.AuditLog | None = None,
+    ) -> None:
+        self.config = config
+        self._keys = key_store
+        self._time = time
+        self._audit_log = audit_log
+        self._limiter = RateLimiter(config.rate_per_second, config.burst, time)
+        self._skew_us = config.max_skew_seconds * 1_000_000
+
+    def authenticate(self, request: signing.HttpRequest) -> access.AccessKey:
+        """The key that signed ``request``; raises the gateway's error when there is none."""
+        credentials = signing.parse(request)
+        now_us = self._time.now_us()
+        if not self.config.enabled:
+            self._throttle(credentials.access_key_id)
+            return access.AccessKey(
+                credentials.access_key_id,
+                "",
+                access.Role.ADMIN,
+                "--auth off",
+                access.KeyStatus.ACTIVE,
+                now_us,
+            )
+        key = self._keys.get(credentials.access_key_id)
+        if key is None:
+            raise errors.AccessKeyNotFound(
+                f"Specified access key {credentials.access_key_id} is not found."
+            )
+        if not key.active:
+            raise errors.AccessKeyInactive(f"Specified access key {key.access_key_id} is disabled.")
+        skew_s = abs(now_us - credentials.date_us) // 1_000_000
+        if skew_s > self.config.max_skew_seconds:
+            raise errors.TimeStampExpired(
+                f"The request date is {skew_s} seconds away from the server time "
+                f"({signing.acs3_date(now_us)}); at most {self.config.max_skew_seconds} "
+                "are allowed. Check the client's clock."
+            )
+        signing.verify(request, credentials, key.secret)
+        self._throttle(key.access_key_id)
+        # Remember the nonce for as long as its request could still pass the date check.
+        expires_us = credentials.date_us + self._skew_us
+        if not self._keys.use_nonce(key.access_key_id, credentials.nonce, expires_us, now_us):
+            raise errors.SignatureNonceUsed(
+                f"The signature nonce {credentials.nonce} has been used before: every request "
+                "needs a new one."
+            )
+        return key
+
+    def authorize(self, key: access.AccessKey, action: str, method: str, path: str) -> None:
+        """Raise Forbidden unless ``key``'s role allows ``action``."""
+        if not access.permits(key.role, action, method, path):
+            raise errors.Forbidden(f"cs:{action}", key.access_key_id, key.role.value)
+
+    def now_us(self) -> int:
+        return self._time.now_us()
+
+    def audit(self, entry: access.AuditEntry) -> None:
+        """Record a mutating request (no-op without an audit log)."""
+        if self._audit_log is not None:
+            self._audit_log.record(entry)
+
+    def _throttle(self, access_key_id: str) -> None:
+        wait_ms = self._limiter.take(access_key_id)
+        if wait_ms is not None:
+            raise errors.Throttled(wait_ms)
+
+
+class KeyAdmin:
+    """Key management: the ``clustertasks keys`` commands and ``serve``'s first key."""
+
+    def __init__(self, key_store: key_storage.KeyStore, time: clock.Clock) -> None:
+        self._keys = key_store
+        self._time = time
+
+    def create(self, role: access.Role, name: str = "") -> access.AccessKey:
+        key = access.new_key(role, _checked("name", name, allow_empty=True), self._time.now_us())
+        self._keys.put(key)
+        return key
+
+    def keys(self) -> Sequence[access.AccessKey]:
+        return self._keys.keys()
+
+    def disable(self, access_key_id: str) -> None:
+        self._set_status(access_key_id, access.KeyStatus.INACTIVE)
+
+    def enable(self, access_key_id: str) -> None:
+        self._set_status(access_key_id, access.KeyStatus.ACTIVE)
+
+    def delete(self, access_key_id: str) -> None:
+        if not self._keys.delete(access_key_id):
+            raise errors.AccessKeyNotFound(f"Specified access key {access_key_id} is not found.")
+
+    def ensure_admin(self, access_key_id: str, secret: str) -> access.AccessKey:
+        """Create or update an active admin key with exactly this id and secret."""
+        existing = self._keys.get(_checked("access key id", access_key_id))
+        key = access.AccessKey(
+            access_key_id,
+            _checked("access key secret", secret),
+            access.Role.ADMIN,
+            existing.name if existing else "from CLUSTERTASKS_ACCESS_KEY_ID",
+            access.KeyStatus.ACTIVE,
+            existing.created_us if existing else self._time.now_us(),
+        )
+        self._keys.put(key)
+        return key
+
+    def first_key(self) -> access.AccessKey | None:
+        """An admin key when the database has none at all, else None."""
+        if self._keys.count() > 0:
+            return None
+        return self.create(access.Role.ADMIN, "created by serve")
+
+    def _set_status(self, access_key_id: str, status: access.KeyStatus) -> None:
+        if not self._keys.set_status(access_key_id, status):
+            raise errors.AccessKeyNotFound(f"Specified access key {access_key_id} is not found.")
+
+
+def _checked(what: str, value: str, *, allow_empty: bool = False) -> str:
+    if (not value and not allow_empty) or len(value) > access.MAX_FIELD_LENGTH:
+        raise errors.ConfigurationError(
+            f"the {what} must be 1 to {access.MAX_FIELD_LENGTH} characters"
+        )
+    if value and not (value.isascii() and value.isprintable()) and what != "name":
+        raise errors.ConfigurationError(f"the {what} must be printable ASCII")
+    return value

@@ -1,0 +1,142 @@
+"""AccessKeys and the signature nonces seen within the freshness window.
+
+Nonces live in the database, not in memory, so that a request captured from one API replica
+cannot be replayed against another that shares the PostgreSQL database. The primary key makes
+"first one wins" atomic on both dialects; expired rows are purged as requests come in, so the
+table holds at most one freshness window of requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from clustertasks import errors
+from clustertasks.domain import access
+from clustertasks.storage import dialects, schema, transactions
+
+K = schema.access_keys
+N = schema.auth_nonces
+PURGE_EVERY_US = 60 * 1_000_000
+"""How often (at most) one process deletes expired nonces."""
+
+
+class KeyStore:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        writer: contextlib.AbstractContextManager[Any] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._tx = transactions.Transactions(engine, "the key store")
+        # The task store's queue of this process's SQLite writers, so that a nonce write
+        # waits its turn instead of polling the database lock.
+        self._writer = writer or contextlib.nullcontext()
+        self._purged_us = 0
+        self._purge_lock = threading.Lock()
+
+    # -- keys --------------------------------------------------------------------------------
+
+    def get(self, access_key_id: str) -> access.AccessKey | None:
+        with self._tx.read() as conn:
+            row = conn.execute(sa.select(K).where(K.c.access_key_id == access_key_id)).first()
+        return None if row is None else _key(row._mapping)
+
+    def keys(self) -> Sequence[access.AccessKey]:
+        with self._tx.read() as conn:
+            rows = conn.execute(sa.select(K).order_by(K.c.created_us, K.c.access_key_id))
+            return [_key(row._mapping) for row in rows]
+
+    def count(self) -> int:
+        with self._tx.read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(K)).scalar_one())
+
+    def put(self, key: access.AccessKey) -> None:
+        """Insert the key, or replace the one with its id (secret, role, name, status)."""
+        values = {
+            "access_key_id": key.access_key_id,
+            "secret": key.secret,
+            "role": key.role.value,
+            "name": key.name,
+            "status": key.status.value,
+            "created_us": key.created_us,
+        }
+        statement = dialects.upsert(
+            self._engine, K, values, ["access_key_id"], ["secret", "role", "name", "status"]
+        )
+        with self._writer, self._tx.write() as conn:
+            conn.execute(statement)
+        self._protect_file()
+
+    def set_status(self, access_key_id: str, status: access.KeyStatus) -> bool:
+        """False when there is no such key."""
+        with self._writer, self._tx.write() as conn:
+            done = conn.execute(
+                sa.update(K).where(K.c.access_key_id == access_key_id).values(status=status.value)
+            )
+        return bool(done.rowcount)
+
+    def delete(self, access_key_id: str) -> bool:
+        """False when there is no such key."""
+        with self._writer, self._tx.write() as conn:
+            done = conn.execute(sa.delete(K).where(K.c.access_key_id == access_key_id))
+        return bool(done.rowcount)
+
+    # -- nonces ------------------------------------------------------------------------------
+
+    def use_nonce(self, access_key_id: str, nonce: str, expires_us: int, now_us: int) -> bool:
+        """Record the nonce; False when this key already used it (a replay)."""
+        self._purge(now_us)
+        try:
+            with self._writer, self._tx.write() as conn:
+                conn.execute(
+                    sa.insert(N).values(
+                        access_key_id=access_key_id, nonce=nonce, expires_us=expires_us
+                    )
+                )
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def nonce_count(self) -> int:
+        with self._tx.read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(N)).scalar_one())
+
+    def purge_nonces(self, now_us: int) -> int:
+        """Delete nonces whose request could no longer pass the freshness check."""
+        with self._writer, self._tx.write() as conn:
+            done = conn.execute(sa.delete(N).where(N.c.expires_us < now_us))
+        return int(done.rowcount or 0)
+
+    def _purge(self, now_us: int) -> None:
+        with self._purge_lock:
+            if now_us - self._purged_us < PURGE_EVERY_US:
+                return
+            self._purged_us = now_us
+        self.purge_nonces(now_us)
+
+    def _protect_file(self) -> None:
+        """A SQLite file now holds secrets: make it readable by its owner only (its -wal and
+        -shm files take the database file's mode)."""
+        if self._engine.dialect.name != "sqlite" or not self._engine.url.database:
+            return
+        try:
+            os.chmod(self._engine.url.database, 0o600)
+        except OSError as exc:
+            raise errors.StorageError(f"cannot restrict the database file's mode: {exc}") from exc
+
+
+def _key(row: Any) -> access.AccessKey:
+    return access.AccessKey(
+        access_key_id=row["access_key_id"],
+        secret=row["secret"],
+        role=access.Role(row["role"]),
+        name=row["name"],
+        status=access.KeyStatus(row["status"]),
+        created_us=row["created_us"],
+    )

@@ -1,0 +1,78 @@
+"""The bench scripts still run: each at its smallest sizes, in a subprocess.
+
+No timing is asserted (figures on a shared CI machine mean nothing); only that each
+script exits 0 and prints its figures.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+
+
+def run(script: str, *args: str, timeout: float = 90) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_engine_bench_prints_transitions_per_second(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    out = run(
+        "engine.py",
+        "--tasks",
+        "3",
+        "--skip-postgres",
+        "--skip-dbos",
+        "--skip-temporal",
+        "--json",
+        str(results),
+    )
+    assert "raw SQLite commit loop" in out
+    assert "clustertasks (SQLite)" in out
+    assert "trans/s" in out
+    assert '"engine"' in results.read_text()
+
+
+@pytest.mark.timeout(180)
+def test_read_path_bench_prints_rates_and_ratios() -> None:
+    out = run(
+        "read_path.py",
+        "--small",
+        "3",
+        "--large",
+        "6",
+        "--results",
+        "3",
+        "--through-store",
+        "2",
+        "--requests",
+        "20",
+        "--concurrency",
+        "2",
+    )
+    assert "GET /healthz" in out
+    assert "DescribeTaskInfo" in out
+    assert "ratios:" in out
+    assert " 0 not 200" in out
+
+
+@pytest.mark.timeout(180)
+def test_e2e_bench_prints_wall_time_and_peak_memory() -> None:
+    out = run("e2e.py", "--scale-outs", "2", "--nodes", "1", "--pools-per-cluster", "2")
+    assert "all ended after" in out
+    assert "VmHWM" in out
+    assert "0 rejected, 0 unfinished" in out

@@ -1,0 +1,254 @@
+"""The signature gateway in front of the API, in-process, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clustertasks import clock, settings
+from clustertasks.api import app as api_app
+from clustertasks.domain import access, signing
+from clustertasks.service import auth as auth_service
+from clustertasks.storage import store
+from tests.integration.conftest import services_for
+from tests.support import factories
+from tests.support import signing as test_signing
+
+CLUSTER = "c0123456789abcdef0123456789abcdef"
+LIMITS = settings.AuthSettings(rate_per_second=1.0, burst=5, max_body_bytes=1024)
+
+
+@dataclass
+class Gateway:
+    client: TestClient
+    time: clock.FixedClock
+    task_store: store.TaskStore
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: str = "",
+        body: bytes = b"",
+        key_id: str = test_signing.KEY_ID,
+        secret: str = test_signing.SECRET,
+        nonce: str | None = None,
+        now_us: int | None = None,
+        sent_body: bytes | None = None,
+    ) -> Any:
+        """Sign like the SDK; ``sent_body`` sends other bytes than were signed."""
+        headers = {"host": "testserver", "x-acs-action": "Test", "accept": "application/json"}
+        if body:
+            headers["content-type"] = "application/json; charset=utf-8"
+        unsigned = signing.HttpRequest(method, path, query, signing.lower_headers(headers), body)
+        headers |= signing.sign_acs3(
+            unsigned,
+            key_id,
+            secret,
+            now_us=self.time.now_us() if now_us is None else now_us,
+            nonce=nonce,
+        )
+        url = f"{path}?{query}" if query else path
+        content = body if sent_body is None else sent_body
+        return self.client.request(method, url, content=content, headers=headers)
+
+
+@pytest.fixture
+def gateway(task_store: store.TaskStore) -> Iterator[Gateway]:
+    """The app with a key per role, a clock that moves only when told, and tight limits."""
+    time = clock.FixedClock(clock.SystemClock().now_us())
+    test_signing.add_key(task_store)
+    test_signing.add_key(task_store, access.Role.READONLY, "ro-ak", "ro-secret")
+    test_signing.add_key(task_store, access.Role.OPERATOR, "op-ak", "op-secret")
+    test_signing.add_key(
+        task_store, key_id="off-ak", secret="off-secret", status=access.KeyStatus.INACTIVE
+    )
+    authenticator = auth_service.Authenticator(
+        task_store.key_store(), LIMITS, time, task_store.audit_log()
+    )
+    app = api_app.create_app(
+        services_for(task_store), settings.WireSettings(), authenticator=authenticator
+    )
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield Gateway(client, time, task_store)
+
+
+def _error(response: Any, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    body: dict[str, object] = response.json()
+    assert body["code"] == code, body
+    assert body["requestId"] == response.headers["x-acs-request-id"]
+    return body
+
+
+def test_a_signed_request_is_answered(gateway: Gateway) -> None:
+    task_id = factories.seed_task(gateway.task_store, cluster_id=CLUSTER).task.task_id
+    response = gateway.send("GET", f"/tasks/{task_id}")
+    assert response.status_code == 200, response.text
+    assert response.json()["task_id"] == task_id
+    listed = gateway.send("GET", f"/clusters/{CLUSTER}/tasks", query="page_size=5&state=running")
+    assert [t["task_id"] for t in listed.json()["tasks"]] == [task_id]
+
+
+def test_unsigned_requests_are_refused_but_health_and_docs_are_open(gateway: Gateway) -> None:
+    body = _error(gateway.client.get("/tasks/T-1"), 400, "IncompleteSignature")
+    assert "Authorization" in str(body["message"])
+    assert gateway.client.get("/healthz").status_code == 200
+    assert gateway.client.get("/openapi.json").status_code == 200
+
+
+def test_gateway_errors(gateway: Gateway) -> None:
+    _error(gateway.send("GET", "/tasks/T-1", key_id="nobody"), 404, "InvalidAccessKeyId.NotFound")
+    _error(
+        gateway.send("GET", "/tasks/T-1", key_id="off-ak", secret="off-secret"),
+        400,
+        "InvalidAccessKeyId.Inactive",
+    )
+    wrong = _error(gateway.send("GET", "/tasks/T-1", secret="guess"), 400, "SignatureDoesNotMatch")
+    assert "string to sign" in str(wrong["message"])
+    assert test_signing.SECRET not in str(wrong["message"])
+    stale = gateway.time.now_us() - 16 * 60 * 1_000_000
+    _error(gateway.send("GET", "/tasks/T-1", now_us=stale), 400, "InvalidTimeStamp.Expired")
+    ahead = gateway.time.now_us() + 16 * 60 * 1_000_000
+    _error(gateway.send("GET", "/tasks/T-1", now_us=ahead), 400, "InvalidTimeStamp.Expired")
+
+
+def test_a_replayed_nonce_is_refused_and_forgotten_after_the_window(gateway: Gateway) -> None:
+    first = gateway.send("GET", "/tasks/T-1", nonce="once")
+    _error(first, 404, "ErrorTaskNotFound")
+    _error(gateway.send("GET", "/tasks/T-1", nonce="once"), 400, "SignatureNonceUsed")
+    # Another key may use the same nonce: nonces are per key.
+    _error(
+        gateway.send("GET", "/tasks/T-1", nonce="once", key_id="ro-ak", secret="ro-secret"),
+        404,
+        "ErrorTaskNotFound",
+    )
+    key_store = gateway.task_store.key_store()
+    assert key_store.nonce_count() == 2
+    # Past the window the old request fails its date check, so its nonce can go.
+    gateway.time.advance(16 * 60)
+    assert key_store.purge_nonces(gateway.time.now_us()) == 2
+    assert key_store.nonce_count() == 0
+
+
+def test_a_body_changed_after_signing_is_refused(gateway: Gateway) -> None:
+    path = f"/clusters/{CLUSTER}/nodepools/np1"
+    response = gateway.send("POST", path, body=b'{"count":1}', sent_body=b'{"count":99}')
+    body = _error(response, 400, "SignatureDoesNotMatch")
+    assert "x-acs-content-sha256" in str(body["message"])
+
+
+def test_roles(gateway: Gateway) -> None:
+    path = f"/clusters/{CLUSTER}/nodepools/np1"
+    readonly: dict[str, Any] = {"key_id": "ro-ak", "secret": "ro-secret"}
+    denied = _error(
+        gateway.send("POST", path, body=b'{"count":3}', **readonly),
+        403,
+        "Forbidden.RAM",
+    )
+    assert "cs:ScaleClusterNodePool" in str(denied["message"])
+    _error(gateway.send("POST", "/tasks/T-1/cancel", **readonly), 403, "Forbidden.RAM")
+    # Reading is allowed; an operator reaches the route (which finds no such cluster).
+    _error(gateway.send("GET", "/tasks/T-1", **readonly), 404, "ErrorTaskNotFound")
+    operator = gateway.send("POST", path, body=b'{"count":3}', key_id="op-ak", secret="op-secret")
+    _error(operator, 404, "ErrorClusterNotFound")
+
+
+def test_mutating_requests_are_audited_reads_are_not(gateway: Gateway) -> None:
+    path = f"/clusters/{CLUSTER}/nodepools/np1"
+    denied = gateway.send("POST", path, body=b'{"count":3}', key_id="ro-ak", secret="ro-secret")
+    tried = gateway.send("POST", path, body=b'{"count":3}', key_id="op-ak", secret="op-secret")
+    gateway.send("GET", "/tasks/T-1")
+    gateway.send("GET", "/tasks/T-1", key_id="nobody")  # not even authenticated: not audited
+    entries = gateway.task_store.audit_log().entries()
+    assert [
+        (e.access_key_id, e.action, e.method, e.target, e.status, e.outcome, e.request_id)
+        for e in entries
+    ] == [
+        (
+            "ro-ak",
+            "ScaleClusterNodePool",
+            "POST",
+            path,
+            403,
+            "Forbidden.RAM",
+            denied.headers["x-acs-request-id"],
+        ),
+        (
+            "op-ak",
+            "ScaleClusterNodePool",
+            "POST",
+            path,
+            404,
+            "ErrorClusterNotFound",
+            tried.headers["x-acs-request-id"],
+        ),
+    ]
+    assert all(e.time_us == gateway.time.now_us() for e in entries)
+    assert gateway.task_store.audit_log().entries(since_us=gateway.time.now_us() + 1) == []
+
+
+def test_throttling_answers_429_with_retry_after_then_recovers(gateway: Gateway) -> None:
+    statuses = [gateway.send("GET", "/tasks/T-1").status_code for _ in range(LIMITS.burst)]
+    assert statuses == [404] * LIMITS.burst
+    throttled = gateway.send("GET", "/tasks/T-1")
+    _error(throttled, 429, "Throttling.User")
+    retry_after_ms = int(throttled.headers["x-acs-retry-after"])
+    assert retry_after_ms > 0
+    # Other keys have buckets of their own.
+    other = gateway.send("GET", "/tasks/T-1", key_id="ro-ak", secret="ro-secret")
+    assert other.status_code == 404
+    gateway.time.advance(retry_after_ms / 1000)
+    assert gateway.send("GET", "/tasks/T-1").status_code == 404
+
+
+def test_oversized_bodies_are_refused_with_413(gateway: Gateway) -> None:
+    path = f"/clusters/{CLUSTER}/nodepools/np1"
+    big = b"{" + b" " * 2048 + b"}"
+    _error(gateway.send("POST", path, body=big), 413, "RequestEntityTooLarge")
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(8):
+            yield b" " * 512
+
+    # Chunked, so no Content-Length: refused once the bytes pass the limit.
+    response = gateway.client.post(path, content=chunks())
+    _error(response, 413, "RequestEntityTooLarge")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"authorization": "ACS3-HMAC-SHA256"},
+        {"authorization": "ACS3-HMAC-SHA256 Credential=,SignedHeaders=;,Signature="},
+        {"authorization": b"acs \xff\xfe:\xff"},
+        {"authorization": "ACS3-HMAC-SM9 Credential=a"},
+        {"authorization": "acs a:b", "date": "not a date", "x-acs-signature-nonce": "n"},
+        {"authorization": "acs a:b", "x-acs-signature-nonce": "n" * 500, "date": "x"},
+        {"content-length": "12abc"},
+        {"x-big": "v" * 40_000},
+        {f"x-h{i}": "v" for i in range(150)},
+    ],
+    ids=lambda h: next(iter(h))[:20],
+)
+def test_malformed_requests_are_400_never_500(gateway: Gateway, headers: dict[str, str]) -> None:
+    response = gateway.client.get("/tasks/T-1?a=%ff%fe", headers=headers)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["requestId"] == response.headers["x-acs-request-id"]
+
+
+def test_auth_off_accepts_any_well_formed_signature(task_store: store.TaskStore) -> None:
+    config = settings.AuthSettings(enabled=False)
+    authenticator = auth_service.Authenticator(task_store.key_store(), config, clock.SystemClock())
+    app = api_app.create_app(
+        services_for(task_store), settings.WireSettings(), authenticator=authenticator
+    )
+    with TestClient(app, raise_server_exceptions=False) as client:
+        signed = client.get("/tasks/T-1", auth=test_signing.auth("anyone", "anything"))
+        _error(signed, 404, "ErrorTaskNotFound")
+        _error(client.get("/tasks/T-1"), 400, "IncompleteSignature")
