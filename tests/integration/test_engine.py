@@ -150,6 +150,17 @@ def test_temporary_errors_are_retried_then_succeed(task_store: store.TaskStore) 
     assert "the API is busy" in retries[0].message
 
 
+def test_an_unavailable_database_is_retried_not_fatal(task_store: store.TaskStore) -> None:
+    async def scenario(h: Harness) -> records.TaskView:
+        await h.start()
+        task_id = h.submit("test_blip")
+        return await h.state(task_id, states.TaskState.SUCCESS)
+
+    view = run(task_store, scenario)
+    assert ops.calls[f"{view.task.task_id}:blip"] == 3
+    assert reasons(view).count("StageRetry") == 2
+
+
 def test_retries_exhausted_fail_with_internal_error(task_store: store.TaskStore) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()

@@ -48,6 +48,12 @@ async def _flaky(ctx: base.StageContext) -> None:
         raise errors.TemporaryError("the API is busy", delay=0.0)
 
 
+async def _database_blip(ctx: base.StageContext) -> None:
+    calls[f"{ctx.task_id}:blip"] += 1
+    if calls[f"{ctx.task_id}:blip"] <= 2:
+        raise errors.StorageUnavailable()
+
+
 async def _broken(ctx: base.StageContext) -> None:
     calls[f"{ctx.task_id}:broken"] += 1
     raise RuntimeError("disk on fire")
@@ -135,4 +141,8 @@ TWO_STEPS = base.Operation(
     pausable=True,
 )
 
-REGISTRY = base.Registry([TWO_STEPS, STEPS, FLAKY, BROKEN, NO_STOCK, SLOW, BATCHES, NAP, FIXED])
+BLIP = base.Operation("test_blip", [base.Stage("Blip", _database_blip, retry=FAST)])
+
+REGISTRY = base.Registry(
+    [BLIP, TWO_STEPS, STEPS, FLAKY, BROKEN, NO_STOCK, SLOW, BATCHES, NAP, FIXED]
+)

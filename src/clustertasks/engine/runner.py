@@ -156,6 +156,10 @@ class TaskRunner:
             except errors.TemporaryError as exc:
                 failure: errors.ClustertasksError = exc
                 delay = exc.delay
+            except errors.StorageUnavailable as exc:
+                # A locked or unreachable database is a blip, not the operation failing.
+                failure = exc
+                delay = None
             except errors.ClustertasksError:
                 raise  # permanent: our errors carry their code
             except Exception as exc:

@@ -121,12 +121,17 @@ class KeyStore:
         self.purge_nonces(now_us)
 
     def _protect_file(self) -> None:
-        """A SQLite file now holds secrets: make it readable by its owner only (its -wal and
-        -shm files take the database file's mode)."""
+        """A SQLite file now holds secrets: make it readable by its owner only. Its -wal and
+        -shm files hold the same pages; SQLite gives new ones the database file's mode, but
+        ones that already exist keep theirs, so they are restricted too."""
         if self._engine.dialect.name != "sqlite" or not self._engine.url.database:
             return
+        database = self._engine.url.database
         try:
-            os.chmod(self._engine.url.database, 0o600)
+            os.chmod(database, 0o600)
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(database + suffix):
+                    os.chmod(database + suffix, 0o600)
         except OSError as exc:
             raise errors.StorageError(f"cannot restrict the database file's mode: {exc}") from exc
 
