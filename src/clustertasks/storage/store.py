@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from clustertasks import errors, settings
 from clustertasks.domain import records, states
-from clustertasks.storage import audit, dialects, keys, locks, migrate, schema, world
+from clustertasks.storage import audit, dialects, keys, locks, migrate, schema, transactions, world
 
 T = schema.tasks
 S = schema.stages
@@ -151,16 +151,8 @@ class TaskStore:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
         self._write_options = dialects.write_options(engine)
-        # SQLite has one writer at a time. Left to itself, each waiting thread polls the
-        # lock in SQLite's busy handler, sleeping up to 100 ms between tries, so a few
-        # threads writing at once spend most of their time asleep. Queueing this process's
-        # writers on a Python lock hands the database over at once; other processes still
-        # wait through ``busy_timeout``. Re-entrant, because other stores share it: a write
-        # nested in another on one thread must fail as it did before (SQLite's busy
-        # timeout), never wait for itself.
-        self._writer: contextlib.AbstractContextManager[Any] = (
-            threading.RLock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
-        )
+        # One queue of writers per engine, shared with the other stores on it.
+        self._writer = transactions.writer_for(engine)
         # The transaction of the ``write_batch`` running on this thread, if any.
         self._batch = threading.local()
 

@@ -8,7 +8,10 @@ database surfaces as ``errors.StorageUnavailable`` or ``errors.StorageError``.
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from collections.abc import Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -33,6 +36,29 @@ def translated(name: str = "the task store") -> Iterator[None]:
         raise errors.StorageError(f"{name} failed: {type(exc).__name__}") from exc
 
 
+_WRITERS: weakref.WeakKeyDictionary[sa.Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_WRITERS_GUARD = threading.Lock()
+
+
+def writer_for(engine: sa.Engine) -> contextlib.AbstractContextManager[Any]:
+    """The queue of this process's writers on ``engine``, shared by every store on it.
+
+    SQLite has one writer at a time; left to itself, each waiting thread polls in SQLite's
+    busy handler, sleeping up to 100 ms between tries. Queueing on one Python lock per
+    engine hands the database over at once (other processes still wait through
+    ``busy_timeout``). Re-entrant: a write nested in another on one thread fails as it
+    would without the queue (SQLite's busy timeout), never waits for itself. PostgreSQL
+    takes row locks itself: no queue.
+    """
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    with _WRITERS_GUARD:
+        lock = _WRITERS.get(engine)
+        if lock is None:
+            lock = _WRITERS[engine] = threading.RLock()
+        return lock
+
+
 class Transactions:
     """Opens read and write transactions on ``engine``; each commits when its block ends."""
 
@@ -43,7 +69,7 @@ class Transactions:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
-        with translated(self.name), self.engine.connect() as conn:
+        with writer_for(self.engine), translated(self.name), self.engine.connect() as conn:
             conn = conn.execution_options(**self._write_options)
             with conn.begin():
                 yield conn
