@@ -13,9 +13,8 @@ DeleteClusterNodepool: ``RemoveNodes`` then ``DeleteNodePool``.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
-from clustertasks.domain import states, world
+from clustertasks.domain import states
 from clustertasks.operations import base, scale_out, specs
 from clustertasks.operations import remove_nodes as node_removal
 
@@ -130,7 +129,3 @@ DELETE = base.Operation(
 )
 
 OPERATIONS = (CREATE, SCALE_OUT, UPDATE, DELETE)
-
-
-def with_desired(spec: world.NodePoolSpec, desired: int) -> world.NodePoolSpec:
-    return dataclasses.replace(spec, desired_size=desired)

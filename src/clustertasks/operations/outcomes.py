@@ -24,6 +24,7 @@ _CODES: dict[str, type[errors.PermanentError]] = {
         errors.InstanceNotFree,
         errors.NodeJoinFailed,
         errors.InstanceBootFailed,
+        errors.InstanceCreateFailed,
     )
 }
 
@@ -53,13 +54,17 @@ def record(failures: Failures, resource: str, exc: errors.ClustertasksError) -> 
     failures[resource] = {"code": exc.code, "message": exc.message}
 
 
+def rebuild(code: str, message: str) -> errors.PermanentError:
+    """The error a stored failure stands for, with its own code."""
+    return _CODES.get(code, errors.PermanentError)(message)
+
+
 def error(failures: Failures, what: str) -> errors.PermanentError:
     """The task's error: the one failure itself, or the first one's code with every
     failed resource named."""
     items = list(failures.items())
     code, message = items[0][1]["code"], items[0][1]["message"]
-    cls = _CODES.get(code, errors.PermanentError)
     if len(items) == 1:
-        return cls(message)
+        return rebuild(code, message)
     listed = "; ".join(f"{item['code']}: {item['message']}" for _, item in items)
-    return cls(f"{len(items)} {what} failed: {listed}")
+    return rebuild(code, f"{len(items)} {what} failed: {listed}")

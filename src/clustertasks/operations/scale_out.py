@@ -28,7 +28,7 @@ from typing import Any
 
 from clustertasks import errors
 from clustertasks.domain import states
-from clustertasks.operations import base
+from clustertasks.operations import base, outcomes
 
 # Instances launched (or joined) at once: the whole request at realistic speeds would be
 # fine too, but batches keep progress counters meaningful and the database calm.
@@ -157,8 +157,7 @@ async def finish(ctx: base.StageContext) -> None:
     for stage in ("CreateInstances", "JoinNodes"):
         failure: Any = ctx.outputs(stage).get("failure")
         if failure:
-            error_class = _CODES.get(str(failure["code"]), errors.PermanentError)
-            raise error_class(str(failure["message"]))
+            raise outcomes.rebuild(str(failure["code"]), str(failure["message"]))
     if int(ctx.parameters["count"]) == 0:
         return
     await ctx.emit(
@@ -167,12 +166,6 @@ async def finish(ctx: base.StageContext) -> None:
         action="finish",
         once=True,
     )
-
-
-_CODES: dict[str, type[errors.PermanentError]] = {
-    cls.code: cls
-    for cls in (errors.InstanceCreateFailed, errors.InstanceBootFailed, errors.NodeJoinFailed)
-}
 
 
 async def settle_pool(ctx: base.StageContext) -> None:

@@ -121,7 +121,6 @@ BATCHABLE_CALLS = frozenset(
         "update_stage",
         "append_event",
         "set_result",
-        "clear_requested_action",
         "get_task",
     }
 )
@@ -446,15 +445,6 @@ class TaskStore:
                 message=f"task {task_id} resumed",
             )
             return self._lock_task(conn, task_id)
-
-    def clear_requested_action(self, task_id: str, action: str, now_us: int) -> None:
-        """Forget a request the engine acted on (a newer, different request stays)."""
-        with self._write() as conn:
-            conn.execute(
-                sa.update(T)
-                .where(T.c.task_id == task_id, T.c.requested_action == action)
-                .values(requested_action=None, version=T.c.version + 1, updated_us=now_us)
-            )
 
     def count_tasks(self) -> int:
         with self._read() as conn:
