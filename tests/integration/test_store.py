@@ -165,6 +165,24 @@ def test_results_keep_first_seen_order_and_legal_statuses(task_store: store.Task
     ]
 
 
+def test_a_result_and_its_event_commit_together_or_not_at_all(
+    task_store: store.TaskStore,
+) -> None:
+    task_store.create_task(_task(), [])
+    task_id = "T-000000000000000000000001"
+    done = records.EventNote(reason="NodeUpgraded", message="node n-1 upgraded")
+    task_store.set_result(task_id, "i-1", states.ResultStatus.INITIAL, NOW)
+    task_store.set_result(task_id, "i-1", states.ResultStatus.SUCCESS, NOW + 1, event=done)
+    refused = records.EventNote(reason="NodeUpgradeFailed", message="n-1 failed")
+    with pytest.raises(errors.IllegalTransition):
+        task_store.set_result(task_id, "i-1", states.ResultStatus.FAILED, NOW + 2, event=refused)
+    view = task_store.describe_task(task_id)
+    assert [(r.data, r.status) for r in view.results] == [("i-1", states.ResultStatus.SUCCESS)]
+    assert [(e.seq, e.reason, e.message) for e in view.events] == [
+        (1, "NodeUpgraded", "node n-1 upgraded")
+    ]
+
+
 def test_update_task_writes_state_stage_and_error(task_store: store.TaskStore) -> None:
     task = _task()
     task_store.create_task(task, records.plan_stages(["A"]))

@@ -88,10 +88,38 @@ class ApiClient:
         return self._get(action, path, params).text
 
     def _get(self, action: str, path: str, params: dict[str, Any] | None) -> httpx.Response:
+        return self.request("GET", action, path, params=params)
+
+    def call(
+        self,
+        method: str,
+        action: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+    ) -> dict[str, Any]:
+        """Send one signed request and return its JSON body (an ``ApiError`` on 4xx/5xx)."""
+        response = self.request(method, action, path, params=params, json=json)
+        if not response.content:
+            return {}
+        body: dict[str, Any] = response.json()
+        return body
+
+    def request(
+        self,
+        method: str,
+        action: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         clean = {k: v for k, v in (params or {}).items() if v is not None}
-        headers = {"x-acs-action": action}
+        sent = {"x-acs-action": action, **(headers or {})}
         try:
-            response = self._http.get(path, params=clean, headers=headers)
+            response = self._http.request(method, path, params=clean, json=json, headers=sent)
         except httpx.HTTPError as exc:
             raise ConnectionFailed(f"cannot reach {self.endpoint}: {exc}") from exc
         if response.status_code >= 400:

@@ -115,6 +115,16 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class EventNote:
+    """An event still to be written (its ``seq`` and time come when it is committed)."""
+
+    reason: str
+    message: str
+    level: states.EventLevel = states.EventLevel.NORMAL
+    action: str = "progress"
+
+
+@dataclass(frozen=True, slots=True)
 class TaskResult:
     """What happened to one resource the task acts on (``data`` is e.g. an instance id)."""
 

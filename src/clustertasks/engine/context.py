@@ -90,12 +90,32 @@ class RunContext:
         )
         self._state.reported.add((reason, message))
 
-    async def set_result(self, data: str, status: states.ResultStatus) -> None:
+    async def set_result(
+        self,
+        data: str,
+        status: states.ResultStatus,
+        *,
+        reason: str | None = None,
+        message: str = "",
+        level: states.EventLevel = states.EventLevel.NORMAL,
+    ) -> None:
         current = self._state.results.get(data)
         if current == status:
             return
-        await self._db(self._store.set_result, self.task_id, data, status, self._clock.now_us())
+        note = None
+        if reason is not None and (reason, message) not in self._state.reported:
+            note = records.EventNote(reason=reason, message=message, level=level)
+        await self._db(
+            self._store.set_result,
+            self.task_id,
+            data,
+            status,
+            self._clock.now_us(),
+            event=note,
+        )
         self._state.results[data] = status
+        if note is not None:
+            self._state.reported.add((note.reason, note.message))
 
     async def progress(self, **counters: Any) -> None:
         stage = self._state.stages.get(self.stage)

@@ -47,20 +47,20 @@ async def attach_instances(ctx: base.StageContext) -> None:
             )
         except errors.PermanentError as exc:
             outcomes.record(failures, instance_id, exc)
-            await ctx.set_result(instance_id, states.ResultStatus.FAILED)
-            await ctx.emit(
-                "InstanceAttachFailed",
-                f"instance {instance_id} not attached: {exc.code}: {exc.message}",
+            await ctx.set_result(
+                instance_id,
+                states.ResultStatus.FAILED,
+                reason="InstanceAttachFailed",
+                message=f"instance {instance_id} not attached: {exc.code}: {exc.message}",
                 level=states.EventLevel.WARNING,
-                once=True,
             )
         else:
-            await ctx.set_result(instance_id, states.ResultStatus.SUCCESS)
-            await ctx.emit(
-                "InstanceAttached",
-                f"instance {instance_id} joined node pool {pool_id} as node {node.node_name} "
-                f"({node.node_status})",
-                once=True,
+            await ctx.set_result(
+                instance_id,
+                states.ResultStatus.SUCCESS,
+                reason="InstanceAttached",
+                message=f"instance {instance_id} joined node pool {pool_id} as node "
+                f"{node.node_name} ({node.node_status})",
             )
         attached = sum(ctx.results().get(i) is states.ResultStatus.SUCCESS for i in instances)
         await ctx.progress(

@@ -55,8 +55,21 @@ class StageContext(Protocol):
         """
         ...
 
-    async def set_result(self, data: str, status: states.ResultStatus) -> None:
-        """Record the outcome for one resource in ``task_result[]``."""
+    async def set_result(
+        self,
+        data: str,
+        status: states.ResultStatus,
+        *,
+        reason: str | None = None,
+        message: str = "",
+        level: states.EventLevel = states.EventLevel.NORMAL,
+    ) -> None:
+        """Record the outcome for one resource in ``task_result[]``.
+
+        With ``reason``, the event reporting that outcome is committed together with it
+        (once: not again if the task already has it), so a crash in between cannot leave
+        a resource done without its event, or reported without being done.
+        """
         ...
 
     async def progress(self, **counters: Any) -> None:

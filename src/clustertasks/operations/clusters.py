@@ -90,10 +90,12 @@ async def join_nodes(ctx: base.StageContext) -> None:
     async def bring_up(instance_id: str) -> None:
         await ctx.provider.wait_instance_running(instance_id)
         node = await ctx.provider.join_node(ctx.key(instance_id), instance_id)
-        await ctx.emit(
-            "NodeJoined", f"node {node.node_name} (instance {instance_id}) is Ready", once=True
+        await ctx.set_result(
+            instance_id,
+            states.ResultStatus.SUCCESS,
+            reason="NodeJoined",
+            message=f"node {node.node_name} (instance {instance_id}) is Ready",
         )
-        await ctx.set_result(instance_id, states.ResultStatus.SUCCESS)
 
     pending = [i for i in all_ids if results.get(i) is not states.ResultStatus.SUCCESS]
     await asyncio.gather(*(bring_up(i) for i in pending))
@@ -133,8 +135,12 @@ async def delete_nodepools(ctx: base.StageContext) -> None:
     for instance in instances:
         await ctx.set_result(instance.instance_id, states.ResultStatus.INITIAL)
         await ctx.provider.release_instance(ctx.key(instance.instance_id), instance.instance_id)
-        await ctx.set_result(instance.instance_id, states.ResultStatus.SUCCESS)
-        await ctx.emit("InstanceReleased", f"instance {instance.instance_id} released", once=True)
+        await ctx.set_result(
+            instance.instance_id,
+            states.ResultStatus.SUCCESS,
+            reason="InstanceReleased",
+            message=f"instance {instance.instance_id} released",
+        )
     for pool in pools:
         await ctx.provider.delete_nodepool(
             ctx.key(pool.nodepool_id), ctx.cluster_id, pool.nodepool_id

@@ -76,11 +76,11 @@ async def remove_nodes(ctx: base.StageContext) -> None:
     for released, instance in enumerate(instances, start=1):
         await ctx.set_result(instance.instance_id, states.ResultStatus.INITIAL)
         await ctx.provider.release_instance(ctx.key(instance.instance_id), instance.instance_id)
-        await ctx.set_result(instance.instance_id, states.ResultStatus.SUCCESS)
-        await ctx.emit(
-            "InstanceReleased",
-            f"node of instance {instance.instance_id} removed and the instance released",
-            once=True,
+        await ctx.set_result(
+            instance.instance_id,
+            states.ResultStatus.SUCCESS,
+            reason="InstanceReleased",
+            message=f"node of instance {instance.instance_id} removed and the instance released",
         )
         await ctx.progress(nodes_done=released)
     # Nodes removed by an earlier run of this stage are already gone from the list.

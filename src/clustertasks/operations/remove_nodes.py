@@ -88,12 +88,12 @@ async def drain_nodes(ctx: base.StageContext) -> None:
             except errors.PermanentError as exc:
                 await drain.uncordon(ctx, name)
                 outcomes.record(failures, instance_id, exc)
-                await ctx.set_result(instance_id, states.ResultStatus.FAILED)
-                await ctx.emit(
-                    "NodeDrainFailed",
-                    f"node {name} (instance {instance_id}) kept: {exc.code}: {exc.message}",
+                await ctx.set_result(
+                    instance_id,
+                    states.ResultStatus.FAILED,
+                    reason="NodeDrainFailed",
+                    message=f"node {name} (instance {instance_id}) kept: {exc.code}: {exc.message}",
                     level=states.EventLevel.WARNING,
-                    once=True,
                 )
                 return
         drained.append(instance_id)
@@ -128,12 +128,12 @@ async def remove_nodes(ctx: base.StageContext) -> None:
             ctx.key(instance_id), ctx.cluster_id, instance_id, release=release
         )
         fate = "released" if release else "kept running as a free ECS instance"
-        await ctx.emit(
-            "NodeRemoved",
-            f"node {name} removed from the cluster; instance {instance_id} {fate}",
-            once=True,
+        await ctx.set_result(
+            instance_id,
+            states.ResultStatus.SUCCESS,
+            reason="NodeRemoved",
+            message=f"node {name} removed from the cluster; instance {instance_id} {fate}",
         )
-        await ctx.set_result(instance_id, states.ResultStatus.SUCCESS)
         done.append(instance_id)
         await ctx.progress(nodes_removed=len(done))
         await ctx.checkpoint()

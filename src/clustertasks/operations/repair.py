@@ -71,12 +71,12 @@ async def repair_nodes(ctx: base.StageContext) -> None:
                 else errors.NodeRepairFailed(f"node {name}: {exc.message}")
             )
             outcomes.record(failures, instance_id, failure)
-            await ctx.set_result(instance_id, states.ResultStatus.FAILED)
-            await ctx.emit(
-                "NodeRepairFailed",
-                f"node {name} (instance {instance_id}): {failure.message}",
+            await ctx.set_result(
+                instance_id,
+                states.ResultStatus.FAILED,
+                reason="NodeRepairFailed",
+                message=f"node {name} (instance {instance_id}): {failure.message}",
                 level=states.EventLevel.WARNING,
-                once=True,
             )
         else:
             await ctx.set_result(instance_id, states.ResultStatus.SUCCESS)

@@ -123,21 +123,21 @@ async def join_nodes(ctx: base.StageContext) -> None:
             node = await ctx.provider.join_node(ctx.key(instance_id), instance_id)
         except errors.PermanentError as exc:
             failed.append(exc)
-            await ctx.set_result(instance_id, states.ResultStatus.FAILED)
-            await ctx.emit(
-                "NodeJoinFailed",
-                f"instance {instance_id}: {exc.message}",
+            await ctx.set_result(
+                instance_id,
+                states.ResultStatus.FAILED,
+                reason="NodeJoinFailed",
+                message=f"instance {instance_id}: {exc.message}",
                 level=states.EventLevel.WARNING,
-                once=True,
             )
             return
-        await ctx.emit(
-            "NodeJoined",
-            f"node {node.node_name} (instance {instance_id}) joined the cluster and is "
+        await ctx.set_result(
+            instance_id,
+            states.ResultStatus.SUCCESS,
+            reason="NodeJoined",
+            message=f"node {node.node_name} (instance {instance_id}) joined the cluster and is "
             f"{node.node_status}",
-            once=True,
         )
-        await ctx.set_result(instance_id, states.ResultStatus.SUCCESS)
         done.append(instance_id)
 
     waiting = [i for i in instances if results.get(i) is not states.ResultStatus.SUCCESS]
@@ -183,11 +183,11 @@ async def compensate(ctx: base.StageContext) -> None:
     for instance_id in _instances(ctx):
         if results.get(instance_id) is not states.ResultStatus.SUCCESS:
             await ctx.provider.release_instance(ctx.key("release", instance_id), instance_id)
-            await ctx.set_result(instance_id, states.ResultStatus.FAILED)
-            await ctx.emit(
-                "InstanceReleased",
-                f"instance {instance_id} released: it never joined the cluster",
-                once=True,
+            await ctx.set_result(
+                instance_id,
+                states.ResultStatus.FAILED,
+                reason="InstanceReleased",
+                message=f"instance {instance_id} released: it never joined the cluster",
             )
     with contextlib.suppress(errors.NotFound):  # the pool itself is gone: nothing to settle
         await settle_pool(ctx)

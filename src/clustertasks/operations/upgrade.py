@@ -121,12 +121,12 @@ async def upgrade_nodes(ctx: base.StageContext) -> None:
             await drain.uncordon(ctx, name)
             await _node_failed(ctx, failures, node, exc)
             return
-        await ctx.set_result(instance_id, states.ResultStatus.SUCCESS)
-        await ctx.emit(
-            "NodeUpgraded",
-            f"node {name} (instance {instance_id}) upgraded to Kubernetes "
+        await ctx.set_result(
+            instance_id,
+            states.ResultStatus.SUCCESS,
+            reason="NodeUpgraded",
+            message=f"node {name} (instance {instance_id}) upgraded to Kubernetes "
             f"{upgraded.kubelet_version} and schedulable again",
-            once=True,
         )
 
     for number, batch in enumerate(batches, start=1):
@@ -171,12 +171,12 @@ async def _node_failed(
 ) -> None:
     name, instance_id = node["node_name"], node["instance_id"]
     outcomes.record(failures, instance_id, exc)
-    await ctx.set_result(instance_id, states.ResultStatus.FAILED)
-    await ctx.emit(
-        "NodeUpgradeFailed",
-        f"node {name} (instance {instance_id}) not upgraded: {exc.code}: {exc.message}",
+    await ctx.set_result(
+        instance_id,
+        states.ResultStatus.FAILED,
+        reason="NodeUpgradeFailed",
+        message=f"node {name} (instance {instance_id}) not upgraded: {exc.code}: {exc.message}",
         level=states.EventLevel.WARNING,
-        once=True,
     )
 
 

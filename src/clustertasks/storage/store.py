@@ -296,9 +296,31 @@ class TaskStore:
                 source=source,
             )
 
-    def set_result(self, task_id: str, data: str, status: states.ResultStatus, now_us: int) -> None:
-        """Record what happened to one resource; a new resource is appended to the list."""
+    def set_result(
+        self,
+        task_id: str,
+        data: str,
+        status: states.ResultStatus,
+        now_us: int,
+        *,
+        event: records.EventNote | None = None,
+    ) -> None:
+        """Record what happened to one resource; a new resource is appended to the list.
+
+        ``event``, when given, is appended in the same transaction: a crash leaves both
+        or neither, so a stage re-run never skips the event of a resource already done.
+        """
         with self._write() as conn:
+            if event is not None:
+                self._insert_event(
+                    conn,
+                    task_id,
+                    now_us,
+                    action=event.action,
+                    level=event.level,
+                    reason=event.reason,
+                    message=event.message,
+                )
             current = conn.execute(
                 sa.select(R.c.status).where(R.c.task_id == task_id, R.c.data == data)
             ).scalar_one_or_none()
