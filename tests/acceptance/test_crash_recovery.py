@@ -43,28 +43,27 @@ def test_kill_9_mid_flight_then_every_task_finishes(db_url: str, tmp_path: Path)
         assert setup.stop() == 0
 
     # Realistic durations, ten times faster: each scale-out takes seconds.
-    running = ServerProcess(db_url, tmp_path, "--sim-speed", "10").start()
-    client = sdk.client(running)
-    task_ids = [
-        client.scale_cluster_node_pool(
-            cluster_id, pool_id, cs_models.ScaleClusterNodePoolRequest(count=NODES)
-        ).body.task_id
-        for pool_id in pool_ids
-    ]
-    deadline = time.monotonic() + 60
-    while True:
-        started = [
-            t
-            for t in task_ids
-            if any(e["reason"] == "InstanceCreated" for e in _events(running, t))
+    with ServerProcess(db_url, tmp_path, "--sim-speed", "10") as running:
+        client = sdk.client(running)
+        task_ids = [
+            client.scale_cluster_node_pool(
+                cluster_id, pool_id, cs_models.ScaleClusterNodePoolRequest(count=NODES)
+            ).body.task_id
+            for pool_id in pool_ids
         ]
-        if len(started) >= TASKS // 2:
-            break
-        assert time.monotonic() < deadline, "scale-outs never got going"
-        time.sleep(0.05)
-    states_before = [client.describe_task_info(t).body.state for t in task_ids]
-    running.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
-    running.kill()
+        deadline = time.monotonic() + 60
+        while True:
+            started = [
+                t
+                for t in task_ids
+                if any(e["reason"] == "InstanceCreated" for e in _events(running, t))
+            ]
+            if len(started) >= TASKS // 2:
+                break
+            assert time.monotonic() < deadline, "scale-outs never got going"
+            time.sleep(0.05)
+        states_before = [client.describe_task_info(t).body.state for t in task_ids]
+        running.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
     assert states_before.count("running") >= 1, "the kill came too late to prove anything"
 
     # A new server on the same database finishes every task.

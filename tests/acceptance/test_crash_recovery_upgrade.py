@@ -27,26 +27,27 @@ def test_kill_9_mid_rollout_then_the_upgrade_finishes(
         assert setup.stop() == 0
 
     # Realistic durations, ten times faster: each batch of two nodes takes seconds.
-    running = ServerProcess(db_url, tmp_path, "--sim-speed", "10").start()
-    client = sdk.client(running)
-    task_id = client.upgrade_cluster_nodepool(
-        cluster_id,
-        pool_id,
-        cs_models.UpgradeClusterNodepoolRequest(
-            kubernetes_version=nodes_support.NEW,
-            rolling_policy=cs_models.UpgradeClusterNodepoolRequestRollingPolicy(max_parallelism=2),
-        ),
-    ).body.task_id
-    deadline = time.monotonic() + 60
-    while True:
-        task = client.describe_task_info(task_id).body
-        if any(r.status == "success" for r in task.task_result):
-            break
-        assert task.state == "running", (task.state, task.error.message)
-        assert time.monotonic() < deadline, "the rollout never got going"
-        time.sleep(0.05)
-    running.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
-    running.kill()
+    with ServerProcess(db_url, tmp_path, "--sim-speed", "10") as running:
+        client = sdk.client(running)
+        task_id = client.upgrade_cluster_nodepool(
+            cluster_id,
+            pool_id,
+            cs_models.UpgradeClusterNodepoolRequest(
+                kubernetes_version=nodes_support.NEW,
+                rolling_policy=cs_models.UpgradeClusterNodepoolRequestRollingPolicy(
+                    max_parallelism=2
+                ),
+            ),
+        ).body.task_id
+        deadline = time.monotonic() + 60
+        while True:
+            task = client.describe_task_info(task_id).body
+            if any(r.status == "success" for r in task.task_result):
+                break
+            assert task.state == "running", (task.state, task.error.message)
+            assert time.monotonic() < deadline, "the rollout never got going"
+            time.sleep(0.05)
+        running.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
     done_before = sum(r.status == "success" for r in task.task_result)
     assert done_before < NODES, "the kill came too late to prove anything"
 

@@ -11,7 +11,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -144,6 +144,12 @@ class TaskPage:
     tasks: Sequence[records.Task]
     total_count: int
     has_more: bool
+
+
+class UnfinishedTask(NamedTuple):
+    task_id: str
+    state: states.TaskState
+    requested_action: str | None
 
 
 class TaskStore:
@@ -472,14 +478,23 @@ class TaskStore:
         with self._read() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(T)).scalar_one())
 
-    def unfinished_tasks(self) -> list[records.Task]:
-        """Every running or paused task, oldest first (what an executor must look after)."""
+    def unfinished_tasks(self) -> list[UnfinishedTask]:
+        """Every running or paused task, oldest first (what an executor must look after).
+
+        Only the three columns an executor decides on: it looks again after every task
+        that stops, so this must stay cheap with thousands of tasks queued.
+        """
         active = [states.TaskState.RUNNING.value, states.TaskState.PAUSED.value]
         with self._read() as conn:
             rows = conn.execute(
-                sa.select(T).where(T.c.state.in_(active)).order_by(T.c.created_us, T.c.task_id)
+                sa.select(T.c.task_id, T.c.state, T.c.requested_action)
+                .where(T.c.state.in_(active))
+                .order_by(T.c.created_us, T.c.task_id)
             ).all()
-        return [_task_from_row(r._mapping) for r in rows]
+        return [
+            UnfinishedTask(row.task_id, states.TaskState(row.state), row.requested_action)
+            for row in rows
+        ]
 
     def executor_lock(self) -> locks.ExecutorLock:
         """The lock that makes an executor the only one on this database."""
