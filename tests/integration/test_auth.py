@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -134,6 +135,28 @@ def test_a_replayed_nonce_is_refused_and_forgotten_after_the_window(gateway: Gat
     gateway.time.advance(16 * 60)
     assert key_store.purge_nonces(gateway.time.now_us()) == 2
     assert key_store.nonce_count() == 0
+
+
+def test_concurrent_nonces_are_written_together_and_each_is_fresh_once(
+    task_store: store.TaskStore,
+) -> None:
+    """Threads claiming at once: of every (key, nonce) pair exactly one claim is fresh,
+    whether the duplicates meet in one batch or in different ones."""
+    key_store = task_store.key_store()
+    expires = factories.BASE_US + 900_000_000
+    pairs = [(f"ak-{n % 3}", f"nonce-{n % 40}") for n in range(240)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=24) as pool:
+        answers = list(
+            pool.map(
+                lambda pair: key_store.use_nonce(pair[0], pair[1], expires, factories.BASE_US),
+                pairs,
+            )
+        )
+    fresh = [pair for pair, ok in zip(pairs, answers, strict=True) if ok]
+    assert sorted(fresh) == sorted(set(pairs))
+    assert key_store.nonce_count() == len(set(pairs))
+    assert not key_store.use_nonce("ak-0", "nonce-0", expires, factories.BASE_US)
+    assert key_store.use_nonce("ak-0", "nonce-new", expires, factories.BASE_US)
 
 
 def test_a_body_changed_after_signing_is_refused(gateway: Gateway) -> None:

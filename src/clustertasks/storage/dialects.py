@@ -90,3 +90,9 @@ def upsert(
     return stmt.on_conflict_do_update(
         index_elements=keys, set_={name: stmt.excluded[name] for name in update}
     )
+
+
+def insert_new(engine: sa.Engine, table: sa.Table) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING: rows whose key exists are left out, silently."""
+    insert: Any = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
+    return insert(table).on_conflict_do_nothing()
