@@ -11,6 +11,7 @@ import pytest
 from clustertasks import errors
 from clustertasks.domain import records, states
 from clustertasks.engine import executor, runner
+from clustertasks.operations import base
 from clustertasks.providers import base as providers
 from clustertasks.service import control
 from clustertasks.storage import store
@@ -472,3 +473,52 @@ def test_only_one_executor_per_database(task_store: store.TaskStore) -> None:
         await third.stop()
 
     run(task_store, scenario)
+
+
+def test_a_task_stored_by_another_version_of_its_operation_runs_this_ones_stages(
+    task_store: store.TaskStore,
+) -> None:
+    """Stages the operation gained since the task was stored are added; stages it lost
+    and that never started are skipped; this version's stages run in its order."""
+    now = 1_700_000_000_000_000
+    old = records.Task(
+        task_id="T-000000000000000000000abc",
+        cluster_id=CLUSTER,
+        task_type="test_versioned",
+        state=states.TaskState.RUNNING,
+        created_us=now,
+        updated_us=now,
+        target=NP1,
+    )
+    task_store.create_task(old, records.plan_stages(["A", "Gone", "C"]))
+    versioned = base.Operation(
+        "test_versioned", [base.Stage(name, ops.step) for name in ("A", "B", "C")]
+    )
+
+    async def scenario() -> records.TaskView:
+        engine = executor.LocalExecutor(task_store, base.Registry([versioned]), NO_CLOUD)
+        await engine.start()
+        try:
+            harness = Harness(task_store)
+            return await harness.state(old.task_id, states.TaskState.SUCCESS)
+        finally:
+            await engine.stop()
+
+    view = asyncio.run(scenario())
+    assert stage_states(view) == [
+        ("A", "success"),
+        ("Gone", "skipped"),
+        ("C", "success"),
+        ("B", "success"),
+    ]
+    assert [e.reason for e in view.events if e.reason.endswith("Done")] == [
+        "ADone",
+        "BDone",
+        "CDone",
+    ]
+    updated = [e.message for e in view.events if e.reason == "TaskStagesUpdated"]
+    assert updated == [
+        f"task {old.task_id} continues with this version's test_versioned stages: "
+        "added B; skipped Gone"
+    ]
+    assert_events_unbroken(view)

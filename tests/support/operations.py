@@ -25,7 +25,7 @@ def gate(batch: int) -> asyncio.Event:
     return gates.setdefault(batch, asyncio.Event())
 
 
-async def _step(ctx: base.StageContext) -> None:
+async def step(ctx: base.StageContext) -> None:
     calls[f"{ctx.task_id}:{ctx.stage}"] += 1
     await ctx.emit(f"{ctx.stage}Done", f"stage {ctx.stage} of {ctx.task_id} did its work")
     await ctx.progress(work_done=1, work_total=1)
@@ -103,32 +103,32 @@ async def _nap(ctx: base.StageContext) -> None:
 STEPS = base.Operation(
     "test_steps",
     [
-        base.Stage("Prepare", _step),
+        base.Stage("Prepare", step),
         base.Stage("CreateItems", _make_items),
-        base.Stage("Finish", _step),
+        base.Stage("Finish", step),
     ],
 )
 FLAKY = base.Operation(
-    "test_flaky", [base.Stage("Flaky", _flaky, retry=FAST), base.Stage("Finish", _step)]
+    "test_flaky", [base.Stage("Flaky", _flaky, retry=FAST), base.Stage("Finish", step)]
 )
 BROKEN = base.Operation(
     "test_broken",
     [
-        base.Stage("Prepare", _step),
+        base.Stage("Prepare", step),
         base.Stage("Broken", _broken, retry=FAST),
-        base.Stage("Finish", _step),
+        base.Stage("Finish", step),
     ],
     compensate=_compensate,
 )
 NO_STOCK = base.Operation(
     "test_no_stock",
-    [base.Stage("CreateInstances", _no_stock), base.Stage("JoinNodes", _step)],
+    [base.Stage("CreateInstances", _no_stock), base.Stage("JoinNodes", step)],
     compensate=_compensate,
 )
 SLOW = base.Operation("test_slow", [base.Stage("Slow", _slow, timeout=0.2)])
 BATCHES = base.Operation(
     "test_batches",
-    [base.Stage("Prepare", _step), base.Stage("Upgrade", _batches), base.Stage("Finish", _step)],
+    [base.Stage("Prepare", step), base.Stage("Upgrade", _batches), base.Stage("Finish", step)],
     pausable=True,
     compensate=_compensate,
 )
@@ -137,7 +137,7 @@ FIXED = base.Operation("test_uncancelable", [base.Stage("Nap", _nap)], cancelabl
 
 TWO_STEPS = base.Operation(
     "test_two_steps",
-    [base.Stage("Wait", _wait_for_gate), base.Stage("Next", _step)],
+    [base.Stage("Wait", _wait_for_gate), base.Stage("Next", step)],
     pausable=True,
 )
 

@@ -85,7 +85,44 @@ class TaskRunner:
         if task.requested_action == records.PAUSE:
             await self._pause(state, f"task {self.task_id} paused on request")
             return
+        await self._reconcile_stages(state, operation)
         await self._run_stages(state, operation)
+
+    async def _reconcile_stages(
+        self, state: context.TaskState, operation: operations.Operation
+    ) -> None:
+        """Bring a task stored by another version of its operation in line with this one.
+
+        Stages the operation has gained are planned after the stored ones; stages it no
+        longer has are skipped if they never started (one that did is left as it stands).
+        The task then runs this version's stages, in this version's order.
+        """
+        wanted = {spec.name for spec in operation.stages}
+        missing = [spec.name for spec in operation.stages if spec.name not in state.stages]
+        dropped = [
+            stage
+            for stage in state.stages.values()
+            if stage.name not in wanted and stage.state is states.StageState.PENDING
+        ]
+        if not missing and not dropped:
+            return
+        now = self._clock.now_us()
+        for stage in await self._db(self._store.add_stages, self.task_id, missing, now):
+            state.stages[stage.name] = stage
+            state.order.append(stage.name)
+        for stage in dropped:
+            await self._save_stage(
+                state, stage.with_state(self.task_id, states.StageState.SKIPPED, now)
+            )
+        changes = [f"added {', '.join(missing)}"] if missing else []
+        changes += [f"skipped {', '.join(s.name for s in dropped)}"] if dropped else []
+        await self._event(
+            state,
+            "progress",
+            "TaskStagesUpdated",
+            f"task {self.task_id} continues with this version's {operation.task_type} stages: "
+            + "; ".join(changes),
+        )
 
     async def _run_stages(self, state: context.TaskState, operation: operations.Operation) -> None:
         if not any(s.start_us for s in state.stages.values()):

@@ -441,6 +441,19 @@ class TaskStore:
                 conn.execute(sa.insert(S), [_stage_row(task.task_id, s) for s in stages])
             return SubmitOutcome(task, created=True)
 
+    def add_stages(self, task_id: str, names: Sequence[str], now_us: int) -> list[records.Stage]:
+        """Plan stages a task does not list yet, ``pending``, after its last one."""
+        with self._write() as conn:
+            self._bump(conn, task_id, now_us)
+            last = conn.execute(
+                sa.select(sa.func.max(S.c.position)).where(S.c.task_id == task_id)
+            ).scalar_one_or_none()
+            start = -1 if last is None else int(last)
+            added = [records.Stage(position=start + i, name=n) for i, n in enumerate(names, 1)]
+            if added:
+                conn.execute(sa.insert(S), [_stage_row(task_id, s) for s in added])
+            return added
+
     def request_action(self, task_id: str, action: str, now_us: int) -> records.Task:
         """Record a client's pause or cancel for the engine, if the task's state allows it."""
         with self._write() as conn:
