@@ -25,6 +25,10 @@ def _pools(ctx: base.StageContext) -> list[dict[str, Any]]:
 
 
 async def create_control_plane(ctx: base.StageContext) -> None:
+    # The API registers the cluster right after accepting the task, but the executor may
+    # get here first: registering is idempotent, whichever comes first makes the cluster.
+    spec = specs.cluster_spec(ctx.parameters["spec"])
+    await asyncio.to_thread(ctx.provider.register_cluster, ctx.cluster_id, spec)
     await ctx.emit(
         "ClusterCreationStart",
         f"start to create cluster {ctx.cluster_id}",

@@ -1,0 +1,51 @@
+"""Real operations run by the in-process executor on the simulated cloud, both backends."""
+
+from __future__ import annotations
+
+import asyncio
+
+from clustertasks.domain import records, states, world
+from clustertasks.engine import executor
+from clustertasks.operations import catalog, specs
+from clustertasks.service import control
+from clustertasks.storage import store
+from tests.integration.conftest import sim_for
+
+CLUSTER = "c" + "7" * 32
+
+
+def test_a_cluster_create_the_executor_starts_before_the_api_registers_it_succeeds(
+    task_store: store.TaskStore,
+) -> None:
+    """CreateCluster accepts the task, then registers the cluster; an executor that starts
+    the task in between must find (or make) the cluster rather than fail it."""
+    registry = catalog.registry()
+    sim = sim_for(task_store)
+    spec = world.ClusterSpec(name="raced", region_id="cn-hangzhou", kubernetes_version="1.32.1")
+    submitted = control.TaskControl(task_store, registry).submit(
+        "cluster_create",
+        cluster_id=CLUSTER,
+        target=records.Target(CLUSTER, "cluster"),
+        parameters={"cluster_id": CLUSTER, "spec": specs.to_json(spec), "nodepools": []},
+    )
+
+    async def scenario() -> records.TaskView:
+        engine = executor.LocalExecutor(task_store, registry, sim)
+        await engine.start()
+        try:
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:
+                view = task_store.describe_task(submitted.task.task_id)
+                if view.task.state.terminal:
+                    return view
+                assert asyncio.get_running_loop().time() < deadline, view
+                await asyncio.sleep(0.01)
+        finally:
+            await engine.stop()
+
+    view = asyncio.run(scenario())
+    assert view.task.state is states.TaskState.SUCCESS, view.task.error
+    cluster = sim.get_cluster(CLUSTER)
+    assert (cluster.state, cluster.spec.name) == ("running", "raced")
+    # The API registering it afterwards changes nothing.
+    assert sim.register_cluster(CLUSTER, spec).state == "running"
