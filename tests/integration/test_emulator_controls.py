@@ -18,7 +18,7 @@ from clustertasks.domain import emulator
 from clustertasks.providers import base
 from clustertasks.providers.sim import cloud, simclock
 from clustertasks.storage import faults as fault_storage
-from clustertasks.storage import sim_clock, store
+from clustertasks.storage import schema, sim_clock, store
 from clustertasks.storage import world as world_storage
 from tests.integration import test_sim_cloud as sim_support
 
@@ -390,3 +390,17 @@ def test_a_task_wait_on_a_manual_clock_needs_an_advance(engine: sa.Engine) -> No
         assert clock.view().waiting == 0
 
     run(scenario())
+
+
+def test_a_reload_takes_a_clock_written_under_it(task_store: store.TaskStore) -> None:
+    clocks = task_store.clock_store()
+    sim = simclock.SimClock.open(clocks, speed=0, mode="manual")
+    imported = emulator.ClockState("per_poll", 3.0, sim_us=42 * HOUR, real_us=0)
+    clocks.save(imported)  # as a state import writes it
+    sim.reload()
+    assert (sim.mode, sim.speed, sim.simulated_us()) == ("per_poll", 3.0, 42 * HOUR)
+    with task_store._engine.begin() as conn:  # as a reset empties the table
+        conn.execute(sa.delete(schema.sim_clock))
+    sim.reload()
+    assert (sim.mode, sim.simulated_us()) == ("per_poll", 42 * HOUR)
+    assert clocks.load() is not None  # stored again

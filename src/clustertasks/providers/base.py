@@ -375,3 +375,8 @@ class CloudProvider(Protocol):
     def set_event_sink(self, sink: EventSink) -> None:
         """Where the cloud reports to a task what it did to it (an injected fault)."""
         ...
+
+    def reload_emulator_state(self) -> None:
+        """The database was emptied or replaced under the cloud (an emulator reset, a state
+        import): read the clock again and start the probability draws afresh."""
+        ...

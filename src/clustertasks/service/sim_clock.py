@@ -33,6 +33,12 @@ class ClockService:
         speed = params.number(body, "speed", low=0.0, high=MAX_SPEED)
         return self._cloud.set_clock(mode, speed)
 
+    def reload(self) -> None:
+        """After the database was reset or replaced (``/_emulator/reset``, a state import):
+        the clock takes its stored state again (or keeps its own when none is stored, and
+        stores it), and fault probability draws start afresh."""
+        self._cloud.reload_emulator_state()
+
     def advance(self, body: Mapping[str, Any]) -> emulator.ClockView:
         """``{"seconds": N}`` (N >= 0) on a manual clock; ``errors.ClockNotManual`` else."""
         params.only_keys(body, ("seconds",))

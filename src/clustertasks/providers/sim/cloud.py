@@ -564,6 +564,10 @@ class SimCloud:
     def set_event_sink(self, sink: base.EventSink) -> None:
         self._faults.set_sink(sink)
 
+    def reload_emulator_state(self) -> None:
+        self.sim_clock.reload()
+        self._faults.forget_draws()
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _new_cluster(

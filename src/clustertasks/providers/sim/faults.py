@@ -80,6 +80,11 @@ class FaultInjector:
     def set_sink(self, sink: base.EventSink) -> None:
         self._sink = sink
 
+    def forget_draws(self) -> None:
+        """Draw as a fresh server would (after the world was reset)."""
+        with self._lock:
+            self._draws.clear()
+
     async def before(
         self,
         operation: str,
@@ -140,7 +145,8 @@ class FaultInjector:
         message = failing.effect.message or f"{what} failed with {code} (fault {failing.fault_id})"
         if not_ready:
             await self._not_ready(call, not_ready, what, cluster_id, node_name)
-        await self._report(call, failing, f"{what} failed with {code}: {message}")
+        given = f": {failing.effect.message}" if failing.effect.message else ""
+        await self._report(call, failing, f"{what} failed with {code}{given}")
         raise errors.from_code(code, message)
 
     async def after(self, fired: Fired, cluster_id: str, node_name: str) -> world.Node | None:
