@@ -14,13 +14,14 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from clustertasks import errors, settings
-from clustertasks.domain import emulator
+from clustertasks.domain import access, emulator
 from clustertasks.providers import base
 from clustertasks.providers.sim import cloud, simclock
 from clustertasks.storage import faults as fault_storage
 from clustertasks.storage import schema, sim_clock, store
 from clustertasks.storage import world as world_storage
 from tests.integration import test_sim_cloud as sim_support
+from tests.support import signing
 
 run = sim_support.run
 HOUR = 3600 * 1_000_000
@@ -404,3 +405,21 @@ def test_a_reload_takes_a_clock_written_under_it(task_store: store.TaskStore) ->
     sim.reload()
     assert (sim.mode, sim.simulated_us()) == ("per_poll", 42 * HOUR)
     assert clocks.load() is not None  # stored again
+
+
+def test_only_an_admin_key_may_use_the_controls(
+    api: TestClient, task_store: store.TaskStore
+) -> None:
+    signing.add_key(task_store, access.Role.OPERATOR, "ops-ak", "ops-secret")
+    operator = signing.auth("ops-ak", "ops-secret")
+    for method, path, body in (
+        ("GET", "/_emulator/clock", None),
+        ("POST", "/_emulator/clock", {"mode": "manual"}),
+        ("POST", "/_emulator/faults", {"effect": {"error_code": "X"}}),
+        ("DELETE", "/_emulator/faults", None),
+    ):
+        refused = api.request(method, path, json=body, auth=operator)
+        assert refused.status_code == 403, (method, path)
+        assert refused.json()["code"] == "Forbidden.RAM"
+    assert api.get("/_emulator/clock").json()["mode"] == "realtime"
+    assert api.get("/_emulator/faults").json()["faults"] == []
