@@ -20,6 +20,7 @@ from clustertasks.domain import access, ids
 from clustertasks.engine import executor
 from clustertasks.operations import catalog
 from clustertasks.providers.sim import cloud as sim_cloud
+from clustertasks.providers.sim import simclock
 from clustertasks.service import auth as auth_service
 from clustertasks.service import container
 from clustertasks.storage import store
@@ -58,9 +59,17 @@ def build(config: settings.Settings) -> Runtime:
         world_store = task_store.world_store()
         id_generator: ids.IdGenerator = ids.IdGenerator()
         if config.sim.seed is not None:
-            issued = {"task": task_store.count_tasks(), **world_store.count_all()}
+            issued = {
+                "task": task_store.count_tasks(),
+                "fault": task_store.fault_store().count_all(),
+                **world_store.count_all(),
+            }
             id_generator = ids.SeededIds(config.sim.seed, issued)
-        cloud = sim_cloud.SimCloud(world_store, config.sim, time)
+        # The world's records carry simulated time; tasks keep the wall clock's.
+        sim_time = simclock.SimClock.open(
+            task_store.clock_store(), speed=config.sim.speed, mode=config.sim.clock
+        )
+        cloud = sim_cloud.SimCloud(world_store, config.sim, sim_time, sim_clock=sim_time)
         registry = catalog.registry()
         services = container.Services.build(
             task_store, registry, cloud, time=time, id_generator=id_generator
@@ -126,7 +135,8 @@ def serve(config: settings.Settings, announce: Callable[[str], None] = print) ->
         mode = "running tasks" if runtime.executor is not None else "API only, no executor"
         announce(
             f"clustertasks listening on http://{config.server.host}:{config.server.port} "
-            f"(database {redacted(config.storage.url)}; {mode}; sim speed {config.sim.speed:g})"
+            f"(database {redacted(config.storage.url)}; {mode}; sim speed {config.sim.speed:g}, "
+            f"clock {runtime.cloud.sim_clock.mode})"
         )
         server.run()
     finally:

@@ -63,6 +63,16 @@ class TaskNotFound(NotFound):
         super().__init__(f"the task {task_id} not found")
 
 
+class FaultNotFound(NotFound):
+    """The fault rule was not found."""
+
+    code = "ErrorFaultNotFound"
+
+    def __init__(self, fault_id: str) -> None:
+        self.fault_id = fault_id
+        super().__init__(f"the fault rule {fault_id} not found")
+
+
 class ClusterNotFound(NotFound):
     """The cluster was not found."""
 
@@ -110,6 +120,12 @@ class TaskNotSupported(ClustertasksError):
     """The task does not support this action."""
 
     code = "ErrorTaskNotSupported"
+
+
+class ClockNotManual(Conflict):
+    """The simulated clock is not in manual mode: only a manual clock is advanced by hand."""
+
+    code = "IncorrectClockMode"
 
 
 class ExecutorLocked(ClustertasksError):
@@ -185,6 +201,12 @@ class InstanceCreateFailed(PermanentError):
     """No ECS instance could be created."""
 
     code = "InstanceCreateFailed"
+
+
+class NoStock(InstanceCreateFailed):
+    """The instance type is out of stock in the zone (ECS ``RunInstances``' refusal)."""
+
+    code = "OperationDenied.NoStock"
 
 
 class InstanceBootFailed(PermanentError):
@@ -342,3 +364,55 @@ class TooManyFailedNodes(PermanentError):
     """More nodes failed than the rolling policy's ``max_failed_nodes`` allows."""
 
     code = "MaxFailedNodesExceeded"
+
+
+# --- errors by code: a stored or injected failure becomes the class a real one raises -------
+
+_RAISED_BY_CLOUDS: tuple[type[ClustertasksError], ...] = (
+    InstanceCreateFailed,
+    NoStock,
+    InstanceBootFailed,
+    NodeJoinFailed,
+    DrainTimeout,
+    NodeUpgradeFailed,
+    NodeRepairFailed,
+    InstanceNotFound,
+    InstanceNotFree,
+    TooManyFailedNodes,
+    NodeNotFound,
+    QuotaExceeded,
+    ResourceInUse,
+    ClusterStateError,
+    PermanentError,
+    TemporaryError,
+)
+_BY_CODE: dict[str, type[ClustertasksError]] = {cls.code: cls for cls in _RAISED_BY_CLOUDS}
+
+
+def known_code(code: str) -> bool:
+    """True when ``code`` is one a cloud failure of ours raises (see :func:`from_code`)."""
+    return code in _BY_CODE
+
+
+def from_code(code: str, message: str) -> ClustertasksError:
+    """The error a cloud raises for ``code``: the same class as a real failure of that kind
+    (``OperationDenied.NoStock`` is an ``InstanceCreateFailed``, ``TemporarilyUnavailable``
+    is retried), or a ``PermanentError`` carrying ``code`` when we know no such failure."""
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        return _coded(PermanentError(message), code)
+    return cls(message)
+
+
+def permanent(code: str, message: str) -> PermanentError:
+    """A failure recorded earlier, raised again with its own code; it is never retried."""
+    cls = _BY_CODE.get(code)
+    if cls is not None and issubclass(cls, PermanentError):
+        return cls(message)
+    return _coded(PermanentError(message), code)
+
+
+def _coded(error: PermanentError, code: str) -> PermanentError:
+    if code != error.code:
+        error.code = code  # this one instance: the class keeps its own code
+    return error

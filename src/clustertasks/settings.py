@@ -14,6 +14,8 @@ from clustertasks import errors
 DEFAULT_DB_URL = "sqlite:///./clustertasks.db"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+# The same names as clustertasks.domain.emulator.CLOCK_MODES (settings sit below domain).
+SIM_CLOCK_MODES = ("realtime", "manual", "per_poll")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +64,18 @@ class SimSettings:
     node_quota: int = 200
     """Most worker nodes one simulated cluster may have (``QuotaExceeded.Node`` beyond)."""
 
+    clock: str | None = None
+    """The simulated clock's mode at start: ``realtime``, ``manual`` or ``per_poll``; None
+    keeps the mode the database remembers (``realtime`` on a new one)
+    (``CLUSTERTASKS_SIM_CLOCK``)."""
+
     def __post_init__(self) -> None:
         if self.speed < 0:
             raise errors.ConfigurationError(f"sim speed must be >= 0, got {self.speed}")
+        if self.clock is not None and self.clock not in SIM_CLOCK_MODES:
+            raise errors.ConfigurationError(
+                f"sim clock must be one of {', '.join(SIM_CLOCK_MODES)}, got {self.clock!r}"
+            )
         if self.node_quota < 0:
             raise errors.ConfigurationError(f"node quota must be >= 0, got {self.node_quota}")
 

@@ -34,6 +34,8 @@ def test_migrations_produce_the_declared_tables(db_url: str) -> None:
             "sim_pods",
             "sim_pdbs",
             "sim_faults",
+            "sim_clock",
+            "sim_fault_rules",
             "access_keys",
             "auth_nonces",
             "audit_log",

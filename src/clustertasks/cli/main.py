@@ -66,6 +66,12 @@ AccessKeySecretOption = Annotated[
 ]
 
 
+class SimClockMode(enum.StrEnum):
+    realtime = "realtime"
+    manual = "manual"
+    per_poll = "per_poll"
+
+
 class Output(enum.StrEnum):
     json = "json"
     xml = "xml"
@@ -113,6 +119,16 @@ def serve(
     sim_seed: Annotated[
         int | None,
         typer.Option(envvar="CLUSTERTASKS_SIM_SEED", help="Make ids and choices repeatable."),
+    ] = None,
+    sim_clock: Annotated[
+        SimClockMode | None,
+        typer.Option(
+            envvar="CLUSTERTASKS_SIM_CLOCK",
+            help="Simulated clock at start: realtime (scaled by --sim-speed), manual "
+            "(moved by POST /_emulator/clock/advance) or per_poll (each DescribeTaskInfo "
+            "moves that task); default: what the database remembers, else realtime.",
+            show_default=False,
+        ),
     ] = None,
     executor: Annotated[
         bool,
@@ -172,7 +188,11 @@ def serve(
             server=settings.ServerSettings(host=host, port=port, log_level=log_level),
             storage=settings.StorageSettings(url=db),
             wire=settings.WireSettings(timezone=timezone),
-            sim=settings.SimSettings(speed=sim_speed, seed=sim_seed),
+            sim=settings.SimSettings(
+                speed=sim_speed,
+                seed=sim_seed,
+                clock=sim_clock.value if sim_clock is not None else None,
+            ),
             engine=settings.EngineSettings(executor=executor, max_running_tasks=max_running_tasks),
             auth=settings.AuthSettings(
                 enabled=auth is keys.AuthMode.on,

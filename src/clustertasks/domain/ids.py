@@ -58,6 +58,10 @@ class IdGenerator:
         with self._lock:
             return "i-" + "".join(self._rng.choice(_INSTANCE_ALPHABET) for _ in range(20))
 
+    def fault_id(self) -> str:
+        """An emulator fault rule: ``F-`` + 16 lowercase hex."""
+        return "F-" + self._hex(16)
+
     def _hex(self, digits: int) -> str:
         with self._lock:
             return f"{self._rng.getrandbits(digits * 4):0{digits}x}"
@@ -93,6 +97,9 @@ class SeededIds(IdGenerator):
             digest, index = divmod(digest, len(_INSTANCE_ALPHABET))
             chars.append(_INSTANCE_ALPHABET[index])
         return "i-" + "".join(chars)
+
+    def fault_id(self) -> str:
+        return "F-" + self._digest("fault", self._next("fault"))[:16]
 
     def _next(self, kind: str) -> int:
         with self._lock:

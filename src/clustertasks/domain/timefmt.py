@@ -39,6 +39,11 @@ def epoch_ms(us: int) -> str:
     return str(us // 1_000)
 
 
+def iso_utc(us: int) -> str:
+    """The simulated clock's ``now``: ``2026-11-29T10:00:00.000000Z`` (UTC, microseconds)."""
+    return _as_datetime(us, "UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def parse_rfc3339(text: str) -> int:
     """Inverse of :func:`rfc3339` (to the second); raises ValueError on bad input."""
     parsed = dt.datetime.fromisoformat(text)

@@ -153,6 +153,28 @@ class RunContext:
                 f"(pause_policy {policy})"
             )
 
+    async def wait(self, seconds: float) -> None:
+        waiting = asyncio.ensure_future(self.provider.wait(seconds))
+        try:
+            while True:
+                # As in sleep(): cleared before the checkpoint reads the store. A wait that
+                # needs no time is over by the time the checkpoint has read it.
+                self._poked.clear()
+                await self.checkpoint()
+                if waiting.done():
+                    waiting.result()
+                    return
+                poked = asyncio.ensure_future(self._poked.wait())
+                try:
+                    await asyncio.wait({waiting, poked}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    poked.cancel()
+        finally:
+            if not waiting.done():
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
+
     async def sleep(self, seconds: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(seconds, 0.0)

@@ -9,6 +9,7 @@ runner resumes from the last commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -184,7 +185,9 @@ class TaskRunner:
             try:
                 if remaining <= 0:
                     raise TimeoutError
-                await asyncio.wait_for(spec.run(ctx), remaining)
+                # Set before wait_for wraps the stage in a task, which copies the context.
+                with self._calling(state, spec.name):
+                    await asyncio.wait_for(spec.run(ctx), remaining)
                 return
             except signals.Interrupt:
                 raise
@@ -225,6 +228,13 @@ class TaskRunner:
     def _backoff(self, policy: operations.RetryPolicy, attempt: int) -> float:
         ceiling = min(policy.max_delay, policy.initial_delay * policy.factor ** (attempt - 1))
         return self._rng.uniform(0, ceiling)
+
+    def _calling(
+        self, state: context.TaskState, stage: str
+    ) -> contextlib.AbstractContextManager[None]:
+        """The provider sees which task and stage it works for (waits, fault rules)."""
+        call = providers.TaskCall(self.task_id, state.task.task_type, stage)
+        return providers.calling_as(call)
 
     def _context(self, state: context.TaskState, stage: str) -> context.RunContext:
         return context.RunContext(
@@ -310,7 +320,8 @@ class TaskRunner:
             return
         ctx = self._context(state, COMPENSATION)
         try:
-            await operation.compensate(ctx)
+            with self._calling(state, COMPENSATION):
+                await operation.compensate(ctx)
         except signals.Interrupt:
             pass  # already stopping: a second pause/cancel changes nothing
         except Exception as exc:

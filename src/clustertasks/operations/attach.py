@@ -21,6 +21,7 @@ from typing import Any
 from clustertasks import errors
 from clustertasks.domain import states
 from clustertasks.operations import base, outcomes, remove_nodes
+from clustertasks.providers import base as providers
 
 
 def _instances(ctx: base.StageContext) -> list[str]:
@@ -38,13 +39,14 @@ async def attach_instances(ctx: base.StageContext) -> None:
             await ctx.set_result(instance_id, states.ResultStatus.INITIAL)
     settled = (states.ResultStatus.SUCCESS, states.ResultStatus.FAILED)
     await ctx.progress(instances_total=len(instances))
-    for instance_id in instances:
+    for number, instance_id in enumerate(instances, start=1):
         if ctx.results().get(instance_id) in settled:
             continue
         try:
-            node = await ctx.provider.attach_instance(
-                ctx.key(instance_id), ctx.cluster_id, pool_id, instance_id
-            )
+            with providers.for_instance(number):
+                node = await ctx.provider.attach_instance(
+                    ctx.key(instance_id), ctx.cluster_id, pool_id, instance_id
+                )
         except errors.PermanentError as exc:
             outcomes.record(failures, instance_id, exc)
             await ctx.set_result(

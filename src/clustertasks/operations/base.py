@@ -93,7 +93,12 @@ class StageContext(Protocol):
         ...
 
     async def sleep(self, seconds: float) -> None:
-        """Wait, staying responsive to pause and cancel."""
+        """Wait ``seconds`` of wall-clock time, staying responsive to pause and cancel."""
+        ...
+
+    async def wait(self, seconds: float) -> None:
+        """Wait ``seconds`` of the cloud's simulated time (``provider.wait``: scaled,
+        advanced by hand or by polls), staying responsive to pause and cancel."""
         ...
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from clustertasks import errors
 from clustertasks.domain import states
 from clustertasks.operations import base, specs
+from clustertasks.providers import base as providers
 
 
 def _pools(ctx: base.StageContext) -> list[dict[str, Any]]:
@@ -67,9 +68,11 @@ async def create_instances(ctx: base.StageContext) -> None:
         )
         ids: list[str] = []
         for index in range(1, int(pool["count"]) + 1):
-            instance = await ctx.provider.create_instance(
-                ctx.key(pool_id, index), ctx.cluster_id, pool_id
-            )
+            # Numbered across the pools, in the order the request lists them.
+            with providers.for_instance(created + 1):
+                instance = await ctx.provider.create_instance(
+                    ctx.key(pool_id, index), ctx.cluster_id, pool_id
+                )
             ids.append(instance.instance_id)
             created += 1
             await ctx.set_result(instance.instance_id, states.ResultStatus.INITIAL)
@@ -91,9 +94,12 @@ async def join_nodes(ctx: base.StageContext) -> None:
     done = sum(1 for i in all_ids if results.get(i) is states.ResultStatus.SUCCESS)
     await ctx.progress(nodes_total=len(all_ids), nodes_done=done)
 
+    numbers = {instance_id: n for n, instance_id in enumerate(all_ids, start=1)}
+
     async def bring_up(instance_id: str) -> None:
-        await ctx.provider.wait_instance_running(instance_id)
-        node = await ctx.provider.join_node(ctx.key(instance_id), instance_id)
+        with providers.for_instance(numbers[instance_id]):
+            await ctx.provider.wait_instance_running(instance_id)
+            node = await ctx.provider.join_node(ctx.key(instance_id), instance_id)
         await ctx.set_result(
             instance_id,
             states.ResultStatus.SUCCESS,
@@ -136,9 +142,10 @@ async def delete_nodepools(ctx: base.StageContext) -> None:
     pools = await asyncio.to_thread(ctx.provider.list_nodepools, ctx.cluster_id)
     instances = await asyncio.to_thread(ctx.provider.list_instances, ctx.cluster_id)
     await ctx.progress(nodepools_total=len(pools), instances_total=len(instances))
-    for instance in instances:
+    for number, instance in enumerate(instances, start=1):
         await ctx.set_result(instance.instance_id, states.ResultStatus.INITIAL)
-        await ctx.provider.release_instance(ctx.key(instance.instance_id), instance.instance_id)
+        with providers.for_instance(number):
+            await ctx.provider.release_instance(ctx.key(instance.instance_id), instance.instance_id)
         await ctx.set_result(
             instance.instance_id,
             states.ResultStatus.SUCCESS,

@@ -67,7 +67,7 @@ async def drain(ctx: base.StageContext, node_name: str, rules: DrainPolicy) -> N
     blocked: list[tuple[str, str]] = []
     for round_number in range(rules.rounds + 1):
         if round_number:
-            await ctx.sleep(ctx.provider.real_seconds(EVICTION_RETRY))
+            await ctx.wait(EVICTION_RETRY)
         blocked = await _evict_round(ctx, node_name, rules)
         if not blocked:
             await ctx.emit("NodeDrained", f"node {node_name} drained", once=True)

@@ -17,6 +17,7 @@ import asyncio
 from clustertasks.domain import states
 from clustertasks.operations import base, scale_out, specs
 from clustertasks.operations import remove_nodes as node_removal
+from clustertasks.providers import base as providers
 
 
 async def create_nodepool(ctx: base.StageContext) -> None:
@@ -75,7 +76,8 @@ async def remove_nodes(ctx: base.StageContext) -> None:
     await ctx.progress(nodes_total=len(instances), nodes_done=0)
     for released, instance in enumerate(instances, start=1):
         await ctx.set_result(instance.instance_id, states.ResultStatus.INITIAL)
-        await ctx.provider.release_instance(ctx.key(instance.instance_id), instance.instance_id)
+        with providers.for_instance(released):
+            await ctx.provider.release_instance(ctx.key(instance.instance_id), instance.instance_id)
         await ctx.set_result(
             instance.instance_id,
             states.ResultStatus.SUCCESS,

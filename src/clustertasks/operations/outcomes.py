@@ -14,20 +14,6 @@ from typing import Any
 
 from clustertasks import errors
 
-_CODES: dict[str, type[errors.PermanentError]] = {
-    cls.code: cls
-    for cls in (
-        errors.DrainTimeout,
-        errors.NodeUpgradeFailed,
-        errors.NodeRepairFailed,
-        errors.InstanceNotFound,
-        errors.InstanceNotFree,
-        errors.NodeJoinFailed,
-        errors.InstanceBootFailed,
-        errors.InstanceCreateFailed,
-    )
-}
-
 Failures = dict[str, dict[str, str]]
 
 
@@ -55,8 +41,9 @@ def record(failures: Failures, resource: str, exc: errors.ClustertasksError) -> 
 
 
 def rebuild(code: str, message: str) -> errors.PermanentError:
-    """The error a stored failure stands for, with its own code."""
-    return _CODES.get(code, errors.PermanentError)(message)
+    """The error a stored failure stands for, with its own code (an injected fault's code
+    too), and never retried."""
+    return errors.permanent(code, message)
 
 
 def error(failures: Failures, what: str) -> errors.PermanentError:

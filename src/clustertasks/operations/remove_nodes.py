@@ -34,11 +34,17 @@ from typing import Any
 from clustertasks import errors
 from clustertasks.domain import states
 from clustertasks.operations import base, drain, outcomes
+from clustertasks.providers import base as providers
 
 
 def _nodes(ctx: base.StageContext) -> list[dict[str, str]]:
     found: Any = ctx.parameters.get("nodes", [])
     return [{k: str(v) for k, v in node.items()} for node in found]
+
+
+def _numbers(ctx: base.StageContext) -> dict[str, int]:
+    """The n-th node of the request is the task's instance n in every call about it."""
+    return {n["instance_id"]: i for i, n in enumerate(_nodes(ctx), start=1)}
 
 
 def _pools(ctx: base.StageContext) -> list[str]:
@@ -61,6 +67,7 @@ async def drain_nodes(ctx: base.StageContext) -> None:
     failures = outcomes.stored(ctx.outputs())
     drained: list[str] = [str(i) for i in ctx.outputs().get("drained", [])]
     cordoned: list[str] = [str(n) for n in ctx.outputs().get("cordoned", [])]
+    numbers = _numbers(ctx)
     await ctx.progress(nodes_total=len(nodes), nodes_drained=len(drained))
 
     # Every node is cordoned before any is drained, so that no evicted pod lands on a node
@@ -72,7 +79,8 @@ async def drain_nodes(ctx: base.StageContext) -> None:
         if name not in cordoned:
             cordoned.append(name)
             await ctx.progress(cordoned=list(cordoned))
-        with contextlib.suppress(errors.NotFound):  # it left on its own: nothing to drain
+        # A node that left on its own has nothing to drain.
+        with providers.for_instance(numbers[instance_id]), contextlib.suppress(errors.NotFound):
             await drain.cordon(ctx, name)
 
     async def take_out(node: dict[str, str]) -> None:
@@ -82,11 +90,13 @@ async def drain_nodes(ctx: base.StageContext) -> None:
         if name:
             try:
                 if ctx.parameters.get("drain_node"):
-                    await drain.drain(ctx, name, rules)
+                    with providers.for_instance(numbers[instance_id]):
+                        await drain.drain(ctx, name, rules)
             except errors.NotFound:
                 pass  # the node left on its own: nothing to drain
             except errors.PermanentError as exc:
-                await drain.uncordon(ctx, name)
+                with providers.for_instance(numbers[instance_id]):
+                    await drain.uncordon(ctx, name)
                 outcomes.record(failures, instance_id, exc)
                 await ctx.set_result(
                     instance_id,
@@ -124,9 +134,10 @@ async def remove_nodes(ctx: base.StageContext) -> None:
         if instance_id in done:
             continue
         name = by_instance[instance_id]["node_name"] or "(not joined)"
-        await ctx.provider.remove_node(
-            ctx.key(instance_id), ctx.cluster_id, instance_id, release=release
-        )
+        with providers.for_instance(_numbers(ctx)[instance_id]):
+            await ctx.provider.remove_node(
+                ctx.key(instance_id), ctx.cluster_id, instance_id, release=release
+            )
         fate = "released" if release else "kept running as a free ECS instance"
         await ctx.set_result(
             instance_id,

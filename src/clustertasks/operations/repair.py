@@ -21,6 +21,7 @@ from typing import Any
 from clustertasks import errors
 from clustertasks.domain import states
 from clustertasks.operations import base, outcomes
+from clustertasks.providers import base as providers
 
 
 def _nodes(ctx: base.StageContext) -> list[dict[str, str]]:
@@ -48,7 +49,7 @@ async def repair_nodes(ctx: base.StageContext) -> None:
         return sum(results.get(n["instance_id"]) is states.ResultStatus.SUCCESS for n in nodes)
 
     await ctx.progress(nodes_total=len(nodes), nodes_done=repaired())
-    for node in nodes:
+    for number, node in enumerate(nodes, start=1):
         name, instance_id = node["node_name"], node["instance_id"]
         if ctx.results().get(instance_id) in settled:
             continue
@@ -62,7 +63,8 @@ async def repair_nodes(ctx: base.StageContext) -> None:
                     f"node {name} is {before.node_status}: running {_operations(ctx)}",
                     once=True,
                 )
-                await ctx.provider.repair_node(ctx.cluster_id, name)
+                with providers.for_instance(number):
+                    await ctx.provider.repair_node(ctx.cluster_id, name)
                 await ctx.emit("NodeRepaired", f"node {name} repaired and Ready", once=True)
         except (errors.PermanentError, errors.NotFound) as exc:
             failure = (

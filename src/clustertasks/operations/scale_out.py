@@ -7,9 +7,12 @@ Stages, by name as they appear in ``stages[]``:
 
 - ``Precheck``: the pool exists; it becomes ``scaling`` with its new desired size.
 - ``CreateInstances``: launch ``count`` ECS instances, instance *n* under the idempotency key
-  ``<task>/CreateInstances/<n>``, so a re-run launches nothing twice. A stock-out stops
-  further launches; the instances already made go on to join, and the task fails at the
-  end with ``InstanceCreateFailed`` naming the types and zones.
+  ``<task>/CreateInstances/<n>``, so a re-run launches nothing twice. Instance *n* is the
+  task's instance number *n* in every provider call about it (fault rules'
+  ``instance_index``; outputs ``instance_ids`` and ``instance_numbers`` side by side). A
+  stock-out stops further launches; the instances already made go on to join, and the
+  task fails at the end with ``InstanceCreateFailed`` naming the types and zones (or the
+  code of the failure, e.g. an injected ``OperationDenied.NoStock``).
 - ``JoinNodes``: each instance boots and joins as a ``Ready`` node; its ``task_result`` entry
   becomes ``success`` (or ``failed``, naming the node or instance).
 - ``Finish``: the pool is ``active`` again, its desired size the number of nodes it really
@@ -29,6 +32,7 @@ from typing import Any
 from clustertasks import errors
 from clustertasks.domain import states
 from clustertasks.operations import base, outcomes
+from clustertasks.providers import base as providers
 
 # Instances launched (or joined) at once: the whole request at realistic speeds would be
 # fine too, but batches keep progress counters meaningful and the database calm.
@@ -64,7 +68,8 @@ async def create_instances(ctx: base.StageContext) -> None:
     failure: errors.ClustertasksError | None = None
 
     async def launch(index: int) -> None:
-        instance = await ctx.provider.create_instance(ctx.key(index), ctx.cluster_id, pool_id)
+        with providers.for_instance(index):
+            instance = await ctx.provider.create_instance(ctx.key(index), ctx.cluster_id, pool_id)
         made[index] = instance.instance_id
         await ctx.set_result(instance.instance_id, states.ResultStatus.INITIAL)
         await ctx.emit(
@@ -83,7 +88,10 @@ async def create_instances(ctx: base.StageContext) -> None:
             elif isinstance(outcome, BaseException):
                 raise outcome  # temporary or unexpected: the engine retries the stage
         await ctx.progress(
-            instances_total=count, instances_created=len(made), instance_ids=_ordered(made)
+            instances_total=count,
+            instances_created=len(made),
+            instance_ids=_ordered(made),
+            instance_numbers=sorted(made),
         )
         await ctx.checkpoint()
         if failure is not None:
@@ -111,16 +119,26 @@ def _instances(ctx: base.StageContext) -> Sequence[str]:
     return [str(i) for i in ids]
 
 
+def _numbers(ctx: base.StageContext) -> dict[str, int]:
+    """Each created instance's number within the task (1 for the first one asked for)."""
+    instances = _instances(ctx)
+    found: Any = ctx.outputs("CreateInstances").get("instance_numbers")
+    numbers = [int(n) for n in found] if found else range(1, len(instances) + 1)
+    return dict(zip(instances, numbers, strict=False))
+
+
 async def join_nodes(ctx: base.StageContext) -> None:
     instances = _instances(ctx)
     results = ctx.results()
     done = [i for i in instances if results.get(i) is states.ResultStatus.SUCCESS]
     failed: list[errors.ClustertasksError] = []
+    numbers = _numbers(ctx)
 
     async def bring_up(instance_id: str) -> None:
         try:
-            await ctx.provider.wait_instance_running(instance_id)
-            node = await ctx.provider.join_node(ctx.key(instance_id), instance_id)
+            with providers.for_instance(numbers[instance_id]):
+                await ctx.provider.wait_instance_running(instance_id)
+                node = await ctx.provider.join_node(ctx.key(instance_id), instance_id)
         except errors.PermanentError as exc:
             failed.append(exc)
             await ctx.set_result(
@@ -180,9 +198,10 @@ async def settle_pool(ctx: base.StageContext) -> None:
 async def compensate(ctx: base.StageContext) -> None:
     """Release this task's instances that never joined; settle the pool."""
     results = ctx.results()
-    for instance_id in _instances(ctx):
+    for instance_id, number in _numbers(ctx).items():
         if results.get(instance_id) is not states.ResultStatus.SUCCESS:
-            await ctx.provider.release_instance(ctx.key("release", instance_id), instance_id)
+            with providers.for_instance(number):
+                await ctx.provider.release_instance(ctx.key("release", instance_id), instance_id)
             await ctx.set_result(
                 instance_id,
                 states.ResultStatus.FAILED,

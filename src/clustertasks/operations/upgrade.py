@@ -31,6 +31,7 @@ from typing import Any
 from clustertasks import errors
 from clustertasks.domain import states
 from clustertasks.operations import base, drain, outcomes
+from clustertasks.providers import base as providers
 
 ROLLOUT_TIMEOUT = 30 * 24 * 3600.0
 """Seconds: a rollout of hundreds of nodes at realistic speed, with pauses in between."""
@@ -92,6 +93,8 @@ async def upgrade_nodes(ctx: base.StageContext) -> None:
     pause_policy = str(rolling.get("pause_policy") or "NotPause")
     failures = outcomes.stored(ctx.outputs())
     rules = drain.policy(ctx.parameters)
+    # The n-th node of the request is the task's instance n in every call about it.
+    numbers = {n["instance_id"]: i for i, n in enumerate(nodes, start=1)}
 
     def done() -> int:
         results = ctx.results()
@@ -108,17 +111,19 @@ async def upgrade_nodes(ctx: base.StageContext) -> None:
     async def upgrade_one(node: dict[str, str]) -> None:
         name, instance_id = node["node_name"], node["instance_id"]
         try:
-            await drain.drain(ctx, name, rules)
-            upgraded = await ctx.provider.upgrade_node(
-                ctx.cluster_id,
-                name,
-                kubernetes_version=_target(ctx),
-                image_id=str(ctx.parameters.get("image_id") or ""),
-                replace=bool(ctx.parameters.get("use_replace")),
-            )
-            await drain.uncordon(ctx, name)
+            with providers.for_instance(numbers[instance_id]):
+                await drain.drain(ctx, name, rules)
+                upgraded = await ctx.provider.upgrade_node(
+                    ctx.cluster_id,
+                    name,
+                    kubernetes_version=_target(ctx),
+                    image_id=str(ctx.parameters.get("image_id") or ""),
+                    replace=bool(ctx.parameters.get("use_replace")),
+                )
+                await drain.uncordon(ctx, name)
         except (errors.PermanentError, errors.NotFound) as exc:
-            await drain.uncordon(ctx, name)
+            with providers.for_instance(numbers[instance_id]):
+                await drain.uncordon(ctx, name)
             await _node_failed(ctx, failures, node, exc)
             return
         await ctx.set_result(
@@ -139,7 +144,8 @@ async def upgrade_nodes(ctx: base.StageContext) -> None:
             startable = []
             for node in todo:
                 try:
-                    await drain.cordon(ctx, node["node_name"])
+                    with providers.for_instance(numbers[node["instance_id"]]):
+                        await drain.cordon(ctx, node["node_name"])
                     startable.append(node)
                 except errors.NotFound as exc:
                     await _node_failed(ctx, failures, node, exc)
@@ -160,7 +166,7 @@ async def upgrade_nodes(ctx: base.StageContext) -> None:
                 raise _too_many(failures, max_failed)
         await ctx.checkpoint(batch=number, batches=len(batches))
         if todo and number < len(batches) and pause_policy == "NotPause" and interval_minutes:
-            await ctx.sleep(ctx.provider.real_seconds(interval_minutes * 60))
+            await ctx.wait(interval_minutes * 60)
 
 
 async def _node_failed(

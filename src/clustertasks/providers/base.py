@@ -8,14 +8,116 @@ instead of making it twice. That is what lets a stage be re-run after a crash.
 
 Failures are raised as ``clustertasks.errors`` classes: ``errors.PermanentError``
 subclasses stop the task with their code; ``errors.TemporaryError`` ones are retried.
+
+A provider knows which task is calling it, without an argument on every method: the engine
+sets :data:`CURRENT_CALL` around each stage (:func:`calling_as`), and a stage working on
+one instance of its task narrows it with :func:`for_instance`. The simulated cloud uses it
+to make a task's waits follow the emulator's clock and to match fault rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
-from clustertasks.domain import workloads, world
+from clustertasks.domain import emulator, workloads, world
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskCall:
+    """On whose behalf a provider call is made."""
+
+    task_id: str
+    task_type: str
+    stage: str
+    instance_index: int | None = None
+    """The 1-based number, within the task, of the instance the call works on (None when
+    the call is not about one of the task's instances)."""
+
+
+CURRENT_CALL: contextvars.ContextVar[TaskCall | None] = contextvars.ContextVar(
+    "clustertasks_provider_call", default=None
+)
+"""Set by the engine around each stage; asyncio tasks and worker threads started inside
+inherit it."""
+
+
+def current_call() -> TaskCall | None:
+    return CURRENT_CALL.get()
+
+
+@contextlib.contextmanager
+def calling_as(call: TaskCall) -> Iterator[None]:
+    """Provider calls made inside are made by ``call``'s task and stage."""
+    token = CURRENT_CALL.set(call)
+    try:
+        yield
+    finally:
+        CURRENT_CALL.reset(token)
+
+
+@contextlib.contextmanager
+def for_instance(index: int) -> Iterator[None]:
+    """Provider calls made inside work on the task's ``index``-th instance (1-based).
+
+    Operations number instances the same way on every run: the n-th instance a task asks
+    for, or the n-th node or instance of its request. Outside a task it changes nothing.
+    """
+    call = CURRENT_CALL.get()
+    if call is None:
+        yield
+        return
+    token = CURRENT_CALL.set(dataclasses.replace(call, instance_index=index))
+    try:
+        yield
+    finally:
+        CURRENT_CALL.reset(token)
+
+
+FAULT_OPERATIONS = (
+    "create_cluster",
+    "provision_control_plane",
+    "set_cluster_state",
+    "delete_cluster",
+    "create_nodepool",
+    "update_nodepool",
+    "delete_nodepool",
+    "create_instance",
+    "wait_instance_running",
+    "join_node",
+    "update_node",
+    "release_instance",
+    "set_schedulable",
+    "evict_pod",
+    "upgrade_node",
+    "repair_node",
+    "upgrade_control_plane",
+    "set_pool_version",
+    "remove_node",
+    "attach_instance",
+)
+"""The provider actions a fault rule may name (``match.operation``): the methods of
+:class:`CloudProvider` that act on the cloud for a task."""
+
+NODE_OPERATIONS = frozenset(
+    {
+        "join_node",
+        "attach_instance",
+        "update_node",
+        "set_schedulable",
+        "evict_pod",
+        "upgrade_node",
+        "repair_node",
+    }
+)
+"""Actions that leave a node behind them: the ones a ``node_not_ready`` effect applies to."""
+
+EventSink = Callable[[str, str, str], None]
+"""Writes a Warning event ``(task_id, reason, message)`` to a task's events (wired in by the
+service layer, so that a provider can report what it did to a task)."""
 
 
 class CloudProvider(Protocol):
@@ -151,9 +253,9 @@ class CloudProvider(Protocol):
 
     # -- nodes and workloads: drain, removal, upgrade, repair, attach ----------------------
 
-    def real_seconds(self, simulated: float) -> float:
-        """Wall-clock seconds for ``simulated`` seconds of the cloud's time (0 when the
-        cloud does not wait). Retry intervals and batch intervals are simulated time."""
+    async def wait(self, seconds: float) -> None:
+        """Wait ``seconds`` of the cloud's time for the calling task (eviction retries and
+        batch intervals are the cloud's time, not the wall clock's)."""
         ...
 
     def kubernetes_versions(self) -> Sequence[str]:
@@ -250,4 +352,31 @@ class CloudProvider(Protocol):
         self, cluster_id: str, node_name: str, action: str, message: str = ""
     ) -> None:
         """From now on ``action`` (``upgrade`` | ``repair``) fails on the node."""
+        ...
+
+    def clock(self) -> emulator.ClockView:
+        """The cloud's clock: its mode, speed, simulated time and pending waits."""
+        ...
+
+    def set_clock(self, mode: str, speed: float | None = None) -> emulator.ClockView:
+        """Switch the clock's mode (and speed); simulated time goes on from where it is."""
+        ...
+
+    def advance_clock(self, seconds: float) -> emulator.ClockView:
+        """Move a manual clock ``seconds`` forward; waits it passes complete.
+        Raises ``errors.ClockNotManual`` in the other modes."""
+        ...
+
+    def task_polled(self, task_id: str) -> None:
+        """A client read the task (DescribeTaskInfo): a per-poll clock lets the task's
+        pending waits complete."""
+        ...
+
+    def set_event_sink(self, sink: EventSink) -> None:
+        """Where the cloud reports to a task what it did to it (an injected fault)."""
+        ...
+
+    def reload_emulator_state(self) -> None:
+        """The database was emptied or replaced under the cloud (an emulator reset, a state
+        import): read the clock again and start the probability draws afresh."""
         ...

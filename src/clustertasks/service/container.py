@@ -8,7 +8,7 @@ from clustertasks import clock
 from clustertasks.domain import ids
 from clustertasks.operations import base as operations
 from clustertasks.providers import base as providers
-from clustertasks.service import cloud, control, nodes, tasks
+from clustertasks.service import cloud, control, faults, nodes, sim_clock, tasks
 from clustertasks.storage import store
 
 
@@ -19,6 +19,8 @@ class Services:
     cloud: cloud.CloudService
     task_store: store.TaskStore
     nodes: nodes.NodeService
+    faults: faults.FaultService
+    emulator_clock: sim_clock.ClockService
 
     @classmethod
     def build(
@@ -30,16 +32,25 @@ class Services:
         time: clock.Clock | None = None,
         id_generator: ids.IdGenerator | None = None,
     ) -> Services:
+        time = time or clock.SystemClock()
+        id_generator = id_generator or ids.IdGenerator()
         task_control = control.TaskControl(
             task_store, registry, time=time, id_generator=id_generator
         )
         clouds = cloud.CloudService(provider, task_control, id_generator)
+        fault_service = faults.FaultService(
+            task_store.fault_store(), task_store, registry, time=time, id_generator=id_generator
+        )
+        # The cloud reports injected faults into the tasks' events through this service.
+        provider.set_event_sink(fault_service.report)
         return cls(
-            tasks=tasks.TaskService(task_store),
+            tasks=tasks.TaskService(task_store, polled=provider.task_polled),
             control=task_control,
             cloud=clouds,
             task_store=task_store,
             nodes=nodes.NodeService(provider, task_control, clouds),
+            faults=fault_service,
+            emulator_clock=sim_clock.ClockService(provider),
         )
 
     def healthy(self) -> bool:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from clustertasks import errors
@@ -65,6 +66,43 @@ def integer(
     if high is not None and value > high:
         raise errors.InvalidParameter(name, f"must be at most {high}, got {value}")
     return int(value)
+
+
+def number(
+    parent: Mapping[str, Any],
+    key: str,
+    path: str = "",
+    *,
+    low: float | None = None,
+    high: float | None = None,
+) -> float | None:
+    """A JSON number (or a numeric string), finite and within bounds; None when absent."""
+    value = parent.get(key)
+    name = f"{path}{key}"
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise errors.InvalidParameter(name, f"must be a number, got {_kind(value)}")
+    try:
+        parsed = float(value)
+    except ValueError:
+        raise errors.InvalidParameter(name, f"must be a number, got {value!r}") from None
+    if not math.isfinite(parsed):
+        raise errors.InvalidParameter(name, f"must be a finite number, got {value!r}")
+    if low is not None and parsed < low:
+        raise errors.InvalidParameter(name, f"must be at least {low:g}, got {parsed:g}")
+    if high is not None and parsed > high:
+        raise errors.InvalidParameter(name, f"must be at most {high:g}, got {parsed:g}")
+    return parsed
+
+
+def only_keys(parent: Mapping[str, Any], allowed: Sequence[str], path: str = "") -> None:
+    """Rejects a key not in ``allowed``, naming it (and what is allowed)."""
+    for key in parent:
+        if key not in allowed:
+            raise errors.InvalidParameter(
+                f"{path}{key}", f"is not a known field; use {', '.join(allowed)}"
+            )
 
 
 def boolean(parent: Mapping[str, Any], key: str, path: str = "", *, default: bool = False) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,14 +40,25 @@ class TaskList:
     next_token: str
 
 
+def _not_watched(_task_id: str) -> None:
+    """Nobody needs to know that a task was read."""
+
+
 class TaskService:
-    def __init__(self, task_store: store.TaskStore) -> None:
+    def __init__(
+        self, task_store: store.TaskStore, *, polled: Callable[[str], None] = _not_watched
+    ) -> None:
         self._store = task_store
+        self._polled = polled
 
     def describe_task(self, task_id: str) -> records.TaskView:
+        """The task; reading it counts as a poll (the simulated cloud's per-poll clock
+        lets the task's pending waits complete, after this answer was read)."""
         if not ids.is_lookup_id(task_id):
             raise errors.TaskNotFound(task_id)
-        return self._store.describe_task(task_id)
+        view = self._store.describe_task(task_id)
+        self._polled(task_id)
+        return view
 
     def list_cluster_tasks(self, request: ListTasksRequest) -> TaskList:
         """Newest first; page-number paging, or token paging with ``max_results``/``next_token``.

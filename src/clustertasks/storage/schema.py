@@ -303,3 +303,45 @@ audit_log = sa.Table(
     sa.Column("outcome", sa.String(128), nullable=False),
     sa.Index(None, "time_us"),
 )
+
+# -- the emulator's controls (migration 0005) ------------------------------------------------
+
+sim_clock = sa.Table(
+    "sim_clock",
+    metadata,
+    # One row: the simulated clock's mode and speed, and the simulated time it showed at a
+    # wall-clock instant (domain.emulator.ClockState).
+    sa.Column("clock_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("speed", sa.Float, nullable=False),
+    sa.Column("sim_us", sa.BigInteger, nullable=False),
+    sa.Column("real_us", sa.BigInteger, nullable=False),
+)
+
+sim_fault_rules = sa.Table(
+    "sim_fault_rules",
+    metadata,
+    sa.Column("fault_id", ID, primary_key=True),
+    # Creation order (1, 2, …): rules are tried in this order.
+    sa.Column("seq", sa.Integer, nullable=False),
+    # The match: NULL matches anything.
+    sa.Column("task_type", sa.String(64), nullable=True),
+    sa.Column("stage", sa.String(128), nullable=True),
+    sa.Column("instance_index", sa.Integer, nullable=True),
+    sa.Column("node_name", sa.String(256), nullable=True),
+    sa.Column("operation", sa.String(64), nullable=True),
+    # The effect.
+    sa.Column("error_code", sa.String(128), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("latency_seconds", sa.Float, nullable=False),
+    sa.Column("node_not_ready", sa.Boolean, nullable=False),
+    # Firings allowed and left (NULL: unlimited); a firing takes one, atomically.
+    sa.Column("count_total", sa.Integer, nullable=True),
+    sa.Column("remaining", sa.Integer, nullable=True),
+    sa.Column("probability", sa.Float, nullable=True),
+    sa.Column("hits", sa.Integer, nullable=False),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    # Removed rules stay, so that seeded fault ids keep counting instead of repeating.
+    sa.Column("deleted_us", sa.BigInteger, nullable=True),
+    sa.Index(None, "seq", unique=True),
+)

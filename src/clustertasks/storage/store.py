@@ -17,7 +17,18 @@ import sqlalchemy as sa
 
 from clustertasks import errors, settings
 from clustertasks.domain import records, states
-from clustertasks.storage import audit, dialects, keys, locks, migrate, schema, transactions, world
+from clustertasks.storage import (
+    audit,
+    dialects,
+    faults,
+    keys,
+    locks,
+    migrate,
+    schema,
+    sim_clock,
+    transactions,
+    world,
+)
 
 T = schema.tasks
 S = schema.stages
@@ -184,6 +195,14 @@ class TaskStore:
     def world_store(self) -> world.WorldStore:
         """The simulated cloud's tables, on the same database and connection pool."""
         return world.WorldStore(self._engine)
+
+    def fault_store(self) -> faults.FaultStore:
+        """The emulator's fault rules, on the same database and connection pool."""
+        return faults.FaultStore(self._engine)
+
+    def clock_store(self) -> sim_clock.ClockStore:
+        """The simulated clock's state, on the same database and connection pool."""
+        return sim_clock.ClockStore(self._engine)
 
     def key_store(self) -> keys.KeyStore:
         """AccessKeys and signature nonces, on the same database and connection pool."""

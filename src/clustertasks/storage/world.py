@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from clustertasks import errors
 from clustertasks.domain import world
-from clustertasks.storage import dialects, schema, transactions
+from clustertasks.storage import dialects, faults, schema, transactions
 
 C = schema.sim_clusters
 P = schema.sim_nodepools
@@ -73,6 +73,10 @@ class Launch:
 class WorldStore:
     def __init__(self, engine: sa.Engine) -> None:
         self._tx = transactions.Transactions(engine, "the simulated cloud's store")
+
+    def fault_store(self) -> faults.FaultStore:
+        """The emulator's fault rules, on the same database."""
+        return faults.FaultStore(self._tx.engine)
 
     # -- clusters ----------------------------------------------------------------------------
 

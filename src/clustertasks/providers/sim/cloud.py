@@ -3,8 +3,9 @@
 Everything it knows lives in the WorldStore, so a restarted process (or a second SimCloud
 on the same database) sees the same clusters, pools, instances and nodes. Reads are plain
 synchronous lookups. Actions run their database calls in a worker thread, because a
-blocking call on the event loop would stall every other task, and wait with
-``asyncio.sleep`` for the simulated durations of ``timing``.
+blocking call on the event loop would stall every other task, and wait for the simulated
+durations of ``timing`` on the simulated clock (``simclock``: realtime, manual or per
+poll). Each action a task makes passes the emulator's fault rules first (``faults``).
 
 Ids come from the caller's idempotency key, hashed with a salt: the ``SimSettings.seed``
 when there is one (so the same keys give the same ids on every run), otherwise a random
@@ -25,8 +26,9 @@ from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 
 from clustertasks import clock, errors, settings
-from clustertasks.domain import ids, workloads, world
-from clustertasks.providers.sim import catalogue, nodes, timing, versions
+from clustertasks.domain import emulator, ids, workloads, world
+from clustertasks.providers import base
+from clustertasks.providers.sim import catalogue, faults, nodes, simclock, timing, versions
 from clustertasks.storage import world as world_storage
 
 _BASE36 = string.digits + string.ascii_lowercase
@@ -44,14 +46,21 @@ class SimCloud:
         clock: clock.Clock,
         *,
         durations: timing.Durations = timing.REALISTIC,
+        sim_clock: simclock.SimClock | None = None,
     ) -> None:
+        """``clock`` stamps the world's records (pass ``sim_clock`` for simulated time);
+        ``sim_clock`` paces the waits (default: realtime at ``settings.speed``, in memory)."""
         self._store = world_store
         self._settings = settings
         self._clock = clock
-        self._timing = timing.Timing(settings.speed, durations)
+        self.sim_clock = sim_clock or simclock.SimClock.realtime(settings.speed)
+        self._timing = timing.Timing(self.sim_clock, durations)
         salt = f"seed:{settings.seed}" if settings.seed is not None else secrets.token_hex(16)
         self._names = _Names(salt)
         self._nodes = nodes.NodeActions(world_store, clock, self._timing)
+        self._faults = faults.FaultInjector(
+            world_store.fault_store(), world_store, self.sim_clock, stamps=clock, seed=settings.seed
+        )
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -135,6 +144,7 @@ class SimCloud:
 
     async def create_cluster(self, key: str, spec: world.ClusterSpec) -> world.Cluster:
         _check_key(key)
+        await self._faults.before("create_cluster", subject=key)
         cluster = self._new_cluster(self._names.cluster_id(key), spec, basis=key)
         return await asyncio.to_thread(self._store.add_cluster, cluster, key)
 
@@ -142,6 +152,7 @@ class SimCloud:
         """``initial`` → (the control plane's boot time) → ``running``; any other state is
         left alone, so a re-run after the cluster came up returns at once."""
         _check_key(key)
+        await self._faults.before("provision_control_plane", subject=key, cluster_id=cluster_id)
         cluster = await asyncio.to_thread(self._store.get_cluster, cluster_id)
         if cluster.state != "initial":
             return cluster
@@ -158,6 +169,7 @@ class SimCloud:
         if state not in world.CLUSTER_STATES or state == "deleted":
             # "deleted" only through delete_cluster, which checks that the pools are gone.
             raise errors.InvalidParameter("state", f"cannot set a cluster to {state!r}")
+        await self._faults.before("set_cluster_state", subject=state, cluster_id=cluster_id)
         return await asyncio.to_thread(
             self._store.set_cluster_state, cluster_id, state, self._clock.now_us()
         )
@@ -166,6 +178,7 @@ class SimCloud:
         """Raises ``errors.ResourceInUse`` while pools or instances remain; a cluster already
         deleted stays deleted without complaint."""
         _check_key(key)
+        await self._faults.before("delete_cluster", subject=key, cluster_id=cluster_id)
         await asyncio.to_thread(self._store.delete_cluster, cluster_id, self._clock.now_us())
 
     # -- node pools --------------------------------------------------------------------------
@@ -176,6 +189,7 @@ class SimCloud:
         """The pool is recorded at once (``active``, desired size 0), then its scaling group
         takes ``pool_create`` to set up. A pool without vSwitches gets the cluster's."""
         _check_key(key)
+        await self._faults.before("create_nodepool", subject=key, cluster_id=cluster_id)
         pool = await asyncio.to_thread(
             self._new_nodepool, cluster_id, self._names.nodepool_id(key), spec, basis=key
         )
@@ -200,6 +214,7 @@ class SimCloud:
             )
         if spec is not None:
             self.check_instance_types(spec.instance_types)
+        await self._faults.before("update_nodepool", subject=nodepool_id, cluster_id=cluster_id)
         return await asyncio.to_thread(
             self._store.update_nodepool,
             cluster_id,
@@ -214,6 +229,7 @@ class SimCloud:
         """Raises ``errors.ResourceInUse`` while the pool has instances; deleting a deleted
         pool does nothing."""
         _check_key(key)
+        await self._faults.before("delete_nodepool", subject=key, cluster_id=cluster_id)
         remaining = await asyncio.to_thread(self._store.list_instances, cluster_id, nodepool_id)
         if remaining:
             names = ", ".join(i.instance_id for i in remaining)
@@ -229,6 +245,7 @@ class SimCloud:
         """Zones in the order of the pool's vSwitches (ACK's ``PRIORITY`` multi-zone policy),
         and in each zone the instance types in the pool's order."""
         _check_key(key)
+        await self._faults.before("create_instance", subject=key, cluster_id=cluster_id)
         earlier = await asyncio.to_thread(self._store.instance_by_key, key)
         if earlier is not None:
             return earlier
@@ -268,6 +285,9 @@ class SimCloud:
     async def wait_instance_running(self, instance_id: str) -> world.Instance:
         """Raises ``errors.InstanceBootFailed`` if the instance is (or becomes) anything but
         on its way to ``Running``, e.g. released meanwhile."""
+        await self._faults.before(
+            "wait_instance_running", subject=instance_id, instance_id=instance_id
+        )
         instance = await asyncio.to_thread(self._store.get_instance, instance_id)
         steps = (
             ("Pending", "Starting", self._timing.durations.instance_pending),
@@ -294,6 +314,12 @@ class SimCloud:
         and Kubernetes version, then turns ``Ready`` (schedulable unless the pool says
         otherwise) after ``node_join``. One node per instance, whatever the key."""
         _check_key(key)
+        fired = await self._faults.before("join_node", subject=key, instance_id=instance_id)
+        node = await self._join_node(key, instance_id)
+        changed = await self._faults.after(fired, node.cluster_id, node.node_name)
+        return changed or node
+
+    async def _join_node(self, key: str, instance_id: str) -> world.Node:
         instance = await asyncio.to_thread(self._store.get_instance, instance_id)
         node = await asyncio.to_thread(self._store.node_of_instance, instance_id)
         if node is not None and node.node_status == "Ready":
@@ -352,7 +378,10 @@ class SimCloud:
     ) -> world.Node:
         """Replace the node's labels and taints; raises ``errors.NotFound`` for a node that
         is not (or no longer) in the cluster."""
-        return await asyncio.to_thread(
+        fired = await self._faults.before(
+            "update_node", subject=node_name, cluster_id=cluster_id, node_name=node_name
+        )
+        node = await asyncio.to_thread(
             self._store.update_node,
             cluster_id,
             node_name,
@@ -360,11 +389,13 @@ class SimCloud:
             labels=tuple(labels),
             taints=tuple(taints),
         )
+        return await self._faults.after(fired, cluster_id, node_name) or node
 
     async def release_instance(self, key: str, instance_id: str) -> None:
         """The node leaves at once and the instance is ``Stopping``; after ``release`` it is
         ``Released`` and its stock returns. Releasing a released instance does nothing."""
         _check_key(key)
+        await self._faults.before("release_instance", subject=key, instance_id=instance_id)
         instance = await asyncio.to_thread(self._store.get_instance, instance_id)
         if instance.status == world_storage.RELEASED:
             return
@@ -374,8 +405,8 @@ class SimCloud:
 
     # -- nodes and workloads (providers/sim/nodes.py does the work) -------------------------
 
-    def real_seconds(self, simulated: float) -> float:
-        return self._timing.scaled(simulated)
+    async def wait(self, seconds: float) -> None:
+        await self._timing.wait(seconds)
 
     def kubernetes_versions(self) -> Sequence[str]:
         return [release.version for release in versions.RELEASES]
@@ -414,12 +445,21 @@ class SimCloud:
     async def set_schedulable(
         self, cluster_id: str, node_name: str, schedulable: bool
     ) -> world.Node:
-        return await self._nodes.set_schedulable(cluster_id, node_name, schedulable)
+        fired = await self._faults.before(
+            "set_schedulable", subject=node_name, cluster_id=cluster_id, node_name=node_name
+        )
+        node = await self._nodes.set_schedulable(cluster_id, node_name, schedulable)
+        return await self._faults.after(fired, cluster_id, node_name) or node
 
     async def evict_pod(
         self, cluster_id: str, pod_name: str, node_name: str, *, force: bool = False
     ) -> workloads.Eviction:
-        return await self._nodes.evict_pod(cluster_id, pod_name, node_name, force=force)
+        fired = await self._faults.before(
+            "evict_pod", subject=pod_name, cluster_id=cluster_id, node_name=node_name
+        )
+        eviction = await self._nodes.evict_pod(cluster_id, pod_name, node_name, force=force)
+        await self._faults.after(fired, cluster_id, node_name)
+        return eviction
 
     async def upgrade_node(
         self,
@@ -430,21 +470,31 @@ class SimCloud:
         image_id: str = "",
         replace: bool = False,
     ) -> world.Node:
-        return await self._nodes.upgrade_node(
+        fired = await self._faults.before(
+            "upgrade_node", subject=node_name, cluster_id=cluster_id, node_name=node_name
+        )
+        node = await self._nodes.upgrade_node(
             cluster_id,
             node_name,
             kubernetes_version=kubernetes_version,
             image_id=image_id,
             replace=replace,
         )
+        return await self._faults.after(fired, cluster_id, node_name) or node
 
     async def repair_node(self, cluster_id: str, node_name: str) -> world.Node:
-        return await self._nodes.repair_node(cluster_id, node_name)
+        fired = await self._faults.before(
+            "repair_node", subject=node_name, cluster_id=cluster_id, node_name=node_name
+        )
+        node = await self._nodes.repair_node(cluster_id, node_name)
+        return await self._faults.after(fired, cluster_id, node_name) or node
 
     async def upgrade_control_plane(self, cluster_id: str, version: str) -> world.Cluster:
+        await self._faults.before("upgrade_control_plane", subject=version, cluster_id=cluster_id)
         return await self._nodes.upgrade_control_plane(cluster_id, version)
 
     async def set_pool_version(self, nodepool_id: str, version: str) -> None:
+        await self._faults.before("set_pool_version", subject=nodepool_id)
         await self._nodes.set_pool_version(nodepool_id, version)
 
     async def remove_node(
@@ -453,6 +503,9 @@ class SimCloud:
         """The node leaves (its pods rescheduled); the instance is released, or stays
         running as a free ECS instance outside any pool."""
         _check_key(key)
+        await self._faults.before(
+            "remove_node", subject=key, cluster_id=cluster_id, instance_id=instance_id
+        )
         await self._nodes.detach_node(cluster_id, instance_id)
         if release:
             await self.release_instance(key, instance_id)
@@ -464,8 +517,12 @@ class SimCloud:
     ) -> world.Node:
         """A free instance joins the pool as a node (``errors.InstanceNotFound`` or
         ``errors.InstanceNotFree`` otherwise)."""
+        fired = await self._faults.before(
+            "attach_instance", subject=key, cluster_id=cluster_id, instance_id=instance_id
+        )
         await self._nodes.claim_instance(instance_id, cluster_id, nodepool_id)
-        return await self.join_node(key, instance_id)
+        node = await self.join_node(key, instance_id)
+        return await self._faults.after(fired, node.cluster_id, node.node_name) or node
 
     async def create_free_instance(
         self, key: str, cluster_id: str, instance_type: str = ""
@@ -489,6 +546,27 @@ class SimCloud:
         if made is None:
             raise errors.InstanceCreateFailed(f"no stock for {instance_type} in {cluster_id}")
         return await self.wait_instance_running(made.instance_id)
+
+    # -- the emulator's clock and fault reports ----------------------------------------------
+
+    def clock(self) -> emulator.ClockView:
+        return self.sim_clock.view()
+
+    def set_clock(self, mode: str, speed: float | None = None) -> emulator.ClockView:
+        return self.sim_clock.set_mode(mode, speed)
+
+    def advance_clock(self, seconds: float) -> emulator.ClockView:
+        return self.sim_clock.advance(seconds)
+
+    def task_polled(self, task_id: str) -> None:
+        self.sim_clock.poll(task_id)
+
+    def set_event_sink(self, sink: base.EventSink) -> None:
+        self._faults.set_sink(sink)
+
+    def reload_emulator_state(self) -> None:
+        self.sim_clock.reload()
+        self._faults.forget_draws()
 
     # -- plumbing ----------------------------------------------------------------------------
 

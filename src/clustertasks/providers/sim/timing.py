@@ -1,14 +1,16 @@
 """How long things take in the simulated cloud, and waiting for them.
 
-The durations are what ACK takes in real life, roughly; ``SimSettings.speed`` divides them
-all. At speed 0 nothing waits at all: :meth:`Timing.wait` returns without touching the
-event loop, so a whole task runs as fast as the database allows.
+The durations are what ACK takes in real life, roughly, in simulated seconds; the
+simulated clock (``simclock.SimClock``) decides what a wait means: ``speed`` divides them
+all in realtime mode, and at speed 0 nothing waits at all (:meth:`Timing.wait` returns
+without touching the event loop, so a whole task runs as fast as the database allows).
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
+
+from clustertasks.providers.sim import simclock
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,18 +55,10 @@ REALISTIC = Durations()
 
 
 class Timing:
-    def __init__(self, speed: float, durations: Durations = REALISTIC) -> None:
-        self.speed = speed
+    def __init__(self, clock: simclock.SimClock, durations: Durations = REALISTIC) -> None:
+        self.clock = clock
         self.durations = durations
 
-    def scaled(self, seconds: float) -> float:
-        """``seconds`` at the configured speed; 0 when the simulation does not wait."""
-        if self.speed == 0:
-            return 0.0
-        return seconds / self.speed
-
     async def wait(self, seconds: float) -> None:
-        """Sleep for ``seconds`` of simulated time (not at all at speed 0)."""
-        delay = self.scaled(seconds)
-        if delay > 0:
-            await asyncio.sleep(delay)
+        """Wait ``seconds`` of simulated time, as the clock's mode says."""
+        await self.clock.wait(seconds)
