@@ -21,7 +21,7 @@ from clustertasks.engine import executor
 from clustertasks.operations import catalog
 from clustertasks.providers.sim import cloud as sim_cloud
 from clustertasks.service import auth as auth_service
-from clustertasks.service import container
+from clustertasks.service import container, emulator_state
 from clustertasks.storage import store
 
 log = logging.getLogger("clustertasks")
@@ -58,8 +58,7 @@ def build(config: settings.Settings) -> Runtime:
         world_store = task_store.world_store()
         id_generator: ids.IdGenerator = ids.IdGenerator()
         if config.sim.seed is not None:
-            issued = {"task": task_store.count_tasks(), **world_store.count_all()}
-            id_generator = ids.SeededIds(config.sim.seed, issued)
+            id_generator = ids.SeededIds(config.sim.seed, emulator_state.issued_ids(task_store))
         cloud = sim_cloud.SimCloud(world_store, config.sim, time)
         registry = catalog.registry()
         services = container.Services.build(
@@ -76,6 +75,7 @@ def build(config: settings.Settings) -> Runtime:
             )
             runner.claim()
             services.control.notify = runner.wake
+            services.emulator.halt = runner.halted
         authenticator = auth_service.Authenticator(
             task_store.key_store(), config.auth, time, task_store.audit_log()
         )

@@ -7,7 +7,17 @@ from typing import Any
 from fastapi import FastAPI
 
 from clustertasks import __version__, settings
-from clustertasks.api import auth, cloud, emulator, errors, health, middleware, nodes, tasks
+from clustertasks.api import (
+    auth,
+    cloud,
+    emulator,
+    emulator_state,
+    errors,
+    health,
+    middleware,
+    nodes,
+    tasks,
+)
 from clustertasks.service import auth as auth_service
 from clustertasks.service import container
 
@@ -44,4 +54,5 @@ def create_app(
     app.include_router(cloud.router)
     app.include_router(nodes.router)
     app.include_router(emulator.router)
+    app.include_router(emulator_state.router)
     return app

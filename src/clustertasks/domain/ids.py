@@ -16,6 +16,7 @@ import random
 import re
 import string
 import threading
+from collections.abc import Mapping
 
 TASK_ID_RE = re.compile(r"^T-[0-9a-f]{24}$")
 CLUSTER_ID_RE = re.compile(r"^c[0-9a-f]{32}$")
@@ -58,6 +59,10 @@ class IdGenerator:
         with self._lock:
             return "i-" + "".join(self._rng.choice(_INSTANCE_ALPHABET) for _ in range(20))
 
+    def restart(self, issued: Mapping[str, int]) -> None:
+        """Continue as a generator made now would, given ``issued`` ids of each kind exist
+        (after the emulator's state was reset or replaced). Random ids need nothing."""
+
     def _hex(self, digits: int) -> str:
         with self._lock:
             return f"{self._rng.getrandbits(digits * 4):0{digits}x}"
@@ -93,6 +98,10 @@ class SeededIds(IdGenerator):
             digest, index = divmod(digest, len(_INSTANCE_ALPHABET))
             chars.append(_INSTANCE_ALPHABET[index])
         return "i-" + "".join(chars)
+
+    def restart(self, issued: Mapping[str, int]) -> None:
+        with self._lock:
+            self._issued = dict(issued)
 
     def _next(self, kind: str) -> int:
         with self._lock:

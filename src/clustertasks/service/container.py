@@ -8,7 +8,7 @@ from clustertasks import clock
 from clustertasks.domain import ids
 from clustertasks.operations import base as operations
 from clustertasks.providers import base as providers
-from clustertasks.service import cloud, control, nodes, tasks
+from clustertasks.service import cloud, control, emulator_state, nodes, tasks
 from clustertasks.storage import store
 
 
@@ -19,6 +19,7 @@ class Services:
     cloud: cloud.CloudService
     task_store: store.TaskStore
     nodes: nodes.NodeService
+    emulator: emulator_state.EmulatorState
 
     @classmethod
     def build(
@@ -40,6 +41,7 @@ class Services:
             cloud=clouds,
             task_store=task_store,
             nodes=nodes.NodeService(provider, task_control, clouds),
+            emulator=emulator_state.EmulatorState(task_store, time=time, id_generator=id_generator),
         )
 
     def healthy(self) -> bool:
