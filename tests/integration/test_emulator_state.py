@@ -310,6 +310,22 @@ def test_export_reset_import_round_trips_exactly(db_url: str) -> None:
         assert grown["task_id"] > max(task_ids)
 
 
+@pytest.mark.postgres
+def test_a_document_moves_between_backends(
+    tmp_path: Any, postgres_databases: Callable[[], str]
+) -> None:
+    """Exported from SQLite, imported into PostgreSQL, exported again: the same document."""
+    with serving(f"sqlite:///{tmp_path / 'from.db'}") as (runtime, client):
+        _, task_ids = build_history(runtime, client)
+        exported = export(client)
+        described = {task_id: describe_bytes(client, task_id) for task_id in task_ids}
+    with serving(postgres_databases()) as (_, client):
+        ok(client.post("/_emulator/state", json=exported))
+        assert without_time(export(client)) == without_time(exported)
+        for task_id in task_ids:
+            assert describe_bytes(client, task_id) == described[task_id]
+
+
 def runtime_table(name: str) -> Any:
     return next(t for t in snapshots.state_tables() if t.name == name)
 

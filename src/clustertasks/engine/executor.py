@@ -111,6 +111,11 @@ class LocalExecutor:
         the task stays unfinished in the store, and the next scan after the block (which
         follows at once) resumes it if it is still there. Blocks may nest or overlap.
         Must run on the executor's event loop.
+
+        Not waited for: a call to the cloud provider that a runner had already handed to a
+        worker thread of its own (the simulated cloud's). It finishes by itself as one short
+        transaction, and its writes need the rows it was working on: after a reset they find
+        none (foreign keys, conditional updates) and change nothing.
         """
         self._holds += 1
         try:
