@@ -63,6 +63,9 @@ class LocalExecutor:
         self._runners: dict[str, runner.TaskRunner] = {}
         self._stopping = False
         self._holds = 0
+        # Bumped when a halt begins and ends: a scan that read the store across either
+        # launches nothing from what it read.
+        self._halts = 0
         # Store calls handed to a worker thread and not finished yet: a cancelled runner's
         # call still completes in its thread, and ``halted`` waits for it.
         self._calls: set[concurrent.futures.Future[Any]] = set()
@@ -118,6 +121,7 @@ class LocalExecutor:
         none (foreign keys, conditional updates) and change nothing.
         """
         self._holds += 1
+        self._halts += 1
         try:
             handles = list(self._running.values())
             for handle in handles:
@@ -129,6 +133,7 @@ class LocalExecutor:
             yield
         finally:
             self._holds -= 1
+            self._halts += 1
             if self._holds == 0:
                 self._wake.set()
 
@@ -169,9 +174,10 @@ class LocalExecutor:
                 await asyncio.wait_for(self._wake.wait(), RESCAN_SECONDS)
 
     async def _scan(self) -> None:
+        halts = self._halts
         for task in await self._db(self._store.unfinished_tasks):
-            if self._holds:
-                return  # halted meanwhile: what was read may be gone already
+            if self._holds or self._halts != halts:
+                return  # halted meanwhile: what was read may be gone; the next scan will see
             if task.task_id in self._running:
                 continue
             runnable = task.state is states.TaskState.RUNNING or (
