@@ -22,7 +22,7 @@ from clustertasks.operations import catalog
 from clustertasks.providers.sim import cloud as sim_cloud
 from clustertasks.providers.sim import simclock
 from clustertasks.service import auth as auth_service
-from clustertasks.service import container
+from clustertasks.service import container, emulator_state
 from clustertasks.storage import store
 
 log = logging.getLogger("clustertasks")
@@ -59,12 +59,7 @@ def build(config: settings.Settings) -> Runtime:
         world_store = task_store.world_store()
         id_generator: ids.IdGenerator = ids.IdGenerator()
         if config.sim.seed is not None:
-            issued = {
-                "task": task_store.count_tasks(),
-                "fault": task_store.fault_store().count_all(),
-                **world_store.count_all(),
-            }
-            id_generator = ids.SeededIds(config.sim.seed, issued)
+            id_generator = ids.SeededIds(config.sim.seed, emulator_state.issued_ids(task_store))
         # The world's records carry simulated time; tasks keep the wall clock's.
         sim_time = simclock.SimClock.open(
             task_store.clock_store(), speed=config.sim.speed, mode=config.sim.clock
@@ -85,6 +80,7 @@ def build(config: settings.Settings) -> Runtime:
             )
             runner.claim()
             services.control.notify = runner.wake
+            services.emulator.halt = runner.halted
         authenticator = auth_service.Authenticator(
             task_store.key_store(), config.auth, time, task_store.audit_log()
         )

@@ -114,6 +114,10 @@ class AuthSettings:
     max_body_bytes: int = 1 << 20
     """Largest request body accepted; larger ones get 413 before being read in full."""
 
+    max_state_bytes: int = 64 << 20
+    """Largest state document ``POST /_emulator/state`` accepts (a whole world and task
+    history; 413 beyond)."""
+
     access_key_id: str | None = None
     """An admin key created or updated at start, with ``access_key_secret`` (CI)
     (``CLUSTERTASKS_ACCESS_KEY_ID``)."""
@@ -127,7 +131,7 @@ class AuthSettings:
     def __post_init__(self) -> None:
         if self.rate_per_second <= 0 or self.burst < 1:
             raise errors.ConfigurationError("the rate limit must be > 0 with a burst of >= 1")
-        if self.max_skew_seconds < 1 or self.max_body_bytes < 1:
+        if self.max_skew_seconds < 1 or self.max_body_bytes < 1 or self.max_state_bytes < 1:
             raise errors.ConfigurationError("the skew window and body limit must be positive")
         if (self.access_key_id is None) != (self.access_key_secret is None):
             raise errors.ConfigurationError(

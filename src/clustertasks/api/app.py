@@ -12,6 +12,7 @@ from clustertasks.api import (
     cloud,
     emulator,
     emulator_controls,
+    emulator_state,
     errors,
     health,
     middleware,
@@ -55,4 +56,5 @@ def create_app(
     app.include_router(nodes.router)
     app.include_router(emulator.router)
     app.include_router(emulator_controls.router)
+    app.include_router(emulator_state.router)
     return app

@@ -26,6 +26,8 @@ from clustertasks.service import auth as auth_service
 
 log = logging.getLogger("clustertasks.api")
 
+STATE_PATH = "/_emulator/state"
+"""Imports a state document, which may be far larger than any other request."""
 UNAUTHENTICATED = frozenset({"/healthz", "/openapi.json"})
 """Liveness and documentation: nothing to protect, and probes and fuzzers need them."""
 RETRY_AFTER_HEADER = "x-acs-retry-after"
@@ -40,6 +42,7 @@ class AuthMiddleware:
         self.app = app
         self.authenticator = authenticator
         self.max_body = authenticator.config.max_body_bytes
+        self.max_state = max(authenticator.config.max_state_bytes, self.max_body)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in UNAUTHENTICATED:
@@ -103,12 +106,15 @@ class AuthMiddleware:
             log.error("could not record request %s in the audit log: %s", entry.request_id, exc)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        limit = self.max_body
+        if scope["method"] == "POST" and scope["path"] == STATE_PATH:
+            limit = self.max_state  # a whole world and task history
         length = _header(scope, b"content-length")
         if length is not None:
             if not length.isdigit():
                 raise errors.InvalidParameter("Content-Length", "must be a decimal integer")
-            if int(length) > self.max_body:
-                raise _too_large(self.max_body)
+            if int(length) > limit:
+                raise _too_large(limit)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -118,8 +124,8 @@ class AuthMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             # A chunked body has no Content-Length: stop as soon as it passes the limit.
-            if size > self.max_body:
-                raise _too_large(self.max_body)
+            if size > limit:
+                raise _too_large(limit)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)

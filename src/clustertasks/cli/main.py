@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from clustertasks import __version__, bootstrap, errors, settings
-from clustertasks.cli import audit, client, keys, views
+from clustertasks.cli import audit, client, emulator, keys, views
 
 app = typer.Typer(
     name="clustertasks",
@@ -30,6 +30,7 @@ app.add_typer(task_app, name="task")
 app.add_typer(db_app, name="db")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(emulator.app, name="emulator")
 
 out = Console()
 err = Console(stderr=True)

@@ -16,6 +16,7 @@ import random
 import re
 import string
 import threading
+from collections.abc import Mapping
 
 TASK_ID_RE = re.compile(r"^T-[0-9a-f]{24}$")
 CLUSTER_ID_RE = re.compile(r"^c[0-9a-f]{32}$")
@@ -62,6 +63,10 @@ class IdGenerator:
         """An emulator fault rule: ``F-`` + 16 lowercase hex."""
         return "F-" + self._hex(16)
 
+    def restart(self, issued: Mapping[str, int]) -> None:
+        """Continue as a generator made now would, given ``issued`` ids of each kind exist
+        (after the emulator's state was reset or replaced). Random ids need nothing."""
+
     def _hex(self, digits: int) -> str:
         with self._lock:
             return f"{self._rng.getrandbits(digits * 4):0{digits}x}"
@@ -100,6 +105,10 @@ class SeededIds(IdGenerator):
 
     def fault_id(self) -> str:
         return "F-" + self._digest("fault", self._next("fault"))[:16]
+
+    def restart(self, issued: Mapping[str, int]) -> None:
+        with self._lock:
+            self._issued = dict(issued)
 
     def _next(self, kind: str) -> int:
         with self._lock:

@@ -3,6 +3,10 @@
 It must be the only executor on its database, so it holds the executor lock (a file lock
 for SQLite, an advisory lock for PostgreSQL) for as long as it runs. On start it picks up
 every unfinished task, so tasks interrupted by a crash continue from their last commit.
+
+:meth:`LocalExecutor.halted` stops every runner and launches none while the store is changed
+under the executor (the emulator's reset and import); afterwards it looks at the store
+again, exactly as after a restart.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 from clustertasks import clock
@@ -56,6 +62,14 @@ class LocalExecutor:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._runners: dict[str, runner.TaskRunner] = {}
         self._stopping = False
+        self._holds = 0
+        # Bumped when a halt begins and ends: a scan that read the store across either
+        # launches nothing from what it read.
+        self._halts = 0
+        # Store calls handed to a worker thread and not finished yet: a cancelled runner's
+        # call still completes in its thread, and ``halted`` waits for it.
+        self._calls: set[concurrent.futures.Future[Any]] = set()
+        self._calls_guard = threading.Lock()
 
     def claim(self) -> None:
         """Take the executor lock, or raise ``errors.ExecutorLocked`` at once."""
@@ -84,6 +98,52 @@ class LocalExecutor:
             self._lock.release()
             self._lock = None
         self._pool.shutdown(wait=True)
+
+    @property
+    def running_task_ids(self) -> tuple[str, ...]:
+        """The tasks that have a runner at this moment."""
+        return tuple(self._running)
+
+    @contextlib.asynccontextmanager
+    async def halted(self) -> AsyncIterator[None]:
+        """Stop every runner where it stands and launch none until the block ends.
+
+        On entry the runners are cancelled and waited for, and so is every store call they
+        had started (in a worker thread or in a group commit): inside the block nothing of
+        this executor writes to the store. Cancelling a runner is not cancelling its task:
+        the task stays unfinished in the store, and the next scan after the block (which
+        follows at once) resumes it if it is still there. Blocks may nest or overlap.
+        Must run on the executor's event loop.
+
+        Not waited for: a call to the cloud provider that a runner had already handed to a
+        worker thread of its own (the simulated cloud's). It finishes by itself as one short
+        transaction, and its writes need the rows it was working on: after a reset they find
+        none (foreign keys, conditional updates) and change nothing.
+        """
+        self._holds += 1
+        self._halts += 1
+        try:
+            handles = list(self._running.values())
+            for handle in handles:
+                handle.cancel()
+            if handles:
+                await asyncio.wait(handles)
+            await self._commits.settle()
+            await self._calls_settled()
+            yield
+        finally:
+            self._holds -= 1
+            self._halts += 1
+            if self._holds == 0:
+                self._wake.set()
+
+    async def _calls_settled(self) -> None:
+        with self._calls_guard:
+            pending = [call for call in self._calls if not call.done()]
+        if pending:
+            # asyncio.wait: a call that failed or was cancelled before it started is settled
+            # too, and nothing is raised here.
+            await asyncio.wait([asyncio.wrap_future(call) for call in pending])
 
     def wake(self, task_id: str | None = None) -> None:
         """Look at the store again now (and poke ``task_id`` if it is running). Thread-safe."""
@@ -114,7 +174,10 @@ class LocalExecutor:
                 await asyncio.wait_for(self._wake.wait(), RESCAN_SECONDS)
 
     async def _scan(self) -> None:
+        halts = self._halts
         for task in await self._db(self._store.unfinished_tasks):
+            if self._holds or self._halts != halts:
+                return  # halted meanwhile: what was read may be gone; the next scan will see
             if task.task_id in self._running:
                 continue
             runnable = task.state is states.TaskState.RUNNING or (
@@ -157,8 +220,15 @@ class LocalExecutor:
         name = getattr(fn, "__name__", "")
         if name in store.BATCHABLE_CALLS and getattr(fn, "__self__", None) is self._store:
             return await self._commits.write(fn, args, kwargs)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        call = self._pool.submit(functools.partial(fn, *args, **kwargs))
+        with self._calls_guard:
+            self._calls.add(call)
+        call.add_done_callback(self._forget_call)
+        return await asyncio.wrap_future(call)
+
+    def _forget_call(self, call: concurrent.futures.Future[Any]) -> None:
+        with self._calls_guard:
+            self._calls.discard(call)
 
 
 class GroupCommit:
@@ -182,6 +252,12 @@ class GroupCommit:
         self._max_batch = max_batch
         self._pending: list[tuple[store.BatchedWrite, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+
+    async def settle(self) -> None:
+        """Wait until every write handed in so far is committed (or has failed)."""
+        while self._flusher is not None and not self._flusher.done():
+            # asyncio.wait, not gather: a cancelled waiter must not cancel the flusher.
+            await asyncio.wait([self._flusher])
 
     async def write(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         loop = asyncio.get_running_loop()

@@ -8,7 +8,7 @@ from clustertasks import clock
 from clustertasks.domain import ids
 from clustertasks.operations import base as operations
 from clustertasks.providers import base as providers
-from clustertasks.service import cloud, control, faults, nodes, sim_clock, tasks
+from clustertasks.service import cloud, control, emulator_state, faults, nodes, sim_clock, tasks
 from clustertasks.storage import store
 
 
@@ -21,6 +21,7 @@ class Services:
     nodes: nodes.NodeService
     faults: faults.FaultService
     emulator_clock: sim_clock.ClockService
+    emulator: emulator_state.EmulatorState
 
     @classmethod
     def build(
@@ -43,6 +44,10 @@ class Services:
         )
         # The cloud reports injected faults into the tasks' events through this service.
         provider.set_event_sink(fault_service.report)
+        emulator_clock = sim_clock.ClockService(provider)
+        emulator = emulator_state.EmulatorState(task_store, time=time, id_generator=id_generator)
+        # A reset or an imported state brings the clock and the seeded draws back with it.
+        emulator.after_change.append(emulator_clock.reload)
         return cls(
             tasks=tasks.TaskService(task_store, polled=provider.task_polled),
             control=task_control,
@@ -50,7 +55,8 @@ class Services:
             task_store=task_store,
             nodes=nodes.NodeService(provider, task_control, clouds),
             faults=fault_service,
-            emulator_clock=sim_clock.ClockService(provider),
+            emulator_clock=emulator_clock,
+            emulator=emulator,
         )
 
     def healthy(self) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from clustertasks import errors, settings
-from clustertasks.domain import records, states
+from clustertasks.domain import records, states, wire
 from clustertasks.storage import (
     audit,
     dialects,
@@ -26,6 +26,7 @@ from clustertasks.storage import (
     migrate,
     schema,
     sim_clock,
+    snapshots,
     transactions,
     world,
 )
@@ -211,6 +212,10 @@ class TaskStore:
     def audit_log(self) -> audit.AuditLog:
         """The log of mutating requests, on the same database and connection pool."""
         return audit.AuditLog(self._engine, self._writer)
+
+    def snapshot_store(self) -> snapshots.SnapshotStore:
+        """The emulator's whole state (world and task history), wiped, dumped or loaded."""
+        return snapshots.SnapshotStore(self._engine, check_loaded=_tasks_read_back)
 
     def ping(self) -> bool:
         """True when the database answers."""
@@ -697,6 +702,50 @@ def _translated() -> Iterator[None]:
         raise errors.StorageUnavailable() from exc
     except sa.exc.SQLAlchemyError as exc:
         raise errors.StorageError(f"the task store failed: {type(exc).__name__}") from exc
+
+
+def _tasks_read_back(conn: sa.Connection) -> None:
+    """Every task of an import reads back as DescribeTaskInfo and the engine read it.
+
+    Raises ``errors.InvalidParameter`` naming the first task that does not (an unknown
+    state, parameters that are not an object …); the import is then rolled back.
+    """
+    parts: dict[str, dict[str, list[Any]]] = {}
+    for table, order in ((S, S.c.position), (E, E.c.seq), (R, R.c.position)):
+        for row in conn.execute(sa.select(table).order_by(table.c.task_id, order)).mappings():
+            parts.setdefault(row["task_id"], {}).setdefault(table.name, []).append(row)
+    for row in conn.execute(sa.select(T).order_by(T.c.task_id)).mappings():
+        task_id = row["task_id"]
+        found = parts.get(task_id, {})
+        try:
+            view = records.TaskView(
+                task=_task_from_row(row),
+                stages=tuple(_stage_from_row(r) for r in found.get(S.name, [])),
+                events=tuple(_event_from_row(r) for r in found.get(E.name, [])),
+                results=tuple(
+                    records.TaskResult(data=r["data"], status=states.ResultStatus(r["status"]))
+                    for r in found.get(R.name, [])
+                ),
+            )
+            _check_shapes(view)
+            wire.task_document(view)
+        except (ValueError, TypeError, KeyError, OverflowError, OSError) as exc:
+            raise errors.InvalidParameter(
+                "tables.tasks", f"the task {task_id} cannot be read back: {exc}"
+            ) from None
+
+
+def _check_shapes(view: records.TaskView) -> None:
+    task = view.task
+    if task.target.type not in records.TARGET_TYPES:
+        raise ValueError(f"target_type {task.target.type!r} is not cluster or nodepool")
+    if task.requested_action not in (None, records.PAUSE, records.CANCEL):
+        raise ValueError(f"requested_action {task.requested_action!r} is not pause or cancel")
+    objects = [("parameters", task.parameters), ("outputs", task.outputs)]
+    objects += [(f"the outputs of stage {s.name}", s.outputs) for s in view.stages]
+    for name, value in objects:
+        if not isinstance(value, dict):
+            raise TypeError(f"{name} must be a JSON object")
 
 
 def _task_row(task: records.Task) -> dict[str, Any]:

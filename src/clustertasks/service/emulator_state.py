@@ -1,0 +1,163 @@
+"""The emulator's clean slate and snapshots: reset, export and import of its whole state.
+
+The state is the simulated world (clusters, pools, instances, nodes, pods, workloads,
+budgets, free instances, stock, fault rules …) and the task history (tasks, stages, events,
+results): every table but the AccessKeys, the signature nonces and the audit log
+(``storage.snapshots.KEPT``).
+
+- ``reset``: unfinished tasks are stopped first (their runners cancelled and waited for),
+  then every row of the state goes in one transaction. Ids start again as on a fresh
+  database (``--sim-seed`` repeats them).
+- ``export``: one document with every row of every state table.
+- ``restore`` (import): the document is checked whole before anything happens; then, like a
+  reset, unfinished tasks are stopped, and the state is replaced by the document's rows in
+  one transaction. Imported tasks that are unfinished continue, exactly as after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from clustertasks import clock, errors
+from clustertasks.domain import ids, states, timefmt
+from clustertasks.storage import snapshots, store
+
+FORMAT = "clustertasks-state"
+VERSION = 1
+_KEYS = frozenset({"format", "version", "exported_at", "tables"})
+
+Halt = Callable[[], AbstractAsyncContextManager[object]]
+"""Stops every runner of the executor and starts none while its block runs."""
+
+
+def issued_ids(task_store: store.TaskStore) -> dict[str, int]:
+    """How many ids of each kind the stored state used: where seeded ids continue."""
+    return {
+        "task": task_store.count_tasks(),
+        "fault": task_store.fault_store().count_all(),
+        **task_store.world_store().count_all(),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ResetOutcome:
+    tasks_canceled: int
+    """Tasks that were unfinished (running or paused): stopped, then deleted."""
+    tasks_deleted: int
+    clusters_deleted: int
+    """Every cluster the world recorded, deleted ones included."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImportOutcome:
+    removed: ResetOutcome
+    imported: Mapping[str, int]
+    """Rows loaded, by table."""
+
+
+class EmulatorState:
+    def __init__(
+        self,
+        task_store: store.TaskStore,
+        *,
+        time: clock.Clock | None = None,
+        id_generator: ids.IdGenerator | None = None,
+    ) -> None:
+        self._store = task_store
+        self._snapshots = task_store.snapshot_store()
+        self._clock = time or clock.SystemClock()
+        self._ids = id_generator
+        self._serial = asyncio.Lock()
+        self.halt: Halt = self._hold_executor_lock
+        """Set by the composition root to the local executor's ``halted`` when there is one."""
+        self.after_change: list[Callable[[], None]] = []
+        """Called after every reset and import, once the new state is committed: whatever
+        keeps state of its own in memory starts again from the store."""
+
+    async def reset(self) -> ResetOutcome:
+        async with self._serial, self.halt():
+            removed = await asyncio.to_thread(self._snapshots.wipe)
+            await asyncio.to_thread(self._restarted)
+        return _outcome(removed)
+
+    def export(self) -> dict[str, Any]:
+        """``{"format", "version", "exported_at", "tables": {name: [row, …]}}``."""
+        tables = self._snapshots.dump()
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "exported_at": timefmt.rfc3339(self._clock.now_us()),
+            "tables": tables,
+        }
+
+    async def restore(self, document: Mapping[str, Any]) -> ImportOutcome:
+        """Replace the state by an exported ``document``; ``errors.InvalidParameter`` names
+        the first problem, and then nothing has changed."""
+        rows = await asyncio.to_thread(self._check, document)
+        async with self._serial, self.halt():
+            replaced = await asyncio.to_thread(self._snapshots.replace, rows)
+            await asyncio.to_thread(self._restarted)
+        return ImportOutcome(_outcome(replaced.removed), replaced.loaded)
+
+    def _check(self, document: Mapping[str, Any]) -> dict[str, snapshots.Rows]:
+        for key in document:
+            if key not in _KEYS:
+                raise errors.InvalidParameter(
+                    key, f"is not a field of a state document (expected {', '.join(sorted(_KEYS))})"
+                )
+        if document.get("format") != FORMAT:
+            raise errors.InvalidParameter(
+                "format", f"must be {FORMAT!r}, got {document.get('format')!r}"
+            )
+        version = document.get("version")
+        if version != VERSION or isinstance(version, bool):
+            raise errors.InvalidParameter(
+                "version", f"must be {VERSION}, the version this server reads; got {version!r}"
+            )
+        exported_at = document.get("exported_at")
+        if exported_at is not None and not isinstance(exported_at, str):
+            raise errors.InvalidParameter("exported_at", "must be an RFC 3339 timestamp")
+        if "tables" not in document:
+            raise errors.InvalidParameter("tables", "is required")
+        return self._snapshots.check(document["tables"])
+
+    def _restarted(self) -> None:
+        if self._ids is not None:
+            self._ids.restart(issued_ids(self._store))
+        for hook in self.after_change:
+            hook()
+
+    @contextlib.asynccontextmanager
+    async def _hold_executor_lock(self) -> AsyncIterator[object]:
+        """Without an executor in this process: hold the executor lock, so that none starts
+        meanwhile. If another server holds it, its running tasks cannot be stopped from here."""
+        lock = self._store.executor_lock()
+        try:
+            await asyncio.to_thread(lock.acquire)
+        except errors.ExecutorLocked:
+            unfinished = await asyncio.to_thread(self._store.unfinished_tasks)
+            running = [t.task_id for t in unfinished if t.state is states.TaskState.RUNNING]
+            if running:
+                raise errors.TaskConflict(
+                    f"the task {running[0]} is running in another server's executor on this "
+                    "database; reset or import through that server"
+                ) from None
+            yield None
+            return
+        try:
+            yield None
+        finally:
+            lock.release()
+
+
+def _outcome(removed: snapshots.Removed) -> ResetOutcome:
+    return ResetOutcome(
+        tasks_canceled=removed.tasks_unfinished,
+        tasks_deleted=removed.tasks,
+        clusters_deleted=removed.clusters,
+    )
