@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clustertasks import clock
+from clustertasks import clock, settings
 from clustertasks.domain import ids
 from clustertasks.operations import base as operations
 from clustertasks.providers import base as providers
-from clustertasks.service import cloud, control, nodes, tasks
+from clustertasks.service import changes, cloud, control, live, nodes, tasks
 from clustertasks.storage import store
 
 
@@ -19,6 +19,8 @@ class Services:
     cloud: cloud.CloudService
     task_store: store.TaskStore
     nodes: nodes.NodeService
+    changes: changes.ChangeHub
+    live: live.LiveTasks
 
     @classmethod
     def build(
@@ -29,9 +31,11 @@ class Services:
         *,
         time: clock.Clock | None = None,
         id_generator: ids.IdGenerator | None = None,
+        live_settings: settings.LiveSettings | None = None,
     ) -> Services:
+        hub = changes.ChangeHub(task_store, live_settings)
         task_control = control.TaskControl(
-            task_store, registry, time=time, id_generator=id_generator
+            task_store, registry, time=time, id_generator=id_generator, on_commit=hub.notify
         )
         clouds = cloud.CloudService(provider, task_control, id_generator)
         return cls(
@@ -40,6 +44,8 @@ class Services:
             cloud=clouds,
             task_store=task_store,
             nodes=nodes.NodeService(provider, task_control, clouds),
+            changes=hub,
+            live=live.LiveTasks(task_store, hub),
         )
 
     def healthy(self) -> bool:
