@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
 
 from clustertasks import __version__, settings
-from clustertasks.api import auth, cloud, emulator, errors, health, middleware, nodes, tasks
+from clustertasks.api import (
+    auth,
+    cloud,
+    emulator,
+    errors,
+    health,
+    middleware,
+    nodes,
+    streams,
+    tasks,
+)
 from clustertasks.service import auth as auth_service
 from clustertasks.service import container
 
@@ -21,7 +33,7 @@ def create_app(
 ) -> FastAPI:
     """The API; every route but /healthz and /openapi.json answers signed requests only."""
     app = FastAPI(
-        lifespan=lifespan,
+        lifespan=_ending_waits(services, lifespan),
         title="clustertasks",
         version=__version__,
         description=(
@@ -41,7 +53,26 @@ def create_app(
     app.add_middleware(middleware.RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(tasks.router)
+    app.include_router(streams.router)
     app.include_router(cloud.router)
     app.include_router(nodes.router)
     app.include_router(emulator.router)
     return app
+
+
+def _ending_waits(services: container.Services, lifespan: Any) -> Any:
+    """``lifespan``, then end whatever still waits for a task to change (long-polls, event
+    streams): the application is going away."""
+
+    @contextlib.asynccontextmanager
+    async def wrapped(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan(app):
+                    yield
+        finally:
+            services.changes.close()
+
+    return wrapped
