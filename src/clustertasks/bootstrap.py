@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
@@ -32,9 +33,19 @@ class _Server(uvicorn.Server):
     """uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, which makes the process
     die by that signal. A requested stop that completed is a success: exit status 0."""
 
+    def __init__(self, config: uvicorn.Config, stopping: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._stopping = stopping
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn waits for every open response before it stops; long-polls and event
+        # streams would hold it for up to a minute, or for ever: end them first.
+        self._stopping()
+        await super().shutdown(sockets)
 
 
 @dataclass
@@ -67,7 +78,12 @@ def build(config: settings.Settings) -> Runtime:
         cloud = sim_cloud.SimCloud(world_store, config.sim, sim_time, sim_clock=sim_time)
         registry = catalog.registry()
         services = container.Services.build(
-            task_store, registry, cloud, time=time, id_generator=id_generator
+            task_store,
+            registry,
+            cloud,
+            time=time,
+            id_generator=id_generator,
+            live_settings=config.live,
         )
         runner = None
         if config.engine.executor:
@@ -77,6 +93,7 @@ def build(config: settings.Settings) -> Runtime:
                 cloud,
                 time=time,
                 max_running_tasks=config.engine.max_running_tasks,
+                on_commit=services.changes.notify,
             )
             runner.claim()
             services.control.notify = runner.wake
@@ -126,7 +143,8 @@ def serve(config: settings.Settings, announce: Callable[[str], None] = print) ->
                 server_header=False,
                 proxy_headers=False,
                 lifespan="on",
-            )
+            ),
+            stopping=runtime.services.changes.close,
         )
         mode = "running tasks" if runtime.executor is not None else "API only, no executor"
         announce(

@@ -149,6 +149,12 @@ class StorageUnavailable(ClustertasksError):
     code = "ServiceUnavailable"
 
 
+class Busy(ClustertasksError):
+    """The server follows as many tasks as it can at once; try again shortly."""
+
+    code = "ServiceUnavailable"
+
+
 class StorageError(ClustertasksError):
     """The task store failed to complete the operation."""
 

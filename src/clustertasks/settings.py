@@ -96,6 +96,36 @@ class EngineSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveSettings:
+    """Following a task as it changes: long-polls and event streams."""
+
+    heartbeat_seconds: float = 15.0
+    """Seconds between keep-alive comments on an idle event stream, so that proxies and
+    clients do not take a quiet task for a dead connection (``CLUSTERTASKS_SSE_HEARTBEAT``)."""
+
+    poll_seconds: float = 0.5
+    """How often the versions of followed tasks are re-read, to see changes committed by
+    another process on the same database (an executor elsewhere, another replica)."""
+
+    max_watchers: int = 10_000
+    """Long-polls and event streams open at once; more are refused with 503 until some end."""
+
+    def __post_init__(self) -> None:
+        if not (0 < self.heartbeat_seconds <= 3600):
+            raise errors.ConfigurationError(
+                f"the SSE heartbeat must be > 0 and <= 3600 seconds, got {self.heartbeat_seconds}"
+            )
+        if not (0 < self.poll_seconds <= 60):
+            raise errors.ConfigurationError(
+                f"the change poll must be > 0 and <= 60 seconds, got {self.poll_seconds}"
+            )
+        if self.max_watchers < 1:
+            raise errors.ConfigurationError(
+                f"max watchers must be at least 1, got {self.max_watchers}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class AuthSettings:
     enabled: bool = True
     """Verify signatures, dates and nonces; False (``--auth off``) accepts any well-formed
@@ -147,3 +177,4 @@ class Settings:
     sim: SimSettings = field(default_factory=SimSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    live: LiveSettings = field(default_factory=LiveSettings)

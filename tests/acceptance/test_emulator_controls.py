@@ -367,6 +367,37 @@ def test_per_poll_a_scale_out_moves_only_as_describe_task_info_is_called(
     assert new_statuses() == ["Running"] * 5
 
 
+def test_per_poll_long_polls_and_conditional_reads_count_as_polls(
+    server: ServerProcess, sim: sim_cloud.SimCloud
+) -> None:
+    """A client following the task with ``?wait=&since=`` (as ``clustertasks task watch``
+    does) never reads the document while it waits: its reads must move the task all the
+    same, or it would wait forever."""
+    client = sdk.client(server)
+    cluster_id, pool_id = _cluster(client)
+    assert _clock(server, mode="per_poll")["mode"] == "per_poll"
+    task_id = _scale(client, cluster_id, pool_id, 2)
+    _waiting(server, 2)
+
+    first = _call(server, "GET", f"/tasks/{task_id}")
+    version = int(first.headers["x-clustertasks-task-version"])
+    etag = first.headers["etag"]
+    reads = 0
+    state = first.json()["state"]
+    while state == "running":
+        reads += 1
+        assert reads <= 100, "a per-poll scale-out of 2 must end within 100 long-polls"
+        # Never a plain read: a long-poll that ends in 304 at its timeout, or a bare 304.
+        path = f"/tasks/{task_id}?wait=1&since={version}" if reads % 2 else f"/tasks/{task_id}"
+        answer = _call(server, "GET", path, headers={"if-none-match": etag})
+        if answer.status_code == 304:
+            continue
+        version = int(answer.headers["x-clustertasks-task-version"])
+        etag = answer.headers["etag"]
+        state = answer.json()["state"]
+    assert state == "success"
+
+
 # -- latency and NotReady ---------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -89,6 +90,70 @@ def test_every_write_bumps_version_and_updated(task_store: store.TaskStore) -> N
     assert v1 < v2 < v3
     assert v3 == v1 + 3
     assert task_store.get_task(task.task_id).updated_us == NOW + 3
+
+
+def test_every_write_path_moves_the_version_read_alone(task_store: store.TaskStore) -> None:
+    """The version is what ETags and waits rely on: each way of writing a task or one of
+    its parts must change it, in the same transaction."""
+    task = _task()
+    stage = records.plan_stages(["A"])[0]
+    task_store.create_task(task, [stage])
+    task_id = task.task_id
+    note = records.EventNote("Made", "made i-2")
+    writes: dict[str, Callable[[], object]] = {
+        "update_task": lambda: task_store.update_task(task.with_current_stage("A", NOW)),
+        "update_stage": lambda: task_store.update_stage(task_id, stage, NOW),
+        "append_event": lambda: task_store.append_event(
+            task_id,
+            action="a",
+            level=states.EventLevel.NORMAL,
+            reason="R",
+            message="m",
+            now_us=NOW,
+        ),
+        "new result": lambda: task_store.set_result(
+            task_id, "i-1", states.ResultStatus.INITIAL, NOW
+        ),
+        "changed result": lambda: task_store.set_result(
+            task_id, "i-1", states.ResultStatus.SUCCESS, NOW
+        ),
+        "result with event": lambda: task_store.set_result(
+            task_id, "i-2", states.ResultStatus.INITIAL, NOW, event=note
+        ),
+        "request pause": lambda: task_store.request_action(task_id, records.PAUSE, NOW),
+        "pause": lambda: task_store.update_task(
+            dataclasses.replace(
+                task.with_state(states.TaskState.PAUSED, NOW), requested_action=None
+            ),
+            acted_on=records.PAUSE,
+        ),
+        "resume": lambda: task_store.resume(task_id, NOW),
+        "request cancel": lambda: task_store.request_action(task_id, records.CANCEL, NOW),
+        "batch": lambda: task_store.write_batch(
+            [(task_store.update_stage, (task_id, stage, NOW), {})]
+        ),
+    }
+    before = task_store.task_version(task_id)
+    assert before == task_store.get_task(task_id).version
+    for name, write in writes.items():
+        write()
+        after = task_store.task_version(task_id)
+        assert after > before, name
+        assert after == task_store.describe_task(task_id).task.version, name
+        before = after
+    assert task_store.task_versions([task_id, "T-ffffffffffffffffffffffff"]) == {task_id: before}
+    assert task_store.task_versions([]) == {}
+    with pytest.raises(errors.TaskNotFound):
+        task_store.task_version("T-ffffffffffffffffffffffff")
+
+
+def test_describe_task_can_leave_out_the_events_already_read(task_store: store.TaskStore) -> None:
+    view = factories.seed_task(task_store)
+    assert len(view.events) >= 2
+    newest = task_store.describe_task(view.task.task_id, events_after=len(view.events) - 1)
+    assert newest.events == (view.events[-1],)
+    assert (newest.task, newest.stages, newest.results) == (view.task, view.stages, view.results)
+    assert task_store.describe_task(view.task.task_id, events_after=len(view.events)).events == ()
 
 
 def test_appending_an_event_writes_only_the_event(task_store: store.TaskStore) -> None:

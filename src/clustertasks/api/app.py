@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -17,6 +19,7 @@ from clustertasks.api import (
     health,
     middleware,
     nodes,
+    streams,
     tasks,
 )
 from clustertasks.service import auth as auth_service
@@ -32,7 +35,7 @@ def create_app(
 ) -> FastAPI:
     """The API; every route but /healthz and /openapi.json answers signed requests only."""
     app = FastAPI(
-        lifespan=lifespan,
+        lifespan=_ending_waits(services, lifespan),
         title="clustertasks",
         version=__version__,
         description=(
@@ -52,9 +55,28 @@ def create_app(
     app.add_middleware(middleware.RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(tasks.router)
+    app.include_router(streams.router)
     app.include_router(cloud.router)
     app.include_router(nodes.router)
     app.include_router(emulator.router)
     app.include_router(emulator_controls.router)
     app.include_router(emulator_state.router)
     return app
+
+
+def _ending_waits(services: container.Services, lifespan: Any) -> Any:
+    """``lifespan``, then end whatever still waits for a task to change (long-polls, event
+    streams): the application is going away."""
+
+    @contextlib.asynccontextmanager
+    async def wrapped(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan(app):
+                    yield
+        finally:
+            services.changes.close()
+
+    return wrapped

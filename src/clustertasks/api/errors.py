@@ -36,6 +36,7 @@ STATUS: tuple[tuple[type[errors.ClustertasksError], int], ...] = (
     (errors.NotFound, 404),
     (errors.Conflict, 409),
     (errors.StorageUnavailable, 503),
+    (errors.Busy, 503),
     (errors.ClustertasksError, 500),
 )
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from clustertasks import errors
-from clustertasks.api import deps, render
+from clustertasks.api import conditional, deps, render
 from clustertasks.api import errors as api_errors
 from clustertasks.domain import wire
 from clustertasks.service import tasks as task_service
@@ -19,17 +20,66 @@ router = APIRouter(tags=["tasks"])
     "/tasks/{task_id}",
     operation_id="DescribeTaskInfo",
     summary="DescribeTaskInfo: a task with its stages, events, results and error",
+    description=(
+        "Conditional with `If-None-Match` (304 while the ETag still matches); a long-poll "
+        "with `wait` and `since` (or `If-None-Match`): answers once the task has changed, "
+        "or when `wait` seconds have passed."
+    ),
+    responses={
+        304: {
+            "description": "Not modified: an ETag in If-None-Match is the task's current one",
+        }
+    },
 )
-def describe_task_info(
+async def describe_task_info(
     request: Request,
     task_id: Annotated[str, Path(description="The task id, e.g. T-5faa48fb31b6b8078d000006")],
+    wait: Annotated[
+        str | None,
+        Query(description="Long-poll: seconds to wait for a change, 0 to 60, decimals allowed"),
+    ] = None,
+    since: Annotated[
+        str | None,
+        Query(description="Long-poll: the version (X-Clustertasks-Task-Version) already seen"),
+    ] = None,
+    if_none_match: Annotated[
+        str | None,
+        Header(
+            alias="If-None-Match",
+            description='ETags already held: "<version>-json" or "<version>-xml", a list, or *',
+        ),
+    ] = None,
 ) -> Response:
+    representation = "xml" if render.wants_xml(request) else "json"
+    seconds = conditional.wait_seconds(wait)
+    seen = conditional.since_version(since)
+    held = conditional.if_none_match(request)
     services = deps.services(request)
-    view = services.tasks.describe_task(task_id)
+
+    def unchanged(version: int) -> bool:
+        older = seen is not None and version <= seen
+        return older or held.matches(conditional.etag(version, representation))
+
+    # Only the version is read until the client must be sent the document.
+    version: int | None = None
+    if held or (seconds and seen is not None):
+        services.tasks.polled(task_id)
+    if seconds and (seen is not None or held):
+        version = await services.live.wait_while(task_id, unchanged, seconds)
+    elif held:
+        version = await services.live.version(task_id)
+    if version is not None and held.matches(conditional.etag(version, representation)):
+        return conditional.not_modified(version, representation)
+    view = await run_in_threadpool(services.tasks.describe_task, task_id)
+    version = view.task.version
+    if held.matches(conditional.etag(version, representation)):
+        return conditional.not_modified(version, representation)
     body = wire.task_document(view, deps.timezone(request))
     # Not in the SDK model, but ecctl reads a request id from this document.
     body["requestId"] = api_errors.request_id(request)
-    return render.document(request, "DescribeTaskInfo", body)
+    response = render.document(request, "DescribeTaskInfo", body)
+    response.headers.update(conditional.headers(version, representation))
+    return response
 
 
 def _control(request: Request, task_id: str, action: str) -> Response:

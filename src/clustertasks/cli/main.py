@@ -182,6 +182,15 @@ def serve(
             help="Where the first AccessKey is saved when the database has none (mode 0600).",
         ),
     ] = "./clustertasks.credentials",
+    sse_heartbeat: Annotated[
+        float,
+        typer.Option(
+            envvar="CLUSTERTASKS_SSE_HEARTBEAT",
+            min=0.001,
+            max=3600,
+            help="Seconds between keep-alive comments on an idle task event stream.",
+        ),
+    ] = 15.0,
 ) -> None:
     """Run the API server (SQLite in ./clustertasks.db by default) until SIGINT/SIGTERM."""
     config = _settings(
@@ -203,6 +212,7 @@ def serve(
                 access_key_secret=access_key_secret or None,
                 credentials_file=credentials_file,
             ),
+            live=settings.LiveSettings(heartbeat_seconds=sse_heartbeat),
         )
     )
     # soft_wrap: a log line (a path, a key) must stay whole, whatever the terminal's width.

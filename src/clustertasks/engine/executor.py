@@ -17,7 +17,7 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 from clustertasks import clock
@@ -32,6 +32,9 @@ log = logging.getLogger("clustertasks.engine")
 # A safety net only: submissions and requests wake the executor at once.
 RESCAN_SECONDS = 2.0
 
+Committed = Callable[[Collection[str]], None]
+"""Told the ids of the tasks a commit changed, on the event loop, after the commit."""
+
 
 class LocalExecutor:
     def __init__(
@@ -43,6 +46,7 @@ class LocalExecutor:
         time: clock.Clock | None = None,
         max_running_tasks: int = 64,
         tuning: runner.EngineTuning | None = None,
+        on_commit: Committed | None = None,
     ) -> None:
         self._store = task_store
         self._registry = registry
@@ -54,7 +58,7 @@ class LocalExecutor:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=16, thread_name_prefix="clustertasks-db"
         )
-        self._commits = GroupCommit(task_store, self._pool)
+        self._commits = GroupCommit(task_store, self._pool, on_commit=on_commit)
         self._lock: locks.ExecutorLock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
@@ -246,10 +250,12 @@ class GroupCommit:
         pool: concurrent.futures.Executor,
         *,
         max_batch: int = 256,
+        on_commit: Committed | None = None,
     ) -> None:
         self._store = task_store
         self._pool = pool
         self._max_batch = max_batch
+        self._on_commit = on_commit
         self._pending: list[tuple[store.BatchedWrite, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -285,6 +291,7 @@ class GroupCommit:
                 if not isinstance(exc, Exception):
                     raise
                 continue
+            self._committed(calls)
             for (_, done), outcome in zip(batch, outcomes, strict=True):
                 if done.done():  # its runner was cancelled meanwhile; the write stands
                     continue
@@ -292,3 +299,24 @@ class GroupCommit:
                     done.set_exception(outcome.error)
                 else:
                     done.set_result(outcome.value)
+
+    def _committed(self, calls: list[store.BatchedWrite]) -> None:
+        if self._on_commit is None:
+            return
+        touched = {
+            _task_of(args)
+            for method, args, _kwargs in calls
+            if getattr(method, "__name__", "") != "get_task" and args
+        }
+        if not touched:
+            return
+        try:
+            self._on_commit(touched)
+        except Exception:
+            log.exception("telling waiters about a commit failed")
+
+
+def _task_of(args: tuple[Any, ...]) -> str:
+    """The task a batchable write changes: its first argument, a task id or the task."""
+    first = args[0]
+    return first.task_id if isinstance(first, records.Task) else str(first)

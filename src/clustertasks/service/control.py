@@ -1,13 +1,14 @@
 """Submitting tasks and asking running ones to pause, resume or cancel.
 
 The service never runs anything: it writes to the store and tells the executor to look
-(``notify``), which the composition root wires to the executor when there is one.
+(``notify``), which the composition root wires to the executor when there is one; and it
+tells whoever follows the task that it changed (``on_commit``).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from clustertasks import clock, errors
@@ -16,10 +17,15 @@ from clustertasks.operations import base as operations
 from clustertasks.storage import store
 
 Notify = Callable[[str], None]
+Committed = Callable[[Collection[str]], None]
 
 
 def _no_executor(_task_id: str) -> None:
     """With ``--no-executor`` another server's executor finds the work on its next scan."""
+
+
+def _nobody_follows(_task_ids: Collection[str]) -> None:
+    """Without a change hub nobody waits for a task to change."""
 
 
 class TaskControl:
@@ -31,12 +37,14 @@ class TaskControl:
         time: clock.Clock | None = None,
         id_generator: ids.IdGenerator | None = None,
         notify: Notify = _no_executor,
+        on_commit: Committed = _nobody_follows,
     ) -> None:
         self._store = task_store
         self._registry = registry
         self._clock = time or clock.SystemClock()
         self._ids = id_generator or ids.IdGenerator(random.Random())
         self.notify = notify
+        self.on_commit = on_commit
 
     def submit(
         self,
@@ -65,26 +73,30 @@ class TaskControl:
         )
         outcome = self._store.submit_task(task, records.plan_stages(operation.stage_names()))
         if outcome.created:
-            self.notify(task.task_id)
+            self._committed(task.task_id)
         return outcome
 
     def pause(self, task_id: str) -> records.Task:
         self._supported(task_id, "pause")
         task = self._store.request_action(task_id, records.PAUSE, self._clock.now_us())
-        self.notify(task_id)
+        self._committed(task_id)
         return task
 
     def resume(self, task_id: str) -> records.Task:
         self._supported(task_id, "resume")
         task = self._store.resume(task_id, self._clock.now_us())
-        self.notify(task_id)
+        self._committed(task_id)
         return task
 
     def cancel(self, task_id: str) -> records.Task:
         self._supported(task_id, "cancel")
         task = self._store.request_action(task_id, records.CANCEL, self._clock.now_us())
-        self.notify(task_id)
+        self._committed(task_id)
         return task
+
+    def _committed(self, task_id: str) -> None:
+        self.notify(task_id)
+        self.on_commit((task_id,))
 
     def _operation(self, task_type: str) -> operations.Operation:
         operation = self._registry.get(task_type)

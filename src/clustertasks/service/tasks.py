@@ -60,6 +60,12 @@ class TaskService:
         self._polled(task_id)
         return view
 
+    def polled(self, task_id: str) -> None:
+        """A client read the task without the document (a 304, a long-poll): for the
+        per-poll clock that is a poll all the same, so a waiting client moves it on."""
+        if ids.is_lookup_id(task_id):
+            self._polled(task_id)
+
     def list_cluster_tasks(self, request: ListTasksRequest) -> TaskList:
         """Newest first; page-number paging, or token paging with ``max_results``/``next_token``.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -99,12 +99,21 @@ _GET_TASK = sa.select(T).where(T.c.task_id == _TASK_ID)
 _TASK_STAGES = (
     sa.select(S).where(S.c.task_id == _param("p_task_id", S.c.task_id)).order_by(S.c.position)
 )
-_TASK_EVENTS = sa.select(E).where(E.c.task_id == _param("p_task_id", E.c.task_id)).order_by(E.c.seq)
+_TASK_EVENTS = (
+    sa.select(E)
+    .where(E.c.task_id == _param("p_task_id", E.c.task_id), E.c.seq > _param("p_after", E.c.seq))
+    .order_by(E.c.seq)
+)
+_TASK_VERSION = sa.select(T.c.version).where(T.c.task_id == _TASK_ID)
 _TASK_RESULTS = (
     sa.select(R.c.data, R.c.status)
     .where(R.c.task_id == _param("p_task_id", R.c.task_id))
     .order_by(R.c.position)
 )
+
+
+# Ids per IN (…) list: far below SQLite's limit on bound parameters.
+_VERSIONS_PER_QUERY = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,15 +555,19 @@ class TaskStore:
             raise errors.TaskNotFound(task_id)
         return _task_from_row(row._mapping)
 
-    def describe_task(self, task_id: str) -> records.TaskView:
-        """The task with its stages, events and results, read in one consistent snapshot."""
+    def describe_task(self, task_id: str, *, events_after: int = 0) -> records.TaskView:
+        """The task with its stages, events and results, read in one consistent snapshot.
+
+        ``events_after``: leave out the events numbered up to this one (a reader that has
+        them already: the history is append-only).
+        """
         params = {"p_task_id": task_id}
-        with self._read() as conn:
+        with self._read(snapshot=True) as conn:
             row = conn.execute(_GET_TASK, params).one_or_none()
             if row is None:
                 raise errors.TaskNotFound(task_id)
             stage_rows = conn.execute(_TASK_STAGES, params).all()
-            event_rows = conn.execute(_TASK_EVENTS, params).all()
+            event_rows = conn.execute(_TASK_EVENTS, {**params, "p_after": events_after}).all()
             result_rows = conn.execute(_TASK_RESULTS, params).all()
         return records.TaskView(
             task=_task_from_row(row._mapping),
@@ -565,6 +578,28 @@ class TaskStore:
                 for r in result_rows
             ),
         )
+
+    def task_version(self, task_id: str) -> int:
+        """The task's version alone (one primary-key lookup): it changes with every write
+        to the task or its parts, so a reader can tell whether its copy is current."""
+        with self._read() as conn:
+            version = conn.execute(_TASK_VERSION, {"p_task_id": task_id}).scalar_one_or_none()
+        if version is None:
+            raise errors.TaskNotFound(task_id)
+        return int(version)
+
+    def task_versions(self, task_ids: Collection[str]) -> dict[str, int]:
+        """The versions of those of ``task_ids`` that exist, read together."""
+        wanted = list(task_ids)
+        found: dict[str, int] = {}
+        with self._read() as conn:
+            for start in range(0, len(wanted), _VERSIONS_PER_QUERY):
+                chunk = wanted[start : start + _VERSIONS_PER_QUERY]
+                rows = conn.execute(
+                    sa.select(T.c.task_id, T.c.version).where(T.c.task_id.in_(chunk))
+                ).all()
+                found.update((row.task_id, int(row.version)) for row in rows)
+        return found
 
     def list_cluster_tasks(self, query: TaskQuery) -> TaskPage:
         where = [T.c.cluster_id == query.cluster_id]
@@ -682,13 +717,22 @@ class TaskStore:
                 yield conn
 
     @contextlib.contextmanager
-    def _read(self) -> Iterator[sa.Connection]:
+    def _read(self, *, snapshot: bool = False) -> Iterator[sa.Connection]:
+        """A read transaction; ``snapshot``: every statement in it sees the same commits.
+
+        SQLite gives that to any transaction (WAL). PostgreSQL's default, READ COMMITTED,
+        lets each statement see newer commits: a task row could then be older than the
+        events read after it, and its version would not describe the document.
+        """
         batch: sa.Connection | None = getattr(self._batch, "conn", None)
         if batch is not None:
             yield batch
             return
-        with _translated(), self._engine.connect() as conn, conn.begin():
-            yield conn
+        with _translated(), self._engine.connect() as conn:
+            if snapshot and self.dialect == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
 
 
 @contextlib.contextmanager

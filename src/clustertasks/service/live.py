@@ -1,0 +1,124 @@
+"""Following a task without polling it: versions, long-polls and event streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+
+from clustertasks import errors
+from clustertasks.domain import ids, live, records
+from clustertasks.service import changes
+from clustertasks.storage import store
+
+log = logging.getLogger("clustertasks.service")
+
+MAX_WAIT_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A stream checked and ready to start: the task as first read, and where the client
+    resumes (None: a new stream, opened with a snapshot)."""
+
+    view: records.TaskView
+    resume: live.Position | None
+
+
+class LiveTasks:
+    def __init__(self, task_store: store.TaskStore, hub: changes.ChangeHub) -> None:
+        self._store = task_store
+        self._hub = hub
+
+    async def version(self, task_id: str) -> int:
+        """The task's current version (``errors.TaskNotFound`` when there is none)."""
+        _check_id(task_id)
+        return await self._hub.in_thread(self._store.task_version, task_id)
+
+    async def wait_while(
+        self, task_id: str, unchanged: Callable[[int], bool], timeout: float
+    ) -> int:
+        """Wait while ``unchanged(version)`` holds, at most ``timeout`` seconds (less when
+        the server stops); the task's version then."""
+        _check_id(task_id)
+        if not 0 <= timeout <= MAX_WAIT_SECONDS:
+            raise errors.InvalidParameter("wait", f"must be 0 to {MAX_WAIT_SECONDS:g} seconds")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with self._hub.watch(task_id) as watch:
+            version = await watch.refresh()
+            while unchanged(version):
+                newer = await watch.beyond(version, deadline - loop.time())
+                if newer is None:
+                    break
+                version = newer
+        return version
+
+    async def open_stream(
+        self, task_id: str, resume: live.Position | None, *, resume_field: str = "Last-Event-ID"
+    ) -> Stream:
+        """Check a stream can start, before the response does: ``errors.TaskNotFound``, or
+        ``errors.InvalidParameter`` naming ``resume_field`` for a position this task's
+        stream cannot have sent."""
+        _check_id(task_id)
+        self._hub.check_room()
+        view = await self._hub.in_thread(self._store.describe_task, task_id)
+        if resume is not None:
+            try:
+                live.check_resumable(view, resume)
+            except ValueError as exc:
+                raise errors.InvalidParameter(resume_field, str(exc)) from None
+        return Stream(view, resume)
+
+    async def follow(self, stream: Stream, tz: str) -> AsyncGenerator[live.Message | None, None]:
+        """The stream's messages as the task changes, until it ends (``end``) or the server
+        stops; None when nothing changed for a heartbeat interval (keep the line alive)."""
+        heartbeat = self._hub.config.heartbeat_seconds
+        view = stream.view
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                watch = await stack.enter_async_context(self._hub.watch(view.task.task_id))
+            except errors.Busy:
+                # Full since open_stream looked: end at once; the client reconnects later.
+                log.warning("stream of task %s ended at once: too many waits", view.task.task_id)
+                return
+            watch.seen(view)
+            if stream.resume is None:
+                batch = live.opening(view, tz)
+                position = live.Position.of(view, live.last_seq(view))
+            else:
+                batch = live.resumed(view, stream.resume, tz)
+                position = batch[-1].position if batch else stream.resume
+            for message in batch:
+                yield message
+            while not view.task.state.terminal:
+                try:
+                    newer = await watch.beyond(view.task.version, heartbeat)
+                except errors.TaskNotFound:
+                    return  # deleted meanwhile (emulator reset): a new stream says 404
+                if newer is None:
+                    if self._hub.closed:
+                        return  # the client resumes elsewhere with its last id
+                    yield None
+                    continue
+                try:
+                    latest = await watch.view()
+                except errors.TaskNotFound:
+                    return
+                except errors.StorageUnavailable as exc:
+                    log.warning("stream of task %s: %s", view.task.task_id, exc)
+                    await asyncio.sleep(self._hub.config.poll_seconds)
+                    continue
+                batch = live.changes(view, latest, position, tz)
+                batch += live.closing(latest, live.last_seq(latest, position.seq), tz)
+                for message in batch:
+                    yield message
+                    position = message.position
+                view = latest
+
+
+def _check_id(task_id: str) -> None:
+    if not ids.is_lookup_id(task_id):
+        raise errors.TaskNotFound(task_id)
