@@ -354,3 +354,16 @@ def test_the_live_view_shows_stages_progress_last_events_and_elapsed_time() -> N
     assert all(f"Extra{i}" in text for i in range(3))
     assert "node n1 upgraded" in text
     assert "node n2 upgraded" in text
+
+
+def test_no_summary_when_reading_is_given_up() -> None:
+    gone = {"code": "ErrorTaskNotFound", "message": "gone", "requestId": "R-9"}
+    answers = iter([_json(_task()), _json(gone, 404)])
+    api = client.ApiClient("http://server", transport=httpx.MockTransport(lambda _: next(answers)))
+    buffer = io.StringIO()
+    with pytest.raises(client.ApiError):
+        watch.follow(api, TASK_ID, Console(file=buffer, width=200))
+    lines = buffer.getvalue().splitlines()
+    assert lines[0] == f"task {TASK_ID} nodepool_upgrade on nodepool np1"
+    assert lines[-1] == "state: running"
+    assert not [line for line in lines if line.startswith("result:")]

@@ -61,11 +61,14 @@ def follow(
     returns its last document."""
     reporter: Reporter = LiveReporter(console) if console.is_terminal else PlainReporter(console)
     document: dict[str, Any] = {}
+    followed = False
     try:
         for document in TaskFollower(api, task_id, stop_states=stop_states).documents():
             reporter.update(document)
+        followed = True
     finally:
-        reporter.close(document)
+        # A summary only for a task followed to its end, not when reading was given up.
+        reporter.close(document if followed else {})
     return document
 
 
