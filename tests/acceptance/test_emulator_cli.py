@@ -130,7 +130,7 @@ def test_arguments_are_refused_before_anything_is_sent(tmp_path: Path) -> None:
         ("faults", "add", "--error-code", "X", "--probability", "1.5"),
     ):
         code, output = in_process(*args, "--endpoint", NOWHERE)
-        assert code == 2, (args, output)  # the parser's usage error
+        assert code == 4, (args, output)  # the parser's usage error: exit 4, as every usage error
     # Well-formed commands get as far as the network.
     for args in (("faults", "delete", "f-1"), ("clock", "advance", "60"), ("clock",)):
         code, output = in_process(*args, "--endpoint", NOWHERE)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
-from clustertasks import clock, errors
+from clustertasks import __version__, clock, errors
 from clustertasks.domain import signing
 
 
@@ -25,6 +26,12 @@ class ConnectionFailed(errors.ClustertasksError):
     """The server could not be reached."""
 
     code = "ConnectionFailed"
+
+
+class InvalidResponse(errors.ClustertasksError):
+    """The server's answer is not the JSON document expected."""
+
+    code = "InvalidResponse"
 
 
 class SigningAuth(httpx.Auth):
@@ -61,12 +68,25 @@ class SigningAuth(httpx.Auth):
 
 class ApiClient:
     def __init__(
-        self, endpoint: str, auth: SigningAuth | None = None, timeout: float = 30.0
+        self,
+        endpoint: str,
+        auth: SigningAuth | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """``transport``: where requests go instead of the network (an in-process app)."""
         self.endpoint = endpoint.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.endpoint, timeout=timeout, trust_env=False, auth=auth
-        )
+        try:
+            self._http = httpx.Client(
+                base_url=self.endpoint,
+                timeout=timeout,
+                trust_env=False,
+                auth=auth,
+                transport=transport,
+                headers={"user-agent": f"clustertasks-cli/{__version__}"},
+            )
+        except httpx.InvalidURL as exc:
+            raise errors.ConfigurationError(f"endpoint {endpoint!r} is not a URL: {exc}") from None
 
     def close(self) -> None:
         self._http.close()
@@ -80,9 +100,7 @@ class ApiClient:
     def get_json(
         self, action: str, path: str, params: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        response = self._get(action, path, params)
-        body: dict[str, Any] = response.json()
-        return body
+        return document(self._get(action, path, params))
 
     def get_text(self, action: str, path: str, params: dict[str, Any] | None = None) -> str:
         return self._get(action, path, params).text
@@ -103,8 +121,7 @@ class ApiClient:
         response = self.request(method, action, path, params=params, json=json)
         if not response.content:
             return {}
-        body: dict[str, Any] = response.json()
-        return body
+        return document(response)
 
     def request(
         self,
@@ -115,16 +132,43 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         json: Any = None,
         headers: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> httpx.Response:
+        """Send one signed request; an ``ApiError`` on 4xx/5xx, ``ConnectionFailed`` when
+        there is no answer. ``timeout`` (seconds) replaces the client's for this request."""
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         sent = {"x-acs-action": action, **(headers or {})}
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         try:
-            response = self._http.request(method, path, params=clean, json=json, headers=sent)
+            response = self._http.request(
+                method, path, params=clean, json=json, headers=sent, **extra
+            )
         except httpx.HTTPError as exc:
-            raise ConnectionFailed(f"cannot reach {self.endpoint}: {exc}") from exc
+            reason = str(exc) or type(exc).__name__
+            raise ConnectionFailed(f"cannot reach {self.endpoint}: {reason}") from exc
         if response.status_code >= 400:
             raise _api_error(response)
         return response
+
+
+def segment(value: str) -> str:
+    """``value`` as one path segment: ``/`` and everything else unsafe percent-encoded."""
+    return quote(value, safe="")
+
+
+def document(response: httpx.Response) -> dict[str, Any]:
+    """The response's JSON object; ``InvalidResponse`` when it is something else."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        kind = response.headers.get("content-type", "no content type")
+        raise InvalidResponse(
+            f"{response.request.method} {response.request.url.path} answered "
+            f"HTTP {response.status_code} with {kind}, not a JSON object"
+        )
+    return body
 
 
 def _api_error(response: httpx.Response) -> ApiError:

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clustertasks import errors
-from clustertasks.cli import client, keys
+from clustertasks.cli import client, config
 
 app = typer.Typer(
     help="Control the emulator: reset, export and import its state, simulated time, faults.",
@@ -94,8 +94,12 @@ class Server:
     access_key_secret: str | None
 
     def connect(self, timeout: float = 30.0) -> client.ApiClient:
-        signer = keys.signer(self.access_key_id, self.access_key_secret)
-        return client.ApiClient(self.endpoint, signer, timeout=timeout)
+        flags = config.ClientFlags(self.endpoint, self.access_key_id, self.access_key_secret)
+        found = config.load(flags)
+        signer = None
+        if found.access_key_id and found.access_key_secret:
+            signer = client.SigningAuth(found.access_key_id, found.access_key_secret)
+        return client.ApiClient(found.endpoint, signer, timeout=timeout)
 
 
 # -- request bodies (pure: what each command sends) -------------------------------------------

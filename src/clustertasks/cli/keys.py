@@ -1,7 +1,6 @@
 """``clustertasks keys``: AccessKeys, managed directly on the database like ``db migrate``.
 
-Also how the client commands find a key to sign with: flags or ``CLUSTERTASKS_ACCESS_KEY_*``,
-else the credentials file ``serve`` wrote next to its database when it made the first key.
+The client commands find the key they sign with in ``cli/config.py``.
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clustertasks import bootstrap, errors, settings
-from clustertasks.cli import client
+from clustertasks import errors, settings
 from clustertasks.domain import access, timefmt
 
 app = typer.Typer(
@@ -29,7 +27,6 @@ err = Console(stderr=True)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 4
-DEFAULT_CREDENTIALS_FILE = "./clustertasks.credentials"
 
 DbOption = Annotated[
     str,
@@ -54,24 +51,6 @@ class KeyOutput(enum.StrEnum):
 OutputOption = Annotated[
     KeyOutput, typer.Option("--output", "-o", help="table, or json for scripts.")
 ]
-
-
-def signer(access_key_id: str | None, access_key_secret: str | None) -> client.SigningAuth | None:
-    """The key to sign client requests with; None (unsigned) when there is none at all."""
-    if access_key_id and access_key_secret:
-        return client.SigningAuth(access_key_id, access_key_secret)
-    if access_key_id or access_key_secret:
-        raise errors.ConfigurationError(
-            "give both --access-key-id and --access-key-secret (or CLUSTERTASKS_ACCESS_KEY_*)"
-        )
-    try:
-        with open(DEFAULT_CREDENTIALS_FILE, encoding="utf-8") as file:
-            saved = json.load(file)
-        return client.SigningAuth(str(saved["access_key_id"]), str(saved["access_key_secret"]))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise errors.ConfigurationError(f"cannot read {DEFAULT_CREDENTIALS_FILE}: {exc}") from None
 
 
 @app.command("create")
@@ -170,6 +149,8 @@ def delete(
 
 
 def _with_admin(db: str, action: Callable[[Any], None]) -> None:
+    from clustertasks import bootstrap  # here: the client commands start faster without it
+
     try:
         config = settings.Settings(storage=settings.StorageSettings(url=db))
         with bootstrap.key_admin_for(config) as admin:

@@ -1,32 +1,77 @@
-"""``clustertasks``: run the server, and talk to one.
+"""``clustertasks``: run the server, administer its database, and talk to it.
 
 Every option can also be set with the ``CLUSTERTASKS_*`` variable shown in ``--help``;
-a flag wins over the variable, the variable over the default.
+a flag wins over the variable, the variable over the default (for the client commands,
+over the profile that ``clustertasks configure`` saved, then the default).
+
+Exit statuses are in ``output.ExitCode``; a usage error (unknown option, bad value, missing
+argument) exits 4, not click's 2, since 2 means "the task was canceled" here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
-import json
-import sys
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
+import typer.core
 from rich.console import Console
 
-from clustertasks import __version__, bootstrap, errors, settings
-from clustertasks.cli import audit, client, emulator, keys, views
+from clustertasks import __version__, errors, settings
+from clustertasks.cli import (
+    audit,
+    clusters,
+    config,
+    emulator,
+    keys,
+    nodepools,
+    nodes,
+    output,
+    tasks,
+)
+
+# click's UsageError, the parent of every usage error (bad value, missing or unknown option,
+# missing argument); typer does not export it under a name of its own.
+_USAGE_ERROR: type[Exception] = typer.BadParameter.__bases__[0]
+
+
+class _Group(typer.core.TyperGroup):
+    """The root command: usage errors anywhere below it exit with ``ExitCode.USAGE``."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _usage_exit_code():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _usage_exit_code():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _usage_exit_code() -> Iterator[None]:
+    try:
+        yield
+    except _USAGE_ERROR as exc:
+        exc.exit_code = output.ExitCode.USAGE  # type: ignore[attr-defined]
+        raise
+
 
 app = typer.Typer(
     name="clustertasks",
+    cls=_Group,
     help="ACK-compatible durable tasks for cluster operations, with a simulated ACK cloud.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-task_app = typer.Typer(help="Read tasks from a running server.", no_args_is_help=True)
 db_app = typer.Typer(help="Administer the database directly.", no_args_is_help=True)
-app.add_typer(task_app, name="task")
+app.command("configure")(config.configure)
+app.add_typer(tasks.app, name="task")
+app.add_typer(clusters.app, name="cluster")
+app.add_typer(nodepools.app, name="nodepool")
+app.add_typer(nodes.app, name="node")
 app.add_typer(db_app, name="db")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
@@ -46,37 +91,12 @@ DbOption = Annotated[
         help="Database URL: sqlite:///path or postgresql://user:pass@host:port/db.",
     ),
 ]
-EndpointOption = Annotated[
-    str,
-    typer.Option(envvar="CLUSTERTASKS_ENDPOINT", help="URL of the clustertasks server."),
-]
-AccessKeyIdOption = Annotated[
-    str | None,
-    typer.Option(
-        envvar="CLUSTERTASKS_ACCESS_KEY_ID",
-        help="AccessKey id to sign requests with (default: ./clustertasks.credentials).",
-    ),
-]
-AccessKeySecretOption = Annotated[
-    str | None,
-    typer.Option(
-        envvar="CLUSTERTASKS_ACCESS_KEY_SECRET",
-        help="AccessKey secret to sign requests with.",
-        show_default=False,
-    ),
-]
 
 
 class SimClockMode(enum.StrEnum):
     realtime = "realtime"
     manual = "manual"
     per_poll = "per_poll"
-
-
-class Output(enum.StrEnum):
-    json = "json"
-    xml = "xml"
-    table = "table"
 
 
 def _version(value: bool) -> None:
@@ -193,7 +213,9 @@ def serve(
     ] = 15.0,
 ) -> None:
     """Run the API server (SQLite in ./clustertasks.db by default) until SIGINT/SIGTERM."""
-    config = _settings(
+    from clustertasks import bootstrap  # here: the client commands start faster without it
+
+    server_settings = _settings(
         lambda: settings.Settings(
             server=settings.ServerSettings(host=host, port=port, log_level=log_level),
             storage=settings.StorageSettings(url=db),
@@ -218,7 +240,7 @@ def serve(
     # soft_wrap: a log line (a path, a key) must stay whole, whatever the terminal's width.
     _guard(
         lambda: bootstrap.serve(
-            config, announce=lambda line: err.print(line, highlight=False, soft_wrap=True)
+            server_settings, announce=lambda line: err.print(line, highlight=False, soft_wrap=True)
         )
     )
 
@@ -226,85 +248,11 @@ def serve(
 @db_app.command("migrate")
 def db_migrate(db: DbOption = settings.DEFAULT_DB_URL) -> None:
     """Create or upgrade the database schema (serve does this on start too)."""
-    config = _settings(lambda: settings.Settings(storage=settings.StorageSettings(url=db)))
-    _guard(lambda: bootstrap.migrate(config))
+    from clustertasks import bootstrap  # here: the client commands start faster without it
+
+    db_settings = _settings(lambda: settings.Settings(storage=settings.StorageSettings(url=db)))
+    _guard(lambda: bootstrap.migrate(db_settings))
     err.print(f"database {bootstrap.redacted(db)} is up to date", highlight=False)
-
-
-@task_app.command("get")
-def task_get(
-    task_id: Annotated[str, typer.Argument(help="The task id, e.g. T-5faa48fb31b6b8078d000006.")],
-    endpoint: EndpointOption = "http://127.0.0.1:8080",
-    output: Annotated[Output, typer.Option("--output", "-o", help="Output format.")] = Output.table,
-    access_key_id: AccessKeyIdOption = None,
-    access_key_secret: AccessKeySecretOption = None,
-) -> None:
-    """Show one task (DescribeTaskInfo)."""
-    path = f"/tasks/{_quote(task_id)}"
-    action = "DescribeTaskInfo"
-
-    def run() -> None:
-        signer = keys.signer(access_key_id, access_key_secret)
-        with client.ApiClient(endpoint, signer) as api:
-            if output is Output.xml:
-                _print_text(api.get_text(action, path, {"format": "xml"}))
-            elif output is Output.json:
-                _print_json(api.get_json(action, path))
-            else:
-                views.print_task(out, api.get_json(action, path))
-
-    _guard(run)
-
-
-@task_app.command("list")
-def task_list(
-    cluster: Annotated[str, typer.Option("--cluster", "-c", help="The cluster id.")],
-    endpoint: EndpointOption = "http://127.0.0.1:8080",
-    state: Annotated[str | None, typer.Option(help="Only tasks in this state.")] = None,
-    task_type: Annotated[str | None, typer.Option("--type", help="Only this task type.")] = None,
-    page: Annotated[int, typer.Option(min=1, help="Page number.")] = 1,
-    page_size: Annotated[int, typer.Option(min=1, max=100, help="Tasks per page.")] = 10,
-    output: Annotated[Output, typer.Option("--output", "-o", help="Output format.")] = Output.table,
-    access_key_id: AccessKeyIdOption = None,
-    access_key_secret: AccessKeySecretOption = None,
-) -> None:
-    """List a cluster's tasks, newest first (DescribeClusterTasks)."""
-    action = "DescribeClusterTasks"
-    path = f"/clusters/{_quote(cluster)}/tasks"
-    params: dict[str, Any] = {
-        "page_number": page,
-        "page_size": page_size,
-        "state": state,
-        "task_type": task_type,
-    }
-
-    def run() -> None:
-        signer = keys.signer(access_key_id, access_key_secret)
-        with client.ApiClient(endpoint, signer) as api:
-            if output is Output.xml:
-                params["format"] = "xml"
-                _print_text(api.get_text(action, path, params))
-            elif output is Output.json:
-                _print_json(api.get_json(action, path, params))
-            else:
-                views.print_task_list(out, cluster, api.get_json(action, path, params))
-
-    _guard(run)
-
-
-def _quote(value: str) -> str:
-    from urllib.parse import quote
-
-    return quote(value, safe="")
-
-
-def _print_json(body: dict[str, Any]) -> None:
-    _print_text(json.dumps(body, indent=2, ensure_ascii=False))
-
-
-def _print_text(text: str) -> None:
-    # Not through Rich: machine-readable output must not be wrapped or styled.
-    sys.stdout.write(text.rstrip("\n") + "\n")
 
 
 def _settings(build: Any) -> settings.Settings:
@@ -320,14 +268,6 @@ def _guard(action: Any) -> None:
     """Run ``action``; print an error as one line with its code and exit non-zero."""
     try:
         action()
-    except client.ConnectionFailed as exc:
-        err.print(f"[red]error[/red] {exc.message}", highlight=False)
-        raise typer.Exit(EXIT_USAGE) from None
-    except client.ApiError as exc:
-        err.print(
-            f"[red]error[/red] {exc.code} (HTTP {exc.status}): {exc.message}", highlight=False
-        )
-        raise typer.Exit(EXIT_FAILED) from None
     except (errors.ConfigurationError, errors.ExecutorLocked) as exc:
         err.print(f"[red]error[/red] {exc.code}: {exc.message}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
