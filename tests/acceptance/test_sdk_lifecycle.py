@@ -262,6 +262,30 @@ def test_quota_and_bad_requests_create_nothing(server: ServerProcess) -> None:
         404,
         "np-unknown",
     )
+    clusters_before = len(
+        client.describe_clusters_v1(cs_models.DescribeClustersV1Request()).body.clusters
+    )
+    no_vswitch = cs_models.CreateClusterRequest(
+        name="nowhere",
+        region_id="cn-hangzhou",
+        kubernetes_version="1.32.1-aliyun.1",
+        nodepools=[
+            cs_models.Nodepool(
+                nodepool_info=cs_models.NodepoolNodepoolInfo(name="pool-a"),
+                scaling_group=cs_models.NodepoolScalingGroup(
+                    instance_types=["ecs.g7.large"], desired_size=1
+                ),
+            )
+        ],
+    )
+    refused(
+        lambda: client.create_cluster(no_vswitch),
+        "InvalidParameter",
+        400,
+        "nodepools[0].scaling_group.vswitch_ids",
+    )
+    clusters = client.describe_clusters_v1(cs_models.DescribeClustersV1Request()).body.clusters
+    assert len(clusters) == clusters_before
     after = client.describe_cluster_tasks(
         cluster_id, cs_models.DescribeClusterTasksRequest()
     ).body.page_info.total_count

@@ -366,6 +366,12 @@ class CloudService:
         vswitches = params.text_list(group, "vswitch_ids", f"{path}scaling_group.") or list(
             cluster_vswitches
         )
+        if not vswitches:
+            # Refused now, not by the task: nodes need a vSwitch to boot in.
+            raise errors.InvalidParameter(
+                f"{path}scaling_group.vswitch_ids",
+                "is required when the cluster has no vswitch_ids of its own",
+            )
         desired = params.integer(
             group, "desired_size", f"{path}scaling_group.", low=0, high=MAX_SCALE
         )
