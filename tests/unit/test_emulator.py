@@ -173,6 +173,33 @@ def test_a_per_poll_clock_completes_a_tasks_pending_waits_on_each_poll() -> None
     assert sim.simulated_us() == START  # per-poll time stands still
 
 
+def test_a_poll_between_two_waits_is_kept_for_the_next_one() -> None:
+    """A client that reads again right after each change may poll while the task is
+    between waits: that poll must move the task's next wait, or the client stalls."""
+    sim = _clock("per_poll")
+
+    async def scenario() -> None:
+        sim.poll("T-1")  # nothing of T-1 waits now
+        sim.poll("T-1")  # kept once, not twice
+        await asyncio.wait_for(_task_wait(sim, 5), 5)
+        second = _task_wait(sim, 5)
+        await _settle()
+        assert not second.done()
+        sim.poll("T-1")
+        await asyncio.wait_for(second, 5)
+        # A kept poll is forgotten when the mode changes.
+        sim.poll("T-1")
+        sim.set_mode("manual")
+        sim.set_mode("per_poll")
+        third = _task_wait(sim, 5)
+        await _settle()
+        assert not third.done()
+        sim.poll("T-1")
+        await asyncio.wait_for(third, 5)
+
+    _run(scenario())
+
+
 def test_switching_modes_re_times_pending_waits() -> None:
     sim = _clock("manual", speed=0)
 

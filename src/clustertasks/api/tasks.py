@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -62,15 +63,20 @@ async def describe_task_info(
 
     # Only the version is read until the client must be sent the document.
     version: int | None = None
-    if held or (seconds and seen is not None):
-        services.tasks.polled(task_id)
+    polled = bool(held or (seconds and seen is not None))
+    if polled and services.tasks.polled(task_id):
+        # A per-poll clock: the task moves on reads only, so holding this one would only
+        # hold the task back. Answer now; the client's next read is its next step.
+        seconds = 0.0
     if seconds and (seen is not None or held):
         version = await services.live.wait_while(task_id, unchanged, seconds)
     elif held:
         version = await services.live.version(task_id)
     if version is not None and held.matches(conditional.etag(version, representation)):
         return conditional.not_modified(version, representation)
-    view = await run_in_threadpool(services.tasks.describe_task, task_id)
+    view = await run_in_threadpool(
+        functools.partial(services.tasks.describe_task, task_id, poll=not polled)
+    )
     version = view.task.version
     if held.matches(conditional.etag(version, representation)):
         return conditional.not_modified(version, representation)

@@ -367,9 +367,9 @@ class CloudProvider(Protocol):
         Raises ``errors.ClockNotManual`` in the other modes."""
         ...
 
-    def task_polled(self, task_id: str) -> None:
+    def task_polled(self, task_id: str) -> bool:
         """A client read the task (DescribeTaskInfo): a per-poll clock lets the task's
-        pending waits complete."""
+        pending waits complete. True when the task moves only so (a per-poll clock)."""
         ...
 
     def set_event_sink(self, sink: EventSink) -> None:

@@ -40,31 +40,34 @@ class TaskList:
     next_token: str
 
 
-def _not_watched(_task_id: str) -> None:
+def _not_watched(_task_id: str) -> bool:
     """Nobody needs to know that a task was read."""
+    return False
 
 
 class TaskService:
     def __init__(
-        self, task_store: store.TaskStore, *, polled: Callable[[str], None] = _not_watched
+        self, task_store: store.TaskStore, *, polled: Callable[[str], bool] = _not_watched
     ) -> None:
         self._store = task_store
         self._polled = polled
 
-    def describe_task(self, task_id: str) -> records.TaskView:
+    def describe_task(self, task_id: str, *, poll: bool = True) -> records.TaskView:
         """The task; reading it counts as a poll (the simulated cloud's per-poll clock
-        lets the task's pending waits complete, after this answer was read)."""
+        lets the task's pending waits complete, after this answer was read) unless
+        ``poll`` is False (the request counted as one already)."""
         if not ids.is_lookup_id(task_id):
             raise errors.TaskNotFound(task_id)
         view = self._store.describe_task(task_id)
-        self._polled(task_id)
+        if poll:
+            self._polled(task_id)
         return view
 
-    def polled(self, task_id: str) -> None:
+    def polled(self, task_id: str) -> bool:
         """A client read the task without the document (a 304, a long-poll): for the
-        per-poll clock that is a poll all the same, so a waiting client moves it on."""
-        if ids.is_lookup_id(task_id):
-            self._polled(task_id)
+        per-poll clock that is a poll all the same, so a waiting client moves it on.
+        True when the task moves on polls only: then there is nothing to wait for."""
+        return ids.is_lookup_id(task_id) and self._polled(task_id)
 
     def list_cluster_tasks(self, request: ListTasksRequest) -> TaskList:
         """Newest first; page-number paging, or token paging with ``max_results``/``next_token``.

@@ -558,8 +558,8 @@ class SimCloud:
     def advance_clock(self, seconds: float) -> emulator.ClockView:
         return self.sim_clock.advance(seconds)
 
-    def task_polled(self, task_id: str) -> None:
-        self.sim_clock.poll(task_id)
+    def task_polled(self, task_id: str) -> bool:
+        return self.sim_clock.poll(task_id)
 
     def set_event_sink(self, sink: base.EventSink) -> None:
         self._faults.set_sink(sink)

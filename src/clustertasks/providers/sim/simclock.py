@@ -9,7 +9,9 @@ Three modes (``domain.emulator.CLOCK_MODES``):
   whose deadline an advance passes completes.
 - ``per_poll``: simulated time stands still; :meth:`SimClock.poll` of a task (each
   DescribeTaskInfo of it) completes every wait that task has pending at that moment — one
-  step. A wait that begins after the poll waits for the next one.
+  step. A poll that finds none of the task's waits pending (the task is between two) is
+  kept for it: its next wait completes at once. So a client that reads again as soon as
+  the task changed (a long-poll, ``clustertasks task watch``) moves it one step per read.
 
 A wait knows its task from ``providers.base.CURRENT_CALL``. Waits made for no task (the
 emulator arranging its world, e.g. free instances booting) wait in realtime mode only;
@@ -36,6 +38,8 @@ from clustertasks.providers import base
 from clustertasks.storage import sim_clock
 
 US = 1_000_000
+MAX_CREDITS = 10_000
+"""per_poll: tasks remembered as polled between two of their waits, at most."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -67,6 +71,10 @@ class SimClock:
         self._saving = threading.Lock()
         self._last_stamp = 0
         self._waiters: set[_Waiter] = set()
+        # per_poll: tasks polled while none of their waits was pending. The next wait of
+        # such a task completes at once, so a poll is never lost to a task between two
+        # waits (a client that long-polls polls right after each change).
+        self._credits: set[str] = set()
 
     @classmethod
     def realtime(cls, speed: float, *, wall: clock.Clock | None = None) -> SimClock:
@@ -162,15 +170,21 @@ class SimClock:
         self._change(change)
         return self.view()
 
-    def poll(self, task_id: str) -> None:
-        """A client read ``task_id``: in ``per_poll`` mode its pending waits complete."""
+    def poll(self, task_id: str) -> bool:
+        """A client read ``task_id``: in ``per_poll`` mode its pending waits complete.
+        True in ``per_poll`` mode (the task moves on polls only)."""
         with self._lock:
             if self._state.mode != emulator.PER_POLL:
-                return
+                return False
             woken = [w for w in self._waiters if w.task_id == task_id and not w.released]
             for waiter in woken:
                 waiter.released = True
+            if not woken:
+                if len(self._credits) >= MAX_CREDITS:
+                    self._credits.clear()  # tasks long finished; bounded memory
+                self._credits.add(task_id)
         _wake(woken)
+        return True
 
     def reload(self) -> None:
         """Take the stored state again (after the database was reset or replaced)."""
@@ -194,6 +208,7 @@ class SimClock:
             with self._lock:
                 state = change(self._state, self._wall.now_us())
                 self._state = state
+                self._credits.clear()
                 woken = list(self._waiters)
             if self._store is not None:
                 self._store.save(state)
@@ -218,6 +233,9 @@ class SimClock:
             wake=asyncio.Event(),
         )
         with self._lock:
+            if self._state.mode == emulator.PER_POLL and waiter.task_id in self._credits:
+                self._credits.discard(waiter.task_id)
+                return
             self._waiters.add(waiter)
         try:
             while True:
