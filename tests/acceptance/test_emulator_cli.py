@@ -1,10 +1,9 @@
-"""``clustertasks emulator`` against a real server, with the official SDK doing the ACK calls."""
+"""``clustertasks emulator`` against a real server, with the official SDK doing the ACK calls,
+and the refusals that happen before anything is sent."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,26 +11,21 @@ import pytest
 from alibabacloud_cs20151215 import models as cs_models
 from alibabacloud_cs20151215.client import Client
 from alibabacloud_tea_openapi.exceptions import ClientException
-from typer.testing import CliRunner
 
-from clustertasks.cli import main
+from tests.acceptance import cli as cli_support
 from tests.acceptance import sdk
-from tests.support import signing
-from tests.support.server import ServerProcess, clean_env
+from tests.support.server import ServerProcess
 
 # Nothing listens here: a command that got as far as connecting fails with "cannot reach".
 NOWHERE = "http://127.0.0.1:1"
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "clustertasks", "emulator", *args],
-        capture_output=True,
-        text=True,
-        env=clean_env(COLUMNS="200", **signing.SERVER_ENV),
-        timeout=60,
-        check=False,
-    )
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> cli_support.Cli:
+    """The CLI with nothing configured, run in an empty working directory."""
+    runner = cli_support.Cli(tmp_path / "cli")
+    monkeypatch.chdir(runner.workdir)
+    return runner
 
 
 def plain(body: Any) -> dict[str, Any]:
@@ -44,7 +38,10 @@ def clusters(client: Client) -> dict[str, Any]:
     return plain(client.describe_clusters_v1(cs_models.DescribeClustersV1Request()).body)
 
 
-def test_export_reset_import_through_the_cli(server: ServerProcess, tmp_path: Path) -> None:
+def test_export_reset_import_through_the_cli(
+    cli: cli_support.Cli, server: ServerProcess, tmp_path: Path
+) -> None:
+    cli.env.update(cli_support.signed_env(server))
     client = sdk.client(server)
     cluster_id, created = sdk.create_cluster(client, pool_size=2)
     assert created.state == "success"
@@ -64,19 +61,23 @@ def test_export_reset_import_through_the_cli(server: ServerProcess, tmp_path: Pa
     assert [c["cluster_id"] for c in clusters_before["clusters"]] == [cluster_id]
 
     saved = tmp_path / "state.json"
-    exported = cli("export", str(saved), "--endpoint", server.url)
-    assert exported.returncode == 0, exported.stderr
+    # The document is JSON whatever -o says; the summary goes to stderr.
+    exported = cli("emulator", "export", str(saved), "-o", "yaml")
+    assert exported.exit_code == 0, exported.stderr
+    assert exported.stdout == ""
     assert f"exported 2 tasks and 1 clusters to {saved}" in exported.stderr
     document = json.loads(saved.read_text(encoding="utf-8"))
     assert (document["format"], document["version"]) == ("clustertasks-state", 1)
-    to_stdout = cli("export", "--endpoint", server.url)
+    unwritable = cli("emulator", "export", str(tmp_path / "missing" / "state.json"))
+    assert unwritable.exit_code == 4
+    error = cli_support.error(unwritable.stderr)
+    assert (error["code"], "cannot write" in error["message"]) == ("InvalidConfiguration", True)
+    # A real process with its stdout a pipe, as in `emulator export > state.json`.
+    to_stdout = cli.subprocess("emulator", "export", "-o", "yaml")
     assert to_stdout.returncode == 0, to_stdout.stderr
-    again = json.loads(to_stdout.stdout)
-    assert again["tables"] == document["tables"]
+    assert json.loads(to_stdout.stdout)["tables"] == document["tables"]
 
-    reset = cli("reset", "--endpoint", server.url, "-o", "json")
-    assert reset.returncode == 0, reset.stderr
-    counts = json.loads(reset.stdout)
+    counts = cli.json("emulator", "reset")
     assert (counts["tasks_canceled"], counts["tasks_deleted"], counts["clusters_deleted"]) == (
         0,
         2,
@@ -88,32 +89,41 @@ def test_export_reset_import_through_the_cli(server: ServerProcess, tmp_path: Pa
             client.describe_task_info(task_id)
         assert (gone.value.status_code, gone.value.code) == (404, "ErrorTaskNotFound")
 
-    imported = cli("import", str(saved), "--endpoint", server.url)
-    assert imported.returncode == 0, imported.stderr
+    imported = cli("emulator", "import", str(saved))
+    assert imported.exit_code == 0, imported.stderr
     assert "imported 2 tasks and 1 clusters" in imported.stdout
+    assert "replaced: 0 unfinished tasks stopped, 0 tasks and 0 clusters deleted" in (
+        imported.stdout
+    )
     assert clusters(client) == clusters_before
     for task_id in task_ids:
         assert plain(client.describe_task_info(task_id).body) == tasks_before[task_id]
 
-    # A document the server refuses: one line naming the problem, nothing changed.
+    # From standard input, over what is there: the answer as JSON.
+    again = cli("emulator", "import", "-", "-o", "json", input=saved.read_text(encoding="utf-8"))
+    assert again.exit_code == 0, again.stderr
+    answer = json.loads(again.stdout)
+    assert (answer["tasks_deleted"], answer["clusters_deleted"]) == (2, 1)
+    assert (answer["imported"]["tasks"], answer["imported"]["sim_clusters"]) == (2, 1)
+    assert clusters(client) == clusters_before
+
+    # A document the server refuses: one error line, exit 4, nothing changed.
     document["version"] = 2
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(document), encoding="utf-8")
-    refused = cli("import", str(bad), "--endpoint", server.url)
-    assert refused.returncode == 1
-    assert "InvalidParameter (HTTP 400)" in refused.stderr
-    assert "The parameter version is invalid" in refused.stderr
-    assert "Traceback" not in refused.stderr
+    refused = cli("emulator", "import", str(bad))
+    assert refused.exit_code == 4
+    assert refused.stdout == ""
+    error = cli_support.error(refused.stderr)
+    assert error["code"] == "InvalidParameter"
+    assert error["message"].startswith("The parameter version is invalid")
+    assert error["rid"]
     assert clusters(client) == clusters_before
 
 
-def in_process(*args: str) -> tuple[int, str]:
-    """The command line run in this process (as fast as a function call), output merged."""
-    result = CliRunner().invoke(main.app, ["emulator", *args], env={"COLUMNS": "200"})
-    return result.exit_code, result.output
-
-
-def test_arguments_are_refused_before_anything_is_sent(tmp_path: Path) -> None:
+def test_arguments_are_refused_before_anything_is_sent(
+    cli: cli_support.Cli, tmp_path: Path
+) -> None:
     refused = [
         (("faults", "delete"), "name one fault id, or --all"),
         (("faults", "delete", "f-1", "--all"), "name one fault id, or --all"),
@@ -122,26 +132,58 @@ def test_arguments_are_refused_before_anything_is_sent(tmp_path: Path) -> None:
         (("clock", "advance", "0"), "positive"),
     ]
     for args, problem in refused:
-        code, output = in_process(*args, "--endpoint", NOWHERE)
-        assert (code, problem in output) == (4, True), (args, output)
+        result = cli("emulator", *args, "--endpoint", NOWHERE)
+        assert result.exit_code == 4, (args, result.stderr)
+        error = cli_support.error(result.stderr)
+        assert (error["code"], problem in error["message"]) == ("InvalidConfiguration", True)
+
+    # The parser's usage errors: exit 4, as every usage error.
     for args in (
         ("clock", "set-mode", "sometimes"),
         ("faults", "add", "--error-code", "X", "--instance-index", "0"),
         ("faults", "add", "--error-code", "X", "--probability", "1.5"),
+        ("faults", "list", "-o", "xml"),
+        ("clock", "--endpoint", NOWHERE, "show"),  # the group takes no options
+        ("import",),
     ):
-        code, output = in_process(*args, "--endpoint", NOWHERE)
-        assert code == 4, (args, output)  # the parser's usage error: exit 4, as every usage error
+        result = cli("emulator", *args)
+        assert result.exit_code == 4, (args, result.stdout, result.stderr)
+    alone = cli("emulator", "clock")
+    assert alone.exit_code == 4
+    shown = alone.stdout + alone.stderr
+    assert "Usage" in shown
+    assert all(name in shown for name in ("show", "set-mode", "advance")), shown
+
     # Well-formed commands get as far as the network.
-    for args in (("faults", "delete", "f-1"), ("clock", "advance", "60"), ("clock",)):
-        code, output = in_process(*args, "--endpoint", NOWHERE)
-        assert (code, "cannot reach" in output) == (4, True), (args, output)
-    # The clock group's own --endpoint applies to its commands.
-    code, output = in_process("clock", "--endpoint", NOWHERE, "advance", "60")
-    assert (code, "cannot reach http://127.0.0.1:1" in output) == (4, True), output
+    for args in (
+        ("reset",),
+        ("export",),
+        ("clock", "show"),
+        ("clock", "set-mode", "manual"),
+        ("clock", "advance", "60"),
+        ("faults", "list"),
+        ("faults", "add", "--node-name", "n1", "--node-not-ready"),
+        ("faults", "delete", "f-1"),
+        ("faults", "delete", "--all"),
+    ):
+        result = cli("emulator", *args, "--endpoint", NOWHERE)
+        assert result.exit_code == 4, (args, result.stderr)
+        assert result.stdout == ""
+        error = cli_support.error(result.stderr)
+        assert error["code"] == "ConnectionFailed"
+        assert error["message"].startswith(f"cannot reach {NOWHERE}")
+    verbose = cli("emulator", "faults", "list", "-v", env={"CLUSTERTASKS_ENDPOINT": NOWHERE})
+    assert verbose.exit_code == 4
+    assert "Traceback" in verbose.stderr
+    assert verbose.stderr.strip().splitlines()[-1].startswith("Error: ConnectionFailed: ")
 
     not_json = tmp_path / "state.json"
     not_json.write_text("{not json", encoding="utf-8")
-    code, output = in_process("import", str(not_json), "--endpoint", NOWHERE)
-    assert (code, "is not a JSON document" in output) == (4, True), output
-    code, output = in_process("import", str(tmp_path / "missing.json"), "--endpoint", NOWHERE)
-    assert (code, "cannot read" in output) == (4, True), output
+    for file, problem in (
+        (not_json, "is not a JSON document"),
+        (tmp_path / "no.json", "cannot read"),
+    ):
+        result = cli("emulator", "import", str(file), "--endpoint", NOWHERE)
+        assert result.exit_code == 4, result.stderr
+        error = cli_support.error(result.stderr)
+        assert (error["code"], problem in error["message"]) == ("InvalidConfiguration", True)

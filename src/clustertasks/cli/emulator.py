@@ -2,11 +2,12 @@
 
 - ``reset``: empty the world and the task history (AccessKeys stay).
 - ``export [FILE]`` / ``import FILE``: the whole state as one JSON document.
-- ``clock``: show simulated time; ``clock set-mode``, ``clock advance``.
+- ``clock show|set-mode|advance``: simulated time.
 - ``faults add|list|delete``: injected failures.
 
-Every command signs its requests with an admin AccessKey (flags, ``CLUSTERTASKS_ACCESS_KEY_*``
-or the credentials file ``serve`` wrote), like the other client commands.
+Every command is a client command (``command.client_command``): it takes the shared
+options, finds its server and admin AccessKey as the others do (flags, ``CLUSTERTASKS_*``,
+profile, credentials file), and reports errors as one line with exit status 4.
 """
 
 from __future__ import annotations
@@ -14,26 +15,23 @@ from __future__ import annotations
 import enum
 import json
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from clustertasks import errors
-from clustertasks.cli import client, config
+from clustertasks.cli import client, command, output
 
 app = typer.Typer(
     help="Control the emulator: reset, export and import its state, simulated time, faults.",
     no_args_is_help=True,
 )
 clock_app = typer.Typer(
-    help="Simulated time: show it (no subcommand), change its mode, advance it.",
-    invoke_without_command=True,
+    help="Simulated time: show it, change its mode, advance it.", no_args_is_help=True
 )
 faults_app = typer.Typer(
     help="Injected failures: add, list and delete rules.", no_args_is_help=True
@@ -41,65 +39,17 @@ faults_app = typer.Typer(
 app.add_typer(clock_app, name="clock")
 app.add_typer(faults_app, name="faults")
 
-out = Console()
-err = Console(stderr=True)
-
-EXIT_FAILED = 1
-EXIT_USAGE = 4
-DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
-# A whole world and task history may take a while to dump or load.
 STATE_TIMEOUT_SECONDS = 600.0
-
-EndpointOption = Annotated[
-    str,
-    typer.Option(envvar="CLUSTERTASKS_ENDPOINT", help="URL of the clustertasks server."),
-]
-AccessKeyIdOption = Annotated[
-    str | None,
-    typer.Option(
-        envvar="CLUSTERTASKS_ACCESS_KEY_ID",
-        help="Admin AccessKey id to sign requests with (default: ./clustertasks.credentials).",
-    ),
-]
-AccessKeySecretOption = Annotated[
-    str | None,
-    typer.Option(
-        envvar="CLUSTERTASKS_ACCESS_KEY_SECRET",
-        help="AccessKey secret to sign requests with.",
-        show_default=False,
-    ),
-]
-
-
-class Output(enum.StrEnum):
-    table = "table"
-    json = "json"
-
-
-OutputOption = Annotated[Output, typer.Option("--output", "-o", help="table, or json for scripts.")]
+"""Per request, for reset, export and import: a whole world and task history may take a
+while to stop, dump or load."""
+STDIO = "-"
+"""As FILE: standard input (``import``) or standard output (``export``)."""
 
 
 class ClockMode(enum.StrEnum):
     realtime = "realtime"
     manual = "manual"
     per_poll = "per_poll"
-
-
-@dataclass(frozen=True, slots=True)
-class Server:
-    """Where to send requests and the key to sign them with."""
-
-    endpoint: str
-    access_key_id: str | None
-    access_key_secret: str | None
-
-    def connect(self, timeout: float = 30.0) -> client.ApiClient:
-        flags = config.ClientFlags(self.endpoint, self.access_key_id, self.access_key_secret)
-        found = config.load(flags)
-        signer = None
-        if found.access_key_id and found.access_key_secret:
-            signer = client.SigningAuth(found.access_key_id, found.access_key_secret)
-        return client.ApiClient(found.endpoint, signer, timeout=timeout)
 
 
 # -- request bodies (pure: what each command sends) -------------------------------------------
@@ -171,95 +121,238 @@ def _number(value: float) -> int | float:
 # -- reset, export, import --------------------------------------------------------------------
 
 
-@app.command("reset")
-def reset(
-    endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    access_key_id: AccessKeyIdOption = None,
-    access_key_secret: AccessKeySecretOption = None,
-    output: OutputOption = Output.table,
-) -> None:
+@command.client_command(app, "reset")
+def reset(*, session: command.Session) -> None:
     """Empty the world and the task history; running tasks are stopped first. Keys stay."""
-    server = Server(endpoint, access_key_id, access_key_secret)
-
-    def run() -> None:
-        with server.connect(STATE_TIMEOUT_SECONDS) as api:
-            body = api.call("POST", "EmulatorReset", "/_emulator/reset")
-        if output is Output.json:
-            _print_json(body)
-            return
-        out.print(f"reset: {_removed(body)}", highlight=False)
-
-    _guard(run)
+    body = _state_request(session, "POST", "EmulatorReset", "/_emulator/reset")
+    session.emit(body, print_reset)
 
 
-@app.command("export")
+@command.client_command(app, "export")
 def export(
     file: Annotated[
-        Path | None, typer.Argument(help="Write the document here (default: standard output).")
+        Path | None,
+        typer.Argument(
+            help="Write the document here ('-' or none: standard output).", show_default=False
+        ),
     ] = None,
-    endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    access_key_id: AccessKeyIdOption = None,
-    access_key_secret: AccessKeySecretOption = None,
+    *,
+    session: command.Session,
 ) -> None:
-    """Save the whole state (world and task history) as one JSON document."""
-    server = Server(endpoint, access_key_id, access_key_secret)
+    """Save the whole state (world and task history) as one JSON document.
 
-    def run() -> None:
-        with server.connect(STATE_TIMEOUT_SECONDS) as api:
-            document = api.call("GET", "EmulatorExportState", "/_emulator/state")
-        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-        if file is None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-            return
-        try:
-            file.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise errors.ConfigurationError(f"cannot write {file}: {exc.strerror}") from None
-        err.print(f"exported {_sizes(document)} to {file}", highlight=False)
+    The document is always JSON, whatever --output says: it is what 'emulator import'
+    reads. Written to a FILE, a summary line goes to standard error.
+    """
+    document = _state_request(session, "GET", "EmulatorExportState", "/_emulator/state")
+    if file is None or str(file) == STDIO:
+        output.print_json(document)
+        return
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    try:
+        file.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise errors.ConfigurationError(f"cannot write {file}: {exc.strerror}") from None
+    output.err.print(
+        f"exported {_sizes(document)} to {file}", markup=False, highlight=False, soft_wrap=True
+    )
 
-    _guard(run)
 
-
-@app.command("import")
+@command.client_command(app, "import")
 def import_state(
     file: Annotated[
-        Path, typer.Argument(help="A document written by 'emulator export' ('-': stdin).")
+        Path,
+        typer.Argument(
+            help="A document written by 'emulator export' ('-': standard input).",
+            show_default=False,
+        ),
     ],
-    endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    access_key_id: AccessKeyIdOption = None,
-    access_key_secret: AccessKeySecretOption = None,
-    output: OutputOption = Output.table,
+    *,
+    session: command.Session,
 ) -> None:
     """Replace the whole state by an exported document; running tasks are stopped first."""
-    server = Server(endpoint, access_key_id, access_key_secret)
+    document = _read_document(file)
+    body = _state_request(session, "POST", "EmulatorImportState", "/_emulator/state", document)
+    session.emit(body, print_imported)
 
-    def run() -> None:
-        document = _read_document(file)
-        with server.connect(STATE_TIMEOUT_SECONDS) as api:
-            body = api.call("POST", "EmulatorImportState", "/_emulator/state", json=document)
-        if output is Output.json:
-            _print_json(body)
-            return
-        imported = body.get("imported") or {}
-        out.print(
-            f"imported {imported.get('tasks', 0)} tasks and {imported.get('sim_clusters', 0)} "
-            f"clusters ({sum(imported.values())} rows); replaced: {_removed(body)}",
-            highlight=False,
-        )
 
-    _guard(run)
+def _state_request(
+    session: command.Session, method: str, action: str, path: str, document: Any = None
+) -> dict[str, Any]:
+    """``ApiClient.call`` with the slow routes' timeout."""
+    response = session.api.request(
+        method, action, path, json=document, timeout=STATE_TIMEOUT_SECONDS
+    )
+    return client.document(response) if response.content else {}
 
 
 def _read_document(file: Path) -> Any:
     try:
-        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+        text = sys.stdin.read() if str(file) == STDIO else file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise errors.ConfigurationError(f"cannot read {file}: {exc}") from None
     try:
         return json.loads(text)
     except ValueError as exc:
         raise errors.ConfigurationError(f"{file} is not a JSON document: {exc}") from None
+
+
+def _sizes(document: dict[str, Any]) -> str:
+    tables = document.get("tables") or {}
+    tasks = len(tables.get("tasks") or [])
+    return f"{tasks} tasks and {len(tables.get('sim_clusters') or [])} clusters"
+
+
+# -- clock ------------------------------------------------------------------------------------
+
+
+@command.client_command(clock_app, "show")
+def clock_show(*, session: command.Session) -> None:
+    """Show simulated time: its mode, speed, current instant and pending waits."""
+    body = session.api.call("GET", "EmulatorDescribeClock", "/_emulator/clock")
+    session.emit(body, print_clock)
+
+
+@command.client_command(clock_app, "set-mode")
+def clock_set_mode(
+    mode: Annotated[
+        ClockMode, typer.Argument(help="realtime, manual or per_poll.", show_default=False)
+    ],
+    *,
+    session: command.Session,
+) -> None:
+    """Change how simulated time passes.
+
+    realtime: it runs (scaled by the server's --sim-speed); manual: only 'clock advance'
+    moves it; per_poll: each DescribeTaskInfo of a task moves that task one step.
+    """
+    body = session.api.call(
+        "POST", "EmulatorSetClock", "/_emulator/clock", json=clock_mode_body(mode)
+    )
+    session.emit(body, print_clock)
+
+
+@command.client_command(clock_app, "advance")
+def clock_advance(
+    seconds: Annotated[
+        float, typer.Argument(help="Simulated seconds to move forward.", show_default=False)
+    ],
+    *,
+    session: command.Session,
+) -> None:
+    """Move simulated time forward (manual mode only); tasks waiting on it continue."""
+    body = clock_advance_body(seconds)
+    answer = session.api.call("POST", "EmulatorAdvanceClock", "/_emulator/clock/advance", json=body)
+    session.emit(answer, print_clock)
+
+
+# -- faults -----------------------------------------------------------------------------------
+
+
+@command.client_command(faults_app, "add")
+def faults_add(
+    task_type: Annotated[
+        str | None,
+        typer.Option(help="Only tasks of this type, e.g. cluster_scaleout.", show_default=False),
+    ] = None,
+    stage: Annotated[
+        str | None, typer.Option(help="Only this stage, e.g. CreateInstances.", show_default=False)
+    ] = None,
+    instance_index: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Only the N-th instance of the task (1-based).", show_default=False
+        ),
+    ] = None,
+    node_name: Annotated[
+        str | None, typer.Option(help="Only this node.", show_default=False)
+    ] = None,
+    operation: Annotated[
+        str | None,
+        typer.Option(help="Only this operation of the simulated cloud.", show_default=False),
+    ] = None,
+    error_code: Annotated[
+        str | None,
+        typer.Option(help="Fail with this code, e.g. OperationDenied.NoStock.", show_default=False),
+    ] = None,
+    message: Annotated[
+        str | None, typer.Option(help="The failure's message.", show_default=False)
+    ] = None,
+    latency: Annotated[
+        float | None,
+        typer.Option(min=0, help="Add this many simulated seconds.", show_default=False),
+    ] = None,
+    node_not_ready: Annotated[
+        bool, typer.Option("--node-not-ready", help="The node goes NotReady.")
+    ] = False,
+    count: Annotated[
+        int | None,
+        typer.Option(min=1, help="Apply at most N times (default: always).", show_default=False),
+    ] = None,
+    probability: Annotated[
+        float | None,
+        typer.Option(
+            min=0, max=1, help="Apply with this probability (0..1; default: 1).", show_default=False
+        ),
+    ] = None,
+    *,
+    session: command.Session,
+) -> None:
+    """Add a fault rule: what it matches (any of the match options) and its effect."""
+    rule = fault_rule(
+        task_type=task_type,
+        stage=stage,
+        instance_index=instance_index,
+        node_name=node_name,
+        operation=operation,
+        error_code=error_code,
+        message=message,
+        latency_seconds=latency,
+        node_not_ready=node_not_ready,
+        count=count,
+        probability=probability,
+    )
+    made = session.api.call("POST", "EmulatorAddFaultRule", "/_emulator/faults", json=rule)
+    session.emit(made, print_fault_added)
+
+
+@command.client_command(faults_app, "list")
+def faults_list(*, session: command.Session) -> None:
+    """List the fault rules with how often each has struck."""
+    body = session.api.call("GET", "EmulatorListFaultRules", "/_emulator/faults")
+    session.emit(body, print_faults)
+
+
+@command.client_command(faults_app, "delete")
+def faults_delete(
+    fault_id: Annotated[
+        str | None, typer.Argument(help="The rule to delete.", show_default=False)
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="Delete every rule.")] = False,
+    *,
+    session: command.Session,
+) -> None:
+    """Delete one fault rule by id, or all of them with --all."""
+    if (fault_id is None) == (not every):
+        raise errors.ConfigurationError("name one fault id, or --all (not both)")
+    if every:
+        body = session.api.call("DELETE", "EmulatorDeleteFaultRules", "/_emulator/faults")
+    else:
+        path = f"/_emulator/faults/{client.segment(fault_id or '')}"
+        body = session.api.call("DELETE", "EmulatorDeleteFaultRule", path)
+    session.emit(body, print_fault_deleted)
+
+
+# -- tables (--output table) ------------------------------------------------------------------
+# Values from the server are plain text (``Text``, ``markup=False``), never Rich markup.
+
+
+def _line(console: Console, text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _text(value: Any) -> Text:
+    return Text("" if value is None else str(value))
 
 
 def _removed(body: dict[str, Any]) -> str:
@@ -270,278 +363,67 @@ def _removed(body: dict[str, Any]) -> str:
     )
 
 
-def _sizes(document: dict[str, Any]) -> str:
-    tables = document.get("tables") or {}
-    tasks = len(tables.get("tasks", []))
-    return f"{tasks} tasks and {len(tables.get('sim_clusters', []))} clusters"
+def print_reset(console: Console, body: dict[str, Any]) -> None:
+    _line(console, f"reset: {_removed(body)}")
 
 
-# -- clock ------------------------------------------------------------------------------------
-
-
-@clock_app.callback()
-def clock(
-    ctx: typer.Context,
-    endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    access_key_id: AccessKeyIdOption = None,
-    access_key_secret: AccessKeySecretOption = None,
-    output: OutputOption = Output.table,
-) -> None:
-    """Show simulated time: its mode, speed and current instant."""
-    ctx.obj = Server(endpoint, access_key_id, access_key_secret)
-    if ctx.invoked_subcommand is not None:
-        return
-
-    def run() -> None:
-        with ctx.obj.connect() as api:
-            _print_clock(api.call("GET", "EmulatorDescribeClock", "/_emulator/clock"), output)
-
-    _guard(run)
-
-
-@clock_app.command("set-mode")
-def clock_set_mode(
-    ctx: typer.Context,
-    mode: Annotated[ClockMode, typer.Argument(help="realtime, manual or per_poll.")],
-    endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    access_key_id: AccessKeyIdOption = None,
-    access_key_secret: AccessKeySecretOption = None,
-    output: OutputOption = Output.table,
-) -> None:
-    """Change how simulated time passes.
-
-    realtime: it runs (scaled by --sim-speed); manual: only 'clock advance' moves it;
-    per_poll: each DescribeTaskInfo of a task moves that task one step.
-    """
-    server = _inherited(ctx, endpoint, access_key_id, access_key_secret)
-
-    def run() -> None:
-        with server.connect() as api:
-            body = api.call(
-                "POST", "EmulatorSetClock", "/_emulator/clock", json=clock_mode_body(mode)
-            )
-        _print_clock(body, output)
-
-    _guard(run)
-
-
-@clock_app.command("advance")
-def clock_advance(
-    ctx: typer.Context,
-    seconds: Annotated[float, typer.Argument(help="Simulated seconds to move forward.")],
-    endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    access_key_id: AccessKeyIdOption = None,
-    access_key_secret: AccessKeySecretOption = None,
-    output: OutputOption = Output.table,
-) -> None:
-    """Move simulated time forward (manual mode); tasks waiting on it continue."""
-    server = _inherited(ctx, endpoint, access_key_id, access_key_secret)
-
-    def run() -> None:
-        body = clock_advance_body(seconds)
-        with server.connect() as api:
-            answer = api.call("POST", "EmulatorAdvanceClock", "/_emulator/clock/advance", json=body)
-        _print_clock(answer, output)
-
-    _guard(run)
-
-
-def _print_clock(body: dict[str, Any], output: Output) -> None:
-    if output is Output.json:
-        _print_json(body)
-        return
-    out.print(
-        f"mode {body.get('mode', '')}  speed {body.get('speed', '')}  now {body.get('now', '')}",
-        highlight=False,
+def print_imported(console: Console, body: dict[str, Any]) -> None:
+    imported = body.get("imported") or {}
+    rows = sum(n for n in imported.values() if isinstance(n, int))
+    _line(
+        console,
+        f"imported {imported.get('tasks', 0)} tasks and {imported.get('sim_clusters', 0)} "
+        f"clusters ({rows} rows); replaced: {_removed(body)}",
     )
 
 
-def _inherited(
-    ctx: typer.Context, endpoint: str, access_key_id: str | None, access_key_secret: str | None
-) -> Server:
-    """This command's server, taking what was given to ``clock`` itself (``emulator clock
-    --endpoint URL advance 60``) unless the command was given its own on the command line."""
-    parent = ctx.obj if isinstance(ctx.obj, Server) else None
-    if parent is None:
-        return Server(endpoint, access_key_id, access_key_secret)
-
-    def own(name: str) -> bool:
-        # By name: the enum's class depends on which click Typer runs on.
-        return getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
-
-    return Server(
-        endpoint if own("endpoint") else parent.endpoint,
-        access_key_id if own("access_key_id") else parent.access_key_id,
-        access_key_secret if own("access_key_secret") else parent.access_key_secret,
+def print_clock(console: Console, body: dict[str, Any]) -> None:
+    _line(
+        console,
+        f"mode {body.get('mode', '')}  speed {body.get('speed', '')}  "
+        f"now {body.get('now', '')}  waiting {body.get('waiting', '')}",
     )
 
 
-# -- faults -----------------------------------------------------------------------------------
+def print_faults(console: Console, body: dict[str, Any]) -> None:
+    faults = [f for f in body.get("faults") or [] if isinstance(f, dict)]
+    _fault_table(console, f"fault rules — {len(faults)}", faults)
 
 
-@faults_app.command("add")
-def faults_add(
-    task_type: Annotated[
-        str | None, typer.Option(help="Only tasks of this type, e.g. cluster_scaleout.")
-    ] = None,
-    stage: Annotated[
-        str | None, typer.Option(help="Only this stage, e.g. CreateInstances.")
-    ] = None,
-    instance_index: Annotated[
-        int | None, typer.Option(min=1, help="Only the N-th instance of the task (1-based).")
-    ] = None,
-    node_name: Annotated[str | None, typer.Option(help="Only this node.")] = None,
-    operation: Annotated[
-        str | None, typer.Option(help="Only this operation of the simulated cloud.")
-    ] = None,
-    error_code: Annotated[
-        str | None, typer.Option(help="Fail with this code, e.g. OperationDenied.NoStock.")
-    ] = None,
-    message: Annotated[str | None, typer.Option(help="The failure's message.")] = None,
-    latency: Annotated[
-        float | None, typer.Option(min=0, help="Add this many simulated seconds.")
-    ] = None,
-    node_not_ready: Annotated[
-        bool, typer.Option("--node-not-ready", help="The node goes NotReady.")
-    ] = False,
-    count: Annotated[int | None, typer.Option(min=1, help="Apply at most N times.")] = None,
-    probability: Annotated[
-        float | None, typer.Option(min=0, max=1, help="Apply with this probability (0..1).")
-    ] = None,
-    endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    access_key_id: AccessKeyIdOption = None,
-    access_key_secret: AccessKeySecretOption = None,
-    output: OutputOption = Output.table,
-) -> None:
-    """Add a fault rule: what it matches (any of the match options) and its effect."""
-    server = Server(endpoint, access_key_id, access_key_secret)
-
-    def run() -> None:
-        rule = fault_rule(
-            task_type=task_type,
-            stage=stage,
-            instance_index=instance_index,
-            node_name=node_name,
-            operation=operation,
-            error_code=error_code,
-            message=message,
-            latency_seconds=latency,
-            node_not_ready=node_not_ready,
-            count=count,
-            probability=probability,
-        )
-        with server.connect() as api:
-            made = api.call("POST", "EmulatorAddFaultRule", "/_emulator/faults", json=rule)
-        if output is Output.json:
-            _print_json(made)
-            return
-        out.print(f"fault {made.get('fault_id', '')} added", highlight=False)
-        _print_faults([made])
-
-    _guard(run)
+def print_fault_added(console: Console, fault: dict[str, Any]) -> None:
+    _fault_table(console, f"fault {fault.get('fault_id', '')} added", [fault])
 
 
-@faults_app.command("list")
-def faults_list(
-    endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    access_key_id: AccessKeyIdOption = None,
-    access_key_secret: AccessKeySecretOption = None,
-    output: OutputOption = Output.table,
-) -> None:
-    """List the fault rules with how often each has struck."""
-    server = Server(endpoint, access_key_id, access_key_secret)
-
-    def run() -> None:
-        with server.connect() as api:
-            body = api.call("GET", "EmulatorListFaultRules", "/_emulator/faults")
-        if output is Output.json:
-            _print_json(body)
-            return
-        _print_faults(list(body.get("faults") or []))
-
-    _guard(run)
+def print_fault_deleted(console: Console, body: dict[str, Any]) -> None:
+    if "removed" in body:
+        _line(console, f"{body.get('removed')} fault rules deleted")
+    else:
+        _line(console, f"fault {body.get('fault_id', '')} deleted")
 
 
-@faults_app.command("delete")
-def faults_delete(
-    fault_id: Annotated[str | None, typer.Argument(help="The rule to delete.")] = None,
-    every: Annotated[bool, typer.Option("--all", help="Delete every rule.")] = False,
-    endpoint: EndpointOption = DEFAULT_ENDPOINT,
-    access_key_id: AccessKeyIdOption = None,
-    access_key_secret: AccessKeySecretOption = None,
-) -> None:
-    """Delete one fault rule by id, or all of them with --all."""
-    server = Server(endpoint, access_key_id, access_key_secret)
-
-    def run() -> None:
-        if (fault_id is None) == (not every):
-            raise errors.ConfigurationError("name one fault id, or --all (not both)")
-        path = "/_emulator/faults"
-        if not every:
-            path += "/" + quote(fault_id or "", safe="")
-        with server.connect() as api:
-            api.call("DELETE", "EmulatorDeleteFaultRules", path)
-        err.print("every fault deleted" if every else f"fault {fault_id} deleted", highlight=False)
-
-    _guard(run)
-
-
-def _print_faults(faults: list[dict[str, Any]]) -> None:
-    table = Table()
-    table.add_column("fault id", no_wrap=True)
+def _fault_table(console: Console, title: str, faults: list[dict[str, Any]]) -> None:
+    table = Table(title=Text(title), title_justify="left")
+    # The id is what one copies: never cut it short; match and effect give way.
+    widest = max([len("fault_id"), *(len(str(f.get("fault_id", ""))) for f in faults)])
+    table.add_column("fault_id", no_wrap=True, min_width=widest)
     table.add_column("match", overflow="fold")
     table.add_column("effect", overflow="fold")
-    table.add_column("count", no_wrap=True)
-    table.add_column("probability", no_wrap=True)
-    table.add_column("hits", no_wrap=True)
+    for name in ("count", "remaining", "probability", "hits"):
+        table.add_column(name, no_wrap=True)
     for fault in faults:
         table.add_row(
-            str(fault.get("fault_id", "")),
-            _pairs(fault.get("match")),
-            _pairs(fault.get("effect")),
-            _shown(fault.get("count")),
-            _shown(fault.get("probability")),
-            _shown(fault.get("hits")),
+            _text(fault.get("fault_id")),
+            _text(_pairs(fault.get("match"))),
+            _text(_pairs(fault.get("effect"))),
+            _text(fault.get("count")),
+            _text(fault.get("remaining")),
+            _text(fault.get("probability")),
+            _text(fault.get("hits")),
         )
-    out.print(table)
+    console.print(table)
 
 
 def _pairs(value: Any) -> str:
     if not isinstance(value, dict):
-        return _shown(value)
+        return "" if value is None else str(value)
     return " ".join(f"{k}={v}" for k, v in value.items() if v not in (None, "", False))
-
-
-def _shown(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-# -- plumbing ---------------------------------------------------------------------------------
-
-
-def _print_json(body: Any) -> None:
-    # Not through Rich: machine-readable output must not be wrapped or styled.
-    sys.stdout.write(json.dumps(body, indent=2, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
-
-
-def _guard(action: Callable[[], None]) -> None:
-    """Run ``action``; print an error as one line with its code and exit non-zero."""
-    try:
-        action()
-    except client.ConnectionFailed as exc:
-        err.print(f"[red]error[/red] {exc.message}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE) from None
-    except client.ApiError as exc:
-        err.print(
-            f"[red]error[/red] {exc.code} (HTTP {exc.status}): {exc.message}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(EXIT_FAILED) from None
-    except errors.ConfigurationError as exc:
-        err.print(f"[red]error[/red] {exc.code}: {exc.message}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE) from None
-    except errors.ClustertasksError as exc:
-        err.print(f"[red]error[/red] {exc.code}: {exc.message}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_FAILED) from None
