@@ -6,7 +6,7 @@
 - ``POST /_emulator/faults`` adds a fault rule and answers with it; ``GET`` lists them;
   ``DELETE /_emulator/faults/{fault_id}`` removes one, ``DELETE /_emulator/faults`` all.
 
-See docs/emulator-time-and-faults.md.
+See docs/emulator.md.
 """
 
 from __future__ import annotations
