@@ -62,18 +62,18 @@ def test_export_reset_import_through_the_cli(
 
     saved = tmp_path / "state.json"
     # The document is JSON whatever -o says; the summary goes to stderr.
-    exported = cli("emulator", "export", str(saved), "-o", "yaml")
+    exported = cli("emulator", "state", "export", str(saved), "-o", "yaml")
     assert exported.exit_code == 0, exported.stderr
     assert exported.stdout == ""
     assert f"exported 2 tasks and 1 clusters to {saved}" in exported.stderr
     document = json.loads(saved.read_text(encoding="utf-8"))
     assert (document["format"], document["version"]) == ("clustertasks-state", 1)
-    unwritable = cli("emulator", "export", str(tmp_path / "missing" / "state.json"))
+    unwritable = cli("emulator", "state", "export", str(tmp_path / "missing" / "state.json"))
     assert unwritable.exit_code == 4
     error = cli_support.error(unwritable.stderr)
     assert (error["code"], "cannot write" in error["message"]) == ("InvalidConfiguration", True)
-    # A real process with its stdout a pipe, as in `emulator export > state.json`.
-    to_stdout = cli.subprocess("emulator", "export", "-o", "yaml")
+    # A real process with its stdout a pipe, as in `emulator state export > state.json`.
+    to_stdout = cli.subprocess("emulator", "state", "export", "-o", "yaml")
     assert to_stdout.returncode == 0, to_stdout.stderr
     assert json.loads(to_stdout.stdout)["tables"] == document["tables"]
 
@@ -89,7 +89,7 @@ def test_export_reset_import_through_the_cli(
             client.describe_task_info(task_id)
         assert (gone.value.status_code, gone.value.code) == (404, "ErrorTaskNotFound")
 
-    imported = cli("emulator", "import", str(saved))
+    imported = cli("emulator", "state", "import", str(saved))
     assert imported.exit_code == 0, imported.stderr
     assert "imported 2 tasks and 1 clusters" in imported.stdout
     assert "replaced: 0 unfinished tasks stopped, 0 tasks and 0 clusters deleted" in (
@@ -100,7 +100,9 @@ def test_export_reset_import_through_the_cli(
         assert plain(client.describe_task_info(task_id).body) == tasks_before[task_id]
 
     # From standard input, over what is there: the answer as JSON.
-    again = cli("emulator", "import", "-", "-o", "json", input=saved.read_text(encoding="utf-8"))
+    again = cli(
+        "emulator", "state", "import", "-", "-o", "json", input=saved.read_text(encoding="utf-8")
+    )
     assert again.exit_code == 0, again.stderr
     answer = json.loads(again.stdout)
     assert (answer["tasks_deleted"], answer["clusters_deleted"]) == (2, 1)
@@ -111,7 +113,7 @@ def test_export_reset_import_through_the_cli(
     document["version"] = 2
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(document), encoding="utf-8")
-    refused = cli("emulator", "import", str(bad))
+    refused = cli("emulator", "state", "import", str(bad))
     assert refused.exit_code == 4
     assert refused.stdout == ""
     error = cli_support.error(refused.stderr)
@@ -144,7 +146,7 @@ def test_arguments_are_refused_before_anything_is_sent(
         ("faults", "add", "--error-code", "X", "--probability", "1.5"),
         ("faults", "list", "-o", "xml"),
         ("clock", "--endpoint", NOWHERE, "show"),  # the group takes no options
-        ("import",),
+        ("state", "import"),
     ):
         result = cli("emulator", *args)
         assert result.exit_code == 4, (args, result.stdout, result.stderr)
@@ -157,7 +159,7 @@ def test_arguments_are_refused_before_anything_is_sent(
     # Well-formed commands get as far as the network.
     for args in (
         ("reset",),
-        ("export",),
+        ("state", "export"),
         ("clock", "show"),
         ("clock", "set-mode", "manual"),
         ("clock", "advance", "60"),
@@ -183,7 +185,7 @@ def test_arguments_are_refused_before_anything_is_sent(
         (not_json, "is not a JSON document"),
         (tmp_path / "no.json", "cannot read"),
     ):
-        result = cli("emulator", "import", str(file), "--endpoint", NOWHERE)
+        result = cli("emulator", "state", "import", str(file), "--endpoint", NOWHERE)
         assert result.exit_code == 4, result.stderr
         error = cli_support.error(result.stderr)
         assert (error["code"], problem in error["message"]) == ("InvalidConfiguration", True)

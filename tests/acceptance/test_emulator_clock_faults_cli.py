@@ -105,6 +105,10 @@ def test_faults_add_list_delete(ct: cli_support.Cli) -> None:
 
     assert emulator(ct, "faults", "delete", "--all")["removed"] == 1
     assert emulator(ct, "faults", "list")["faults"] == []
+    emulator(ct, "faults", "add", "--node-name", "n2", "--node-not-ready")
+    emulator(ct, "faults", "add", "--node-name", "n3", "--node-not-ready")
+    assert emulator(ct, "faults", "clear")["removed"] == 2
+    assert emulator(ct, "faults", "list")["faults"] == []
 
 
 def test_reset_forgets_fault_rules(ct: cli_support.Cli) -> None:

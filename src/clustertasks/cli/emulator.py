@@ -1,9 +1,9 @@
 """``clustertasks emulator``: the emulator's admin controls on a running server.
 
 - ``reset``: empty the world and the task history (AccessKeys stay).
-- ``export [FILE]`` / ``import FILE``: the whole state as one JSON document.
+- ``state export [FILE]`` / ``state import FILE``: the whole state as one JSON document.
 - ``clock show|set-mode|advance``: simulated time.
-- ``faults add|list|delete``: injected failures.
+- ``faults add|list|delete|clear``: injected failures.
 
 Every command is a client command (``command.client_command``): it takes the shared
 options, finds its server and admin AccessKey as the others do (flags, ``CLUSTERTASKS_*``,
@@ -34,8 +34,13 @@ clock_app = typer.Typer(
     help="Simulated time: show it, change its mode, advance it.", no_args_is_help=True
 )
 faults_app = typer.Typer(
-    help="Injected failures: add, list and delete rules.", no_args_is_help=True
+    help="Injected failures: add, list and delete (or clear) rules.", no_args_is_help=True
 )
+state_app = typer.Typer(
+    help="The whole world and task history as one JSON document: export, import.",
+    no_args_is_help=True,
+)
+app.add_typer(state_app, name="state")
 app.add_typer(clock_app, name="clock")
 app.add_typer(faults_app, name="faults")
 
@@ -128,7 +133,7 @@ def reset(*, session: command.Session) -> None:
     session.emit(body, print_reset)
 
 
-@command.client_command(app, "export")
+@command.client_command(state_app, "export")
 def export(
     file: Annotated[
         Path | None,
@@ -141,8 +146,8 @@ def export(
 ) -> None:
     """Save the whole state (world and task history) as one JSON document.
 
-    The document is always JSON, whatever --output says: it is what 'emulator import'
-    reads. Written to a FILE, a summary line goes to standard error.
+    The document is always JSON, whatever --output says: it is what 'emulator state
+    import' reads. Written to a FILE, a summary line goes to standard error.
     """
     document = _state_request(session, "GET", "EmulatorExportState", "/_emulator/state")
     if file is None or str(file) == STDIO:
@@ -158,12 +163,12 @@ def export(
     )
 
 
-@command.client_command(app, "import")
+@command.client_command(state_app, "import")
 def import_state(
     file: Annotated[
         Path,
         typer.Argument(
-            help="A document written by 'emulator export' ('-': standard input).",
+            help="A document written by 'emulator state export' ('-': standard input).",
             show_default=False,
         ),
     ],
@@ -340,6 +345,13 @@ def faults_delete(
     else:
         path = f"/_emulator/faults/{client.segment(fault_id or '')}"
         body = session.api.call("DELETE", "EmulatorDeleteFaultRule", path)
+    session.emit(body, print_fault_deleted)
+
+
+@command.client_command(faults_app, "clear")
+def faults_clear(*, session: command.Session) -> None:
+    """Delete every fault rule (the same as 'faults delete --all')."""
+    body = session.api.call("DELETE", "EmulatorDeleteFaultRules", "/_emulator/faults")
     session.emit(body, print_fault_deleted)
 
 
