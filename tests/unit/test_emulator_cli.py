@@ -1,20 +1,16 @@
-"""``clustertasks emulator``: the request bodies its commands send, the timeouts they send
-them with, and how the answers are shown. Requests go to ``httpx.MockTransport``."""
+"""``clustertasks emulator``: the request bodies its commands send and how the answers are
+shown (the commands against a real server: tests/acceptance/test_emulator_cli.py)."""
 
 from __future__ import annotations
 
 import io
-import json
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import yaml
 from rich.console import Console
 
 from clustertasks import errors
-from clustertasks.cli import client, command, emulator, output
+from clustertasks.cli import emulator, output
 
 
 def test_a_full_fault_rule() -> None:
@@ -82,102 +78,6 @@ def test_clock_bodies() -> None:
 
 
 # -- what the commands send and show, against an in-memory server ------------------------------
-
-CLIENT_TIMEOUT = 30.0
-STATE = {"format": "clustertasks-state", "version": 1, "tables": {"tasks": [{"task_id": "T-1"}]}}
-ANSWERS: dict[tuple[str, str], dict[str, Any]] = {
-    ("POST", "/_emulator/reset"): {
-        "request_id": "R-1",
-        "tasks_canceled": 1,
-        "tasks_deleted": 12,
-        "clusters_deleted": 2,
-    },
-    ("GET", "/_emulator/state"): STATE,
-    ("POST", "/_emulator/state"): {
-        "request_id": "R-2",
-        "tasks_canceled": 0,
-        "tasks_deleted": 3,
-        "clusters_deleted": 1,
-        "imported": {"sim_clusters": 1, "sim_instances": 4, "tasks": 3},
-    },
-    ("GET", "/_emulator/clock"): {
-        "mode": "manual",
-        "speed": 1.0,
-        "now": "2026-01-05T10:00:00.000000Z",
-        "waiting": 2,
-        "request_id": "R-3",
-    },
-}
-
-
-class Recorder:
-    """Answers the routes above and remembers each request with its read timeout."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str, float | None, Any]] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        timeouts = request.extensions.get("timeout") or {}
-        sent = json.loads(request.content) if request.content else None
-        self.seen.append((request.method, request.url.path, timeouts.get("read"), sent))
-        return httpx.Response(200, json=ANSWERS[(request.method, request.url.path)])
-
-    def session(self, output_format: str = "table") -> command.Session:
-        api = client.ApiClient(
-            "http://emulator.test", timeout=CLIENT_TIMEOUT, transport=httpx.MockTransport(self)
-        )
-        return command.Session(api, output_format)
-
-
-def test_reset_export_and_import_wait_for_the_slow_routes_the_clock_does_not(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    server = Recorder()
-    saved = tmp_path / "state.json"
-    saved.write_text(json.dumps(STATE), encoding="utf-8")
-    emulator.reset(session=server.session())
-    emulator.export(None, session=server.session())
-    emulator.import_state(saved, session=server.session())
-    emulator.clock_show(session=server.session())
-    assert server.seen == [
-        ("POST", "/_emulator/reset", emulator.STATE_TIMEOUT_SECONDS, None),
-        ("GET", "/_emulator/state", emulator.STATE_TIMEOUT_SECONDS, None),
-        ("POST", "/_emulator/state", emulator.STATE_TIMEOUT_SECONDS, STATE),
-        ("GET", "/_emulator/clock", CLIENT_TIMEOUT, None),
-    ]
-    assert emulator.STATE_TIMEOUT_SECONDS == 600
-    shown = capsys.readouterr().out
-    assert "reset: 1 unfinished tasks stopped, 12 tasks and 2 clusters deleted" in shown
-    assert "imported 3 tasks and 1 clusters (8 rows); replaced: 0 unfinished" in shown
-    assert "mode manual  speed 1.0  now 2026-01-05T10:00:00.000000Z  waiting 2" in shown
-
-
-@pytest.mark.parametrize("output_format", ["table", "json", "yaml"])
-def test_export_writes_the_json_document_whatever_the_output_format(
-    output_format: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    server = Recorder()
-    emulator.export(None, session=server.session(output_format))
-    assert json.loads(capsys.readouterr().out) == STATE
-    emulator.export(Path("-"), session=server.session(output_format))
-    assert json.loads(capsys.readouterr().out) == STATE
-
-    saved = tmp_path / "state.json"
-    emulator.export(saved, session=server.session(output_format))
-    assert json.loads(saved.read_text(encoding="utf-8")) == STATE
-    written = capsys.readouterr()
-    assert written.out == ""
-    assert f"exported 1 tasks and 0 clusters to {saved}" in written.err
-
-
-def test_import_shows_the_answer_in_the_chosen_format(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    saved = tmp_path / "state.json"
-    saved.write_text(json.dumps(STATE), encoding="utf-8")
-    emulator.import_state(saved, session=Recorder().session("yaml"))
-    answer = yaml.safe_load(capsys.readouterr().out)
-    assert answer == ANSWERS[("POST", "/_emulator/state")]
 
 
 def _rendered(renderer: output.Renderer, body: dict[str, Any]) -> str:
