@@ -68,7 +68,7 @@ class Emulator:
         self.port = 0
         self._workdir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
-        self._http: httpx.Client | None = None
+        self._api: client.ApiClient | None = None
 
     # -- where it is -----------------------------------------------------------------------
 
@@ -132,11 +132,8 @@ class Emulator:
             )
         finally:
             log.close()
-        self._http = httpx.Client(
-            base_url=self.url,
-            auth=client.SigningAuth(self.access_key_id, self.access_key_secret),
-            trust_env=False,
-            timeout=600.0,
+        self._api = client.ApiClient(
+            self.url, client.SigningAuth(self.access_key_id, self.access_key_secret), timeout=600.0
         )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
@@ -152,9 +149,9 @@ class Emulator:
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL) and remove its database."""
-        if self._http is not None:
-            self._http.close()
-            self._http = None
+        if self._api is not None:
+            self._api.close()
+            self._api = None
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -236,18 +233,9 @@ class Emulator:
         return self._call("POST", "EmulatorImportState", "/_emulator/state", document)
 
     def _call(self, method: str, action: str, path: str, body: Any = None) -> dict[str, Any]:
-        if self._http is None:
+        if self._api is None:
             raise errors.ConfigurationError("the emulator is not running: start() it first")
-        response = self._http.request(method, path, json=body, headers={"x-acs-action": action})
-        document: dict[str, Any] = response.json() if response.content else {}
-        if response.status_code >= 400:
-            raise client.ApiError(
-                response.status_code,
-                str(document.get("code", response.status_code)),
-                str(document.get("message", response.reason_phrase)),
-                str(document.get("requestId", "")),
-            )
-        return document
+        return self._api.call(method, action, path, json=body)
 
 
 _MATCH_KEYS = frozenset({"task_type", "stage", "instance_index", "node_name", "operation"})
