@@ -79,11 +79,12 @@ async def _clustertasks(url: str, tasks: int, max_running: int) -> dict[str, Any
     from clustertasks.operations import base
     from clustertasks.providers import base as providers
     from clustertasks.service import control
-    from clustertasks.storage import dialects, schema, store
+    from clustertasks.storage import database, dialects, schema
 
     operation = base.Operation("bench_noop", [base.Stage(f"Stage{i}", _noop) for i in range(5)])
     registry = base.Registry([operation])
-    task_store = store.TaskStore.open(settings.StorageSettings(url=url))
+    db = database.Database.open(settings.StorageSettings(url=url))
+    task_store = db.tasks
     counter = sa.create_engine(dialects.normalise_url(url))
     unfinished = sa.select(sa.func.count()).where(schema.tasks.c.state == "running")
     try:
@@ -106,6 +107,7 @@ async def _clustertasks(url: str, tasks: int, max_running: int) -> dict[str, Any
             task_store,
             registry,
             cast(providers.CloudProvider, None),
+            lock=db.executor_lock(),
             max_running_tasks=max_running,
         )
         started = time.perf_counter()
@@ -128,7 +130,7 @@ async def _clustertasks(url: str, tasks: int, max_running: int) -> dict[str, Any
             )
     finally:
         counter.dispose()
-        task_store.close()
+        db.close()
     return {
         "seconds": elapsed,
         "transitions": stages_done * 2,

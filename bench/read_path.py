@@ -36,7 +36,7 @@ from tests.support.server import ServerProcess  # noqa: E402
 from bench import common  # noqa: E402
 from clustertasks import settings  # noqa: E402
 from clustertasks.domain import ids, states  # noqa: E402
-from clustertasks.storage import schema, store  # noqa: E402
+from clustertasks.storage import database, schema  # noqa: E402
 
 KEY_ID = "LTAIbenchreadpath0001"
 KEY_SECRET = secrets.token_hex(16)
@@ -55,7 +55,8 @@ class Seeder:
 
     def __init__(self, url: str, *, seed: int = 11, start_us: int = factories.BASE_US) -> None:
         self.url = url
-        self.store = store.TaskStore.open(settings.StorageSettings(url=url))
+        self.database = database.Database.open(settings.StorageSettings(url=url))
+        self.store = self.database.tasks
         self.engine = sa.create_engine(url)
         self.ids = ids.IdGenerator(random.Random(seed))
         self.task_ids: list[str] = []
@@ -67,7 +68,7 @@ class Seeder:
         self._created_us = start_us
 
     def close(self) -> None:
-        self.store.close()
+        self.database.close()
         self.engine.dispose()
 
     def through_store(self, count: int, **kwargs: Any) -> list[str]:

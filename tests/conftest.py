@@ -18,6 +18,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from clustertasks import settings
+from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
 from tests.support import postgres
 
@@ -81,9 +82,14 @@ def db_url(
 
 
 @pytest.fixture
-def task_store(db_url: str) -> Iterator[store.TaskStore]:
-    opened = store.TaskStore.open(settings.StorageSettings(url=db_url))
+def database(db_url: str) -> Iterator[storage_database.Database]:
+    opened = storage_database.Database.open(settings.StorageSettings(url=db_url))
     try:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture
+def task_store(database: storage_database.Database) -> store.TaskStore:
+    return database.tasks

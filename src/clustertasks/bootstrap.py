@@ -17,14 +17,19 @@ import uvicorn
 
 from clustertasks import clock, errors, settings
 from clustertasks.api import app as api_app
+from clustertasks.api import services as api_services
 from clustertasks.domain import access, ids
+from clustertasks.emulator import clock_control, clock_store, fault_store, simclock, world_store
+from clustertasks.emulator import cloud as sim_cloud
+from clustertasks.emulator import fault_rules as emulator_faults
+from clustertasks.emulator import state as emulator_state
 from clustertasks.engine import executor
+from clustertasks.operations import base as operations
 from clustertasks.operations import catalog
-from clustertasks.providers.sim import cloud as sim_cloud
-from clustertasks.providers.sim import simclock
 from clustertasks.service import auth as auth_service
-from clustertasks.service import container, emulator_state
-from clustertasks.storage import store
+from clustertasks.service import changes, control, live, nodes, tasks
+from clustertasks.service import cloud as cloud_service
+from clustertasks.storage import database
 
 log = logging.getLogger("clustertasks")
 
@@ -53,58 +58,127 @@ class Runtime:
     """Everything a running server is made of."""
 
     config: settings.Settings
-    task_store: store.TaskStore
+    database: database.Database
     cloud: sim_cloud.SimCloud
-    services: container.Services
+    services: api_services.Services
     executor: executor.LocalExecutor | None
     authenticator: auth_service.Authenticator
 
     def close(self) -> None:
-        self.task_store.close()
+        self.database.close()
 
 
 def build(config: settings.Settings) -> Runtime:
-    task_store = store.TaskStore.open(config.storage)
+    """The whole object graph, in one pass from the bottom up; nothing is wired later."""
+    db = database.Database.open(config.storage)
     try:
         time = clock.SystemClock()
-        world_store = task_store.world_store()
         id_generator: ids.IdGenerator = ids.IdGenerator()
         if config.sim.seed is not None:
-            id_generator = ids.SeededIds(config.sim.seed, emulator_state.issued_ids(task_store))
-        # The world's records carry simulated time; tasks keep the wall clock's.
-        sim_time = simclock.SimClock.open(
-            task_store.clock_store(), speed=config.sim.speed, mode=config.sim.clock
-        )
-        cloud = sim_cloud.SimCloud(world_store, config.sim, sim_time, sim_clock=sim_time)
+            id_generator = ids.SeededIds(config.sim.seed, emulator_state.issued_ids(db))
         registry = catalog.registry()
-        services = container.Services.build(
-            task_store,
+        hub = changes.ChangeHub(db.tasks, config.live)
+        fault_rules = emulator_faults.FaultService(
+            fault_store.FaultStore(db.engine),
+            db.tasks,
             registry,
-            cloud,
             time=time,
             id_generator=id_generator,
-            live_settings=config.live,
+            on_report=hub.notify,
+        )
+        # The world's records carry simulated time; tasks keep the wall clock's.
+        sim_time = simclock.SimClock.open(
+            clock_store.ClockStore(db.engine), speed=config.sim.speed, mode=config.sim.clock
+        )
+        cloud = sim_cloud.SimCloud(
+            world_store.WorldStore(db.engine),
+            config.sim,
+            sim_time,
+            sim_clock=sim_time,
+            report=fault_rules.report,
         )
         runner = None
         if config.engine.executor:
             runner = executor.LocalExecutor(
-                task_store,
+                db.tasks,
                 registry,
                 cloud,
+                lock=db.executor_lock(),
                 time=time,
                 max_running_tasks=config.engine.max_running_tasks,
-                on_commit=services.changes.notify,
+                on_commit=hub.notify,
             )
             runner.claim()
-            services.control.notify = runner.wake
-            services.emulator.halt = runner.halted
-        authenticator = auth_service.Authenticator(
-            task_store.key_store(), config.auth, time, task_store.audit_log()
+        services = build_services(
+            db,
+            registry,
+            cloud,
+            time=time,
+            id_generator=id_generator,
+            hub=hub,
+            fault_rules=fault_rules,
+            executor=runner,
         )
+        authenticator = auth_service.Authenticator(db.keys, config.auth, time, db.audit)
     except BaseException:
-        task_store.close()
+        db.close()
         raise
-    return Runtime(config, task_store, cloud, services, runner, authenticator)
+    return Runtime(config, db, cloud, services, runner, authenticator)
+
+
+def build_services(
+    db: database.Database,
+    registry: operations.Registry,
+    cloud: sim_cloud.SimCloud,
+    *,
+    time: clock.Clock | None = None,
+    id_generator: ids.IdGenerator | None = None,
+    hub: changes.ChangeHub | None = None,
+    fault_rules: emulator_faults.FaultService | None = None,
+    executor: executor.LocalExecutor | None = None,
+) -> api_services.Services:
+    """The services the routes use, on ``db``. Without ``executor`` tasks are stored and
+    stay put (an API-only server, or a test that runs them itself)."""
+    time = time or clock.SystemClock()
+    id_generator = id_generator or ids.IdGenerator()
+    hub = hub or changes.ChangeHub(db.tasks)
+    fault_rules = fault_rules or emulator_faults.FaultService(
+        fault_store.FaultStore(db.engine),
+        db.tasks,
+        registry,
+        time=time,
+        id_generator=id_generator,
+        on_report=hub.notify,
+    )
+    task_control = control.TaskControl(
+        db.tasks,
+        registry,
+        time=time,
+        id_generator=id_generator,
+        notify=executor.wake if executor is not None else control.no_executor,
+        on_commit=hub.notify,
+    )
+    clouds = cloud_service.CloudService(cloud, task_control, id_generator)
+    emulator_clock = clock_control.ClockService(cloud)
+    return api_services.Services(
+        tasks=tasks.TaskService(db.tasks, polled=cloud.task_polled),
+        control=task_control,
+        cloud=clouds,
+        nodes=nodes.NodeService(cloud, task_control, clouds),
+        changes=hub,
+        live=live.LiveTasks(db.tasks, hub),
+        faults=fault_rules,
+        emulator_clock=emulator_clock,
+        emulator=emulator_state.EmulatorState(
+            db,
+            time=time,
+            id_generator=id_generator,
+            halt=executor.halted if executor is not None else None,
+            # A reset or an imported state brings the clock and the seeded draws back.
+            after_change=[emulator_clock.reload],
+        ),
+        database=db,
+    )
 
 
 def create_app(runtime: Runtime) -> Any:
@@ -181,7 +255,7 @@ def _provision_keys(runtime: Runtime, announce: Callable[[str], None]) -> None:
             "without checking it, its date or its nonce; for local emulation only"
         )
         return
-    admin = key_admin(runtime.task_store)
+    admin = key_admin(runtime.database)
     if auth.access_key_id is not None and auth.access_key_secret is not None:
         admin.ensure_admin(auth.access_key_id, auth.access_key_secret)
         announce(f"admin AccessKey {auth.access_key_id} set from CLUSTERTASKS_ACCESS_KEY_ID")
@@ -196,18 +270,18 @@ def _provision_keys(runtime: Runtime, announce: Callable[[str], None]) -> None:
     announce(f"saved to {path} (mode 0600); make more with 'clustertasks keys create'")
 
 
-def key_admin(task_store: store.TaskStore) -> auth_service.KeyAdmin:
-    return auth_service.KeyAdmin(task_store.key_store(), clock.SystemClock())
+def key_admin(db: database.Database) -> auth_service.KeyAdmin:
+    return auth_service.KeyAdmin(db.keys, clock.SystemClock())
 
 
 @contextlib.contextmanager
 def key_admin_for(config: settings.Settings) -> Iterator[auth_service.KeyAdmin]:
     """Key management directly on the database (``clustertasks keys``)."""
-    task_store = store.TaskStore.open(config.storage)
+    db = database.Database.open(config.storage)
     try:
-        yield key_admin(task_store)
+        yield key_admin(db)
     finally:
-        task_store.close()
+        db.close()
 
 
 @contextlib.contextmanager
@@ -215,11 +289,11 @@ def audit_entries_for(
     config: settings.Settings, since_us: int, limit: int
 ) -> Iterator[list[access.AuditEntry]]:
     """The audit log's entries, read directly from the database (``clustertasks audit``)."""
-    task_store = store.TaskStore.open(config.storage)
+    db = database.Database.open(config.storage)
     try:
-        yield list(task_store.audit_log().entries(since_us, limit))
+        yield list(db.audit.entries(since_us, limit))
     finally:
-        task_store.close()
+        db.close()
 
 
 def save_credentials(path: str, key: access.AccessKey) -> str:
@@ -245,7 +319,7 @@ def save_credentials(path: str, key: access.AccessKey) -> str:
 
 
 def migrate(config: settings.Settings) -> None:
-    store.TaskStore.open(config.storage).close()
+    database.Database.open(config.storage).close()
 
 
 def redacted(url: str) -> str:

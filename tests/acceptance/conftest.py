@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from clustertasks import clock, settings
-from clustertasks.providers.sim import cloud as sim_cloud
+from clustertasks.emulator import cloud as sim_cloud
+from clustertasks.emulator import world_store
+from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
 from tests.support import server as server_support
 
@@ -39,18 +41,25 @@ def read_server(db_url: str, tmp_path: Path) -> Iterator[server_support.ServerPr
 
 
 @pytest.fixture
-def sim(seeding_store: store.TaskStore) -> sim_cloud.SimCloud:
+def sim(seeding_database: storage_database.Database) -> sim_cloud.SimCloud:
     """The simulated cloud on the server's database, to arrange the world (stock, quota)."""
     return sim_cloud.SimCloud(
-        seeding_store.world_store(), settings.SimSettings(speed=0), clock.SystemClock()
+        world_store.WorldStore(seeding_database.engine),
+        settings.SimSettings(speed=0),
+        clock.SystemClock(),
     )
 
 
 @pytest.fixture
-def seeding_store(db_url: str) -> Iterator[store.TaskStore]:
+def seeding_database(db_url: str) -> Iterator[storage_database.Database]:
     """A second connection to the server's database, for writing tasks to read back."""
-    opened = store.TaskStore.open(settings.StorageSettings(url=db_url))
+    opened = storage_database.Database.open(settings.StorageSettings(url=db_url))
     try:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture
+def seeding_store(seeding_database: storage_database.Database) -> store.TaskStore:
+    return seeding_database.tasks

@@ -14,7 +14,7 @@ import pytest
 
 from clustertasks import settings
 from clustertasks.domain import states, wire
-from clustertasks.storage import store
+from clustertasks.storage import database, store
 from tests.support import factories, signing
 from tests.support.server import ServerProcess, clean_env
 
@@ -103,8 +103,8 @@ def test_serve_settings_from_environment(tmp_path: Path) -> None:
     db_file = tmp_path / "from-env.db"
     env = {"CLUSTERTASKS_DB_URL": f"sqlite:///{db_file}", "CLUSTERTASKS_TIMEZONE": "Asia/Shanghai"}
     with ServerProcess(None, tmp_path, "--no-executor", env=env) as process:
-        seeded = store.TaskStore.open(settings.StorageSettings(url=f"sqlite:///{db_file}"))
-        task_id = factories.seed_task(seeded).task.task_id
+        seeded = database.Database.open(settings.StorageSettings(url=f"sqlite:///{db_file}"))
+        task_id = factories.seed_task(seeded.tasks).task.task_id
         seeded.close()
         body = httpx.get(
             f"{process.url}/tasks/{task_id}", trust_env=False, auth=signing.auth()

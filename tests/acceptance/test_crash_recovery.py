@@ -13,7 +13,7 @@ from alibabacloud_cs20151215 import models as cs_models
 
 from clustertasks import settings
 from clustertasks.domain import states
-from clustertasks.storage import store
+from clustertasks.storage import database
 from tests.acceptance import sdk
 from tests.support import signing
 from tests.support.server import ServerProcess
@@ -99,11 +99,12 @@ def test_kill_9_mid_flight_then_every_task_finishes(db_url: str, tmp_path: Path)
         assert restarted.stop() == 0
 
     # Event history is unbroken: numbered 1..n with no gap in every task.
-    task_store = store.TaskStore.open(settings.StorageSettings(url=db_url))
+    db = database.Database.open(settings.StorageSettings(url=db_url))
+    task_store = db.tasks
     try:
         for task_id in task_ids:
             events = task_store.describe_task(task_id).events
             assert [e.seq for e in events] == list(range(1, len(events) + 1))
             assert task_store.get_task(task_id).state is states.TaskState.SUCCESS
     finally:
-        task_store.close()
+        db.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alibabacloud_cs20151215 import models as cs_models
 
-from clustertasks.providers.sim import cloud as sim_cloud
+from clustertasks.emulator import cloud as sim_cloud
 from tests.acceptance import sdk
 from tests.acceptance import test_sdk_nodes as nodes_support
 from tests.support.server import ServerProcess

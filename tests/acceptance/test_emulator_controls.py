@@ -15,7 +15,7 @@ import pytest
 from alibabacloud_cs20151215 import models as cs_models
 from alibabacloud_cs20151215.client import Client
 
-from clustertasks.providers.sim import cloud as sim_cloud
+from clustertasks.emulator import cloud as sim_cloud
 from tests.acceptance import conftest, sdk
 from tests.support import signing
 from tests.support.server import ServerProcess

@@ -9,8 +9,8 @@ import pytest
 from alibabacloud_cs20151215 import models as cs_models
 from alibabacloud_tea_openapi.exceptions import ClientException
 
-from clustertasks.providers.sim import catalogue
-from clustertasks.providers.sim import cloud as sim_cloud
+from clustertasks.emulator import catalogue
+from clustertasks.emulator import cloud as sim_cloud
 from tests.acceptance import sdk
 from tests.support import signing
 from tests.support.server import ServerProcess

@@ -11,7 +11,7 @@ from alibabacloud_cs20151215 import models as cs_models
 from alibabacloud_cs20151215.client import Client
 from alibabacloud_tea_openapi.exceptions import ClientException
 
-from clustertasks.providers.sim import cloud as sim_cloud
+from clustertasks.emulator import cloud as sim_cloud
 from tests.acceptance import sdk
 from tests.support import signing
 from tests.support.server import ServerProcess

@@ -5,38 +5,39 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from clustertasks import clock, settings
+from clustertasks import bootstrap, clock, settings
 from clustertasks.api import app as api_app
+from clustertasks.api import services as api_services
+from clustertasks.emulator import cloud as sim_cloud
+from clustertasks.emulator import world_store
 from clustertasks.operations import base as operations
 from clustertasks.operations import catalog
-from clustertasks.providers.sim import cloud as sim_cloud
-from clustertasks.service import container
-from clustertasks.storage import store
+from clustertasks.storage import database as storage_database
 from tests.support import signing
 
 
-def sim_for(task_store: store.TaskStore) -> sim_cloud.SimCloud:
+def sim_for(db: storage_database.Database) -> sim_cloud.SimCloud:
     """A simulated cloud on the test's database that never waits."""
     return sim_cloud.SimCloud(
-        task_store.world_store(), settings.SimSettings(speed=0), clock.SystemClock()
+        world_store.WorldStore(db.engine), settings.SimSettings(speed=0), clock.SystemClock()
     )
 
 
 def services_for(
-    task_store: store.TaskStore, registry: operations.Registry | None = None
-) -> container.Services:
+    db: storage_database.Database, registry: operations.Registry | None = None
+) -> api_services.Services:
     """Services on the test's database with the real operations and a simulated cloud."""
-    return container.Services.build(task_store, registry or catalog.registry(), sim_for(task_store))
+    return bootstrap.build_services(db, registry or catalog.registry(), sim_for(db))
 
 
 @pytest.fixture
-def api(task_store: store.TaskStore) -> Iterator[TestClient]:
+def api(database: storage_database.Database) -> Iterator[TestClient]:
     """The ASGI app in-process, on the test's database (no executor: tasks stay put); every
     request is signed with the test key, as the official SDK would sign it."""
     app = api_app.create_app(
-        services_for(task_store),
+        services_for(database),
         settings.WireSettings(),
-        authenticator=signing.authenticator(task_store),
+        authenticator=signing.authenticator(database),
     )
     with TestClient(app, raise_server_exceptions=False) as client:
         client.auth = signing.auth()

@@ -9,8 +9,9 @@ from fastapi.testclient import TestClient
 
 from clustertasks import settings
 from clustertasks.api import app as api_app
+from clustertasks.api import services as api_services
 from clustertasks.domain import records
-from clustertasks.service import container
+from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
 from tests.integration.conftest import services_for
 from tests.support import operations as ops
@@ -20,24 +21,26 @@ CLUSTER = "c0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture
-def setup(task_store: store.TaskStore) -> Iterator[tuple[TestClient, container.Services]]:
-    services = services_for(task_store, ops.REGISTRY)
+def setup(
+    database: storage_database.Database,
+) -> Iterator[tuple[TestClient, api_services.Services]]:
+    services = services_for(database, ops.REGISTRY)
     app = api_app.create_app(
-        services, settings.WireSettings(), authenticator=signing.authenticator(task_store)
+        services, settings.WireSettings(), authenticator=signing.authenticator(database)
     )
     with TestClient(app, raise_server_exceptions=False) as client:
         client.auth = signing.auth()
         yield client, services
 
 
-def _submit(services: container.Services, task_type: str, pool: str) -> str:
+def _submit(services: api_services.Services, task_type: str, pool: str) -> str:
     return services.control.submit(
         task_type, cluster_id=CLUSTER, target=records.Target(pool, "nodepool"), parameters={}
     ).task.task_id
 
 
 def test_pause_resume_cancel_answer_200_with_a_request_id(
-    setup: tuple[TestClient, container.Services], task_store: store.TaskStore
+    setup: tuple[TestClient, api_services.Services], task_store: store.TaskStore
 ) -> None:
     client, services = setup
     task_id = _submit(services, "test_batches", "np1")
@@ -51,7 +54,7 @@ def test_pause_resume_cancel_answer_200_with_a_request_id(
     assert task_store.get_task(task_id).requested_action == "cancel"
 
 
-def test_errors(setup: tuple[TestClient, container.Services]) -> None:
+def test_errors(setup: tuple[TestClient, api_services.Services]) -> None:
     client, services = setup
     missing = client.post("/tasks/T-000000000000000000000000/pause")
     assert missing.status_code == 404

@@ -8,6 +8,7 @@ from xml.etree import ElementTree
 import pytest
 from fastapi.testclient import TestClient
 
+from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
 from tests.support import factories
 
@@ -154,16 +155,18 @@ def test_healthz_and_openapi(api: TestClient) -> None:
     )
 
 
-def test_a_database_failure_is_a_clean_503(api: TestClient, task_store: store.TaskStore) -> None:
+def test_a_database_failure_is_a_clean_503(
+    api: TestClient, database: storage_database.Database
+) -> None:
     # Close every connection and make new ones impossible: the store is gone.
-    task_store.close()
-    dbapi = task_store._engine.dialect.dbapi
+    database.close()
+    dbapi = database.engine.dialect.dbapi
     assert dbapi is not None
 
     def refuse() -> Any:
         raise dbapi.OperationalError("unable to connect")
 
-    task_store._engine.pool._creator = refuse
+    database.engine.pool._creator = refuse
     body = _error(api.get("/tasks/T-1"), 503, "ServiceUnavailable")
     assert "store" in body["message"]
     assert api.get("/healthz").status_code == 503

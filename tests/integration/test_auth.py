@@ -14,7 +14,7 @@ from clustertasks import clock, settings
 from clustertasks.api import app as api_app
 from clustertasks.domain import access, signing
 from clustertasks.service import auth as auth_service
-from clustertasks.storage import store
+from clustertasks.storage import database as storage_database
 from tests.integration.conftest import services_for
 from tests.support import factories
 from tests.support import signing as test_signing
@@ -27,7 +27,7 @@ LIMITS = settings.AuthSettings(rate_per_second=1.0, burst=5, max_body_bytes=1024
 class Gateway:
     client: TestClient
     time: clock.FixedClock
-    task_store: store.TaskStore
+    database: storage_database.Database
 
     def send(
         self,
@@ -60,23 +60,21 @@ class Gateway:
 
 
 @pytest.fixture
-def gateway(task_store: store.TaskStore) -> Iterator[Gateway]:
+def gateway(database: storage_database.Database) -> Iterator[Gateway]:
     """The app with a key per role, a clock that moves only when told, and tight limits."""
     time = clock.FixedClock(clock.SystemClock().now_us())
-    test_signing.add_key(task_store)
-    test_signing.add_key(task_store, access.Role.READONLY, "ro-ak", "ro-secret")
-    test_signing.add_key(task_store, access.Role.OPERATOR, "op-ak", "op-secret")
+    test_signing.add_key(database)
+    test_signing.add_key(database, access.Role.READONLY, "ro-ak", "ro-secret")
+    test_signing.add_key(database, access.Role.OPERATOR, "op-ak", "op-secret")
     test_signing.add_key(
-        task_store, key_id="off-ak", secret="off-secret", status=access.KeyStatus.INACTIVE
+        database, key_id="off-ak", secret="off-secret", status=access.KeyStatus.INACTIVE
     )
-    authenticator = auth_service.Authenticator(
-        task_store.key_store(), LIMITS, time, task_store.audit_log()
-    )
+    authenticator = auth_service.Authenticator(database.keys, LIMITS, time, database.audit)
     app = api_app.create_app(
-        services_for(task_store), settings.WireSettings(), authenticator=authenticator
+        services_for(database), settings.WireSettings(), authenticator=authenticator
     )
     with TestClient(app, raise_server_exceptions=False) as client:
-        yield Gateway(client, time, task_store)
+        yield Gateway(client, time, database)
 
 
 def _error(response: Any, status: int, code: str) -> dict[str, object]:
@@ -88,7 +86,7 @@ def _error(response: Any, status: int, code: str) -> dict[str, object]:
 
 
 def test_a_signed_request_is_answered(gateway: Gateway) -> None:
-    task_id = factories.seed_task(gateway.task_store, cluster_id=CLUSTER).task.task_id
+    task_id = factories.seed_task(gateway.database.tasks, cluster_id=CLUSTER).task.task_id
     response = gateway.send("GET", f"/tasks/{task_id}")
     assert response.status_code == 200, response.text
     assert response.json()["task_id"] == task_id
@@ -129,7 +127,7 @@ def test_a_replayed_nonce_is_refused_and_forgotten_after_the_window(gateway: Gat
         404,
         "ErrorTaskNotFound",
     )
-    key_store = gateway.task_store.key_store()
+    key_store = gateway.database.keys
     assert key_store.nonce_count() == 2
     # Past the window the old request fails its date check, so its nonce can go.
     gateway.time.advance(16 * 60)
@@ -138,11 +136,11 @@ def test_a_replayed_nonce_is_refused_and_forgotten_after_the_window(gateway: Gat
 
 
 def test_concurrent_nonces_are_written_together_and_each_is_fresh_once(
-    task_store: store.TaskStore,
+    database: storage_database.Database,
 ) -> None:
     """Threads claiming at once: of every (key, nonce) pair exactly one claim is fresh,
     whether the duplicates meet in one batch or in different ones."""
-    key_store = task_store.key_store()
+    key_store = database.keys
     expires = factories.BASE_US + 900_000_000
     pairs = [(f"ak-{n % 3}", f"nonce-{n % 40}") for n in range(240)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=24) as pool:
@@ -188,7 +186,7 @@ def test_mutating_requests_are_audited_reads_are_not(gateway: Gateway) -> None:
     tried = gateway.send("POST", path, body=b'{"count":3}', key_id="op-ak", secret="op-secret")
     gateway.send("GET", "/tasks/T-1")
     gateway.send("GET", "/tasks/T-1", key_id="nobody")  # not even authenticated: not audited
-    entries = gateway.task_store.audit_log().entries()
+    entries = gateway.database.audit.entries()
     assert [
         (e.access_key_id, e.action, e.method, e.target, e.status, e.outcome, e.request_id)
         for e in entries
@@ -213,7 +211,7 @@ def test_mutating_requests_are_audited_reads_are_not(gateway: Gateway) -> None:
         ),
     ]
     assert all(e.time_us == gateway.time.now_us() for e in entries)
-    assert gateway.task_store.audit_log().entries(since_us=gateway.time.now_us() + 1) == []
+    assert gateway.database.audit.entries(since_us=gateway.time.now_us() + 1) == []
 
 
 def test_throttling_answers_429_with_retry_after_then_recovers(gateway: Gateway) -> None:
@@ -265,11 +263,11 @@ def test_malformed_requests_are_400_never_500(gateway: Gateway, headers: dict[st
     assert response.json()["requestId"] == response.headers["x-acs-request-id"]
 
 
-def test_auth_off_accepts_any_well_formed_signature(task_store: store.TaskStore) -> None:
+def test_auth_off_accepts_any_well_formed_signature(database: storage_database.Database) -> None:
     config = settings.AuthSettings(enabled=False)
-    authenticator = auth_service.Authenticator(task_store.key_store(), config, clock.SystemClock())
+    authenticator = auth_service.Authenticator(database.keys, config, clock.SystemClock())
     app = api_app.create_app(
-        services_for(task_store), settings.WireSettings(), authenticator=authenticator
+        services_for(database), settings.WireSettings(), authenticator=authenticator
     )
     with TestClient(app, raise_server_exceptions=False) as client:
         signed = client.get("/tasks/T-1", auth=test_signing.auth("anyone", "anything"))

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 from clustertasks import errors
 from clustertasks.domain import workloads
-from clustertasks.providers.sim import cloud
-from clustertasks.storage import workloads as workload_storage
+from clustertasks.emulator import cloud
+from clustertasks.emulator import workload_store as workload_storage
 from tests.integration import test_sim_cloud as sim_support
 
 run = sim_support.run

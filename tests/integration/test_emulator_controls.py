@@ -15,11 +15,13 @@ from fastapi.testclient import TestClient
 
 from clustertasks import errors, settings
 from clustertasks.domain import access, emulator
+from clustertasks.emulator import clock_store as sim_clock
+from clustertasks.emulator import cloud, simclock
+from clustertasks.emulator import fault_store as fault_storage
+from clustertasks.emulator import world_store as world_storage
 from clustertasks.providers import base
-from clustertasks.providers.sim import cloud, simclock
-from clustertasks.storage import faults as fault_storage
-from clustertasks.storage import schema, sim_clock, store
-from clustertasks.storage import world as world_storage
+from clustertasks.storage import database as storage_database
+from clustertasks.storage import schema
 from tests.integration import test_sim_cloud as sim_support
 from tests.support import signing
 
@@ -191,8 +193,10 @@ def _rule(fault_id: str, count: int | None) -> emulator.FaultRule:
     )
 
 
-def test_a_rules_count_is_taken_atomically_by_racing_threads(task_store: store.TaskStore) -> None:
-    faults = task_store.fault_store()
+def test_a_rules_count_is_taken_atomically_by_racing_threads(
+    database: storage_database.Database,
+) -> None:
+    faults = fault_storage.FaultStore(database.engine)
     faults.add(_rule("F-limited", 5))
     faults.add(_rule("F-unlimited", None))
     barrier = threading.Barrier(8)
@@ -223,8 +227,8 @@ def test_a_rules_count_is_taken_atomically_by_racing_threads(task_store: store.T
     assert faults.count_all() == 2  # removed rules still count for the seeded ids
 
 
-def test_the_clock_is_remembered_across_opens(task_store: store.TaskStore) -> None:
-    clocks = task_store.clock_store()
+def test_the_clock_is_remembered_across_opens(database: storage_database.Database) -> None:
+    clocks = sim_clock.ClockStore(database.engine)
     first = simclock.SimClock.open(clocks, speed=0)
     assert first.mode == "realtime"
     first.set_mode("manual")
@@ -260,9 +264,8 @@ def _call(stage: str = "UpgradeNodes", index: int | None = None) -> base.TaskCal
 def test_an_injected_error_fails_the_action_as_a_real_failure_and_is_reported(
     engine: sa.Engine,
 ) -> None:
-    sim = sim_support._sim(engine)
     reported: list[tuple[str, str, str]] = []
-    sim.set_event_sink(lambda *event: reported.append(event))
+    sim = sim_support._sim(engine, report=lambda *event: reported.append(event))
     cluster, pool = run(sim_support._cluster_with_pool(sim))
     nodes = [
         run(sim_support._node_for(sim, f"n{i}", cluster.cluster_id, pool.nodepool_id)).node_name
@@ -393,14 +396,14 @@ def test_a_task_wait_on_a_manual_clock_needs_an_advance(engine: sa.Engine) -> No
     run(scenario())
 
 
-def test_a_reload_takes_a_clock_written_under_it(task_store: store.TaskStore) -> None:
-    clocks = task_store.clock_store()
+def test_a_reload_takes_a_clock_written_under_it(database: storage_database.Database) -> None:
+    clocks = sim_clock.ClockStore(database.engine)
     sim = simclock.SimClock.open(clocks, speed=0, mode="manual")
     imported = emulator.ClockState("per_poll", 3.0, sim_us=42 * HOUR, real_us=0)
     clocks.save(imported)  # as a state import writes it
     sim.reload()
     assert (sim.mode, sim.speed, sim.simulated_us()) == ("per_poll", 3.0, 42 * HOUR)
-    with task_store._engine.begin() as conn:  # as a reset empties the table
+    with database.engine.begin() as conn:  # as a reset empties the table
         conn.execute(sa.delete(schema.sim_clock))
     sim.reload()
     assert (sim.mode, sim.simulated_us()) == ("per_poll", 42 * HOUR)
@@ -408,9 +411,9 @@ def test_a_reload_takes_a_clock_written_under_it(task_store: store.TaskStore) ->
 
 
 def test_only_an_admin_key_may_use_the_controls(
-    api: TestClient, task_store: store.TaskStore
+    api: TestClient, database: storage_database.Database
 ) -> None:
-    signing.add_key(task_store, access.Role.OPERATOR, "ops-ak", "ops-secret")
+    signing.add_key(database, access.Role.OPERATOR, "ops-ak", "ops-secret")
     operator = signing.auth("ops-ak", "ops-secret")
     for method, path, body in (
         ("GET", "/_emulator/clock", None),

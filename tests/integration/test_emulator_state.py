@@ -19,8 +19,9 @@ from fastapi.testclient import TestClient
 
 from clustertasks import bootstrap, settings
 from clustertasks.domain import access
-from clustertasks.providers.sim import catalogue
-from clustertasks.storage import snapshots, store
+from clustertasks.emulator import catalogue, snapshots
+from clustertasks.storage import database as storage_database
+from clustertasks.storage import store
 from tests.support import factories, signing
 
 REGION = "cn-hangzhou"
@@ -46,7 +47,7 @@ def serving(
     )
     runtime = bootstrap.build(config)
     try:
-        signing.add_key(runtime.task_store)
+        signing.add_key(runtime.database)
         with TestClient(bootstrap.create_app(runtime), raise_server_exceptions=False) as client:
             client.auth = signing.auth()
             yield runtime, client
@@ -173,8 +174,9 @@ def build_history(runtime: bootstrap.Runtime, client: TestClient) -> tuple[str, 
     return cluster_id, [created, grown["task_id"], failed["task_id"]]
 
 
-def table_sizes(task_store: store.TaskStore) -> dict[str, int]:
-    return {name: len(rows) for name, rows in task_store.snapshot_store().dump().items()}
+def table_sizes(db: storage_database.Database) -> dict[str, int]:
+    dumped = snapshots.SnapshotStore(db.engine).dump()
+    return {name: len(rows) for name, rows in dumped.items()}
 
 
 # -- reset ----------------------------------------------------------------------------------------
@@ -184,12 +186,12 @@ def test_reset_empties_world_and_history_and_keeps_keys(db_url: str) -> None:
     with serving(db_url) as (runtime, client):
         cluster_id, task_ids = build_history(runtime, client)
         operator = signing.add_key(
-            runtime.task_store, access.Role.OPERATOR, key_id="operator-ak", secret="s3"
+            runtime.database, access.Role.OPERATOR, key_id="operator-ak", secret="s3"
         )
-        before = table_sizes(runtime.task_store)
+        before = table_sizes(runtime.database)
         for name in ("tasks", "task_events", "sim_clusters", "sim_nodes", "sim_pods", "sim_stock"):
             assert before[name] > 0, name
-        audit_before = len(list(runtime.task_store.audit_log().entries(0, 10_000)))
+        audit_before = len(list(runtime.database.audit.entries(0, 10_000)))
 
         body = ok(client.post("/_emulator/reset"))
 
@@ -199,13 +201,13 @@ def test_reset_empties_world_and_history_and_keeps_keys(db_url: str) -> None:
             3,
             1,
         )
-        assert table_sizes(runtime.task_store) == emptied()
-        listed = runtime.task_store.key_store().keys()
+        assert table_sizes(runtime.database) == emptied()
+        listed = runtime.database.keys.keys()
         keys = {k.access_key_id: k for k in listed}
         assert set(keys) == {signing.KEY_ID, operator.access_key_id}
         assert keys["operator-ak"].role is access.Role.OPERATOR
         # The audit log keeps its history, the reset itself included.
-        entries = list(runtime.task_store.audit_log().entries(0, 10_000))
+        entries = list(runtime.database.audit.entries(0, 10_000))
         assert len(entries) == audit_before + 1
         assert entries[-1].action == "EmulatorReset"
 
@@ -248,7 +250,7 @@ def test_reset_stops_a_running_task_and_then_it_is_gone(
         ok(client.post("/_emulator/reset"))
         assert executor.running_task_ids == ()
     # Stopped: nothing can write any more. Nothing came back after the reset.
-    reopened = store.TaskStore.open(settings.StorageSettings(url=db_url))
+    reopened = storage_database.Database.open(settings.StorageSettings(url=db_url))
     try:
         assert table_sizes(reopened) == emptied()
     finally:
@@ -362,7 +364,7 @@ def test_a_document_without_some_tables_loads_them_empty(db_url: str) -> None:
         imported = ok(client.post("/_emulator/state", json=body))
         assert imported["imported"]["tasks"] == 3
         assert imported["imported"]["sim_clusters"] == 0
-        sizes = table_sizes(runtime.task_store)
+        sizes = table_sizes(runtime.database)
         assert sizes["tasks"] == 3
         assert sum(sizes.values()) - sizes["sim_clock"] == 3
 
@@ -477,8 +479,10 @@ def test_import_and_reset_without_an_executor(api: TestClient, task_store: store
     assert json.loads(describe_bytes(api, view.task.task_id).decode())["state"] == "running"
 
 
-def test_only_admin_keys_may_reset_or_import(api: TestClient, task_store: store.TaskStore) -> None:
-    signing.add_key(task_store, access.Role.OPERATOR, key_id="op-ak", secret="op-secret")
+def test_only_admin_keys_may_reset_or_import(
+    api: TestClient, database: storage_database.Database, task_store: store.TaskStore
+) -> None:
+    signing.add_key(database, access.Role.OPERATOR, key_id="op-ak", secret="op-secret")
     factories.seed_task(task_store)
     before = ok(api.get("/_emulator/state"))
     operator = signing.auth("op-ak", "op-secret")

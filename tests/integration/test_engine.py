@@ -14,6 +14,7 @@ from clustertasks.engine import executor, runner
 from clustertasks.operations import base
 from clustertasks.providers import base as providers
 from clustertasks.service import control
+from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
 from tests.support import operations as ops
 
@@ -34,16 +35,24 @@ def _fresh_operations() -> Iterator[None]:
 
 
 class Harness:
-    def __init__(self, task_store: store.TaskStore) -> None:
-        self.store = task_store
-        self.control = control.TaskControl(task_store, ops.REGISTRY)
+    def __init__(self, db: storage_database.Database) -> None:
+        self.db = db
+        self.store = db.tasks
+        self.control = control.TaskControl(db.tasks, ops.REGISTRY, notify=self._wake)
         self.executor: executor.LocalExecutor | None = None
+
+    def _wake(self, task_id: str) -> None:
+        if self.executor is not None:
+            self.executor.wake(task_id)
 
     async def start(self) -> executor.LocalExecutor:
         self.executor = executor.LocalExecutor(
-            self.store, ops.REGISTRY, NO_CLOUD, tuning=runner.EngineTuning(retry_delay_scale=0)
+            self.store,
+            ops.REGISTRY,
+            NO_CLOUD,
+            lock=self.db.executor_lock(),
+            tuning=runner.EngineTuning(retry_delay_scale=0),
         )
-        self.control.notify = self.executor.wake
         await self.executor.start()
         return self.executor
 
@@ -77,9 +86,9 @@ class Harness:
         return await self.until(task_id, lambda v: v.task.state in wanted)
 
 
-def run(task_store: store.TaskStore, scenario: Callable[[Harness], Awaitable[T]]) -> T:
+def run(db: storage_database.Database, scenario: Callable[[Harness], Awaitable[T]]) -> T:
     async def main() -> T:
-        harness = Harness(task_store)
+        harness = Harness(db)
         try:
             return await scenario(harness)
         finally:
@@ -102,7 +111,9 @@ def assert_events_unbroken(view: records.TaskView) -> None:
     assert stamps == sorted(stamps)
 
 
-def test_stages_run_in_order_with_counters_and_results(task_store: store.TaskStore) -> None:
+def test_stages_run_in_order_with_counters_and_results(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         task_id = h.submit("test_steps")
         planned = h.view(task_id)
@@ -114,7 +125,7 @@ def test_stages_run_in_order_with_counters_and_results(task_store: store.TaskSto
         await h.start()
         return await h.state(task_id, states.TaskState.SUCCESS)
 
-    view = run(task_store, scenario)
+    view = run(database, scenario)
     assert stage_states(view) == [
         ("Prepare", "success"),
         ("CreateItems", "success"),
@@ -136,13 +147,15 @@ def test_stages_run_in_order_with_counters_and_results(task_store: store.TaskSto
     assert_events_unbroken(view)
 
 
-def test_temporary_errors_are_retried_then_succeed(task_store: store.TaskStore) -> None:
+def test_temporary_errors_are_retried_then_succeed(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()
         task_id = h.submit("test_flaky", failures=2)
         return await h.state(task_id, states.TaskState.SUCCESS)
 
-    view = run(task_store, scenario)
+    view = run(database, scenario)
     assert ops.calls[f"{view.task.task_id}:flaky"] == 3
     retries = [e for e in view.events if e.reason == "StageRetry"]
     assert len(retries) == 2
@@ -151,24 +164,28 @@ def test_temporary_errors_are_retried_then_succeed(task_store: store.TaskStore) 
     assert "the API is busy" in retries[0].message
 
 
-def test_an_unavailable_database_is_retried_not_fatal(task_store: store.TaskStore) -> None:
+def test_an_unavailable_database_is_retried_not_fatal(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()
         task_id = h.submit("test_blip")
         return await h.state(task_id, states.TaskState.SUCCESS)
 
-    view = run(task_store, scenario)
+    view = run(database, scenario)
     assert ops.calls[f"{view.task.task_id}:blip"] == 3
     assert reasons(view).count("StageRetry") == 2
 
 
-def test_retries_exhausted_fail_with_internal_error(task_store: store.TaskStore) -> None:
+def test_retries_exhausted_fail_with_internal_error(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()
         task_id = h.submit("test_broken")
         return await h.state(task_id, states.TaskState.FAIL)
 
-    view = run(task_store, scenario)
+    view = run(database, scenario)
     task_id = view.task.task_id
     assert ops.calls[f"{task_id}:broken"] == 3
     assert view.task.error.code == "InternalError"
@@ -188,13 +205,15 @@ def test_retries_exhausted_fail_with_internal_error(task_store: store.TaskStore)
     assert_events_unbroken(view)
 
 
-def test_permanent_error_fails_at_once_naming_the_resource(task_store: store.TaskStore) -> None:
+def test_permanent_error_fails_at_once_naming_the_resource(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()
         task_id = h.submit("test_no_stock")
         return await h.state(task_id, states.TaskState.FAIL)
 
-    view = run(task_store, scenario)
+    view = run(database, scenario)
     assert view.task.error == records.TaskError(
         "InstanceCreateFailed", "no stock for ecs.g7.large in cn-hangzhou-h"
     )
@@ -207,19 +226,21 @@ def test_permanent_error_fails_at_once_naming_the_resource(task_store: store.Tas
     assert ops.calls[f"{view.task.task_id}:compensate"] == 1
 
 
-def test_stage_timeout(task_store: store.TaskStore) -> None:
+def test_stage_timeout(database: storage_database.Database, task_store: store.TaskStore) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()
         task_id = h.submit("test_slow")
         return await h.state(task_id, states.TaskState.FAIL)
 
-    view = run(task_store, scenario)
+    view = run(database, scenario)
     assert view.task.error.code == "StageTimeout"
     assert view.task.error.message == "stage Slow did not finish within 0.2s"
     assert stage_states(view) == [("Slow", "fail")]
 
 
-def test_pause_then_resume_finishes_without_repeating_work(task_store: store.TaskStore) -> None:
+def test_pause_then_resume_finishes_without_repeating_work(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()
         task_id = h.submit("test_batches")
@@ -240,7 +261,7 @@ def test_pause_then_resume_finishes_without_repeating_work(task_store: store.Tas
         assert resumed.state is states.TaskState.RUNNING
         return await h.state(task_id, states.TaskState.SUCCESS)
 
-    view = run(task_store, scenario)
+    view = run(database, scenario)
     assert [(r.data, r.status.value) for r in view.results] == [
         ("node-1", "success"),
         ("node-2", "success"),
@@ -257,7 +278,9 @@ def test_pause_then_resume_finishes_without_repeating_work(task_store: store.Tas
     assert_events_unbroken(view)
 
 
-def test_a_stage_boundary_honours_a_pause(task_store: store.TaskStore) -> None:
+def test_a_stage_boundary_honours_a_pause(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()
         task_id = h.submit("test_two_steps")
@@ -269,11 +292,13 @@ def test_a_stage_boundary_honours_a_pause(task_store: store.TaskStore) -> None:
         h.control.resume(task_id)
         return await h.state(task_id, states.TaskState.SUCCESS)
 
-    view = run(task_store, scenario)
+    view = run(database, scenario)
     assert stage_states(view) == [("Wait", "success"), ("Next", "success")]
 
 
-def test_pause_then_cancel(task_store: store.TaskStore) -> None:
+def test_pause_then_cancel(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()
         task_id = h.submit("test_batches")
@@ -284,7 +309,7 @@ def test_pause_then_cancel(task_store: store.TaskStore) -> None:
         h.control.cancel(task_id)
         return await h.state(task_id, states.TaskState.CANCELED)
 
-    view = run(task_store, scenario)
+    view = run(database, scenario)
     assert stage_states(view) == [
         ("Prepare", "success"),
         ("Upgrade", "canceled"),
@@ -296,6 +321,7 @@ def test_pause_then_cancel(task_store: store.TaskStore) -> None:
 
 
 def test_cancel_while_running_takes_effect_at_once_in_a_wait(
+    database: storage_database.Database,
     task_store: store.TaskStore,
 ) -> None:
     async def scenario(h: Harness) -> records.TaskView:
@@ -305,7 +331,7 @@ def test_cancel_while_running_takes_effect_at_once_in_a_wait(
         h.control.cancel(task_id)
         return await h.state(task_id, states.TaskState.CANCELED)
 
-    view = run(task_store, scenario)
+    view = run(database, scenario)
     assert stage_states(view) == [("Nap", "canceled")]
     assert ops.calls[f"{view.task.task_id}:compensate"] == 1
 
@@ -313,7 +339,9 @@ def test_cancel_while_running_takes_effect_at_once_in_a_wait(
 @pytest.mark.parametrize(
     ("policy", "pauses"), [("FirstBatch", [1]), ("EveryBatch", [1, 2]), ("NotPause", [])]
 )
-def test_pause_policy(task_store: store.TaskStore, policy: str, pauses: list[int]) -> None:
+def test_pause_policy(
+    database: storage_database.Database, task_store: store.TaskStore, policy: str, pauses: list[int]
+) -> None:
     async def scenario(h: Harness) -> list[int]:
         await h.start()
         task_id = h.submit("test_batches", ungated=True, rolling_policy={"pause_policy": policy})
@@ -326,11 +354,11 @@ def test_pause_policy(task_store: store.TaskStore, policy: str, pauses: list[int
             h.control.resume(task_id)
             await h.state(task_id, states.TaskState.RUNNING, states.TaskState.SUCCESS)
 
-    assert run(task_store, scenario) == pauses
+    assert run(database, scenario) == pauses
 
 
-def test_conflicts(task_store: store.TaskStore) -> None:
-    h = Harness(task_store)  # no executor: tasks stay running
+def test_conflicts(database: storage_database.Database, task_store: store.TaskStore) -> None:
+    h = Harness(database)  # no executor: tasks stay running
     first = h.submit("test_nap", NP1)
     with pytest.raises(errors.TaskConflict) as caught:
         h.submit("test_nap", NP1)
@@ -344,8 +372,10 @@ def test_conflicts(task_store: store.TaskStore) -> None:
     assert listed.total_count == 2  # the refused submissions created nothing
 
 
-def test_cluster_wide_task_excludes_every_other(task_store: store.TaskStore) -> None:
-    h = Harness(task_store)
+def test_cluster_wide_task_excludes_every_other(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
+    h = Harness(database)
     wide = h.submit("test_nap", WHOLE)
     for target in (NP1, NP2, WHOLE):
         with pytest.raises(errors.TaskConflict) as caught:
@@ -357,7 +387,9 @@ def test_cluster_wide_task_excludes_every_other(task_store: store.TaskStore) -> 
     assert other.created
 
 
-def test_finished_tasks_no_longer_conflict(task_store: store.TaskStore) -> None:
+def test_finished_tasks_no_longer_conflict(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
     async def scenario(h: Harness) -> str:
         await h.start()
         first = h.submit("test_steps")
@@ -366,11 +398,13 @@ def test_finished_tasks_no_longer_conflict(task_store: store.TaskStore) -> None:
         await h.state(second, states.TaskState.SUCCESS)
         return second
 
-    assert run(task_store, scenario)
+    assert run(database, scenario)
 
 
-def test_client_token_replay_and_mismatch(task_store: store.TaskStore) -> None:
-    h = Harness(task_store)
+def test_client_token_replay_and_mismatch(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
+    h = Harness(database)
     first = h.control.submit(
         "test_nap", cluster_id=CLUSTER, target=NP1, parameters={"seconds": 5}, client_token="tok-1"
     )
@@ -392,7 +426,9 @@ def test_client_token_replay_and_mismatch(task_store: store.TaskStore) -> None:
     assert task_store.list_cluster_tasks(store.TaskQuery(CLUSTER, limit=10)).total_count == 1
 
 
-def test_requests_the_state_does_not_allow(task_store: store.TaskStore) -> None:
+def test_requests_the_state_does_not_allow(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
     async def scenario(h: Harness) -> None:
         await h.start()
         done = h.submit("test_batches", ungated=True)
@@ -421,10 +457,12 @@ def test_requests_the_state_does_not_allow(task_store: store.TaskStore) -> None:
         with pytest.raises(errors.TaskNotFound):
             h.control.pause("T-000000000000000000000000")
 
-    run(task_store, scenario)
+    run(database, scenario)
 
 
-def test_an_interrupted_executor_resumes_every_task(task_store: store.TaskStore) -> None:
+def test_an_interrupted_executor_resumes_every_task(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
     """Stopping the executor mid-task leaves tasks running in the store; a new executor
     finishes them from their last commit (the process-level kill -9 test is in acceptance)."""
 
@@ -443,7 +481,7 @@ def test_an_interrupted_executor_resumes_every_task(task_store: store.TaskStore)
         await h.start()
         return [await h.state(t, states.TaskState.SUCCESS) for t in ids]
 
-    for view in run(task_store, scenario):
+    for view in run(database, scenario):
         assert [(r.data, r.status.value) for r in view.results] == [
             ("node-1", "success"),
             ("node-2", "success"),
@@ -459,23 +497,30 @@ def test_an_interrupted_executor_resumes_every_task(task_store: store.TaskStore)
         assert_events_unbroken(view)
 
 
-def test_only_one_executor_per_database(task_store: store.TaskStore) -> None:
+def test_only_one_executor_per_database(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
     async def scenario(h: Harness) -> None:
         await h.start()
-        second = executor.LocalExecutor(task_store, ops.REGISTRY, NO_CLOUD)
+        second = executor.LocalExecutor(
+            task_store, ops.REGISTRY, NO_CLOUD, lock=database.executor_lock()
+        )
         with pytest.raises(errors.ExecutorLocked) as caught:
             await second.start()
         assert "--no-executor" in caught.value.message
         await second.stop()
         await h.stop()
-        third = executor.LocalExecutor(task_store, ops.REGISTRY, NO_CLOUD)
+        third = executor.LocalExecutor(
+            task_store, ops.REGISTRY, NO_CLOUD, lock=database.executor_lock()
+        )
         await third.start()
         await third.stop()
 
-    run(task_store, scenario)
+    run(database, scenario)
 
 
 def test_a_task_stored_by_another_version_of_its_operation_runs_this_ones_stages(
+    database: storage_database.Database,
     task_store: store.TaskStore,
 ) -> None:
     """Stages the operation gained since the task was stored are added; stages it lost
@@ -496,10 +541,12 @@ def test_a_task_stored_by_another_version_of_its_operation_runs_this_ones_stages
     )
 
     async def scenario() -> records.TaskView:
-        engine = executor.LocalExecutor(task_store, base.Registry([versioned]), NO_CLOUD)
+        engine = executor.LocalExecutor(
+            task_store, base.Registry([versioned]), NO_CLOUD, lock=database.executor_lock()
+        )
         await engine.start()
         try:
-            harness = Harness(task_store)
+            harness = Harness(database)
             return await harness.state(old.task_id, states.TaskState.SUCCESS)
         finally:
             await engine.stop()

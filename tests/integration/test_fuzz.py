@@ -16,7 +16,7 @@ import schemathesis
 from clustertasks import settings
 from clustertasks.api import app as api_app
 from clustertasks.domain import signing
-from clustertasks.storage import store
+from clustertasks.storage import database as storage_database
 from tests.integration.conftest import services_for
 from tests.support import signing as test_signing
 
@@ -47,11 +47,11 @@ def _sign(prepared: Any) -> Any:
 
 
 @pytest.fixture
-def api_schema(task_store: store.TaskStore) -> Any:
+def api_schema(database: storage_database.Database) -> Any:
     app = api_app.create_app(
-        services_for(task_store),
+        services_for(database),
         settings.WireSettings(),
-        authenticator=test_signing.authenticator(task_store),
+        authenticator=test_signing.authenticator(database),
     )
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 

@@ -13,18 +13,19 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
-from clustertasks import settings
+from clustertasks import bootstrap, settings
 from clustertasks.api import app as api_app
+from clustertasks.api import services as api_services
 from clustertasks.domain import records, states, wire
 from clustertasks.engine import executor, runner
-from clustertasks.providers import base as providers
-from clustertasks.service import container
+from clustertasks.service import changes
+from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
 from tests.integration.conftest import sim_for
 from tests.support import factories, signing, sse
@@ -42,7 +43,7 @@ T = TypeVar("T")
 class Live:
     """The app in-process, its services, and requests made from other threads."""
 
-    def __init__(self, client: TestClient, services: container.Services) -> None:
+    def __init__(self, client: TestClient, services: api_services.Services) -> None:
         self.client = client
         self.services = services
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)
@@ -78,12 +79,21 @@ def _answer(future: concurrent.futures.Future[T]) -> T:
 
 
 @contextlib.contextmanager
-def _live(task_store: store.TaskStore, config: settings.LiveSettings) -> Iterator[Live]:
-    services = container.Services.build(
-        task_store, ops.REGISTRY, sim_for(task_store), live_settings=config
+def _live(
+    db: storage_database.Database,
+    config: settings.LiveSettings,
+    engine: _ExecutorThread | None = None,
+) -> Iterator[Live]:
+    hub = engine.hub if engine is not None else changes.ChangeHub(db.tasks, config)
+    services = bootstrap.build_services(
+        db,
+        ops.REGISTRY,
+        sim_for(db),
+        hub=hub,
+        executor=engine.executor if engine is not None else None,
     )
     app = api_app.create_app(
-        services, settings.WireSettings(), authenticator=signing.authenticator(task_store)
+        services, settings.WireSettings(), authenticator=signing.authenticator(db)
     )
     with TestClient(app, raise_server_exceptions=False) as client:
         client.auth = signing.auth()
@@ -96,8 +106,8 @@ def _live(task_store: store.TaskStore, config: settings.LiveSettings) -> Iterato
 
 
 @pytest.fixture
-def live(task_store: store.TaskStore) -> Iterator[Live]:
-    with _live(task_store, settings.LiveSettings(poll_seconds=60)) as opened:
+def live(database: storage_database.Database) -> Iterator[Live]:
+    with _live(database, settings.LiveSettings(poll_seconds=60)) as opened:
         yield opened
 
 
@@ -281,30 +291,37 @@ def test_long_poll_times_out_with_the_same_version(live: Live, task_store: store
     assert timed_out.content == b""
 
 
-def test_long_poll_wakes_when_the_executor_commits(live: Live, task_store: store.TaskStore) -> None:
-    engine = _ExecutorThread(task_store, live.services)
+def test_long_poll_wakes_when_the_executor_commits(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
+    engine = _ExecutorThread(database, settings.LiveSettings(poll_seconds=60))
     try:
-        task_id = _submit(live, "test_batches")
-        _until(lambda: _stage_state(task_store, task_id, "Upgrade") == "running")
-        version = task_store.task_version(task_id)
-        pending = live.later(f"/tasks/{task_id}", params={"wait": LONG_WAIT, "since": str(version)})
-        live.waiting(task_id)
-        engine.open_gate(1)
-        response = _answer(pending)
-        assert response.status_code == 200
-        assert int(response.headers[VERSION]) > version
-        # The batch's first commit: its node done.
-        assert {"data": "node-1", "status": "success"} in response.json()["task_result"]
-        engine.open_gate(2)
-        engine.open_gate(3)
-        _until(lambda: task_store.get_task(task_id).state is states.TaskState.SUCCESS)
+        with _live(database, engine.config, engine) as live:
+            task_id = _submit(live, "test_batches")
+            _until(lambda: _stage_state(task_store, task_id, "Upgrade") == "running")
+            version = task_store.task_version(task_id)
+            pending = live.later(
+                f"/tasks/{task_id}", params={"wait": LONG_WAIT, "since": str(version)}
+            )
+            live.waiting(task_id)
+            engine.open_gate(1)
+            response = _answer(pending)
+            assert response.status_code == 200
+            assert int(response.headers[VERSION]) > version
+            # The batch's first commit: its node done.
+            assert {"data": "node-1", "status": "success"} in response.json()["task_result"]
+            engine.open_gate(2)
+            engine.open_gate(3)
+            _until(lambda: task_store.get_task(task_id).state is states.TaskState.SUCCESS)
     finally:
         engine.stop()
 
 
-def test_long_poll_sees_what_another_process_commits(task_store: store.TaskStore) -> None:
+def test_long_poll_sees_what_another_process_commits(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
     # As an API-only replica: no notification, only the versions it re-reads.
-    with _live(task_store, settings.LiveSettings(poll_seconds=0.05)) as live:
+    with _live(database, settings.LiveSettings(poll_seconds=0.05)) as live:
         view = factories.seed_task(task_store)
         task_id = view.task.task_id
         pending = live.later(
@@ -343,8 +360,10 @@ def test_bad_long_poll_parameters_are_refused(
     assert task_store.describe_task(view.task.task_id) == view
 
 
-def test_waits_are_bounded(task_store: store.TaskStore) -> None:
-    with _live(task_store, settings.LiveSettings(poll_seconds=60, max_watchers=1)) as live:
+def test_waits_are_bounded(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
+    with _live(database, settings.LiveSettings(poll_seconds=60, max_watchers=1)) as live:
         task_id = _submit(live, "test_batches")
         since = {"wait": LONG_WAIT, "since": str(task_store.task_version(task_id))}
         pending = live.later(f"/tasks/{task_id}", params=since)
@@ -461,30 +480,24 @@ def _stage_state(task_store: store.TaskStore, task_id: str, name: str) -> str:
 
 
 class _ExecutorThread:
-    """The local executor on an event loop of its own, telling the services' hub about
-    its commits, as the server wires it."""
+    """The local executor on an event loop of its own, telling a change hub about its
+    commits, as the server wires it."""
 
-    def __init__(self, task_store: store.TaskStore, services: container.Services) -> None:
+    def __init__(self, db: storage_database.Database, config: settings.LiveSettings) -> None:
+        self.config = config
+        self.hub = changes.ChangeHub(db.tasks, config)
+        self.executor = executor.LocalExecutor(
+            db.tasks,
+            ops.REGISTRY,
+            sim_for(db),
+            lock=db.executor_lock(),
+            tuning=runner.EngineTuning(retry_delay_scale=0),
+            on_commit=self.hub.notify,
+        )
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
-        self.executor = asyncio.run_coroutine_threadsafe(
-            self._start(task_store, services), self.loop
-        ).result(ANSWER_WITHIN)
-        services.control.notify = self.executor.wake
-
-    async def _start(
-        self, task_store: store.TaskStore, services: container.Services
-    ) -> executor.LocalExecutor:
-        started = executor.LocalExecutor(
-            task_store,
-            ops.REGISTRY,
-            cast(providers.CloudProvider, None),
-            tuning=runner.EngineTuning(retry_delay_scale=0),
-            on_commit=services.changes.notify,
-        )
-        await started.start()
-        return started
+        asyncio.run_coroutine_threadsafe(self.executor.start(), self.loop).result(ANSWER_WITHIN)
 
     def open_gate(self, batch: int) -> None:
         self.loop.call_soon_threadsafe(ops.gate(batch).set)
@@ -496,9 +509,11 @@ class _ExecutorThread:
         self.loop.close()
 
 
-def test_waits_on_a_task_an_emulator_reset_removes_end(task_store: store.TaskStore) -> None:
+def test_waits_on_a_task_an_emulator_reset_removes_end(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
     """A long-poll answers 404 and a stream closes (without ``end``) once the task is gone."""
-    with _live(task_store, settings.LiveSettings(poll_seconds=0.05)) as live:
+    with _live(database, settings.LiveSettings(poll_seconds=0.05)) as live:
         view = factories.seed_task(task_store)
         task_id = view.task.task_id
 

@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from clustertasks import settings
-from clustertasks.storage import dialects, migrate, schema, store
+from clustertasks.storage import database, dialects, migrate, schema
 
 
 def test_migrations_produce_the_declared_tables(db_url: str) -> None:
@@ -48,12 +48,12 @@ def test_opening_twice_is_a_no_op_and_keeps_data(db_url: str) -> None:
     from tests.support import factories
 
     config = settings.StorageSettings(url=db_url)
-    first = store.TaskStore.open(config)
-    task_id = factories.seed_task(first).task.task_id
+    first = database.Database.open(config)
+    task_id = factories.seed_task(first.tasks).task.task_id
     first.close()
-    second = store.TaskStore.open(config)
+    second = database.Database.open(config)
     try:
-        assert second.describe_task(task_id).task.task_id == task_id
+        assert second.tasks.describe_task(task_id).task.task_id == task_id
     finally:
         second.close()
 
@@ -62,9 +62,9 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: object) -> None:
     import pathlib
 
     path = pathlib.Path(str(tmp_path)) / "wal.db"
-    opened = store.TaskStore.open(settings.StorageSettings(url=f"sqlite:///{path}"))
+    opened = database.Database.open(settings.StorageSettings(url=f"sqlite:///{path}"))
     try:
-        with opened._engine.connect() as conn:
+        with opened.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000

@@ -8,19 +8,20 @@ from clustertasks.domain import records, states, world
 from clustertasks.engine import executor
 from clustertasks.operations import catalog, specs
 from clustertasks.service import control
-from clustertasks.storage import store
+from clustertasks.storage import database as storage_database
 from tests.integration.conftest import sim_for
 
 CLUSTER = "c" + "7" * 32
 
 
 def test_a_cluster_create_the_executor_starts_before_the_api_registers_it_succeeds(
-    task_store: store.TaskStore,
+    database: storage_database.Database,
 ) -> None:
     """CreateCluster accepts the task, then registers the cluster; an executor that starts
     the task in between must find (or make) the cluster rather than fail it."""
     registry = catalog.registry()
-    sim = sim_for(task_store)
+    task_store = database.tasks
+    sim = sim_for(database)
     spec = world.ClusterSpec(name="raced", region_id="cn-hangzhou", kubernetes_version="1.32.1")
     submitted = control.TaskControl(task_store, registry).submit(
         "cluster_create",
@@ -30,7 +31,7 @@ def test_a_cluster_create_the_executor_starts_before_the_api_registers_it_succee
     )
 
     async def scenario() -> records.TaskView:
-        engine = executor.LocalExecutor(task_store, registry, sim)
+        engine = executor.LocalExecutor(task_store, registry, sim, lock=database.executor_lock())
         await engine.start()
         try:
             deadline = asyncio.get_running_loop().time() + 30

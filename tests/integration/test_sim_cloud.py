@@ -14,10 +14,10 @@ import sqlalchemy as sa
 
 from clustertasks import errors, settings
 from clustertasks.domain import ids, world
+from clustertasks.emulator import catalogue, cloud, timing
+from clustertasks.emulator import world_store as world_storage
 from clustertasks.providers import base
-from clustertasks.providers.sim import catalogue, cloud, timing
 from clustertasks.storage import dialects, migrate, schema
-from clustertasks.storage import world as world_storage
 from tests.support import factories
 
 T = TypeVar("T")
@@ -67,9 +67,10 @@ def other_db_url(
 
 def _sim(engine: sa.Engine, **options: Any) -> cloud.SimCloud:
     durations = options.pop("durations", timing.REALISTIC)
+    report = options.pop("report", None)
     config = settings.SimSettings(**{"speed": 0, **options})
     store = world_storage.WorldStore(engine)
-    return cloud.SimCloud(store, config, TickingClock(), durations=durations)
+    return cloud.SimCloud(store, config, TickingClock(), durations=durations, report=report)
 
 
 def run(awaitable: Awaitable[T]) -> T:

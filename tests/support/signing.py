@@ -6,7 +6,7 @@ from clustertasks import clock, settings
 from clustertasks.cli import client
 from clustertasks.domain import access
 from clustertasks.service import auth as auth_service
-from clustertasks.storage import store
+from clustertasks.storage import database
 
 KEY_ID = "test-ak"
 SECRET = "test-secret"
@@ -22,27 +22,25 @@ def auth(key_id: str = KEY_ID, secret: str = SECRET) -> client.SigningAuth:
 
 
 def add_key(
-    task_store: store.TaskStore,
+    db: database.Database,
     role: access.Role = access.Role.ADMIN,
     key_id: str = KEY_ID,
     secret: str = SECRET,
     status: access.KeyStatus = access.KeyStatus.ACTIVE,
 ) -> access.AccessKey:
     key = access.AccessKey(key_id, secret, role, "tests", status, clock.SystemClock().now_us())
-    task_store.key_store().put(key)
+    db.keys.put(key)
     return key
 
 
 def authenticator(
-    task_store: store.TaskStore,
+    db: database.Database,
     config: settings.AuthSettings = UNLIMITED,
     time: clock.Clock | None = None,
 ) -> auth_service.Authenticator:
     """Verifies against the test's database, where the test key exists (admin)."""
-    add_key(task_store)
-    return auth_service.Authenticator(
-        task_store.key_store(), config, time or clock.SystemClock(), task_store.audit_log()
-    )
+    add_key(db)
+    return auth_service.Authenticator(db.keys, config, time or clock.SystemClock(), db.audit)
 
 
 def clock_now_us() -> int:

@@ -11,9 +11,9 @@ import pytest
 
 from clustertasks import clock, errors, settings
 from clustertasks.domain import emulator, ids
+from clustertasks.emulator import simclock
 from clustertasks.operations import outcomes
 from clustertasks.providers import base
-from clustertasks.providers.sim import simclock
 
 T = TypeVar("T")
 US = 1_000_000

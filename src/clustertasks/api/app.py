@@ -22,12 +22,12 @@ from clustertasks.api import (
     streams,
     tasks,
 )
+from clustertasks.api import services as api_services
 from clustertasks.service import auth as auth_service
-from clustertasks.service import container
 
 
 def create_app(
-    services: container.Services,
+    services: api_services.Services,
     wire: settings.WireSettings,
     lifespan: Any = None,
     *,
@@ -64,7 +64,7 @@ def create_app(
     return app
 
 
-def _ending_waits(services: container.Services, lifespan: Any) -> Any:
+def _ending_waits(services: api_services.Services, lifespan: Any) -> Any:
     """``lifespan``, then end whatever still waits for a task to change (long-polls, event
     streams): the application is going away."""
 

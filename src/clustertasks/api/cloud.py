@@ -11,9 +11,8 @@ from starlette.concurrency import run_in_threadpool
 from clustertasks import errors
 from clustertasks.api import body, deps, render
 from clustertasks.api import errors as api_errors
-from clustertasks.domain import world_wire
+from clustertasks.domain import params, world_wire
 from clustertasks.service import cloud as cloud_service
-from clustertasks.service import params
 
 router = APIRouter(tags=["clusters"])
 

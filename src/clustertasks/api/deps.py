@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import Request
 
 from clustertasks import settings
-from clustertasks.service import container
+from clustertasks.api import services as api_services
 
 
-def services(request: Request) -> container.Services:
-    found: container.Services = request.app.state.services
+def services(request: Request) -> api_services.Services:
+    found: api_services.Services = request.app.state.services
     return found
 
 

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from clustertasks import errors
 from clustertasks.api import deps, render
 from clustertasks.api import errors as api_errors
-from clustertasks.service import emulator_state
+from clustertasks.emulator import state as emulator_state
 
 router = APIRouter(prefix="/_emulator", tags=["emulator"])
 

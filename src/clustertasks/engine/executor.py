@@ -43,6 +43,7 @@ class LocalExecutor:
         registry: operations.Registry,
         provider: providers.CloudProvider,
         *,
+        lock: locks.ExecutorLock,
         time: clock.Clock | None = None,
         max_running_tasks: int = 64,
         tuning: runner.EngineTuning | None = None,
@@ -59,6 +60,7 @@ class LocalExecutor:
             max_workers=16, thread_name_prefix="clustertasks-db"
         )
         self._commits = GroupCommit(task_store, self._pool, on_commit=on_commit)
+        self._executor_lock = lock
         self._lock: locks.ExecutorLock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
@@ -78,9 +80,8 @@ class LocalExecutor:
     def claim(self) -> None:
         """Take the executor lock, or raise ``errors.ExecutorLocked`` at once."""
         if self._lock is None:
-            lock = self._store.executor_lock()
-            lock.acquire()
-            self._lock = lock
+            self._executor_lock.acquire()
+            self._lock = self._executor_lock
 
     async def start(self) -> None:
         """Claim the database (unless done already) and start running its tasks."""

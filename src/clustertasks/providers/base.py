@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from clustertasks.domain import emulator, workloads, world
@@ -114,10 +114,6 @@ NODE_OPERATIONS = frozenset(
     }
 )
 """Actions that leave a node behind them: the ones a ``node_not_ready`` effect applies to."""
-
-EventSink = Callable[[str, str, str], None]
-"""Writes a Warning event ``(task_id, reason, message)`` to a task's events (wired in by the
-service layer, so that a provider can report what it did to a task)."""
 
 
 class CloudProvider(Protocol):
@@ -370,10 +366,6 @@ class CloudProvider(Protocol):
     def task_polled(self, task_id: str) -> bool:
         """A client read the task (DescribeTaskInfo): a per-poll clock lets the task's
         pending waits complete. True when the task moves only so (a per-poll clock)."""
-        ...
-
-    def set_event_sink(self, sink: EventSink) -> None:
-        """Where the cloud reports to a task what it did to it (an injected fault)."""
         ...
 
     def reload_emulator_state(self) -> None:

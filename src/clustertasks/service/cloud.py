@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from clustertasks import errors
-from clustertasks.domain import ids, records, world
+from clustertasks.domain import ids, params, records, world
 from clustertasks.operations import specs
 from clustertasks.providers import base as providers
-from clustertasks.service import control, nodes, params
+from clustertasks.service import control, nodes
 
 MAX_SCALE = 500
 DEFAULT_VERSION = "1.32.1-aliyun.1"

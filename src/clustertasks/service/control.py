@@ -20,7 +20,7 @@ Notify = Callable[[str], None]
 Committed = Callable[[Collection[str]], None]
 
 
-def _no_executor(_task_id: str) -> None:
+def no_executor(_task_id: str) -> None:
     """With ``--no-executor`` another server's executor finds the work on its next scan."""
 
 
@@ -36,15 +36,15 @@ class TaskControl:
         *,
         time: clock.Clock | None = None,
         id_generator: ids.IdGenerator | None = None,
-        notify: Notify = _no_executor,
+        notify: Notify = no_executor,
         on_commit: Committed = _nobody_follows,
     ) -> None:
         self._store = task_store
         self._registry = registry
         self._clock = time or clock.SystemClock()
         self._ids = id_generator or ids.IdGenerator(random.Random())
-        self.notify = notify
-        self.on_commit = on_commit
+        self._notify = notify
+        self._on_commit = on_commit
 
     def submit(
         self,
@@ -95,8 +95,8 @@ class TaskControl:
         return task
 
     def _committed(self, task_id: str) -> None:
-        self.notify(task_id)
-        self.on_commit((task_id,))
+        self._notify(task_id)
+        self._on_commit((task_id,))
 
     def _operation(self, task_type: str) -> operations.Operation:
         operation = self._registry.get(task_type)

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from clustertasks import errors
-from clustertasks.domain import records, versions, workloads, world
+from clustertasks.domain import params, records, versions, workloads, world
 from clustertasks.providers import base as providers
-from clustertasks.service import cloud, control, params
+from clustertasks.service import cloud, control
 
 MAX_NODES = 500
 MAX_DRAIN_TIMEOUT = 7 * 24 * 3600

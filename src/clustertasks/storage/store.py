@@ -15,21 +15,9 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from clustertasks import errors, settings
-from clustertasks.domain import records, states, wire
-from clustertasks.storage import (
-    audit,
-    dialects,
-    faults,
-    keys,
-    locks,
-    migrate,
-    schema,
-    sim_clock,
-    snapshots,
-    transactions,
-    world,
-)
+from clustertasks import errors
+from clustertasks.domain import records, states
+from clustertasks.storage import dialects, rows, schema, transactions
 
 T = schema.tasks
 S = schema.stages
@@ -182,58 +170,9 @@ class TaskStore:
         # The transaction of the ``write_batch`` running on this thread, if any.
         self._batch = threading.local()
 
-    @classmethod
-    def open(cls, config: settings.StorageSettings, *, upgrade: bool = True) -> TaskStore:
-        """Connect to the database of ``config.url``, applying migrations unless told not to."""
-        engine = dialects.create_engine(config)
-        try:
-            if upgrade:
-                with _translated():
-                    migrate.upgrade(engine)
-        except BaseException:
-            engine.dispose()
-            raise
-        return cls(engine)
-
     @property
     def dialect(self) -> str:
         return self._engine.dialect.name
-
-    def close(self) -> None:
-        self._engine.dispose()
-
-    def world_store(self) -> world.WorldStore:
-        """The simulated cloud's tables, on the same database and connection pool."""
-        return world.WorldStore(self._engine)
-
-    def fault_store(self) -> faults.FaultStore:
-        """The emulator's fault rules, on the same database and connection pool."""
-        return faults.FaultStore(self._engine)
-
-    def clock_store(self) -> sim_clock.ClockStore:
-        """The simulated clock's state, on the same database and connection pool."""
-        return sim_clock.ClockStore(self._engine)
-
-    def key_store(self) -> keys.KeyStore:
-        """AccessKeys and signature nonces, on the same database and connection pool."""
-        return keys.KeyStore(self._engine, self._writer)
-
-    def audit_log(self) -> audit.AuditLog:
-        """The log of mutating requests, on the same database and connection pool."""
-        return audit.AuditLog(self._engine, self._writer)
-
-    def snapshot_store(self) -> snapshots.SnapshotStore:
-        """The emulator's whole state (world and task history), wiped, dumped or loaded."""
-        return snapshots.SnapshotStore(self._engine, check_loaded=_tasks_read_back)
-
-    def ping(self) -> bool:
-        """True when the database answers."""
-        try:
-            with self._read() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        except errors.ClustertasksError:
-            return False
-        return True
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -244,14 +183,14 @@ class TaskStore:
         results: Sequence[records.TaskResult] = (),
     ) -> None:
         """Insert a new task with all its planned stages (and any known resources)."""
-        row = _task_row(task)
+        row = rows.task_row(task)
         row["event_count"] = 0
         row["result_count"] = len(results)
         try:
             with self._write() as conn:
                 conn.execute(sa.insert(T).values(**row))
                 if stages:
-                    conn.execute(sa.insert(S), [_stage_row(task.task_id, s) for s in stages])
+                    conn.execute(sa.insert(S), [rows.stage_row(task.task_id, s) for s in stages])
                 if results:
                     conn.execute(
                         sa.insert(R),
@@ -442,7 +381,7 @@ class TaskStore:
                     sa.select(T).where(T.c.client_token == task.client_token)
                 ).one_or_none()
                 if row is not None:
-                    existing = _task_from_row(row._mapping)
+                    existing = rows.task_from_row(row._mapping)
                     same = (
                         existing.task_type == task.task_type
                         and existing.cluster_id == task.cluster_id
@@ -466,12 +405,12 @@ class TaskStore:
                     f"the task {blocking.task_id} ({blocking.task_type}) is still running on "
                     f"{task.target.type} {task.target.id}; wait for it to finish or cancel it"
                 )
-            values = _task_row(task)
+            values = rows.task_row(task)
             values["event_count"] = 0
             values["result_count"] = 0
             conn.execute(sa.insert(T).values(**values))
             if stages:
-                conn.execute(sa.insert(S), [_stage_row(task.task_id, s) for s in stages])
+                conn.execute(sa.insert(S), [rows.stage_row(task.task_id, s) for s in stages])
             return SubmitOutcome(task, created=True)
 
     def add_stages(self, task_id: str, names: Sequence[str], now_us: int) -> list[records.Stage]:
@@ -484,7 +423,7 @@ class TaskStore:
             start = -1 if last is None else int(last)
             added = [records.Stage(position=start + i, name=n) for i, n in enumerate(names, 1)]
             if added:
-                conn.execute(sa.insert(S), [_stage_row(task_id, s) for s in added])
+                conn.execute(sa.insert(S), [rows.stage_row(task_id, s) for s in added])
             return added
 
     def request_action(self, task_id: str, action: str, now_us: int) -> records.Task:
@@ -542,10 +481,6 @@ class TaskStore:
             for row in rows
         ]
 
-    def executor_lock(self) -> locks.ExecutorLock:
-        """The lock that makes an executor the only one on this database."""
-        return locks.ExecutorLock.for_engine(self._engine)
-
     # -- reads -----------------------------------------------------------------------------
 
     def get_task(self, task_id: str) -> records.Task:
@@ -553,7 +488,7 @@ class TaskStore:
             row = conn.execute(_GET_TASK, {"p_task_id": task_id}).one_or_none()
         if row is None:
             raise errors.TaskNotFound(task_id)
-        return _task_from_row(row._mapping)
+        return rows.task_from_row(row._mapping)
 
     def describe_task(self, task_id: str, *, events_after: int = 0) -> records.TaskView:
         """The task with its stages, events and results, read in one consistent snapshot.
@@ -570,9 +505,9 @@ class TaskStore:
             event_rows = conn.execute(_TASK_EVENTS, {**params, "p_after": events_after}).all()
             result_rows = conn.execute(_TASK_RESULTS, params).all()
         return records.TaskView(
-            task=_task_from_row(row._mapping),
-            stages=tuple(_stage_from_row(r._mapping) for r in stage_rows),
-            events=tuple(_event_from_row(r._mapping) for r in event_rows),
+            task=rows.task_from_row(row._mapping),
+            stages=tuple(rows.stage_from_row(r._mapping) for r in stage_rows),
+            events=tuple(rows.event_from_row(r._mapping) for r in event_rows),
             results=tuple(
                 records.TaskResult(data=r.data, status=states.ResultStatus(r.status))
                 for r in result_rows
@@ -620,15 +555,15 @@ class TaskStore:
             total = conn.execute(
                 sa.select(sa.func.count()).select_from(T).where(*where)
             ).scalar_one()
-            rows = conn.execute(
+            found = conn.execute(
                 sa.select(T)
                 .where(*page_where)
                 .order_by(T.c.created_us.desc(), T.c.task_id.desc())
                 .offset(query.offset)
                 .limit(query.limit + 1)
             ).all()
-        tasks = [_task_from_row(r._mapping) for r in rows[: query.limit]]
-        return TaskPage(tasks=tasks, total_count=total, has_more=len(rows) > query.limit)
+        tasks = [rows.task_from_row(r._mapping) for r in found[: query.limit]]
+        return TaskPage(tasks=tasks, total_count=total, has_more=len(found) > query.limit)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -639,7 +574,7 @@ class TaskStore:
         row = conn.execute(query).one_or_none()
         if row is None:
             raise errors.TaskNotFound(task_id)
-        return _task_from_row(row._mapping)
+        return rows.task_from_row(row._mapping)
 
     def _insert_event(
         self,
@@ -711,7 +646,7 @@ class TaskStore:
         if batch is not None:
             yield batch  # inside write_batch: its transaction commits for all
             return
-        with self._writer, _translated(), self._engine.connect() as conn:
+        with self._writer, transactions.translated(), self._engine.connect() as conn:
             conn = conn.execution_options(**self._write_options)
             with conn.begin():
                 yield conn
@@ -728,142 +663,8 @@ class TaskStore:
         if batch is not None:
             yield batch
             return
-        with _translated(), self._engine.connect() as conn:
+        with transactions.translated(), self._engine.connect() as conn:
             if snapshot and self.dialect == "postgresql":
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
                 yield conn
-
-
-@contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    """Turn driver errors into ours where they enter (STYLE.md §2)."""
-    try:
-        yield
-    except sa.exc.IntegrityError:
-        raise
-    except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
-        raise errors.StorageUnavailable() from exc
-    except sa.exc.SQLAlchemyError as exc:
-        raise errors.StorageError(f"the task store failed: {type(exc).__name__}") from exc
-
-
-def _tasks_read_back(conn: sa.Connection) -> None:
-    """Every task of an import reads back as DescribeTaskInfo and the engine read it.
-
-    Raises ``errors.InvalidParameter`` naming the first task that does not (an unknown
-    state, parameters that are not an object …); the import is then rolled back.
-    """
-    parts: dict[str, dict[str, list[Any]]] = {}
-    for table, order in ((S, S.c.position), (E, E.c.seq), (R, R.c.position)):
-        for row in conn.execute(sa.select(table).order_by(table.c.task_id, order)).mappings():
-            parts.setdefault(row["task_id"], {}).setdefault(table.name, []).append(row)
-    for row in conn.execute(sa.select(T).order_by(T.c.task_id)).mappings():
-        task_id = row["task_id"]
-        found = parts.get(task_id, {})
-        try:
-            view = records.TaskView(
-                task=_task_from_row(row),
-                stages=tuple(_stage_from_row(r) for r in found.get(S.name, [])),
-                events=tuple(_event_from_row(r) for r in found.get(E.name, [])),
-                results=tuple(
-                    records.TaskResult(data=r["data"], status=states.ResultStatus(r["status"]))
-                    for r in found.get(R.name, [])
-                ),
-            )
-            _check_shapes(view)
-            wire.task_document(view)
-        except (ValueError, TypeError, KeyError, OverflowError, OSError) as exc:
-            raise errors.InvalidParameter(
-                "tables.tasks", f"the task {task_id} cannot be read back: {exc}"
-            ) from None
-
-
-def _check_shapes(view: records.TaskView) -> None:
-    task = view.task
-    if task.target.type not in records.TARGET_TYPES:
-        raise ValueError(f"target_type {task.target.type!r} is not cluster or nodepool")
-    if task.requested_action not in (None, records.PAUSE, records.CANCEL):
-        raise ValueError(f"requested_action {task.requested_action!r} is not pause or cancel")
-    objects = [("parameters", task.parameters), ("outputs", task.outputs)]
-    objects += [(f"the outputs of stage {s.name}", s.outputs) for s in view.stages]
-    for name, value in objects:
-        if not isinstance(value, dict):
-            raise TypeError(f"{name} must be a JSON object")
-
-
-def _task_row(task: records.Task) -> dict[str, Any]:
-    return {
-        "task_id": task.task_id,
-        "cluster_id": task.cluster_id,
-        "task_type": task.task_type,
-        "state": task.state.value,
-        "created_us": task.created_us,
-        "updated_us": task.updated_us,
-        "target_id": task.target.id,
-        "target_type": task.target.type,
-        "parameters": dict(task.parameters),
-        "current_stage": task.current_stage,
-        "outputs": dict(task.outputs),
-        "error_code": task.error.code,
-        "error_message": task.error.message,
-        "client_token": task.client_token,
-        "requested_action": task.requested_action,
-        "version": task.version,
-    }
-
-
-def _stage_row(task_id: str, stage: records.Stage) -> dict[str, Any]:
-    return {
-        "task_id": task_id,
-        "position": stage.position,
-        "name": stage.name,
-        "state": stage.state.value,
-        "start_us": stage.start_us,
-        "end_us": stage.end_us,
-        "message": stage.message,
-        "outputs": dict(stage.outputs),
-    }
-
-
-def _task_from_row(row: Any) -> records.Task:
-    return records.Task(
-        task_id=row["task_id"],
-        cluster_id=row["cluster_id"],
-        task_type=row["task_type"],
-        state=states.TaskState(row["state"]),
-        created_us=row["created_us"],
-        updated_us=row["updated_us"],
-        target=records.Target(id=row["target_id"], type=row["target_type"]),
-        parameters=row["parameters"],
-        current_stage=row["current_stage"],
-        outputs=row["outputs"],
-        error=records.TaskError(code=row["error_code"], message=row["error_message"]),
-        client_token=row["client_token"],
-        requested_action=row["requested_action"],
-        version=row["version"],
-    )
-
-
-def _stage_from_row(row: Any) -> records.Stage:
-    return records.Stage(
-        position=row["position"],
-        name=row["name"],
-        state=states.StageState(row["state"]),
-        start_us=row["start_us"],
-        end_us=row["end_us"],
-        message=row["message"],
-        outputs=row["outputs"],
-    )
-
-
-def _event_from_row(row: Any) -> records.Event:
-    return records.Event(
-        seq=row["seq"],
-        action=row["action"],
-        level=states.EventLevel(row["level"]),
-        reason=row["reason"],
-        message=row["message"],
-        timestamp_us=row["timestamp_us"],
-        source=row["source"],
-    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clustertasks.providers.sim import simclock
+from clustertasks.emulator import simclock
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,9 +27,8 @@ from collections.abc import Set as AbstractSet
 
 from clustertasks import clock, errors, settings
 from clustertasks.domain import emulator, ids, workloads, world
-from clustertasks.providers import base
-from clustertasks.providers.sim import catalogue, faults, nodes, simclock, timing, versions
-from clustertasks.storage import world as world_storage
+from clustertasks.emulator import catalogue, faults, nodes, simclock, timing, versions
+from clustertasks.emulator import world_store as world_storage
 
 _BASE36 = string.digits + string.ascii_lowercase
 # The idempotency_key columns hold this many characters.
@@ -47,6 +46,7 @@ class SimCloud:
         *,
         durations: timing.Durations = timing.REALISTIC,
         sim_clock: simclock.SimClock | None = None,
+        report: faults.Report | None = None,
     ) -> None:
         """``clock`` stamps the world's records (pass ``sim_clock`` for simulated time);
         ``sim_clock`` paces the waits (default: realtime at ``settings.speed``, in memory)."""
@@ -59,7 +59,12 @@ class SimCloud:
         self._names = _Names(salt)
         self._nodes = nodes.NodeActions(world_store, clock, self._timing)
         self._faults = faults.FaultInjector(
-            world_store.fault_store(), world_store, self.sim_clock, stamps=clock, seed=settings.seed
+            world_store.fault_store(),
+            world_store,
+            self.sim_clock,
+            stamps=clock,
+            seed=settings.seed,
+            report=report,
         )
 
     # -- reads -------------------------------------------------------------------------------
@@ -560,9 +565,6 @@ class SimCloud:
 
     def task_polled(self, task_id: str) -> bool:
         return self.sim_clock.poll(task_id)
-
-    def set_event_sink(self, sink: base.EventSink) -> None:
-        self._faults.set_sink(sink)
 
     def reload_emulator_state(self) -> None:
         self.sim_clock.reload()

@@ -30,15 +30,15 @@ import asyncio
 import hashlib
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from clustertasks import clock, errors
 from clustertasks.domain import emulator, ids, world
+from clustertasks.emulator import fault_store as fault_storage
+from clustertasks.emulator import simclock
+from clustertasks.emulator import world_store as world_storage
 from clustertasks.providers import base
-from clustertasks.providers.sim import simclock
-from clustertasks.storage import faults as fault_storage
-from clustertasks.storage import world as world_storage
 
 REASON = "FaultInjected"
 
@@ -54,6 +54,10 @@ class Fired:
 NOTHING = Fired()
 
 
+Report = Callable[[str, str, str], None]
+"""Writes a Warning event ``(task_id, reason, message)`` to a task's events."""
+
+
 def _no_sink(_task_id: str, _reason: str, _message: str) -> None:
     """Without a sink (a bare SimCloud in tests) firings are not reported."""
 
@@ -67,18 +71,17 @@ class FaultInjector:
         *,
         stamps: clock.Clock,
         seed: int | None = None,
+        report: Report | None = None,
     ) -> None:
+        """``report``: where a firing is told to the task it hit (a Warning event)."""
         self._store = store
         self._world = world_store
         self._sim_clock = sim_clock
         self._stamps = stamps
         self._salt = f"seed:{seed}" if seed is not None else secrets.token_hex(16)
-        self._sink: base.EventSink = _no_sink
+        self._sink: Report = report or _no_sink
         self._draws: dict[str, int] = {}
         self._lock = threading.Lock()
-
-    def set_sink(self, sink: base.EventSink) -> None:
-        self._sink = sink
 
     def forget_draws(self) -> None:
         """Draw as a fresh server would (after the world was reset)."""

@@ -19,7 +19,8 @@ import sqlalchemy as sa
 
 from clustertasks import errors
 from clustertasks.domain import world
-from clustertasks.storage import dialects, faults, schema, transactions
+from clustertasks.emulator import fault_store as faults
+from clustertasks.storage import dialects, schema, transactions
 
 C = schema.sim_clusters
 P = schema.sim_nodepools

@@ -25,7 +25,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from clustertasks import errors
-from clustertasks.domain import states
+from clustertasks.domain import records, states, wire
+from clustertasks.storage import rows as task_rows
 from clustertasks.storage import schema, transactions
 
 KEPT = frozenset({"access_keys", "auth_nonces", "audit_log"})
@@ -80,7 +81,7 @@ class SnapshotStore:
     def __init__(self, engine: sa.Engine, check_loaded: CheckLoaded | None = None) -> None:
         self._tx = transactions.Transactions(engine, "the emulator's state")
         self._engine = engine
-        self._check_loaded = check_loaded
+        self._check_loaded = check_loaded or tasks_read_back
 
     # -- reset ---------------------------------------------------------------------------------
 
@@ -393,3 +394,55 @@ def _kind(value: Any) -> str:
     if isinstance(value, Mapping):
         return "an object"
     return type(value).__name__
+
+
+def tasks_read_back(conn: sa.Connection) -> None:
+    """Every task of an import reads back as DescribeTaskInfo and the engine read it.
+
+    Raises ``errors.InvalidParameter`` naming the first task that does not (an unknown
+    state, parameters that are not an object …); the import is then rolled back.
+    """
+    parts: dict[str, dict[str, list[Any]]] = {}
+    for table, order in (
+        (schema.stages, schema.stages.c.position),
+        (schema.events, schema.events.c.seq),
+        (schema.results, schema.results.c.position),
+    ):
+        for row in conn.execute(sa.select(table).order_by(table.c.task_id, order)).mappings():
+            parts.setdefault(row["task_id"], {}).setdefault(table.name, []).append(row)
+    for row in conn.execute(sa.select(schema.tasks).order_by(schema.tasks.c.task_id)).mappings():
+        task_id = row["task_id"]
+        found = parts.get(task_id, {})
+        try:
+            view = records.TaskView(
+                task=task_rows.task_from_row(row),
+                stages=tuple(
+                    task_rows.stage_from_row(r) for r in found.get(schema.stages.name, [])
+                ),
+                events=tuple(
+                    task_rows.event_from_row(r) for r in found.get(schema.events.name, [])
+                ),
+                results=tuple(
+                    records.TaskResult(data=r["data"], status=states.ResultStatus(r["status"]))
+                    for r in found.get(schema.results.name, [])
+                ),
+            )
+            _check_shapes(view)
+            wire.task_document(view)
+        except (ValueError, TypeError, KeyError, OverflowError, OSError) as exc:
+            raise errors.InvalidParameter(
+                "tables.tasks", f"the task {task_id} cannot be read back: {exc}"
+            ) from None
+
+
+def _check_shapes(view: records.TaskView) -> None:
+    task = view.task
+    if task.target.type not in records.TARGET_TYPES:
+        raise ValueError(f"target_type {task.target.type!r} is not cluster or nodepool")
+    if task.requested_action not in (None, records.PAUSE, records.CANCEL):
+        raise ValueError(f"requested_action {task.requested_action!r} is not pause or cancel")
+    objects = [("parameters", task.parameters), ("outputs", task.outputs)]
+    objects += [(f"the outputs of stage {s.name}", s.outputs) for s in view.stages]
+    for name, value in objects:
+        if not isinstance(value, dict):
+            raise TypeError(f"{name} must be a JSON object")

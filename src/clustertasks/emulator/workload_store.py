@@ -21,8 +21,8 @@ import sqlalchemy as sa
 
 from clustertasks import errors
 from clustertasks.domain import workloads, world
+from clustertasks.emulator import world_store as world_storage
 from clustertasks.storage import schema, transactions
-from clustertasks.storage import world as world_storage
 
 C = schema.sim_clusters
 P = schema.sim_nodepools

@@ -6,9 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from clustertasks import errors
-from clustertasks.domain import emulator
-from clustertasks.providers import base as providers
-from clustertasks.service import params
+from clustertasks.domain import emulator, params
+from clustertasks.emulator import cloud
 
 MAX_SPEED = 1_000_000.0
 MAX_ADVANCE = 10 * 366 * 24 * 3600.0
@@ -16,8 +15,8 @@ MAX_ADVANCE = 10 * 366 * 24 * 3600.0
 
 
 class ClockService:
-    def __init__(self, provider: providers.CloudProvider) -> None:
-        self._cloud = provider
+    def __init__(self, sim: cloud.SimCloud) -> None:
+        self._cloud = sim
 
     def view(self) -> emulator.ClockView:
         return self._cloud.clock()

@@ -34,8 +34,8 @@ from collections.abc import Callable
 
 from clustertasks import clock, errors
 from clustertasks.domain import emulator
+from clustertasks.emulator import clock_store as sim_clock
 from clustertasks.providers import base
-from clustertasks.storage import sim_clock
 
 US = 1_000_000
 MAX_CREDITS = 10_000

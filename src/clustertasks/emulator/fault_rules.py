@@ -9,15 +9,14 @@ and it must have at least one effect. ``providers/sim/faults.py`` applies the ru
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from clustertasks import clock, errors
-from clustertasks.domain import emulator, ids, states
+from clustertasks.domain import emulator, ids, params, states
+from clustertasks.emulator import fault_store as fault_storage
 from clustertasks.operations import base as operations
 from clustertasks.providers import base as providers
-from clustertasks.service import params
-from clustertasks.storage import faults as fault_storage
 from clustertasks.storage import store
 
 RULE_KEYS = ("match", "effect", "count", "probability")
@@ -41,7 +40,11 @@ class FaultService:
         *,
         time: clock.Clock,
         id_generator: ids.IdGenerator,
+        on_report: Callable[[Collection[str]], None] | None = None,
     ) -> None:
+        """``on_report``: told the task a firing was reported to, once it is committed
+        (whoever follows that task live hears of it at once)."""
+        self._on_report = on_report
         self._faults = fault_store
         self._tasks = task_store
         self._registry = registry
@@ -97,6 +100,8 @@ class FaultService:
             message=message,
             now_us=self._clock.now_us(),
         )
+        if self._on_report is not None:
+            self._on_report((task_id,))
 
     def _match(self, match: Mapping[str, Any]) -> emulator.FaultMatch:
         params.only_keys(match, MATCH_KEYS, "match.")

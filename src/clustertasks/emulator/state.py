@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from clustertasks import clock, errors
 from clustertasks.domain import ids, states, timefmt
-from clustertasks.storage import snapshots, store
+from clustertasks.emulator import fault_store, snapshots, world_store
+from clustertasks.storage import database
 
 FORMAT = "clustertasks-state"
 VERSION = 1
@@ -35,12 +36,12 @@ Halt = Callable[[], AbstractAsyncContextManager[object]]
 """Stops every runner of the executor and starts none while its block runs."""
 
 
-def issued_ids(task_store: store.TaskStore) -> dict[str, int]:
+def issued_ids(db: database.Database) -> dict[str, int]:
     """How many ids of each kind the stored state used: where seeded ids continue."""
     return {
-        "task": task_store.count_tasks(),
-        "fault": task_store.fault_store().count_all(),
-        **task_store.world_store().count_all(),
+        "task": db.tasks.count_tasks(),
+        "fault": fault_store.FaultStore(db.engine).count_all(),
+        **world_store.WorldStore(db.engine).count_all(),
     }
 
 
@@ -63,24 +64,26 @@ class ImportOutcome:
 class EmulatorState:
     def __init__(
         self,
-        task_store: store.TaskStore,
+        db: database.Database,
         *,
         time: clock.Clock | None = None,
         id_generator: ids.IdGenerator | None = None,
+        halt: Halt | None = None,
+        after_change: Sequence[Callable[[], None]] = (),
     ) -> None:
-        self._store = task_store
-        self._snapshots = task_store.snapshot_store()
+        """``halt``: the local executor's ``halted`` when this process runs one.
+        ``after_change``: called after every reset and import, once the new state is
+        committed: whatever keeps state of its own in memory starts again from the store."""
+        self._db = db
+        self._snapshots = snapshots.SnapshotStore(db.engine)
         self._clock = time or clock.SystemClock()
         self._ids = id_generator
         self._serial = asyncio.Lock()
-        self.halt: Halt = self._hold_executor_lock
-        """Set by the composition root to the local executor's ``halted`` when there is one."""
-        self.after_change: list[Callable[[], None]] = []
-        """Called after every reset and import, once the new state is committed: whatever
-        keeps state of its own in memory starts again from the store."""
+        self._halt: Halt = halt or self._hold_executor_lock
+        self._after_change = tuple(after_change)
 
     async def reset(self) -> ResetOutcome:
-        async with self._serial, self.halt():
+        async with self._serial, self._halt():
             removed = await asyncio.to_thread(self._snapshots.wipe)
             await asyncio.to_thread(self._restarted)
         return _outcome(removed)
@@ -99,7 +102,7 @@ class EmulatorState:
         """Replace the state by an exported ``document``; ``errors.InvalidParameter`` names
         the first problem, and then nothing has changed."""
         rows = await asyncio.to_thread(self._check, document)
-        async with self._serial, self.halt():
+        async with self._serial, self._halt():
             replaced = await asyncio.to_thread(self._snapshots.replace, rows)
             await asyncio.to_thread(self._restarted)
         return ImportOutcome(_outcome(replaced.removed), replaced.loaded)
@@ -128,19 +131,19 @@ class EmulatorState:
 
     def _restarted(self) -> None:
         if self._ids is not None:
-            self._ids.restart(issued_ids(self._store))
-        for hook in self.after_change:
+            self._ids.restart(issued_ids(self._db))
+        for hook in self._after_change:
             hook()
 
     @contextlib.asynccontextmanager
     async def _hold_executor_lock(self) -> AsyncIterator[object]:
         """Without an executor in this process: hold the executor lock, so that none starts
         meanwhile. If another server holds it, its running tasks cannot be stopped from here."""
-        lock = self._store.executor_lock()
+        lock = self._db.executor_lock()
         try:
             await asyncio.to_thread(lock.acquire)
         except errors.ExecutorLocked:
-            unfinished = await asyncio.to_thread(self._store.unfinished_tasks)
+            unfinished = await asyncio.to_thread(self._db.tasks.unfinished_tasks)
             running = [t.task_id for t in unfinished if t.state is states.TaskState.RUNNING]
             if running:
                 raise errors.TaskConflict(

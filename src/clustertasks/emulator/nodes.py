@@ -13,9 +13,9 @@ from collections.abc import Set as AbstractSet
 
 from clustertasks import clock, errors
 from clustertasks.domain import workloads, world
-from clustertasks.providers.sim import catalogue, timing
-from clustertasks.storage import workloads as workload_storage
-from clustertasks.storage import world as world_storage
+from clustertasks.emulator import catalogue, timing
+from clustertasks.emulator import workload_store as workload_storage
+from clustertasks.emulator import world_store as world_storage
 
 # What a node fault rule says when the test that made it gave no message.
 DEFAULT_FAULTS = {

@@ -1,0 +1,27 @@
+"""What the routes use: the task services and the emulator's, built once by the composition
+root (``clustertasks.bootstrap.build_services``) and never changed afterwards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clustertasks.emulator import clock_control, fault_rules, state
+from clustertasks.service import changes, cloud, control, live, nodes, tasks
+from clustertasks.storage import database
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    tasks: tasks.TaskService
+    control: control.TaskControl
+    cloud: cloud.CloudService
+    nodes: nodes.NodeService
+    changes: changes.ChangeHub
+    live: live.LiveTasks
+    faults: fault_rules.FaultService
+    emulator_clock: clock_control.ClockService
+    emulator: state.EmulatorState
+    database: database.Database
+
+    def healthy(self) -> bool:
+        return self.database.ping()

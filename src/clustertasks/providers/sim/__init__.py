@@ -1,1 +1,0 @@
-"""The simulated ACK cloud: ``cloud.SimCloud``, its ``catalogue`` and its ``timing``."""

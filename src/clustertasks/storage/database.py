@@ -1,0 +1,58 @@
+"""Database: one SQLAlchemy engine, opened and migrated once, and the stores on it.
+
+The composition root opens one ``Database`` and hands its stores to whoever needs them:
+``tasks`` (tasks, stages, events, results, conflicts, idempotency), ``keys`` (AccessKeys and
+signature nonces) and ``audit`` (the log of mutating requests). The emulator keeps its own
+tables on the same database through ``engine`` (see ``clustertasks.emulator``).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from clustertasks import errors, settings
+from clustertasks.storage import audit, dialects, keys, locks, migrate, store, transactions
+
+
+class Database:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        """For stores kept outside ``storage`` (the emulator's): same engine, same pool."""
+        # One queue of writers per engine, shared by every store on it.
+        writer = transactions.writer_for(engine)
+        self.tasks = store.TaskStore(engine)
+        self.keys = keys.KeyStore(engine, writer)
+        self.audit = audit.AuditLog(engine, writer)
+
+    @classmethod
+    def open(cls, config: settings.StorageSettings, *, upgrade: bool = True) -> Database:
+        """Connect to the database of ``config.url``, applying migrations unless told not to."""
+        engine = dialects.create_engine(config)
+        try:
+            if upgrade:
+                with transactions.translated():
+                    migrate.upgrade(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def executor_lock(self) -> locks.ExecutorLock:
+        """The lock that makes an executor the only one on this database."""
+        return locks.ExecutorLock.for_engine(self.engine)
+
+    def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            with transactions.Transactions(self.engine).read() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except errors.ClustertasksError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.engine.dispose()
