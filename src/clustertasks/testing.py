@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -47,6 +48,102 @@ from clustertasks.cli import client
 
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
+
+
+class ServerProcess:
+    """``clustertasks serve`` as a child process on a free loopback port.
+
+    The one launcher of the package: :class:`Emulator` builds on it, and so does the
+    project's own test suite. The child gets a clean environment (no proxy variables, which
+    the official SDK honours even for 127.0.0.1, and no ``CLUSTERTASKS_*`` setting from the
+    caller's shell) plus ``env``; its output goes to ``server-PORT.log`` in ``workdir``.
+    """
+
+    def __init__(
+        self,
+        args: Sequence[str],
+        workdir: Path,
+        *,
+        db_url: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """``db_url`` None: the server takes its database from ``env`` or its default."""
+        self.args = tuple(args)
+        self.workdir = workdir
+        self.db_url = db_url
+        self.env = dict(env or {})
+        self.port = free_port()
+        self.log_path = workdir / f"server-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port``, as the SDK's ``Config(endpoint=…)`` wants it (no scheme)."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    def start(self, timeout: float = START_TIMEOUT_SECONDS) -> Self:
+        """Start the server and wait until ``/healthz`` answers; raises
+        ``errors.ConfigurationError`` with its output if it exits or does not answer."""
+        command = [sys.executable, "-m", "clustertasks", "serve", *self.args]
+        if self.db_url is not None:
+            command += ["--db", self.db_url]
+        env = clean_environment(CLUSTERTASKS_PORT=str(self.port), **self.env)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise errors.ConfigurationError(
+                    f"the server exited with status {self.process.returncode}:\n{self.log()}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/healthz", timeout=1.0, trust_env=False).is_success:
+                    return self
+            time.sleep(0.05)
+        self.kill()
+        raise errors.ConfigurationError(
+            f"the server did not answer within {timeout:g}s:\n{self.log()}"
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
+        """Send ``sig`` (SIGKILL after ``timeout`` seconds); returns the exit status."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """kill -9: the server gets no chance to clean up."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def log(self) -> str:
+        """What the server printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.kill()
 
 
 class Emulator:
@@ -65,12 +162,15 @@ class Emulator:
         self.extra_args = extra_args
         self.access_key_id = "CTAKtest" + secrets.token_hex(8)
         self.access_key_secret = secrets.token_urlsafe(24)
-        self.port = 0
         self._workdir: Path | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._server: ServerProcess | None = None
         self._api: client.ApiClient | None = None
 
     # -- where it is -----------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return self._server.port if self._server is not None else 0
 
     @property
     def endpoint(self) -> str:
@@ -102,74 +202,47 @@ class Emulator:
 
     def start(self) -> Self:
         self._workdir = Path(tempfile.mkdtemp(prefix="clustertasks-emulator-"))
-        self.port = _free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "clustertasks",
-            "serve",
-            "--port",
-            str(self.port),
-            "--db",
-            f"sqlite:///{self._workdir / 'clustertasks.db'}",
+        args = [
             "--sim-speed",
             str(self.speed),
             *(("--sim-seed", str(self.seed)) if self.seed is not None else ()),
             *(("--sim-clock", self.clock) if self.clock else ()),
             *self.extra_args,
         ]
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith("CLUSTERTASKS_") and key.lower() not in _PROXIES
-        }
-        env["CLUSTERTASKS_ACCESS_KEY_ID"] = self.access_key_id
-        env["CLUSTERTASKS_ACCESS_KEY_SECRET"] = self.access_key_secret
-        log = (self._workdir / "server.log").open("ab")
+        self._server = ServerProcess(
+            args,
+            self._workdir,
+            db_url=f"sqlite:///{self._workdir / 'clustertasks.db'}",
+            env={
+                "CLUSTERTASKS_ACCESS_KEY_ID": self.access_key_id,
+                "CLUSTERTASKS_ACCESS_KEY_SECRET": self.access_key_secret,
+            },
+        )
         try:
-            self._process = subprocess.Popen(
-                command, cwd=self._workdir, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        finally:
-            log.close()
+            self._server.start()
+        except errors.ConfigurationError as exc:
+            self.stop()
+            raise errors.ConfigurationError(f"the emulator did not start: {exc.message}") from None
         self._api = client.ApiClient(
             self.url, client.SigningAuth(self.access_key_id, self.access_key_secret), timeout=600.0
         )
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                break
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=1.0, trust_env=False).is_success:
-                    return self
-            time.sleep(0.05)
-        output = self.log()
-        self.stop()
-        raise errors.ConfigurationError(f"the emulator did not start:\n{output}")
+        return self
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL) and remove its database."""
         if self._api is not None:
             self._api.close()
             self._api = None
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
         workdir, self._workdir = self._workdir, None
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
 
     def log(self) -> str:
         """What the server printed so far."""
-        if self._workdir is None:
-            return ""
-        path = self._workdir / "server.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        return self._server.log() if self._server is not None else ""
 
     def __enter__(self) -> Self:
         return self.start()
@@ -239,10 +312,29 @@ class Emulator:
 
 
 _MATCH_KEYS = frozenset({"task_type", "stage", "instance_index", "node_name", "operation"})
-_PROXIES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
+PROXY_VARIABLES = (
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+)
 
 
-def _free_port() -> int:
+def clean_environment(**extra: str) -> dict[str, str]:
+    """This process's environment without proxies and ``CLUSTERTASKS_*`` settings, plus
+    ``extra``: what a child server or CLI should start from."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in PROXY_VARIABLES and not key.startswith("CLUSTERTASKS_")
+    }
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
