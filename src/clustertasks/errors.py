@@ -186,6 +186,17 @@ class TemporaryError(ClustertasksError):
         super().__init__(message)
 
 
+class StageTimeout(PermanentError):
+    """A stage ran past its timeout."""
+
+    code = "StageTimeout"
+
+    def __init__(self, stage: str, seconds: float) -> None:
+        self.stage = stage
+        self.seconds = seconds
+        super().__init__(f"stage {stage} did not finish within {seconds:g}s")
+
+
 class NodePoolNotFound(NotFound):
     """The node pool was not found."""
 
@@ -393,11 +404,6 @@ _RAISED_BY_CLOUDS: tuple[type[ClustertasksError], ...] = (
     TemporaryError,
 )
 _BY_CODE: dict[str, type[ClustertasksError]] = {cls.code: cls for cls in _RAISED_BY_CLOUDS}
-
-
-def known_code(code: str) -> bool:
-    """True when ``code`` is one a cloud failure of ours raises (see :func:`from_code`)."""
-    return code in _BY_CODE
 
 
 def from_code(code: str, message: str) -> ClustertasksError:

@@ -535,7 +535,7 @@ def test_a_task_stored_by_another_version_of_its_operation_runs_this_ones_stages
         updated_us=now,
         target=NP1,
     )
-    task_store.create_task(old, records.plan_stages(["A", "Gone", "C"]))
+    task_store.submit_task(old, records.plan_stages(["A", "Gone", "C"]))
     versioned = base.Operation(
         "test_versioned", [base.Stage(name, ops.step) for name in ("A", "B", "C")]
     )

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from clustertasks import errors
 from clustertasks.domain import records, states
-from clustertasks.storage import schema, store
+from clustertasks.storage import changes, schema, store
 from tests.support import factories
 
 NOW = factories.BASE_US
@@ -31,7 +31,7 @@ def _task(task_id: str = "T-000000000000000000000001", cluster: str = "c1") -> r
 
 
 def test_a_new_task_lists_every_planned_stage_pending(task_store: store.TaskStore) -> None:
-    task_store.create_task(_task(), records.plan_stages(["A", "B", "C"]))
+    task_store.submit_task(_task(), records.plan_stages(["A", "B", "C"]))
     view = task_store.describe_task("T-000000000000000000000001")
     assert [(s.name, s.state) for s in view.stages] == [
         ("A", states.StageState.PENDING),
@@ -45,9 +45,9 @@ def test_a_new_task_lists_every_planned_stage_pending(task_store: store.TaskStor
 
 
 def test_duplicate_task_id_is_refused_and_changes_nothing(task_store: store.TaskStore) -> None:
-    task_store.create_task(_task(), records.plan_stages(["A"]))
+    task_store.submit_task(_task(), records.plan_stages(["A"]))
     with pytest.raises(errors.DuplicateTask):
-        task_store.create_task(_task(cluster="other"), records.plan_stages(["X", "Y"]))
+        task_store.submit_task(_task(cluster="other"), records.plan_stages(["X", "Y"]))
     view = task_store.describe_task("T-000000000000000000000001")
     assert view.task.cluster_id == "c1"
     assert [s.name for s in view.stages] == ["A"]
@@ -73,7 +73,7 @@ def test_unknown_task(task_store: store.TaskStore) -> None:
 def test_every_write_bumps_version_and_updated(task_store: store.TaskStore) -> None:
     task = _task()
     stage = records.plan_stages(["A"])[0]
-    task_store.create_task(task, [stage])
+    task_store.submit_task(task, [stage])
     v1 = task_store.get_task(task.task_id).version
     running = stage.with_state(task.task_id, states.StageState.RUNNING, NOW + 1)
     v2 = task_store.update_stage(task.task_id, running, NOW + 1)
@@ -97,7 +97,7 @@ def test_every_write_path_moves_the_version_read_alone(task_store: store.TaskSto
     its parts must change it, in the same transaction."""
     task = _task()
     stage = records.plan_stages(["A"])[0]
-    task_store.create_task(task, [stage])
+    task_store.submit_task(task, [stage])
     task_id = task.task_id
     note = records.EventNote("Made", "made i-2")
     writes: dict[str, Callable[[], object]] = {
@@ -129,9 +129,7 @@ def test_every_write_path_moves_the_version_read_alone(task_store: store.TaskSto
         ),
         "resume": lambda: task_store.resume(task_id, NOW),
         "request cancel": lambda: task_store.request_action(task_id, records.CANCEL, NOW),
-        "batch": lambda: task_store.write_batch(
-            [(task_store.update_stage, (task_id, stage, NOW), {})]
-        ),
+        "batch": lambda: task_store.apply_batch([changes.UpdateStage(task_id, stage, NOW)]),
     }
     before = task_store.task_version(task_id)
     assert before == task_store.get_task(task_id).version
@@ -145,6 +143,35 @@ def test_every_write_path_moves_the_version_read_alone(task_store: store.TaskSto
     assert task_store.task_versions([]) == {}
     with pytest.raises(errors.TaskNotFound):
         task_store.task_version("T-ffffffffffffffffffffffff")
+
+
+def test_a_batch_commits_together_and_each_change_gets_its_own_outcome(
+    task_store: store.TaskStore,
+) -> None:
+    task = _task()
+    task_store.submit_task(task, records.plan_stages(["A"]))
+    task_id = task.task_id
+    moved = task.with_current_stage("A", NOW + 1)
+    event = changes.AppendEvent(
+        task_id, action="a", level=states.EventLevel.NORMAL, reason="R", message="m", now_us=NOW
+    )
+    together = task_store.apply_batch([changes.UpdateTask(moved), event, changes.ReadTask(task_id)])
+    assert [o.error for o in together] == [None, None, None]
+    version, appended, read = (o.value for o in together)
+    assert isinstance(appended, records.Event)
+    assert appended.seq == 1
+    assert isinstance(read, records.Task)
+    assert (read.current_stage, read.version) == ("A", task_store.task_version(task_id))
+    assert version == read.version - 1
+
+    # One change fails: the others are applied alone and keep their own outcomes.
+    alone = task_store.apply_batch([event, changes.ReadTask("T-ffffffffffffffffffffffff"), event])
+    assert isinstance(alone[1].error, errors.TaskNotFound)
+    assert [o.value.seq for o in (alone[0], alone[2]) if isinstance(o.value, records.Event)] == [
+        2,
+        3,
+    ]
+    assert [e.seq for e in task_store.describe_task(task_id).events] == [1, 2, 3]
 
 
 def test_describe_task_can_leave_out_the_events_already_read(task_store: store.TaskStore) -> None:
@@ -182,7 +209,7 @@ def test_appending_an_event_writes_only_the_event(task_store: store.TaskStore) -
 def test_events_are_numbered_without_gaps_under_concurrent_writers(
     task_store: store.TaskStore,
 ) -> None:
-    task_store.create_task(_task(), records.plan_stages(["A"]))
+    task_store.submit_task(_task(), records.plan_stages(["A"]))
     failures: list[BaseException] = []
 
     def writer(n: int) -> None:
@@ -213,7 +240,7 @@ def test_events_are_numbered_without_gaps_under_concurrent_writers(
 
 
 def test_results_keep_first_seen_order_and_legal_statuses(task_store: store.TaskStore) -> None:
-    task_store.create_task(_task(), [])
+    task_store.submit_task(_task(), [])
     task_id = "T-000000000000000000000001"
     for instance in ("i-3", "i-1", "i-2"):
         task_store.set_result(task_id, instance, states.ResultStatus.INITIAL, NOW)
@@ -233,7 +260,7 @@ def test_results_keep_first_seen_order_and_legal_statuses(task_store: store.Task
 def test_a_result_and_its_event_commit_together_or_not_at_all(
     task_store: store.TaskStore,
 ) -> None:
-    task_store.create_task(_task(), [])
+    task_store.submit_task(_task(), [])
     task_id = "T-000000000000000000000001"
     done = records.EventNote(reason="NodeUpgraded", message="node n-1 upgraded")
     task_store.set_result(task_id, "i-1", states.ResultStatus.INITIAL, NOW)
@@ -250,7 +277,7 @@ def test_a_result_and_its_event_commit_together_or_not_at_all(
 
 def test_update_task_writes_state_stage_and_error(task_store: store.TaskStore) -> None:
     task = _task()
-    task_store.create_task(task, records.plan_stages(["A"]))
+    task_store.submit_task(task, records.plan_stages(["A"]))
     changed = dataclasses.replace(
         task.with_current_stage("A", NOW + 5)
         .with_error(records.TaskError("InstanceCreateFailed", "i-1 failed"), NOW + 5)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import secrets
 import string
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 # Not "LTAI…": secret scanners treat that prefix as a leaked Alibaba Cloud key, and ours
 # are not Alibaba's.
@@ -47,9 +47,6 @@ class AccessKey:
     @property
     def active(self) -> bool:
         return self.status is KeyStatus.ACTIVE
-
-    def with_status(self, status: KeyStatus) -> AccessKey:
-        return replace(self, status=status)
 
     def __repr__(self) -> str:
         # Keeps the secret out of logs and tracebacks that print the record.

@@ -6,16 +6,32 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 from clustertasks import clock
 from clustertasks.domain import records, states
 from clustertasks.engine import signals
 from clustertasks.providers import base as providers
-from clustertasks.storage import store
+from clustertasks.storage import changes
 
 R = TypeVar("R")
 Db = Callable[..., Awaitable[Any]]
+"""Runs a blocking store call in a worker thread."""
+
+
+class Commit(Protocol):
+    """Commits one change to the task store (the executor groups the changes of many tasks
+    into one transaction) and returns what ``TaskStore.apply`` would have."""
+
+    @overload
+    async def __call__(self, change: changes.UpdateTask | changes.UpdateStage) -> int: ...
+    @overload
+    async def __call__(self, change: changes.AppendEvent) -> records.Event: ...
+    @overload
+    async def __call__(self, change: changes.SetResult) -> None: ...
+    @overload
+    async def __call__(self, change: changes.ReadTask) -> records.Task: ...
+
 
 PAUSE_POLICIES = ("FirstBatch", "EveryBatch", "NotPause")
 
@@ -29,7 +45,7 @@ def pause_policy(parameters: Mapping[str, Any]) -> str:
     return str(top) if top in PAUSE_POLICIES else "NotPause"
 
 
-class TaskState:
+class RunState:
     """What the runner knows of its task, kept in step with what it writes."""
 
     def __init__(self, view: records.TaskView) -> None:
@@ -46,17 +62,15 @@ class RunContext:
     def __init__(
         self,
         *,
-        state: TaskState,
+        state: RunState,
         stage: str,
-        task_store: store.TaskStore,
         provider: providers.CloudProvider,
-        db: Db,
+        commit: Commit,
         time: clock.Clock,
         poked: asyncio.Event,
     ) -> None:
         self._state = state
-        self._store = task_store
-        self._db = db
+        self._commit = commit
         self._clock = time
         self._poked = poked
         self.task_id = state.task.task_id
@@ -79,14 +93,15 @@ class RunContext:
     ) -> None:
         if once and (reason, message) in self._state.reported:
             return
-        await self._db(
-            self._store.append_event,
-            self.task_id,
-            action=action,
-            level=level,
-            reason=reason,
-            message=message,
-            now_us=self._clock.now_us(),
+        await self._commit(
+            changes.AppendEvent(
+                self.task_id,
+                action=action,
+                level=level,
+                reason=reason,
+                message=message,
+                now_us=self._clock.now_us(),
+            )
         )
         self._state.reported.add((reason, message))
 
@@ -105,13 +120,8 @@ class RunContext:
         note = None
         if reason is not None and (reason, message) not in self._state.reported:
             note = records.EventNote(reason=reason, message=message, level=level)
-        await self._db(
-            self._store.set_result,
-            self.task_id,
-            data,
-            status,
-            self._clock.now_us(),
-            event=note,
+        await self._commit(
+            changes.SetResult(self.task_id, data, status, self._clock.now_us(), event=note)
         )
         self._state.results[data] = status
         if note is not None:
@@ -125,7 +135,7 @@ class RunContext:
         if merged == dict(stage.outputs):
             return
         updated = dataclasses.replace(stage, outputs=merged)
-        await self._db(self._store.update_stage, self.task_id, updated, self._clock.now_us())
+        await self._commit(changes.UpdateStage(self.task_id, updated, self._clock.now_us()))
         self._state.stages[self.stage] = updated
 
     def outputs(self, stage: str | None = None) -> Mapping[str, Any]:
@@ -136,7 +146,7 @@ class RunContext:
         return dict(self._state.results)
 
     async def checkpoint(self, *, batch: int | None = None, batches: int | None = None) -> None:
-        task = await self._db(self._store.get_task, self.task_id)
+        task = await self._commit(changes.ReadTask(self.task_id))
         if task.requested_action == records.CANCEL:
             raise signals.CancelRequested()
         if task.requested_action == records.PAUSE:

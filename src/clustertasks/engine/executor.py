@@ -18,14 +18,14 @@ import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Collection
-from typing import Any
+from typing import Any, overload
 
 from clustertasks import clock
 from clustertasks.domain import records, states
 from clustertasks.engine import runner
 from clustertasks.operations import base as operations
 from clustertasks.providers import base as providers
-from clustertasks.storage import locks, store
+from clustertasks.storage import changes, locks, store
 
 log = logging.getLogger("clustertasks.engine")
 
@@ -198,6 +198,7 @@ class LocalExecutor:
             registry=self._registry,
             provider=self._provider,
             db=self._db,
+            commit=self._commits.commit,
             time=self._clock,
             tuning=self._tuning,
         )
@@ -222,9 +223,7 @@ class LocalExecutor:
                 self._wake.set()
 
     async def _db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        name = getattr(fn, "__name__", "")
-        if name in store.BATCHABLE_CALLS and getattr(fn, "__self__", None) is self._store:
-            return await self._commits.write(fn, args, kwargs)
+        """Run a blocking store call in a worker thread (the changes go to ``_commits``)."""
         call = self._pool.submit(functools.partial(fn, *args, **kwargs))
         with self._calls_guard:
             self._calls.add(call)
@@ -237,12 +236,12 @@ class LocalExecutor:
 
 
 class GroupCommit:
-    """Commits the writes of many running tasks together, one transaction per batch.
+    """Commits the changes of many running tasks together, one transaction per batch.
 
-    A runner's write waits until the transaction holding it has committed, exactly as a
-    write of its own would (durable before reported). Writes that arrive while a batch
+    A runner's change waits until the transaction holding it has committed, exactly as a
+    change of its own would (durable before reported). Changes that arrive while a batch
     commits form the next batch, so under load each commit carries many transitions and
-    when idle a write commits at once, alone.
+    when idle a change commits at once, alone.
     """
 
     def __init__(
@@ -257,7 +256,7 @@ class GroupCommit:
         self._pool = pool
         self._max_batch = max_batch
         self._on_commit = on_commit
-        self._pending: list[tuple[store.BatchedWrite, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[changes.Change, asyncio.Future[changes.Applied]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def settle(self) -> None:
@@ -266,10 +265,19 @@ class GroupCommit:
             # asyncio.wait, not gather: a cancelled waiter must not cancel the flusher.
             await asyncio.wait([self._flusher])
 
-    async def write(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    @overload
+    async def commit(self, change: changes.UpdateTask | changes.UpdateStage) -> int: ...
+    @overload
+    async def commit(self, change: changes.AppendEvent) -> records.Event: ...
+    @overload
+    async def commit(self, change: changes.SetResult) -> None: ...
+    @overload
+    async def commit(self, change: changes.ReadTask) -> records.Task: ...
+    async def commit(self, change: changes.Change) -> changes.Applied:
+        """Apply ``change`` in the next batch; returns once that batch has committed."""
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[Any] = loop.create_future()
-        self._pending.append(((fn, args, kwargs), done))
+        done: asyncio.Future[changes.Applied] = loop.create_future()
+        self._pending.append((change, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="clustertasks-commits")
         return await done
@@ -279,9 +287,9 @@ class GroupCommit:
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
-            calls = [call for call, _ in batch]
+            applied = [change for change, _ in batch]
             try:
-                outcomes = await loop.run_in_executor(self._pool, self._store.write_batch, calls)
+                outcomes = await loop.run_in_executor(self._pool, self._store.apply_batch, applied)
             except BaseException as exc:
                 for _, done in batch:
                     if not done.done():
@@ -292,7 +300,7 @@ class GroupCommit:
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            self._committed(calls)
+            self._committed(applied)
             for (_, done), outcome in zip(batch, outcomes, strict=True):
                 if done.done():  # its runner was cancelled meanwhile; the write stands
                     continue
@@ -301,23 +309,13 @@ class GroupCommit:
                 else:
                     done.set_result(outcome.value)
 
-    def _committed(self, calls: list[store.BatchedWrite]) -> None:
+    def _committed(self, applied: list[changes.Change]) -> None:
         if self._on_commit is None:
             return
-        touched = {
-            _task_of(args)
-            for method, args, _kwargs in calls
-            if getattr(method, "__name__", "") != "get_task" and args
-        }
+        touched = changes.written_tasks(applied)
         if not touched:
             return
         try:
             self._on_commit(touched)
         except Exception:
             log.exception("telling waiters about a commit failed")
-
-
-def _task_of(args: tuple[Any, ...]) -> str:
-    """The task a batchable write changes: its first argument, a task id or the task."""
-    first = args[0]
-    return first.task_id if isinstance(first, records.Task) else str(first)

@@ -21,7 +21,7 @@ from clustertasks.domain import records, states
 from clustertasks.engine import context, signals
 from clustertasks.operations import base as operations
 from clustertasks.providers import base as providers
-from clustertasks.storage import store
+from clustertasks.storage import changes, store
 
 log = logging.getLogger("clustertasks.engine")
 
@@ -44,6 +44,7 @@ class TaskRunner:
         registry: operations.Registry,
         provider: providers.CloudProvider,
         db: Db,
+        commit: context.Commit,
         time: clock.Clock,
         tuning: EngineTuning,
         rng: random.Random | None = None,
@@ -53,6 +54,7 @@ class TaskRunner:
         self._registry = registry
         self._provider = provider
         self._db = db
+        self._commit = commit
         self._clock = time
         self._tuning = tuning
         self._rng = rng or random.Random()
@@ -60,7 +62,7 @@ class TaskRunner:
 
     async def run(self) -> None:
         view = await self._db(self._store.describe_task, self.task_id)
-        state = context.TaskState(view)
+        state = context.RunState(view)
         task = state.task
         if task.state.terminal:
             return
@@ -90,7 +92,7 @@ class TaskRunner:
         await self._run_stages(state, operation)
 
     async def _reconcile_stages(
-        self, state: context.TaskState, operation: operations.Operation
+        self, state: context.RunState, operation: operations.Operation
     ) -> None:
         """Bring a task stored by another version of its operation in line with this one.
 
@@ -125,7 +127,7 @@ class TaskRunner:
             + "; ".join(changes),
         )
 
-    async def _run_stages(self, state: context.TaskState, operation: operations.Operation) -> None:
+    async def _run_stages(self, state: context.RunState, operation: operations.Operation) -> None:
         if not any(s.start_us for s in state.stages.values()):
             await self._event(
                 state, "start", "TaskStart", f"{state.task.task_type} task {self.task_id} started"
@@ -154,7 +156,7 @@ class TaskRunner:
                 starting.append(self._save_stage(state, stage))
             if state.task.current_stage != spec.name:
                 state.task = state.task.with_current_stage(spec.name, now)
-                starting.append(self._db(self._store.update_task, state.task))
+                starting.append(self._commit(changes.UpdateTask(state.task)))
             await asyncio.gather(*starting)
             try:
                 await self._attempts(state, spec)
@@ -173,7 +175,7 @@ class TaskRunner:
             await self._save_stage(state, done)
         await self._succeed(state)
 
-    async def _attempts(self, state: context.TaskState, spec: operations.Stage) -> None:
+    async def _attempts(self, state: context.RunState, spec: operations.Stage) -> None:
         """Run the stage until it succeeds, or raise the error that fails the task."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + spec.timeout
@@ -192,7 +194,7 @@ class TaskRunner:
             except signals.Interrupt:
                 raise
             except TimeoutError:
-                raise StageTimeout(spec.name, spec.timeout) from None
+                raise errors.StageTimeout(spec.name, spec.timeout) from None
             except errors.TemporaryError as exc:
                 failure: errors.ClustertasksError = exc
                 delay = exc.delay
@@ -230,44 +232,43 @@ class TaskRunner:
         return self._rng.uniform(0, ceiling)
 
     def _calling(
-        self, state: context.TaskState, stage: str
+        self, state: context.RunState, stage: str
     ) -> contextlib.AbstractContextManager[None]:
         """The provider sees which task and stage it works for (waits, fault rules)."""
         call = providers.TaskCall(self.task_id, state.task.task_type, stage)
         return providers.calling_as(call)
 
-    def _context(self, state: context.TaskState, stage: str) -> context.RunContext:
+    def _context(self, state: context.RunState, stage: str) -> context.RunContext:
         return context.RunContext(
             state=state,
             stage=stage,
-            task_store=self._store,
             provider=self._provider,
-            db=self._db,
+            commit=self._commit,
             time=self._clock,
             poked=self.poked,
         )
 
     # -- stops -----------------------------------------------------------------------------
 
-    async def _succeed(self, state: context.TaskState) -> None:
+    async def _succeed(self, state: context.RunState) -> None:
         now = self._clock.now_us()
         state.task = state.task.with_state(states.TaskState.SUCCESS, now)
         # In this order, and in one group commit: the event, then the final state.
         await asyncio.gather(
             self._event(state, "finish", "TaskSucceed", f"task {self.task_id} succeeded"),
-            self._db(self._store.update_task, state.task),
+            self._commit(changes.UpdateTask(state.task)),
         )
 
-    async def _pause(self, state: context.TaskState, reason: str) -> None:
+    async def _pause(self, state: context.RunState, reason: str) -> None:
         now = self._clock.now_us()
         state.task = dataclasses.replace(
             state.task.with_state(states.TaskState.PAUSED, now), requested_action=None
         )
         await self._event(state, "pause", "TaskPaused", reason)
-        await self._db(self._store.update_task, state.task, acted_on=records.PAUSE)
+        await self._commit(changes.UpdateTask(state.task, acted_on=records.PAUSE))
 
     async def _fail(
-        self, state: context.TaskState, stage_name: str | None, exc: errors.ClustertasksError
+        self, state: context.RunState, stage_name: str | None, exc: errors.ClustertasksError
     ) -> None:
         """Record the failure: the stage fails, later stages are skipped, the error is set."""
         now = self._clock.now_us()
@@ -282,7 +283,7 @@ class TaskRunner:
                     state, stage.with_state(self.task_id, states.StageState.SKIPPED, now)
                 )
         state.task = state.task.with_error(records.TaskError(exc.code, exc.message), now)
-        await self._db(self._store.update_task, state.task)
+        await self._commit(changes.UpdateTask(state.task))
         await self._event(
             state,
             "fail",
@@ -292,13 +293,13 @@ class TaskRunner:
         )
 
     async def _finish_failure(
-        self, state: context.TaskState, operation: operations.Operation
+        self, state: context.RunState, operation: operations.Operation
     ) -> None:
         await self._compensate(state, operation)
         state.task = state.task.with_state(states.TaskState.FAIL, self._clock.now_us())
-        await self._db(self._store.update_task, state.task)
+        await self._commit(changes.UpdateTask(state.task))
 
-    async def _cancel(self, state: context.TaskState, operation: operations.Operation) -> None:
+    async def _cancel(self, state: context.RunState, operation: operations.Operation) -> None:
         now = self._clock.now_us()
         for name in state.order:
             stage = state.stages[name]
@@ -313,9 +314,9 @@ class TaskRunner:
             state.task.with_state(states.TaskState.CANCELED, now), requested_action=None
         )
         await self._event(state, "cancel", "TaskCanceled", f"task {self.task_id} canceled")
-        await self._db(self._store.update_task, state.task, acted_on=records.CANCEL)
+        await self._commit(changes.UpdateTask(state.task, acted_on=records.CANCEL))
 
-    async def _compensate(self, state: context.TaskState, operation: operations.Operation) -> None:
+    async def _compensate(self, state: context.RunState, operation: operations.Operation) -> None:
         if operation.compensate is None:
             return
         ctx = self._context(state, COMPENSATION)
@@ -336,34 +337,26 @@ class TaskRunner:
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def _save_stage(self, state: context.TaskState, stage: records.Stage) -> None:
-        await self._db(self._store.update_stage, self.task_id, stage, self._clock.now_us())
+    async def _save_stage(self, state: context.RunState, stage: records.Stage) -> None:
+        await self._commit(changes.UpdateStage(self.task_id, stage, self._clock.now_us()))
         state.stages[stage.name] = stage
 
     async def _event(
         self,
-        state: context.TaskState,
+        state: context.RunState,
         action: str,
         reason: str,
         message: str,
         *,
         level: states.EventLevel = states.EventLevel.NORMAL,
     ) -> None:
-        await self._db(
-            self._store.append_event,
-            self.task_id,
-            action=action,
-            level=level,
-            reason=reason,
-            message=message,
-            now_us=self._clock.now_us(),
+        await self._commit(
+            changes.AppendEvent(
+                self.task_id,
+                action=action,
+                level=level,
+                reason=reason,
+                message=message,
+                now_us=self._clock.now_us(),
+            )
         )
-
-
-class StageTimeout(errors.PermanentError):
-    """A stage ran past its timeout."""
-
-    code = "StageTimeout"
-
-    def __init__(self, stage: str, seconds: float) -> None:
-        super().__init__(f"stage {stage} did not finish within {seconds:g}s")

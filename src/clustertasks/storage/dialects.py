@@ -1,8 +1,14 @@
-"""The small places where SQLite and PostgreSQL differ: connecting and upserting."""
+"""The small places where SQLite and PostgreSQL differ, each a named hook.
+
+Connecting, upserting, how writers take turns, snapshot reads and the locks that serialise
+submissions and migrations. Nothing else in ``storage`` asks which database it is on.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -11,6 +17,11 @@ from sqlalchemy.engine import make_url
 from clustertasks import errors, settings
 
 SQLITE_BEGIN_OPTION = "clustertasks_sqlite_begin"
+
+_T = TypeVar("_T")
+
+# Any constant: serialises concurrent starts of several servers on one PostgreSQL database.
+_PG_MIGRATION_LOCK = 0x636C7573
 
 # Connections beyond the steady 10 that a burst may open: the API's worker threads (40)
 # plus the executor's database threads (16) can all hold one at once, and waiting for a
@@ -96,3 +107,67 @@ def insert_new(engine: sa.Engine, table: sa.Table) -> Any:
     """INSERT … ON CONFLICT DO NOTHING: rows whose key exists are left out, silently."""
     insert: Any = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
     return insert(table).on_conflict_do_nothing()
+
+
+def choose(engine: sa.Engine, *, sqlite: _T, postgresql: _T) -> _T:
+    """The one of two implementations that fits ``engine``'s database."""
+    return sqlite if engine.dialect.name == "sqlite" else postgresql
+
+
+def one_writer_at_a_time(engine: sa.Engine) -> bool:
+    """True when the database has a single writer (SQLite), so this process's writers
+    should queue for it; PostgreSQL takes row locks itself."""
+    return engine.dialect.name == "sqlite"
+
+
+def database_file(engine: sa.Engine) -> str | None:
+    """The file the database lives in (SQLite), or None for a database server."""
+    if engine.dialect.name != "sqlite" or not engine.url.database:
+        return None
+    return engine.url.database
+
+
+def snapshot_options(engine: sa.Engine) -> dict[str, Any]:
+    """Execution options for a read transaction whose statements all see the same commits.
+
+    SQLite gives that to any transaction (WAL). PostgreSQL's default, READ COMMITTED, lets
+    each statement see newer commits; REPEATABLE READ takes one snapshot for them all.
+    """
+    if engine.dialect.name == "postgresql":
+        return {"isolation_level": "REPEATABLE READ"}
+    return {}
+
+
+def serialise_in_transaction(conn: sa.Connection, key: str) -> None:
+    """Make the transactions that call this with the same ``key`` run one after another.
+
+    SQLite's writers already do (``BEGIN IMMEDIATE``). PostgreSQL takes a transaction-scoped
+    advisory lock: two submissions on one cluster cannot both see "no conflict".
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+
+
+@contextlib.contextmanager
+def migration_lock(conn: sa.Connection) -> Iterator[None]:
+    """Held while migrating, so that servers starting together migrate one at a time.
+
+    SQLite's migration transaction locks the file; PostgreSQL uses a session advisory lock
+    (DDL there is transactional, but two servers could both decide to apply a revision).
+    """
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+    conn.commit()
+    try:
+        yield
+    finally:
+        conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        conn.commit()
+
+
+def alters_by_copying(conn: sa.Connection) -> bool:
+    """True when ALTER TABLE is too limited for migrations (SQLite): Alembic then copies
+    the table ("batch" mode)."""
+    return conn.dialect.name == "sqlite"

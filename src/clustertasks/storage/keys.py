@@ -141,9 +141,9 @@ class KeyStore:
         """A SQLite file now holds secrets: make it readable by its owner only. Its -wal and
         -shm files hold the same pages; SQLite gives new ones the database file's mode, but
         ones that already exist keep theirs, so they are restricted too."""
-        if self._engine.dialect.name != "sqlite" or not self._engine.url.database:
+        database = dialects.database_file(self._engine)
+        if database is None:
             return
-        database = self._engine.url.database
         try:
             os.chmod(database, 0o600)
             for suffix in ("-wal", "-shm"):

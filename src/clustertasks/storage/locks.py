@@ -7,6 +7,7 @@ connection (released when that connection closes, including when the process die
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import fcntl
 import os
@@ -15,49 +16,53 @@ from typing import IO
 import sqlalchemy as sa
 
 from clustertasks import errors
+from clustertasks.storage import dialects
 
 # Any constant, distinct from the migration lock's.
 _PG_EXECUTOR_LOCK = 0x63747845
 
 
-class ExecutorLock:
+class ExecutorLock(abc.ABC):
+    """Held by the executor for as long as it runs; ``for_engine`` picks the kind."""
+
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
-        self._file: IO[bytes] | None = None
-        self._connection: sa.Connection | None = None
 
     @classmethod
     def for_engine(cls, engine: sa.Engine) -> ExecutorLock:
-        return cls(engine)
+        return dialects.choose(engine, sqlite=FileExecutorLock, postgresql=AdvisoryExecutorLock)(
+            engine
+        )
+
+    @property
+    @abc.abstractmethod
+    def description(self) -> str:
+        """Where the lock is, for a message to an operator."""
+
+    @abc.abstractmethod
+    def acquire(self) -> None:
+        """Take the lock or raise ``errors.ExecutorLocked`` at once (never waits)."""
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Let go of the lock (nothing when not held)."""
+
+
+class FileExecutorLock(ExecutorLock):
+    """An exclusive ``flock`` on a file beside the SQLite database."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        super().__init__(engine)
+        self._file: IO[bytes] | None = None
 
     @property
     def description(self) -> str:
-        if self._engine.dialect.name == "sqlite":
-            return f"lock file {self._lock_path()}"
-        return f"PostgreSQL advisory lock {_PG_EXECUTOR_LOCK}"
-
-    def acquire(self) -> None:
-        """Take the lock or raise ``errors.ExecutorLocked`` at once (never waits)."""
-        if self._engine.dialect.name == "sqlite":
-            self._acquire_file()
-        else:
-            self._acquire_advisory()
-
-    def release(self) -> None:
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
-        if self._connection is not None:
-            with contextlib.suppress(sa.exc.SQLAlchemyError):
-                self._connection.close()
-            self._connection = None
+        return f"lock file {self._lock_path()}"
 
     def _lock_path(self) -> str:
-        return f"{self._engine.url.database}.executor.lock"
+        return f"{dialects.database_file(self._engine)}.executor.lock"
 
-    def _acquire_file(self) -> None:
+    def acquire(self) -> None:
         path = self._lock_path()
         handle = open(path, "a+b")  # noqa: SIM115 - held open for the lock's lifetime
         try:
@@ -74,7 +79,26 @@ class ExecutorLock:
         handle.flush()
         self._file = handle
 
-    def _acquire_advisory(self) -> None:
+    def release(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+class AdvisoryExecutorLock(ExecutorLock):
+    """A PostgreSQL session advisory lock held on a connection of its own."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        super().__init__(engine)
+        self._connection: sa.Connection | None = None
+
+    @property
+    def description(self) -> str:
+        return f"PostgreSQL advisory lock {_PG_EXECUTOR_LOCK}"
+
+    def acquire(self) -> None:
         connection = self._engine.connect()
         # Out of the pool: closing it must really end the session, and with it the lock.
         connection.detach()
@@ -94,3 +118,9 @@ class ExecutorLock:
                 "to serve the API only"
             )
         self._connection = connection
+
+    def release(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                self._connection.close()
+            self._connection = None

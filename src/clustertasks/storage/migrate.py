@@ -10,10 +10,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-MIGRATIONS = pathlib.Path(__file__).parent / "migrations"
+from clustertasks.storage import dialects
 
-# Any constant: serialises concurrent starts of several servers on one PostgreSQL database.
-_PG_MIGRATION_LOCK = 0x636C7573
+MIGRATIONS = pathlib.Path(__file__).parent / "migrations"
 
 
 def _config(connection: sa.Connection) -> Config:
@@ -25,21 +24,9 @@ def _config(connection: sa.Connection) -> Config:
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     """Bring the database to ``revision`` (all migrations by default)."""
-    with engine.connect() as connection:
-        if engine.dialect.name == "postgresql":
-            connection.execute(
-                sa.text("SELECT pg_advisory_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
-            )
-            connection.commit()
-        try:
-            command.upgrade(_config(connection), revision)
-            connection.commit()
-        finally:
-            if engine.dialect.name == "postgresql":
-                connection.execute(
-                    sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_MIGRATION_LOCK}
-                )
-                connection.commit()
+    with engine.connect() as connection, dialects.migration_lock(connection):
+        command.upgrade(_config(connection), revision)
+        connection.commit()
 
 
 def current_revision(engine: sa.Engine) -> str | None:

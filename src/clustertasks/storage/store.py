@@ -1,103 +1,29 @@
 """TaskStore: tasks, stages, events and results, written incrementally.
 
-Each write is its own short transaction and is committed before the method returns.
-Appending an event or setting a result inserts one row and bumps the task's ``version``
-and ``updated``; it never rewrites the task or its other parts.
+Each write is its own short transaction and is committed before the method returns; the
+engine's changes (``changes``) may also be grouped, several in one transaction
+(``apply_batch``). Appending an event or setting a result inserts one row and bumps the
+task's ``version`` and ``updated``; it never rewrites the task or its other parts.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import sqlalchemy as sa
 
 from clustertasks import errors
 from clustertasks.domain import records, states
-from clustertasks.storage import dialects, rows, schema, transactions
+from clustertasks.storage import changes, dialects, rows, schema, transactions
+from clustertasks.storage import statements as sql
 
 T = schema.tasks
 S = schema.stages
 E = schema.events
 R = schema.results
-
-
-def _param(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
-    return sa.bindparam(name, type_=column.type)
-
-
-# The hot statements, built once. Building a statement and its cache key costs more than
-# running it on SQLite, so the engine's writes and DescribeTaskInfo's reads reuse these,
-# bound by parameters (named p_* so they never clash with a column in SET).
-_TASK_ID = _param("p_task_id", T.c.task_id)
-_BUMP = (
-    sa.update(T)
-    .where(T.c.task_id == _TASK_ID)
-    .values(version=T.c.version + 1, updated_us=_param("p_now", T.c.updated_us))
-    .returning(T.c.version)
-)
-_TASK_FIELDS = {
-    "version": T.c.version + 1,
-    "updated_us": _param("p_now", T.c.updated_us),
-    "state": _param("p_state", T.c.state),
-    "current_stage": _param("p_current_stage", T.c.current_stage),
-    "outputs": _param("p_outputs", T.c.outputs),
-    "error_code": _param("p_error_code", T.c.error_code),
-    "error_message": _param("p_error_message", T.c.error_message),
-}
-_UPDATE_TASK = sa.update(T).where(T.c.task_id == _TASK_ID).returning(T.c.version)
-_UPDATE_TASK_PLAIN = _UPDATE_TASK.values(**_TASK_FIELDS)
-_UPDATE_TASK_ACTED_ON = _UPDATE_TASK.values(
-    **_TASK_FIELDS,
-    requested_action=sa.case(
-        (T.c.requested_action == _param("p_acted_on", T.c.requested_action), sa.null()),
-        else_=T.c.requested_action,
-    ),
-)
-_UPDATE_STAGE = (
-    sa.update(S)
-    .where(S.c.task_id == _param("p_task_id", S.c.task_id))
-    .where(S.c.position == _param("p_position", S.c.position))
-    .values(
-        state=_param("p_state", S.c.state),
-        start_us=_param("p_start_us", S.c.start_us),
-        end_us=_param("p_end_us", S.c.end_us),
-        message=_param("p_message", S.c.message),
-        outputs=_param("p_outputs", S.c.outputs),
-    )
-)
-_NEXT_EVENT = (
-    sa.update(T)
-    .where(T.c.task_id == _TASK_ID)
-    .values(
-        event_count=T.c.event_count + 1,
-        version=T.c.version + 1,
-        updated_us=_param("p_now", T.c.updated_us),
-    )
-    .returning(T.c.event_count)
-)
-_EVENT_TIME = sa.select(E.c.timestamp_us).where(
-    E.c.task_id == _param("p_task_id", E.c.task_id), E.c.seq == _param("p_seq", E.c.seq)
-)
-_INSERT_EVENT = sa.insert(E)
-_GET_TASK = sa.select(T).where(T.c.task_id == _TASK_ID)
-_TASK_STAGES = (
-    sa.select(S).where(S.c.task_id == _param("p_task_id", S.c.task_id)).order_by(S.c.position)
-)
-_TASK_EVENTS = (
-    sa.select(E)
-    .where(E.c.task_id == _param("p_task_id", E.c.task_id), E.c.seq > _param("p_after", E.c.seq))
-    .order_by(E.c.seq)
-)
-_TASK_VERSION = sa.select(T.c.version).where(T.c.task_id == _TASK_ID)
-_TASK_RESULTS = (
-    sa.select(R.c.data, R.c.status)
-    .where(R.c.task_id == _param("p_task_id", R.c.task_id))
-    .order_by(R.c.position)
-)
 
 
 # Ids per IN (…) list: far below SQLite's limit on bound parameters.
@@ -124,30 +50,6 @@ class SubmitOutcome:
     """False when a client token matched an earlier submission."""
 
 
-BATCHABLE_CALLS = frozenset(
-    {
-        "update_task",
-        "update_stage",
-        "append_event",
-        "set_result",
-        "get_task",
-    }
-)
-"""The calls ``TaskStore.write_batch`` may group: each touches one task, and a failure
-in one of them is that call's own (an unknown task, an illegal result transition). A read
-(``get_task``) in a batch sees every commit before it and the batch's earlier writes."""
-
-BatchedWrite = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class BatchOutcome:
-    """What one call of a batch returned, or the exception it raised."""
-
-    value: Any = None
-    error: Exception | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class TaskPage:
     tasks: Sequence[records.Task]
@@ -165,90 +67,62 @@ class TaskStore:
     def __init__(self, engine: sa.Engine) -> None:
         self._engine = engine
         self._write_options = dialects.write_options(engine)
+        self._snapshot_options = dialects.snapshot_options(engine)
         # One queue of writers per engine, shared with the other stores on it.
         self._writer = transactions.writer_for(engine)
-        # The transaction of the ``write_batch`` running on this thread, if any.
-        self._batch = threading.local()
 
-    @property
-    def dialect(self) -> str:
-        return self._engine.dialect.name
+    # -- the engine's changes, alone or grouped ------------------------------------------------
 
-    # -- writes ----------------------------------------------------------------------------
+    @overload
+    def apply(self, change: changes.UpdateTask | changes.UpdateStage) -> int: ...
+    @overload
+    def apply(self, change: changes.AppendEvent) -> records.Event: ...
+    @overload
+    def apply(self, change: changes.SetResult) -> None: ...
+    @overload
+    def apply(self, change: changes.ReadTask) -> records.Task: ...
+    @overload
+    def apply(self, change: changes.Change) -> changes.Applied: ...
+    def apply(self, change: changes.Change) -> changes.Applied:
+        """Apply one change in a transaction of its own (see ``changes`` for what it returns)."""
+        if isinstance(change, changes.ReadTask):
+            with self._read() as conn:
+                return _read_task(conn, change.task_id)
+        with self._write() as conn:
+            return _apply(conn, change)
 
-    def create_task(
-        self,
-        task: records.Task,
-        stages: Sequence[records.Stage],
-        results: Sequence[records.TaskResult] = (),
-    ) -> None:
-        """Insert a new task with all its planned stages (and any known resources)."""
-        row = rows.task_row(task)
-        row["event_count"] = 0
-        row["result_count"] = len(results)
-        try:
+    def apply_batch(self, batch: Sequence[changes.Change]) -> list[changes.BatchOutcome]:
+        """Apply several changes in one transaction (group commit); one outcome per change.
+
+        Nothing is visible, and no outcome is returned, before the commit. When any change
+        fails, the whole transaction is rolled back and every change is applied again on its
+        own, so each caller gets exactly the outcome it would have had alone.
+        """
+        values: list[changes.Applied] | None = None
+        # Any failure, the commit's included: each change gets its own outcome below.
+        with contextlib.suppress(Exception):
             with self._write() as conn:
-                conn.execute(sa.insert(T).values(**row))
-                if stages:
-                    conn.execute(sa.insert(S), [rows.stage_row(task.task_id, s) for s in stages])
-                if results:
-                    conn.execute(
-                        sa.insert(R),
-                        [
-                            {
-                                "task_id": task.task_id,
-                                "data": r.data,
-                                "position": i,
-                                "status": r.status.value,
-                            }
-                            for i, r in enumerate(results)
-                        ],
-                    )
-        except sa.exc.IntegrityError as exc:
-            raise errors.DuplicateTask(f"the task {task.task_id} already exists") from exc
+                done = [_apply(conn, change) for change in batch]
+            values = done  # only once committed
+        if values is not None:
+            return [changes.BatchOutcome(value=value) for value in values]
+        outcomes: list[changes.BatchOutcome] = []
+        for change in batch:
+            try:
+                outcomes.append(changes.BatchOutcome(value=self.apply(change)))
+            except Exception as exc:  # noqa: BLE001 - handed back to the caller to raise
+                outcomes.append(changes.BatchOutcome(error=exc))
+        return outcomes
+
+    # Kept for callers that write one change at a time (tests, the emulator's fault rules).
 
     def update_task(self, task: records.Task, *, acted_on: str | None = None) -> int:
-        """Write the task row's mutable fields; returns the new version.
-
-        ``acted_on``: the client request (pause, cancel) this change fulfils, forgotten in
-        the same transaction — unless a different request has arrived meanwhile.
-        """
-        params = {
-            "p_task_id": task.task_id,
-            "p_now": task.updated_us,
-            "p_state": task.state.value,
-            "p_current_stage": task.current_stage,
-            "p_outputs": dict(task.outputs),
-            "p_error_code": task.error.code,
-            "p_error_message": task.error.message,
-        }
-        statement = _UPDATE_TASK_PLAIN
-        if acted_on is not None:
-            statement = _UPDATE_TASK_ACTED_ON
-            params["p_acted_on"] = acted_on
-        with self._write() as conn:
-            version = conn.execute(statement, params).scalar_one_or_none()
-        if version is None:
-            raise errors.TaskNotFound(task.task_id)
-        return int(version)
+        """``apply(UpdateTask(…))``: returns the new version."""
+        return self.apply(changes.UpdateTask(task, acted_on))
 
     def update_stage(self, task_id: str, stage: records.Stage, now_us: int) -> int:
-        """Write one stage's state, times, message and outputs; returns the new version."""
-        with self._write() as conn:
-            version = self._bump(conn, task_id, now_us)
-            conn.execute(
-                _UPDATE_STAGE,
-                {
-                    "p_task_id": task_id,
-                    "p_position": stage.position,
-                    "p_state": stage.state.value,
-                    "p_start_us": stage.start_us,
-                    "p_end_us": stage.end_us,
-                    "p_message": stage.message,
-                    "p_outputs": dict(stage.outputs),
-                },
-            )
-            return version
+        """``apply(UpdateStage(…))``: returns the new version."""
+        return self.apply(changes.UpdateStage(task_id, stage, now_us))
 
     def append_event(
         self,
@@ -261,18 +135,10 @@ class TaskStore:
         now_us: int,
         source: str = records.EVENT_SOURCE,
     ) -> records.Event:
-        """Append one event; events of a task are numbered 1, 2, 3… in commit order."""
-        with self._write() as conn:
-            return self._insert_event(
-                conn,
-                task_id,
-                now_us,
-                action=action,
-                level=level,
-                reason=reason,
-                message=message,
-                source=source,
-            )
+        """``apply(AppendEvent(…))``: returns the event as numbered."""
+        return self.apply(
+            changes.AppendEvent(task_id, action, level, reason, message, now_us, source)
+        )
 
     def set_result(
         self,
@@ -283,82 +149,13 @@ class TaskStore:
         *,
         event: records.EventNote | None = None,
     ) -> None:
-        """Record what happened to one resource; a new resource is appended to the list.
+        """``apply(SetResult(…))``."""
+        self.apply(changes.SetResult(task_id, data, status, now_us, event))
 
-        ``event``, when given, is appended in the same transaction: a crash leaves both
-        or neither, so a stage re-run never skips the event of a resource already done.
-        """
-        with self._write() as conn:
-            if event is not None:
-                self._insert_event(
-                    conn,
-                    task_id,
-                    now_us,
-                    action=event.action,
-                    level=event.level,
-                    reason=event.reason,
-                    message=event.message,
-                )
-            current = conn.execute(
-                sa.select(R.c.status).where(R.c.task_id == task_id, R.c.data == data)
-            ).scalar_one_or_none()
-            if current is not None:
-                states.check_result_transition(task_id, data, states.ResultStatus(current), status)
-                self._bump(conn, task_id, now_us)
-                conn.execute(
-                    sa.update(R)
-                    .where(R.c.task_id == task_id, R.c.data == data)
-                    .values(status=status.value)
-                )
-                return
-            position = conn.execute(
-                sa.update(T)
-                .where(T.c.task_id == task_id)
-                .values(
-                    result_count=T.c.result_count + 1, version=T.c.version + 1, updated_us=now_us
-                )
-                .returning(T.c.result_count)
-            ).scalar_one_or_none()
-            if position is None:
-                raise errors.TaskNotFound(task_id)
-            conn.execute(
-                sa.insert(R).values(
-                    task_id=task_id, data=data, position=position - 1, status=status.value
-                )
-            )
+    def get_task(self, task_id: str) -> records.Task:
+        return self.apply(changes.ReadTask(task_id))
 
-    def write_batch(self, calls: Sequence[BatchedWrite]) -> list[BatchOutcome]:
-        """Run several writes in one transaction (group commit); one outcome per call.
-
-        Each call is ``(method, args, kwargs)`` for one of the ``BATCHABLE_CALLS`` of this
-        store. Nothing is visible, and no outcome is returned, before the commit. When any
-        call fails, the whole transaction is rolled back and every call is made again on
-        its own, so each caller gets exactly the outcome it would have had alone.
-        """
-        for method, _args, _kwargs in calls:
-            if getattr(method, "__self__", None) is not self or (
-                getattr(method, "__name__", "") not in BATCHABLE_CALLS
-            ):
-                raise ValueError(f"{method!r} cannot be batched")
-        values: list[Any] | None = None
-        # Any failure, the commit's included: each call gets its own outcome below.
-        with contextlib.suppress(Exception):
-            with self._write() as conn:
-                self._batch.conn = conn
-                try:
-                    done = [method(*args, **kwargs) for method, args, kwargs in calls]
-                finally:
-                    self._batch.conn = None
-            values = done  # only once committed
-        if values is not None:
-            return [BatchOutcome(value=value) for value in values]
-        outcomes: list[BatchOutcome] = []
-        for method, args, kwargs in calls:
-            try:
-                outcomes.append(BatchOutcome(value=method(*args, **kwargs)))
-            except Exception as exc:  # noqa: BLE001 - handed back to the caller to raise
-                outcomes.append(BatchOutcome(error=exc))
-        return outcomes
+    # -- submissions and requests --------------------------------------------------------------
 
     def submit_task(self, task: records.Task, stages: Sequence[records.Stage]) -> SubmitOutcome:
         """Create ``task`` unless its client token or a conflicting task says otherwise.
@@ -368,55 +165,16 @@ class TaskStore:
         the same target, or any unfinished task on the cluster when either task targets
         the whole cluster, raises ``TaskConflict`` naming it. Otherwise the task is created.
         """
-        with self._write() as conn:
-            if self.dialect == "postgresql":
-                # SQLite's BEGIN IMMEDIATE already serialises writers; PostgreSQL needs a
-                # lock so two submissions cannot both see "no conflict".
-                conn.execute(
-                    sa.text("SELECT pg_advisory_xact_lock(hashtext(:cluster))"),
-                    {"cluster": task.cluster_id},
-                )
-            if task.client_token is not None:
-                row = conn.execute(
-                    sa.select(T).where(T.c.client_token == task.client_token)
-                ).one_or_none()
-                if row is not None:
-                    existing = rows.task_from_row(row._mapping)
-                    same = (
-                        existing.task_type == task.task_type
-                        and existing.cluster_id == task.cluster_id
-                        and dict(existing.parameters) == dict(task.parameters)
-                    )
-                    if not same:
-                        raise errors.IdempotentParameterMismatch(
-                            f"the client_token {task.client_token} was used for the task "
-                            f"{existing.task_id} with other parameters"
-                        )
-                    return SubmitOutcome(existing, created=False)
-            active = [states.TaskState.RUNNING.value, states.TaskState.PAUSED.value]
-            scope = [T.c.cluster_id == task.cluster_id, T.c.state.in_(active)]
-            if task.target.type != "cluster":
-                scope.append(sa.or_(T.c.target_type == "cluster", T.c.target_id == task.target.id))
-            blocking = conn.execute(
-                sa.select(T.c.task_id, T.c.task_type).where(*scope).limit(1)
-            ).one_or_none()
-            if blocking is not None:
-                raise errors.TaskConflict(
-                    f"the task {blocking.task_id} ({blocking.task_type}) is still running on "
-                    f"{task.target.type} {task.target.id}; wait for it to finish or cancel it"
-                )
-            values = rows.task_row(task)
-            values["event_count"] = 0
-            values["result_count"] = 0
-            conn.execute(sa.insert(T).values(**values))
-            if stages:
-                conn.execute(sa.insert(S), [rows.stage_row(task.task_id, s) for s in stages])
-            return SubmitOutcome(task, created=True)
+        try:
+            with self._write() as conn:
+                return _submit(conn, task, stages)
+        except sa.exc.IntegrityError as exc:
+            raise errors.DuplicateTask(f"the task {task.task_id} already exists") from exc
 
     def add_stages(self, task_id: str, names: Sequence[str], now_us: int) -> list[records.Stage]:
         """Plan stages a task does not list yet, ``pending``, after its last one."""
         with self._write() as conn:
-            self._bump(conn, task_id, now_us)
+            _bump(conn, task_id, now_us)
             last = conn.execute(
                 sa.select(sa.func.max(S.c.position)).where(S.c.task_id == task_id)
             ).scalar_one_or_none()
@@ -429,7 +187,7 @@ class TaskStore:
     def request_action(self, task_id: str, action: str, now_us: int) -> records.Task:
         """Record a client's pause or cancel for the engine, if the task's state allows it."""
         with self._write() as conn:
-            task = self._lock_task(conn, task_id)
+            task = _lock_task(conn, task_id)
             target = {
                 records.PAUSE: states.TaskState.PAUSED,
                 records.CANCEL: states.TaskState.CANCELED,
@@ -437,18 +195,18 @@ class TaskStore:
             states.check_task_transition(task_id, task.state, target)
             if action == records.PAUSE and task.requested_action == records.CANCEL:
                 raise errors.IllegalTransition(task_id, "being canceled", target.value)
-            self._bump(conn, task_id, now_us, requested_action=action)
-            return self._lock_task(conn, task_id)
+            _bump(conn, task_id, now_us, requested_action=action)
+            return _lock_task(conn, task_id)
 
     def resume(self, task_id: str, now_us: int) -> records.Task:
         """paused -> running, with a ``TaskResumed`` event, in one transaction."""
         with self._write() as conn:
-            task = self._lock_task(conn, task_id)
+            task = _lock_task(conn, task_id)
             if task.requested_action == records.CANCEL:
                 raise errors.IllegalTransition(task_id, "being canceled", "running")
             resumed = task.with_state(states.TaskState.RUNNING, now_us)
-            self._bump(conn, task_id, now_us, state=resumed.state.value, requested_action=None)
-            self._insert_event(
+            _bump(conn, task_id, now_us, state=resumed.state.value, requested_action=None)
+            _insert_event(
                 conn,
                 task_id,
                 now_us,
@@ -457,7 +215,7 @@ class TaskStore:
                 reason="TaskResumed",
                 message=f"task {task_id} resumed",
             )
-            return self._lock_task(conn, task_id)
+            return _lock_task(conn, task_id)
 
     def count_tasks(self) -> int:
         with self._read() as conn:
@@ -483,13 +241,6 @@ class TaskStore:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def get_task(self, task_id: str) -> records.Task:
-        with self._read() as conn:
-            row = conn.execute(_GET_TASK, {"p_task_id": task_id}).one_or_none()
-        if row is None:
-            raise errors.TaskNotFound(task_id)
-        return rows.task_from_row(row._mapping)
-
     def describe_task(self, task_id: str, *, events_after: int = 0) -> records.TaskView:
         """The task with its stages, events and results, read in one consistent snapshot.
 
@@ -498,12 +249,12 @@ class TaskStore:
         """
         params = {"p_task_id": task_id}
         with self._read(snapshot=True) as conn:
-            row = conn.execute(_GET_TASK, params).one_or_none()
+            row = conn.execute(sql.GET_TASK, params).one_or_none()
             if row is None:
                 raise errors.TaskNotFound(task_id)
-            stage_rows = conn.execute(_TASK_STAGES, params).all()
-            event_rows = conn.execute(_TASK_EVENTS, {**params, "p_after": events_after}).all()
-            result_rows = conn.execute(_TASK_RESULTS, params).all()
+            stage_rows = conn.execute(sql.TASK_STAGES, params).all()
+            event_rows = conn.execute(sql.TASK_EVENTS, {**params, "p_after": events_after}).all()
+            result_rows = conn.execute(sql.TASK_RESULTS, params).all()
         return records.TaskView(
             task=rows.task_from_row(row._mapping),
             stages=tuple(rows.stage_from_row(r._mapping) for r in stage_rows),
@@ -518,7 +269,7 @@ class TaskStore:
         """The task's version alone (one primary-key lookup): it changes with every write
         to the task or its parts, so a reader can tell whether its copy is current."""
         with self._read() as conn:
-            version = conn.execute(_TASK_VERSION, {"p_task_id": task_id}).scalar_one_or_none()
+            version = conn.execute(sql.TASK_VERSION, {"p_task_id": task_id}).scalar_one_or_none()
         if version is None:
             raise errors.TaskNotFound(task_id)
         return int(version)
@@ -565,87 +316,10 @@ class TaskStore:
         tasks = [rows.task_from_row(r._mapping) for r in found[: query.limit]]
         return TaskPage(tasks=tasks, total_count=total, has_more=len(found) > query.limit)
 
-    # -- plumbing --------------------------------------------------------------------------
-
-    def _lock_task(self, conn: sa.Connection, task_id: str) -> records.Task:
-        query = sa.select(T).where(T.c.task_id == task_id)
-        if self.dialect == "postgresql":
-            query = query.with_for_update()
-        row = conn.execute(query).one_or_none()
-        if row is None:
-            raise errors.TaskNotFound(task_id)
-        return rows.task_from_row(row._mapping)
-
-    def _insert_event(
-        self,
-        conn: sa.Connection,
-        task_id: str,
-        now_us: int,
-        *,
-        action: str,
-        level: states.EventLevel,
-        reason: str,
-        message: str,
-        source: str = records.EVENT_SOURCE,
-    ) -> records.Event:
-        seq = conn.execute(
-            _NEXT_EVENT, {"p_task_id": task_id, "p_now": now_us}
-        ).scalar_one_or_none()
-        if seq is None:
-            raise errors.TaskNotFound(task_id)
-        # Concurrent writers may have read the clock in another order than they got the
-        # lock: keep timestamps in step with the order of the events.
-        previous = conn.execute(
-            _EVENT_TIME, {"p_task_id": task_id, "p_seq": seq - 1}
-        ).scalar_one_or_none()
-        if previous is not None and previous > now_us:
-            now_us = previous
-        conn.execute(
-            _INSERT_EVENT,
-            {
-                "task_id": task_id,
-                "seq": seq,
-                "action": action,
-                "level": level.value,
-                "reason": reason,
-                "message": message,
-                "source": source,
-                "timestamp_us": now_us,
-            },
-        )
-        return records.Event(
-            seq=seq,
-            action=action,
-            level=level,
-            reason=reason,
-            message=message,
-            timestamp_us=now_us,
-            source=source,
-        )
-
-    def _bump(self, conn: sa.Connection, task_id: str, now_us: int, **values: Any) -> int:
-        if values:
-            statement: Any = (
-                sa.update(T)
-                .where(T.c.task_id == task_id)
-                .values(version=T.c.version + 1, updated_us=now_us, **values)
-                .returning(T.c.version)
-            )
-            version = conn.execute(statement).scalar_one_or_none()
-        else:
-            version = conn.execute(
-                _BUMP, {"p_task_id": task_id, "p_now": now_us}
-            ).scalar_one_or_none()
-        if version is None:
-            raise errors.TaskNotFound(task_id)
-        return int(version)
+    # -- transactions ----------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sa.Connection]:
-        batch: sa.Connection | None = getattr(self._batch, "conn", None)
-        if batch is not None:
-            yield batch  # inside write_batch: its transaction commits for all
-            return
         with self._writer, transactions.translated(), self._engine.connect() as conn:
             conn = conn.execution_options(**self._write_options)
             with conn.begin():
@@ -653,18 +327,229 @@ class TaskStore:
 
     @contextlib.contextmanager
     def _read(self, *, snapshot: bool = False) -> Iterator[sa.Connection]:
-        """A read transaction; ``snapshot``: every statement in it sees the same commits.
-
-        SQLite gives that to any transaction (WAL). PostgreSQL's default, READ COMMITTED,
-        lets each statement see newer commits: a task row could then be older than the
-        events read after it, and its version would not describe the document.
-        """
-        batch: sa.Connection | None = getattr(self._batch, "conn", None)
-        if batch is not None:
-            yield batch
-            return
+        """A read transaction; ``snapshot``: every statement in it sees the same commits
+        (a task row never older than the events read after it, its version describing the
+        whole document)."""
         with transactions.translated(), self._engine.connect() as conn:
-            if snapshot and self.dialect == "postgresql":
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            if snapshot and self._snapshot_options:
+                conn = conn.execution_options(**self._snapshot_options)
             with conn.begin():
                 yield conn
+
+
+# -- changes, applied in a transaction the caller holds ----------------------------------------
+
+
+def _apply(conn: sa.Connection, change: changes.Change) -> changes.Applied:
+    match change:
+        case changes.UpdateTask():
+            return _update_task(conn, change)
+        case changes.UpdateStage():
+            return _update_stage(conn, change)
+        case changes.AppendEvent():
+            return _insert_event(
+                conn,
+                change.task_id,
+                change.now_us,
+                action=change.action,
+                level=change.level,
+                reason=change.reason,
+                message=change.message,
+                source=change.source,
+            )
+        case changes.SetResult():
+            _set_result(conn, change)
+            return None
+        case changes.ReadTask():
+            return _read_task(conn, change.task_id)
+
+
+def _update_task(conn: sa.Connection, change: changes.UpdateTask) -> int:
+    task = change.task
+    params = {
+        "p_task_id": task.task_id,
+        "p_now": task.updated_us,
+        "p_state": task.state.value,
+        "p_current_stage": task.current_stage,
+        "p_outputs": dict(task.outputs),
+        "p_error_code": task.error.code,
+        "p_error_message": task.error.message,
+    }
+    statement = sql.UPDATE_TASK
+    if change.acted_on is not None:
+        statement = sql.UPDATE_TASK_ACTED_ON
+        params["p_acted_on"] = change.acted_on
+    version = conn.execute(statement, params).scalar_one_or_none()
+    if version is None:
+        raise errors.TaskNotFound(task.task_id)
+    return int(version)
+
+
+def _update_stage(conn: sa.Connection, change: changes.UpdateStage) -> int:
+    version = _bump(conn, change.task_id, change.now_us)
+    stage = change.stage
+    conn.execute(
+        sql.UPDATE_STAGE,
+        {
+            "p_task_id": change.task_id,
+            "p_position": stage.position,
+            "p_state": stage.state.value,
+            "p_start_us": stage.start_us,
+            "p_end_us": stage.end_us,
+            "p_message": stage.message,
+            "p_outputs": dict(stage.outputs),
+        },
+    )
+    return version
+
+
+def _set_result(conn: sa.Connection, change: changes.SetResult) -> None:
+    task_id, data, status, now_us = change.task_id, change.data, change.status, change.now_us
+    if change.event is not None:
+        _insert_event(
+            conn,
+            task_id,
+            now_us,
+            action=change.event.action,
+            level=change.event.level,
+            reason=change.event.reason,
+            message=change.event.message,
+        )
+    current = conn.execute(
+        sa.select(R.c.status).where(R.c.task_id == task_id, R.c.data == data)
+    ).scalar_one_or_none()
+    if current is not None:
+        states.check_result_transition(task_id, data, states.ResultStatus(current), status)
+        _bump(conn, task_id, now_us)
+        conn.execute(
+            sa.update(R).where(R.c.task_id == task_id, R.c.data == data).values(status=status.value)
+        )
+        return
+    position = conn.execute(
+        sa.update(T)
+        .where(T.c.task_id == task_id)
+        .values(result_count=T.c.result_count + 1, version=T.c.version + 1, updated_us=now_us)
+        .returning(T.c.result_count)
+    ).scalar_one_or_none()
+    if position is None:
+        raise errors.TaskNotFound(task_id)
+    conn.execute(
+        sa.insert(R).values(task_id=task_id, data=data, position=position - 1, status=status.value)
+    )
+
+
+def _read_task(conn: sa.Connection, task_id: str) -> records.Task:
+    row = conn.execute(sql.GET_TASK, {"p_task_id": task_id}).one_or_none()
+    if row is None:
+        raise errors.TaskNotFound(task_id)
+    return rows.task_from_row(row._mapping)
+
+
+def _lock_task(conn: sa.Connection, task_id: str) -> records.Task:
+    row = conn.execute(sql.LOCK_TASK, {"p_task_id": task_id}).one_or_none()
+    if row is None:
+        raise errors.TaskNotFound(task_id)
+    return rows.task_from_row(row._mapping)
+
+
+def _insert_event(
+    conn: sa.Connection,
+    task_id: str,
+    now_us: int,
+    *,
+    action: str,
+    level: states.EventLevel,
+    reason: str,
+    message: str,
+    source: str = records.EVENT_SOURCE,
+) -> records.Event:
+    seq = conn.execute(sql.NEXT_EVENT, {"p_task_id": task_id, "p_now": now_us}).scalar_one_or_none()
+    if seq is None:
+        raise errors.TaskNotFound(task_id)
+    # Concurrent writers may have read the clock in another order than they got the
+    # lock: keep timestamps in step with the order of the events.
+    previous = conn.execute(
+        sql.EVENT_TIME, {"p_task_id": task_id, "p_seq": seq - 1}
+    ).scalar_one_or_none()
+    if previous is not None and previous > now_us:
+        now_us = previous
+    conn.execute(
+        sql.INSERT_EVENT,
+        {
+            "task_id": task_id,
+            "seq": seq,
+            "action": action,
+            "level": level.value,
+            "reason": reason,
+            "message": message,
+            "source": source,
+            "timestamp_us": now_us,
+        },
+    )
+    return records.Event(
+        seq=seq,
+        action=action,
+        level=level,
+        reason=reason,
+        message=message,
+        timestamp_us=now_us,
+        source=source,
+    )
+
+
+def _bump(conn: sa.Connection, task_id: str, now_us: int, **values: Any) -> int:
+    if values:
+        statement: Any = (
+            sa.update(T)
+            .where(T.c.task_id == task_id)
+            .values(version=T.c.version + 1, updated_us=now_us, **values)
+            .returning(T.c.version)
+        )
+        version = conn.execute(statement).scalar_one_or_none()
+    else:
+        version = conn.execute(
+            sql.BUMP, {"p_task_id": task_id, "p_now": now_us}
+        ).scalar_one_or_none()
+    if version is None:
+        raise errors.TaskNotFound(task_id)
+    return int(version)
+
+
+def _submit(
+    conn: sa.Connection, task: records.Task, stages: Sequence[records.Stage]
+) -> SubmitOutcome:
+    dialects.serialise_in_transaction(conn, task.cluster_id)
+    if task.client_token is not None:
+        row = conn.execute(sa.select(T).where(T.c.client_token == task.client_token)).one_or_none()
+        if row is not None:
+            existing = rows.task_from_row(row._mapping)
+            same = (
+                existing.task_type == task.task_type
+                and existing.cluster_id == task.cluster_id
+                and dict(existing.parameters) == dict(task.parameters)
+            )
+            if not same:
+                raise errors.IdempotentParameterMismatch(
+                    f"the client_token {task.client_token} was used for the task "
+                    f"{existing.task_id} with other parameters"
+                )
+            return SubmitOutcome(existing, created=False)
+    active = [states.TaskState.RUNNING.value, states.TaskState.PAUSED.value]
+    scope = [T.c.cluster_id == task.cluster_id, T.c.state.in_(active)]
+    if task.target.type != "cluster":
+        scope.append(sa.or_(T.c.target_type == "cluster", T.c.target_id == task.target.id))
+    blocking = conn.execute(
+        sa.select(T.c.task_id, T.c.task_type).where(*scope).limit(1)
+    ).one_or_none()
+    if blocking is not None:
+        raise errors.TaskConflict(
+            f"the task {blocking.task_id} ({blocking.task_type}) is still running on "
+            f"{task.target.type} {task.target.id}; wait for it to finish or cancel it"
+        )
+    values = rows.task_row(task)
+    values["event_count"] = 0
+    values["result_count"] = 0
+    conn.execute(sa.insert(T).values(**values))
+    if stages:
+        conn.execute(sa.insert(S), [rows.stage_row(task.task_id, s) for s in stages])
+    return SubmitOutcome(task, created=True)

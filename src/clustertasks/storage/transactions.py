@@ -50,7 +50,7 @@ def writer_for(engine: sa.Engine) -> contextlib.AbstractContextManager[Any]:
     would without the queue (SQLite's busy timeout), never waits for itself. PostgreSQL
     takes row locks itself: no queue.
     """
-    if engine.dialect.name != "sqlite":
+    if not dialects.one_writer_at_a_time(engine):
         return contextlib.nullcontext()
     with _WRITERS_GUARD:
         lock = _WRITERS.get(engine)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from alembic import context
 
-from clustertasks.storage import schema
+from clustertasks.storage import dialects, schema
 
 connection = context.config.attributes["connection"]
 context.configure(
     connection=connection,
     target_metadata=schema.metadata,
-    render_as_batch=connection.dialect.name == "sqlite",
+    render_as_batch=dialects.alters_by_copying(connection),
     compare_type=True,
 )
 with context.begin_transaction():

@@ -1,0 +1,93 @@
+"""The task store's hot statements, built once.
+
+Building a statement and its cache key costs more than running it on SQLite, so the
+engine's writes and DescribeTaskInfo's reads reuse these, bound by parameters (named
+``p_*`` so they never clash with a column in SET).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from clustertasks.storage import schema
+
+T = schema.tasks
+S = schema.stages
+E = schema.events
+R = schema.results
+
+
+def _param(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
+    return sa.bindparam(name, type_=column.type)
+
+
+_TASK_ID = _param("p_task_id", T.c.task_id)
+BUMP = (
+    sa.update(T)
+    .where(T.c.task_id == _TASK_ID)
+    .values(version=T.c.version + 1, updated_us=_param("p_now", T.c.updated_us))
+    .returning(T.c.version)
+)
+_TASK_FIELDS = {
+    "version": T.c.version + 1,
+    "updated_us": _param("p_now", T.c.updated_us),
+    "state": _param("p_state", T.c.state),
+    "current_stage": _param("p_current_stage", T.c.current_stage),
+    "outputs": _param("p_outputs", T.c.outputs),
+    "error_code": _param("p_error_code", T.c.error_code),
+    "error_message": _param("p_error_message", T.c.error_message),
+}
+_UPDATE_TASK_ROW = sa.update(T).where(T.c.task_id == _TASK_ID).returning(T.c.version)
+UPDATE_TASK = _UPDATE_TASK_ROW.values(**_TASK_FIELDS)
+UPDATE_TASK_ACTED_ON = _UPDATE_TASK_ROW.values(
+    **_TASK_FIELDS,
+    requested_action=sa.case(
+        (T.c.requested_action == _param("p_acted_on", T.c.requested_action), sa.null()),
+        else_=T.c.requested_action,
+    ),
+)
+UPDATE_STAGE = (
+    sa.update(S)
+    .where(S.c.task_id == _param("p_task_id", S.c.task_id))
+    .where(S.c.position == _param("p_position", S.c.position))
+    .values(
+        state=_param("p_state", S.c.state),
+        start_us=_param("p_start_us", S.c.start_us),
+        end_us=_param("p_end_us", S.c.end_us),
+        message=_param("p_message", S.c.message),
+        outputs=_param("p_outputs", S.c.outputs),
+    )
+)
+NEXT_EVENT = (
+    sa.update(T)
+    .where(T.c.task_id == _TASK_ID)
+    .values(
+        event_count=T.c.event_count + 1,
+        version=T.c.version + 1,
+        updated_us=_param("p_now", T.c.updated_us),
+    )
+    .returning(T.c.event_count)
+)
+EVENT_TIME = sa.select(E.c.timestamp_us).where(
+    E.c.task_id == _param("p_task_id", E.c.task_id), E.c.seq == _param("p_seq", E.c.seq)
+)
+INSERT_EVENT = sa.insert(E)
+GET_TASK = sa.select(T).where(T.c.task_id == _TASK_ID)
+# SQLite renders no FOR UPDATE: its one writer holds the whole database already.
+LOCK_TASK = GET_TASK.with_for_update()
+TASK_STAGES = (
+    sa.select(S).where(S.c.task_id == _param("p_task_id", S.c.task_id)).order_by(S.c.position)
+)
+TASK_EVENTS = (
+    sa.select(E)
+    .where(E.c.task_id == _param("p_task_id", E.c.task_id), E.c.seq > _param("p_after", E.c.seq))
+    .order_by(E.c.seq)
+)
+TASK_VERSION = sa.select(T.c.version).where(T.c.task_id == _TASK_ID)
+TASK_RESULTS = (
+    sa.select(R.c.data, R.c.status)
+    .where(R.c.task_id == _param("p_task_id", R.c.task_id))
+    .order_by(R.c.position)
+)
