@@ -49,7 +49,7 @@ class RunContext:
         state: TaskState,
         stage: str,
         task_store: store.TaskStore,
-        provider: providers.CloudProvider,
+        provider: providers.CloudPort,
         db: Db,
         time: clock.Clock,
         poked: asyncio.Event,
