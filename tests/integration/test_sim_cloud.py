@@ -455,8 +455,9 @@ def test_deletion_refuses_while_dependents_remain(engine: sa.Engine) -> None:
 
 
 async def _seeded_world(sim: cloud.SimCloud) -> list[str]:
+    """The ids the seed derives (cluster and pool ids are the caller's)."""
     cluster, pool = await _cluster_with_pool(sim)
-    made = [cluster.cluster_id, cluster.vpc_id, pool.nodepool_id, pool.scaling_group_id]
+    made = [cluster.vpc_id, pool.scaling_group_id]
     for n in range(4):
         node = await _node_for(sim, f"T-2:{n}", cluster.cluster_id, pool.nodepool_id)
         made += [node.instance_id, node.node_name]
