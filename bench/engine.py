@@ -28,13 +28,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import common  # noqa: E402
+from bench import common, no_cloud  # noqa: E402
 
 STAGES = 5
 CLUSTER = "c" + "0" * 32
@@ -77,7 +77,6 @@ async def _clustertasks(url: str, tasks: int, max_running: int) -> dict[str, Any
     from clustertasks.domain import records
     from clustertasks.engine import executor
     from clustertasks.operations import base
-    from clustertasks.providers import base as providers
     from clustertasks.service import control
     from clustertasks.storage import database, dialects, schema
 
@@ -106,7 +105,7 @@ async def _clustertasks(url: str, tasks: int, max_running: int) -> dict[str, Any
         engine = executor.LocalExecutor(
             task_store,
             registry,
-            cast(providers.CloudProvider, None),
+            no_cloud.NoCloud(),
             lock=db.executor_lock(),
             max_running_tasks=max_running,
         )

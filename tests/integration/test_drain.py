@@ -83,7 +83,7 @@ def test_an_eviction_honours_the_budget(
         [_budget(cluster_id, "web-pdb", "web", **limits)],
     )
     pod = next(p for p in sim.list_pods(cluster_id, nodes[0]))
-    run(sim.set_schedulable(cluster_id, nodes[0], False))
+    run(sim.update_node(cluster_id, nodes[0], schedulable=False))
     eviction = run(sim.evict_pod(cluster_id, pod.name, nodes[0]))
     if allowed:
         assert eviction.outcome == "evicted"
@@ -103,12 +103,12 @@ def test_an_evicted_pod_without_room_is_pending_until_a_node_has_room(engine: sa
     sim, cluster_id, _, nodes = _world(engine, 2)
     sim.declare_workloads(cluster_id, [_deployment(cluster_id, "big", 2, cpu=1500)], [])
     on_first = next(p.name for p in sim.list_pods(cluster_id, nodes[0]))
-    run(sim.set_schedulable(cluster_id, nodes[0], False))
+    run(sim.update_node(cluster_id, nodes[0], schedulable=False))
     eviction = run(sim.evict_pod(cluster_id, on_first, nodes[0]))
     assert (eviction.outcome, eviction.to_node) == ("evicted", "")
     pending = next(p for p in sim.list_pods(cluster_id) if p.name == on_first)
     assert (pending.phase, pending.node_name) == ("Pending", "")
-    run(sim.set_schedulable(cluster_id, nodes[0], True))
+    run(sim.update_node(cluster_id, nodes[0], schedulable=True))
     placed = next(p for p in sim.list_pods(cluster_id) if p.name == on_first)
     assert (placed.phase, placed.node_name) == ("Running", nodes[0])
 
@@ -124,7 +124,7 @@ def test_concurrent_evictions_never_overdraw_a_budget(engine: sa.Engine) -> None
     )
     placed = _placement(sim, cluster_id)
     for node in nodes:
-        run(sim.set_schedulable(cluster_id, node, False))
+        run(sim.update_node(cluster_id, node, schedulable=False))
     store = workload_storage.WorkloadStore(engine)
     barrier = threading.Barrier(2)
     outcomes: list[workloads.Eviction] = []
@@ -162,7 +162,14 @@ def test_removing_a_node_reschedules_its_pods_and_frees_or_releases_the_instance
     assert [i.instance_id for i in sim.free_instances()] == [kept.instance_id]
 
     # The free instance joins another pool; one in use or unknown cannot.
-    other = run(sim.create_nodepool("T-9:other", cluster_id, sim_support._pool_spec(name="other")))
+    other = run(
+        sim.create_nodepool(
+            "T-9:other",
+            cluster_id,
+            sim_support._id("np", "T-9"),
+            sim_support._pool_spec(name="other"),
+        )
+    )
     node = run(sim.attach_instance("T-10/a", cluster_id, other.nodepool_id, kept.instance_id))
     assert (node.nodepool_id, node.node_status) == (other.nodepool_id, "Ready")
     assert sim.free_instances() == []

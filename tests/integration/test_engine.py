@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import pytest
 
@@ -12,10 +12,10 @@ from clustertasks import errors
 from clustertasks.domain import records, states
 from clustertasks.engine import executor, runner
 from clustertasks.operations import base
-from clustertasks.providers import base as providers
 from clustertasks.service import control
 from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
+from tests.support import fake_cloud
 from tests.support import operations as ops
 
 T = TypeVar("T")
@@ -23,8 +23,6 @@ CLUSTER = "c0123456789abcdef0123456789abcdef"
 NP1 = records.Target("np1", "nodepool")
 NP2 = records.Target("np2", "nodepool")
 WHOLE = records.Target(CLUSTER, "cluster")
-# These operations never touch the cloud.
-NO_CLOUD = cast(providers.CloudProvider, None)
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +47,7 @@ class Harness:
         self.executor = executor.LocalExecutor(
             self.store,
             ops.REGISTRY,
-            NO_CLOUD,
+            fake_cloud.FakeCloud(),
             lock=self.db.executor_lock(),
             tuning=runner.EngineTuning(retry_delay_scale=0),
         )
@@ -503,7 +501,7 @@ def test_only_one_executor_per_database(
     async def scenario(h: Harness) -> None:
         await h.start()
         second = executor.LocalExecutor(
-            task_store, ops.REGISTRY, NO_CLOUD, lock=database.executor_lock()
+            task_store, ops.REGISTRY, fake_cloud.FakeCloud(), lock=database.executor_lock()
         )
         with pytest.raises(errors.ExecutorLocked) as caught:
             await second.start()
@@ -511,7 +509,7 @@ def test_only_one_executor_per_database(
         await second.stop()
         await h.stop()
         third = executor.LocalExecutor(
-            task_store, ops.REGISTRY, NO_CLOUD, lock=database.executor_lock()
+            task_store, ops.REGISTRY, fake_cloud.FakeCloud(), lock=database.executor_lock()
         )
         await third.start()
         await third.stop()
@@ -542,7 +540,10 @@ def test_a_task_stored_by_another_version_of_its_operation_runs_this_ones_stages
 
     async def scenario() -> records.TaskView:
         engine = executor.LocalExecutor(
-            task_store, base.Registry([versioned]), NO_CLOUD, lock=database.executor_lock()
+            task_store,
+            base.Registry([versioned]),
+            fake_cloud.FakeCloud(),
+            lock=database.executor_lock(),
         )
         await engine.start()
         try:

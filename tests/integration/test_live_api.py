@@ -28,7 +28,7 @@ from clustertasks.service import changes
 from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
 from tests.integration.conftest import sim_for
-from tests.support import factories, signing, sse
+from tests.support import factories, fake_cloud, signing, sse
 from tests.support import operations as ops
 
 CLUSTER = "c0123456789abcdef0123456789abcdef"
@@ -489,7 +489,7 @@ class _ExecutorThread:
         self.executor = executor.LocalExecutor(
             db.tasks,
             ops.REGISTRY,
-            sim_for(db),
+            fake_cloud.FakeCloud(),
             lock=db.executor_lock(),
             tuning=runner.EngineTuning(retry_delay_scale=0),
             on_commit=self.hub.notify,

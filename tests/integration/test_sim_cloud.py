@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -16,7 +17,7 @@ from clustertasks import errors, settings
 from clustertasks.domain import ids, world
 from clustertasks.emulator import catalogue, cloud, timing
 from clustertasks.emulator import world_store as world_storage
-from clustertasks.providers import base
+from clustertasks.providers import base, inventory
 from clustertasks.storage import dialects, migrate, schema
 from tests.support import factories
 
@@ -101,10 +102,15 @@ def _pool_spec(**changes: Any) -> world.NodePoolSpec:
 async def _cluster_with_pool(
     sim: cloud.SimCloud, prefix: str = "T-1", **pool_changes: Any
 ) -> tuple[world.Cluster, world.NodePool]:
-    cluster = await sim.create_cluster(f"{prefix}:cluster", _cluster_spec())
+    cluster = await sim.create_cluster(
+        f"{prefix}:cluster", _id("c", f"{prefix}:cluster"), _cluster_spec()
+    )
     cluster = await sim.provision_control_plane(f"{prefix}:control-plane", cluster.cluster_id)
     pool = await sim.create_nodepool(
-        f"{prefix}:pool", cluster.cluster_id, _pool_spec(**pool_changes)
+        f"{prefix}:pool",
+        cluster.cluster_id,
+        _id("np", f"{prefix}:pool"),
+        _pool_spec(**pool_changes),
     )
     return cluster, pool
 
@@ -115,19 +121,28 @@ async def _node_for(sim: cloud.SimCloud, key: str, cluster_id: str, pool_id: str
     return await sim.join_node(f"{key}:join", instance.instance_id)
 
 
+def _id(prefix: str, key: str) -> str:
+    """A cluster ("c") or node pool ("np") id of the right form, one per key."""
+    return prefix + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
 def _rows(engine: sa.Engine, table: sa.Table) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
-def test_simcloud_is_a_cloud_provider(engine: sa.Engine) -> None:
-    provider: base.CloudProvider = _sim(engine)
-    assert provider.list_clusters() == []
+def test_simcloud_is_the_cloud_port_and_the_inventory(engine: sa.Engine) -> None:
+    sim = _sim(engine)
+    port: base.CloudPort = sim
+    known: inventory.Inventory = sim
+    assert known.list_clusters() == []
+    with pytest.raises(errors.ClusterNotFound):
+        run(port.describe("c" + "0" * 32))
 
 
 def test_a_cluster_comes_up_and_gets_a_pool(engine: sa.Engine) -> None:
     sim = _sim(engine)
-    created = run(sim.create_cluster("T-1:cluster", _cluster_spec()))
+    created = run(sim.create_cluster("T-1:cluster", _id("c", "T-1:cluster"), _cluster_spec()))
     assert ids.CLUSTER_ID_RE.fullmatch(created.cluster_id)
     assert (created.state, created.current_version, created.size) == ("initial", VERSION, 0)
     assert created.vpc_id.startswith("vpc-")
@@ -136,7 +151,11 @@ def test_a_cluster_comes_up_and_gets_a_pool(engine: sa.Engine) -> None:
     running = run(sim.provision_control_plane("T-1:control-plane", created.cluster_id))
     assert running.state == "running"
     # Vswitches default to the cluster's when the pool names none.
-    pool = run(sim.create_nodepool("T-1:pool", created.cluster_id, _pool_spec(vswitch_ids=())))
+    pool = run(
+        sim.create_nodepool(
+            "T-1:pool", created.cluster_id, _id("np", "T-1:pool"), _pool_spec(vswitch_ids=())
+        )
+    )
     assert ids.NODEPOOL_ID_RE.fullmatch(pool.nodepool_id)
     assert (pool.state, pool.desired_size, pool.kubernetes_version) == ("active", 0, VERSION)
     assert tuple(pool.spec.vswitch_ids) == (VSW_H,)
@@ -148,7 +167,7 @@ def test_a_cluster_comes_up_and_gets_a_pool(engine: sa.Engine) -> None:
     assert sim.get_nodepool(created.cluster_id, pool.nodepool_id) == resized
     assert [p.nodepool_id for p in sim.list_nodepools(created.cluster_id)] == [pool.nodepool_id]
     assert [c.cluster_id for c in sim.list_clusters()] == [created.cluster_id]
-    assert run(sim.set_cluster_state(created.cluster_id, "scaling")).state == "scaling"
+    assert run(sim.update_cluster(created.cluster_id, state="scaling")).state == "scaling"
 
 
 def test_unknown_things_are_reported_by_name(engine: sa.Engine) -> None:
@@ -159,18 +178,26 @@ def test_unknown_things_are_reported_by_name(engine: sa.Engine) -> None:
     with pytest.raises(errors.NodePoolNotFound):
         sim.get_nodepool(cluster.cluster_id, "np" + "0" * 32)
     with pytest.raises(errors.InvalidParameter) as caught:
-        run(sim.create_cluster("T-2:cluster", _cluster_spec(region_id="Hangzhou 1")))
+        run(
+            sim.create_cluster(
+                "T-2:cluster", _id("c", "T-2:cluster"), _cluster_spec(region_id="Hangzhou 1")
+            )
+        )
     assert (caught.value.field, "Hangzhou 1" in caught.value.message) == ("region_id", True)
     with pytest.raises(errors.InvalidParameter) as bad_state:
-        run(sim.set_cluster_state(cluster.cluster_id, "sleeping"))
+        run(sim.update_cluster(cluster.cluster_id, state="sleeping"))
     assert "sleeping" in bad_state.value.message
 
 
 def test_a_region_missing_from_the_catalogue_gets_zones_of_its_own(engine: sa.Engine) -> None:
     sim = _sim(engine)
     spec = _cluster_spec(region_id="cn-qingdao", vswitch_ids=("vsw-m5e0000000000000000",))
-    cluster = run(sim.create_cluster("T-1:cluster", spec))
-    pool = run(sim.create_nodepool("T-1:pool", cluster.cluster_id, _pool_spec(vswitch_ids=())))
+    cluster = run(sim.create_cluster("T-1:cluster", _id("c", "T-1:cluster"), spec))
+    pool = run(
+        sim.create_nodepool(
+            "T-1:pool", cluster.cluster_id, _id("np", "T-1:pool"), _pool_spec(vswitch_ids=())
+        )
+    )
     node = run(_node_for(sim, "T-2:0", cluster.cluster_id, pool.nodepool_id))
     instance = sim.get_instance(node.instance_id)
     assert instance.zone_id in ("cn-qingdao-a", "cn-qingdao-b", "cn-qingdao-c")
@@ -370,7 +397,10 @@ def test_unknown_instance_types_are_named(engine: sa.Engine) -> None:
     with pytest.raises(errors.InvalidParameter):
         run(
             sim.create_nodepool(
-                "T-2:pool", cluster.cluster_id, _pool_spec(instance_types=("ecs.z9.huge",))
+                "T-2:pool",
+                cluster.cluster_id,
+                _id("np", "T-2:pool"),
+                _pool_spec(instance_types=("ecs.z9.huge",)),
             )
         )
 
@@ -425,8 +455,9 @@ def test_deletion_refuses_while_dependents_remain(engine: sa.Engine) -> None:
 
 
 async def _seeded_world(sim: cloud.SimCloud) -> list[str]:
+    """The ids the seed derives (cluster and pool ids are the caller's)."""
     cluster, pool = await _cluster_with_pool(sim)
-    made = [cluster.cluster_id, cluster.vpc_id, pool.nodepool_id, pool.scaling_group_id]
+    made = [cluster.vpc_id, pool.scaling_group_id]
     for n in range(4):
         node = await _node_for(sim, f"T-2:{n}", cluster.cluster_id, pool.nodepool_id)
         made += [node.instance_id, node.node_name]

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from clustertasks.domain import workloads
+
 # Cluster ``state`` values (reference/ack-api.md §6.1).
 CLUSTER_STATES = frozenset(
     {
@@ -154,3 +156,29 @@ class Node:
     labels: Sequence[Label] = ()
     taints: Sequence[Taint] = ()
     created_us: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CloudView:
+    """What a stage sees of a cluster at one moment: the cluster, its pools not deleted
+    (oldest first), its instances not released (oldest first) and its nodes. Narrowed to one
+    pool, ``nodepools`` holds that pool and the instances and nodes are the pool's."""
+
+    cluster: Cluster
+    nodepools: Sequence[NodePool] = ()
+    instances: Sequence[Instance] = ()
+    nodes: Sequence[Node] = ()
+
+    @property
+    def nodepool(self) -> NodePool:
+        """The one pool of a view narrowed to a pool."""
+        (pool,) = self.nodepools
+        return pool
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """A node and the pods on it."""
+
+    node: Node
+    pods: Sequence[workloads.Pod] = ()

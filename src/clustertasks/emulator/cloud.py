@@ -1,13 +1,17 @@
-"""SimCloud: the simulated ACK cloud, a ``CloudProvider`` kept in the database.
+"""SimCloud: the simulated ACK cloud kept in the database. It is the cloud port
+(``providers.base.CloudPort``) the stages act through and the ``providers.inventory``
+the request services read, and has controls of its own (clock, faults, workloads, stock,
+free instances) that only the emulator's code uses.
 
 Everything it knows lives in the WorldStore, so a restarted process (or a second SimCloud
-on the same database) sees the same clusters, pools, instances and nodes. Reads are plain
-synchronous lookups. Actions run their database calls in a worker thread, because a
-blocking call on the event loop would stall every other task, and wait for the simulated
+on the same database) sees the same clusters, pools, instances and nodes. Inventory reads
+are plain synchronous lookups. The port's methods run their database calls in a worker
+thread, because a blocking call on the event loop would stall every other task, and wait
+for the simulated
 durations of ``timing`` on the simulated clock (``simclock``: realtime, manual or per
 poll). Each action a task makes passes the emulator's fault rules first (``faults``).
 
-Ids come from the caller's idempotency key, hashed with a salt: the ``SimSettings.seed``
+Instance ids come from the caller's idempotency key, hashed with a salt: the ``SimSettings.seed``
 when there is one (so the same keys give the same ids on every run), otherwise a random
 salt per SimCloud. A repeated call with a key finds the first result by the key itself,
 never by recomputing the id, which is why ids stay unique across restarts either way.
@@ -29,6 +33,8 @@ from clustertasks import clock, errors, settings
 from clustertasks.domain import emulator, ids, workloads, world
 from clustertasks.emulator import catalogue, faults, nodes, simclock, timing, versions
 from clustertasks.emulator import world_store as world_storage
+from clustertasks.providers import base as providers
+from clustertasks.providers import inventory
 
 _BASE36 = string.digits + string.ascii_lowercase
 # The idempotency_key columns hold this many characters.
@@ -36,7 +42,8 @@ MAX_KEY_LENGTH = 256
 
 
 class SimCloud:
-    """The simulated cloud. Implements ``clustertasks.providers.base.CloudProvider``."""
+    """The simulated cloud: a ``providers.base.CloudPort`` and a
+    ``providers.inventory.Inventory`` (checked at the end of this module)."""
 
     def __init__(
         self,
@@ -147,11 +154,41 @@ class SimCloud:
 
     # -- clusters ----------------------------------------------------------------------------
 
-    async def create_cluster(self, key: str, spec: world.ClusterSpec) -> world.Cluster:
+    # -- the port: reads --------------------------------------------------------------------
+
+    async def describe(self, cluster_id: str, nodepool_id: str | None = None) -> world.CloudView:
+        return await asyncio.to_thread(self._describe, cluster_id, nodepool_id)
+
+    def _describe(self, cluster_id: str, nodepool_id: str | None) -> world.CloudView:
+        cluster = self._store.get_cluster(cluster_id)
+        if nodepool_id is None:
+            pools: Sequence[world.NodePool] = self._store.list_nodepools(cluster_id)
+        else:
+            pools = (self._store.get_nodepool(cluster_id, nodepool_id),)
+        return world.CloudView(
+            cluster=cluster,
+            nodepools=tuple(pools),
+            instances=tuple(self._store.list_instances(cluster_id, nodepool_id)),
+            nodes=tuple(self._store.list_nodes(cluster_id, nodepool_id)),
+        )
+
+    async def describe_node(self, cluster_id: str, node_name: str) -> world.NodeView:
+        return await asyncio.to_thread(self._describe_node, cluster_id, node_name)
+
+    def _describe_node(self, cluster_id: str, node_name: str) -> world.NodeView:
+        node = self._nodes.get_node(cluster_id, node_name)
+        return world.NodeView(node, tuple(self._nodes.list_pods(cluster_id, node_name)))
+
+    # -- the port: clusters ------------------------------------------------------------------
+
+    async def create_cluster(
+        self, key: str, cluster_id: str, spec: world.ClusterSpec
+    ) -> world.Cluster:
+        """What ``register_cluster`` does, for a task: its VPC and security group ids derive
+        from the cluster id, so they are the same however the cluster was recorded."""
         _check_key(key)
-        await self._faults.before("create_cluster", subject=key)
-        cluster = self._new_cluster(self._names.cluster_id(key), spec, basis=key)
-        return await asyncio.to_thread(self._store.add_cluster, cluster, key)
+        await self._faults.before("create_cluster", subject=key, cluster_id=cluster_id)
+        return await asyncio.to_thread(self.register_cluster, cluster_id, spec)
 
     async def provision_control_plane(self, key: str, cluster_id: str) -> world.Cluster:
         """``initial`` → (the control plane's boot time) → ``running``; any other state is
@@ -170,7 +207,24 @@ class SimCloud:
             from_state="initial",
         )
 
-    async def set_cluster_state(self, cluster_id: str, state: str) -> world.Cluster:
+    async def update_cluster(
+        self, cluster_id: str, *, state: str | None = None, kubernetes_version: str | None = None
+    ) -> world.Cluster:
+        """The state first, then the version; each passes the fault rules under the name it
+        had as an action of its own (``set_cluster_state``, ``upgrade_control_plane``)."""
+        cluster: world.Cluster | None = None
+        if state is not None:
+            cluster = await self._set_cluster_state(cluster_id, state)
+        if kubernetes_version is not None:
+            await self._faults.before(
+                "upgrade_control_plane", subject=kubernetes_version, cluster_id=cluster_id
+            )
+            cluster = await self._nodes.upgrade_control_plane(cluster_id, kubernetes_version)
+        if cluster is None:
+            cluster = await asyncio.to_thread(self._store.get_cluster, cluster_id)
+        return cluster
+
+    async def _set_cluster_state(self, cluster_id: str, state: str) -> world.Cluster:
         if state not in world.CLUSTER_STATES or state == "deleted":
             # "deleted" only through delete_cluster, which checks that the pools are gone.
             raise errors.InvalidParameter("state", f"cannot set a cluster to {state!r}")
@@ -186,21 +240,16 @@ class SimCloud:
         await self._faults.before("delete_cluster", subject=key, cluster_id=cluster_id)
         await asyncio.to_thread(self._store.delete_cluster, cluster_id, self._clock.now_us())
 
-    # -- node pools --------------------------------------------------------------------------
+    # -- the port: node pools ----------------------------------------------------------------
 
     async def create_nodepool(
-        self, key: str, cluster_id: str, spec: world.NodePoolSpec
+        self, key: str, cluster_id: str, nodepool_id: str, spec: world.NodePoolSpec
     ) -> world.NodePool:
-        """The pool is recorded at once (``active``, desired size 0), then its scaling group
-        takes ``pool_create`` to set up. A pool without vSwitches gets the cluster's."""
+        """What ``register_nodepool`` does, for a task: recorded at once, no wait (the
+        pool's instances are the slow part). A pool without vSwitches gets the cluster's."""
         _check_key(key)
         await self._faults.before("create_nodepool", subject=key, cluster_id=cluster_id)
-        pool = await asyncio.to_thread(
-            self._new_nodepool, cluster_id, self._names.nodepool_id(key), spec, basis=key
-        )
-        made = await asyncio.to_thread(self._store.add_nodepool, pool, key)
-        await self._timing.wait(self._timing.durations.pool_create)
-        return made
+        return await asyncio.to_thread(self.register_nodepool, cluster_id, nodepool_id, spec)
 
     async def update_nodepool(
         self,
@@ -210,7 +259,15 @@ class SimCloud:
         state: str | None = None,
         desired_size: int | None = None,
         spec: world.NodePoolSpec | None = None,
+        kubernetes_version: str | None = None,
     ) -> world.NodePool:
+        """The version first (fault rules name it ``set_pool_version``), then the state,
+        size and spec (``update_nodepool``)."""
+        if kubernetes_version is not None:
+            await self._faults.before("set_pool_version", subject=nodepool_id)
+            await self._nodes.set_pool_version(nodepool_id, kubernetes_version)
+            if state is None and desired_size is None and spec is None:
+                return await asyncio.to_thread(self._store.get_nodepool, cluster_id, nodepool_id)
         if state is not None and state not in world.NODEPOOL_STATES:
             raise errors.InvalidParameter("status.state", f"unknown node pool state {state!r}")
         if desired_size is not None and desired_size < 0:
@@ -378,11 +435,29 @@ class SimCloud:
         cluster_id: str,
         node_name: str,
         *,
-        labels: Sequence[world.Label],
-        taints: Sequence[world.Taint],
+        labels: Sequence[world.Label] | None = None,
+        taints: Sequence[world.Taint] | None = None,
+        schedulable: bool | None = None,
     ) -> world.Node:
-        """Replace the node's labels and taints; raises ``errors.NotFound`` for a node that
-        is not (or no longer) in the cluster."""
+        """Labels and taints first (fault rules name it ``update_node``), then cordon or
+        uncordon (``set_schedulable``); raises ``errors.NotFound`` for a node that is not
+        (or no longer) in the cluster."""
+        node: world.Node | None = None
+        if labels is not None or taints is not None:
+            node = await self._relabel(cluster_id, node_name, labels, taints)
+        if schedulable is not None:
+            node = await self._set_schedulable(cluster_id, node_name, schedulable)
+        if node is None:
+            node = await asyncio.to_thread(self._nodes.get_node, cluster_id, node_name)
+        return node
+
+    async def _relabel(
+        self,
+        cluster_id: str,
+        node_name: str,
+        labels: Sequence[world.Label] | None,
+        taints: Sequence[world.Taint] | None,
+    ) -> world.Node:
         fired = await self._faults.before(
             "update_node", subject=node_name, cluster_id=cluster_id, node_name=node_name
         )
@@ -391,8 +466,8 @@ class SimCloud:
             cluster_id,
             node_name,
             self._clock.now_us(),
-            labels=tuple(labels),
-            taints=tuple(taints),
+            labels=None if labels is None else tuple(labels),
+            taints=None if taints is None else tuple(taints),
         )
         return await self._faults.after(fired, cluster_id, node_name) or node
 
@@ -408,13 +483,15 @@ class SimCloud:
         await self._timing.wait(self._timing.durations.release)
         await asyncio.to_thread(self._store.release_instance, instance_id, self._clock.now_us())
 
-    # -- nodes and workloads (providers/sim/nodes.py does the work) -------------------------
+    # -- nodes and workloads (emulator/nodes.py does the work) ------------------------------
 
     async def wait(self, seconds: float) -> None:
         await self._timing.wait(seconds)
 
     def kubernetes_versions(self) -> Sequence[str]:
         return [release.version for release in versions.RELEASES]
+
+    # -- the emulator's own reads and controls (in neither protocol) ------------------------
 
     def get_node(self, cluster_id: str, node_name: str) -> world.Node:
         return self._nodes.get_node(cluster_id, node_name)
@@ -447,7 +524,7 @@ class SimCloud:
     ) -> None:
         self._nodes.add_node_fault(cluster_id, node_name, action, message)
 
-    async def set_schedulable(
+    async def _set_schedulable(
         self, cluster_id: str, node_name: str, schedulable: bool
     ) -> world.Node:
         fired = await self._faults.before(
@@ -493,14 +570,6 @@ class SimCloud:
         )
         node = await self._nodes.repair_node(cluster_id, node_name)
         return await self._faults.after(fired, cluster_id, node_name) or node
-
-    async def upgrade_control_plane(self, cluster_id: str, version: str) -> world.Cluster:
-        await self._faults.before("upgrade_control_plane", subject=version, cluster_id=cluster_id)
-        return await self._nodes.upgrade_control_plane(cluster_id, version)
-
-    async def set_pool_version(self, nodepool_id: str, version: str) -> None:
-        await self._faults.before("set_pool_version", subject=nodepool_id)
-        await self._nodes.set_pool_version(nodepool_id, version)
 
     async def remove_node(
         self, key: str, cluster_id: str, instance_id: str, *, release: bool
@@ -626,12 +695,6 @@ class _Names:
     def __init__(self, salt: str) -> None:
         self._salt = salt
 
-    def cluster_id(self, key: str) -> str:
-        return "c" + self._digest("cluster", key).hex()[:32]
-
-    def nodepool_id(self, key: str) -> str:
-        return "np" + self._digest("nodepool", key).hex()[:32]
-
     def instance_id(self, key: str) -> str:
         return "i-" + self._base36("instance", key, 20)
 
@@ -683,3 +746,8 @@ def _check_key(key: str) -> None:
         raise errors.InvalidParameter(
             "idempotency key", f"must have 1 to {MAX_KEY_LENGTH} characters, got {len(key)}"
         )
+
+
+def _conforms(cloud: SimCloud) -> tuple[providers.CloudPort, inventory.Inventory]:
+    """mypy checks here that SimCloud is both the port and the inventory."""
+    return cloud, cloud

@@ -3,7 +3,7 @@ the events that report a firing to its task.
 
 A rule is checked whole before it is stored: every match key must be one we know, its
 values must name things that exist (a task type, one of its stages, a provider operation),
-and it must have at least one effect. ``providers/sim/faults.py`` applies the rules.
+and it must have at least one effect. ``emulator/faults.py`` applies the rules.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 from clustertasks import clock, errors
 from clustertasks.domain import emulator, ids, params, states
 from clustertasks.emulator import fault_store as fault_storage
+from clustertasks.emulator import faults
 from clustertasks.operations import base as operations
-from clustertasks.providers import base as providers
 from clustertasks.storage import store
 
 RULE_KEYS = ("match", "effect", "count", "probability")
@@ -120,10 +120,10 @@ class FaultService:
                     "match.stage", f"unknown stage {stage!r}{where}; one of {', '.join(stages)}"
                 )
         operation = params.text(match, "operation", "match.", max_length=64) or None
-        if operation is not None and operation not in providers.FAULT_OPERATIONS:
+        if operation is not None and operation not in faults.FAULT_OPERATIONS:
             raise errors.InvalidParameter(
                 "match.operation",
-                f"unknown operation {operation!r}; one of {', '.join(providers.FAULT_OPERATIONS)}",
+                f"unknown operation {operation!r}; one of {', '.join(faults.FAULT_OPERATIONS)}",
             )
         return emulator.FaultMatch(
             task_type=task_type,
@@ -162,8 +162,8 @@ def _effect(effect: Mapping[str, Any], match: emulator.FaultMatch) -> emulator.F
     latency = params.number(effect, "latency_seconds", "effect.", low=0.0, high=MAX_LATENCY)
     not_ready = params.boolean(effect, "node_not_ready", "effect.")
     operation = match.operation
-    if not_ready and operation is not None and operation not in providers.NODE_OPERATIONS:
-        nodes = ", ".join(sorted(providers.NODE_OPERATIONS))
+    if not_ready and operation is not None and operation not in faults.NODE_OPERATIONS:
+        nodes = ", ".join(sorted(faults.NODE_OPERATIONS))
         raise errors.InvalidParameter(
             "effect.node_not_ready",
             f"{operation} leaves no node behind it to make NotReady; use it with one of {nodes}",

@@ -1,6 +1,6 @@
 """Fault injection: the emulator's rules applied to the simulated cloud's actions.
 
-Each action a task makes (an operation of ``providers.base.FAULT_OPERATIONS``) asks
+Each action a task makes (an operation of :data:`FAULT_OPERATIONS`) asks
 :meth:`FaultInjector.before` first. A rule matches when every key of its ``match`` does:
 the operation, the calling task's type and stage, the instance's number within the task
 (``providers.base.for_instance``) and the name of the node acted on. Rules are tried in
@@ -13,7 +13,7 @@ remaining count can be taken (atomically, in the database). A firing rule's effe
   rule is tried;
 - ``node_not_ready``: once the action is done (or as it fails), the node it acted on is
   ``NotReady``. A rule doing only this matches only actions that leave a node
-  (``providers.base.NODE_OPERATIONS``).
+  (:data:`NODE_OPERATIONS`).
 
 Every firing is written to the task's events as a Warning ``FaultInjected`` naming the
 rule, the action and what it did.
@@ -39,6 +39,50 @@ from clustertasks.emulator import fault_store as fault_storage
 from clustertasks.emulator import simclock
 from clustertasks.emulator import world_store as world_storage
 from clustertasks.providers import base
+
+FAULT_OPERATIONS = (
+    "create_cluster",
+    "provision_control_plane",
+    "set_cluster_state",
+    "delete_cluster",
+    "create_nodepool",
+    "update_nodepool",
+    "delete_nodepool",
+    "create_instance",
+    "wait_instance_running",
+    "join_node",
+    "update_node",
+    "release_instance",
+    "set_schedulable",
+    "evict_pod",
+    "upgrade_node",
+    "repair_node",
+    "upgrade_control_plane",
+    "set_pool_version",
+    "remove_node",
+    "attach_instance",
+)
+"""The actions a fault rule may name (``match.operation``), as docs/emulator.md lists them.
+
+They name what a call does, and stay as they were when each was a provider method of its
+own: a port call doing two of them passes the rules of each. ``CloudPort.update_cluster``
+is ``set_cluster_state`` (a state) and ``upgrade_control_plane`` (a version);
+``update_nodepool`` is ``update_nodepool`` (state, size, spec) and ``set_pool_version``
+(a version); ``update_node`` is ``update_node`` (labels and taints) and
+``set_schedulable`` (cordon, uncordon). The others are the port's method names."""
+
+NODE_OPERATIONS = frozenset(
+    {
+        "join_node",
+        "attach_instance",
+        "update_node",
+        "set_schedulable",
+        "evict_pod",
+        "upgrade_node",
+        "repair_node",
+    }
+)
+"""Actions that leave a node behind them: the ones a ``node_not_ready`` effect applies to."""
 
 REASON = "FaultInjected"
 
@@ -118,7 +162,7 @@ class FaultInjector:
             if rule.match.node_name is not None and rule.match.node_name != node_name:
                 continue
             only_not_ready = not rule.effect.error_code and not rule.effect.latency_seconds
-            if only_not_ready and (operation not in base.NODE_OPERATIONS or not node_name):
+            if only_not_ready and (operation not in NODE_OPERATIONS or not node_name):
                 continue
             if rule.probability is not None and not self._draw(
                 rule, call, operation, node_name, subject

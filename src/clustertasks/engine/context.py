@@ -64,7 +64,7 @@ class RunContext:
         *,
         state: RunState,
         stage: str,
-        provider: providers.CloudProvider,
+        provider: providers.CloudPort,
         commit: Commit,
         time: clock.Clock,
         poked: asyncio.Event,

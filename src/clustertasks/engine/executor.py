@@ -41,7 +41,7 @@ class LocalExecutor:
         self,
         task_store: store.TaskStore,
         registry: operations.Registry,
-        provider: providers.CloudProvider,
+        provider: providers.CloudPort,
         *,
         lock: locks.ExecutorLock,
         time: clock.Clock | None = None,

@@ -42,7 +42,7 @@ class TaskRunner:
         *,
         task_store: store.TaskStore,
         registry: operations.Registry,
-        provider: providers.CloudProvider,
+        provider: providers.CloudPort,
         db: Db,
         commit: context.Commit,
         time: clock.Clock,

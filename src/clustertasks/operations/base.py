@@ -33,7 +33,7 @@ class StageContext(Protocol):
     cluster_id: str
     stage: str
     parameters: Mapping[str, Any]
-    provider: providers.CloudProvider
+    provider: providers.CloudPort
 
     def key(self, *item: object) -> str:
         """Idempotency key for a provider call: task id + stage + item."""

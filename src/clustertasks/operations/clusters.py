@@ -29,7 +29,7 @@ async def create_control_plane(ctx: base.StageContext) -> None:
     # The API registers the cluster right after accepting the task, but the executor may
     # get here first: registering is idempotent, whichever comes first makes the cluster.
     spec = specs.cluster_spec(ctx.parameters["spec"])
-    await asyncio.to_thread(ctx.provider.register_cluster, ctx.cluster_id, spec)
+    await ctx.provider.create_cluster(ctx.key("cluster"), ctx.cluster_id, spec)
     await ctx.emit(
         "ClusterCreationStart",
         f"start to create cluster {ctx.cluster_id}",
@@ -47,9 +47,8 @@ async def create_control_plane(ctx: base.StageContext) -> None:
 async def create_nodepools(ctx: base.StageContext) -> None:
     for pool in _pools(ctx):
         spec = specs.nodepool_spec(pool["spec"])
-        await asyncio.to_thread(
-            ctx.provider.register_nodepool, ctx.cluster_id, str(pool["nodepool_id"]), spec
-        )
+        pool_id = str(pool["nodepool_id"])
+        await ctx.provider.create_nodepool(ctx.key(pool_id), ctx.cluster_id, pool_id, spec)
         await ctx.emit(
             "NodePoolCreated",
             f"node pool {pool['nodepool_id']} ({spec.name}) created",
@@ -115,7 +114,7 @@ async def join_nodes(ctx: base.StageContext) -> None:
 
 
 async def finish_create(ctx: base.StageContext) -> None:
-    await ctx.provider.set_cluster_state(ctx.cluster_id, "running")
+    await ctx.provider.update_cluster(ctx.cluster_id, state="running")
     await ctx.emit(
         "ClusterCreationSucceed",
         f"cluster {ctx.cluster_id} is running",
@@ -127,7 +126,7 @@ async def finish_create(ctx: base.StageContext) -> None:
 async def mark_failed(ctx: base.StageContext) -> None:
     """A cluster whose creation stopped is ``failed``: visible, deletable, never 'running'."""
     try:
-        await ctx.provider.set_cluster_state(ctx.cluster_id, "failed")
+        await ctx.provider.update_cluster(ctx.cluster_id, state="failed")
     except errors.NotFound:
         return
     results = ctx.results()
@@ -138,9 +137,9 @@ async def mark_failed(ctx: base.StageContext) -> None:
 
 
 async def delete_nodepools(ctx: base.StageContext) -> None:
-    await ctx.provider.set_cluster_state(ctx.cluster_id, "deleting")
-    pools = await asyncio.to_thread(ctx.provider.list_nodepools, ctx.cluster_id)
-    instances = await asyncio.to_thread(ctx.provider.list_instances, ctx.cluster_id)
+    await ctx.provider.update_cluster(ctx.cluster_id, state="deleting")
+    view = await ctx.provider.describe(ctx.cluster_id)
+    pools, instances = view.nodepools, view.instances
     await ctx.progress(nodepools_total=len(pools), instances_total=len(instances))
     for number, instance in enumerate(instances, start=1):
         await ctx.set_result(instance.instance_id, states.ResultStatus.INITIAL)
@@ -169,7 +168,7 @@ async def delete_control_plane(ctx: base.StageContext) -> None:
 
 async def delete_failed(ctx: base.StageContext) -> None:
     try:
-        await ctx.provider.set_cluster_state(ctx.cluster_id, "delete_failed")
+        await ctx.provider.update_cluster(ctx.cluster_id, state="delete_failed")
     except errors.NotFound:
         return
 

@@ -15,7 +15,6 @@ Parameters read (extensions; clients that do not send them get the defaults):
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,14 +48,14 @@ def policy(parameters: Mapping[str, Any]) -> DrainPolicy:
 
 
 async def cordon(ctx: base.StageContext, node_name: str) -> None:
-    await ctx.provider.set_schedulable(ctx.cluster_id, node_name, False)
+    await ctx.provider.update_node(ctx.cluster_id, node_name, schedulable=False)
     await ctx.emit("NodeCordoned", f"node {node_name} cordoned (unschedulable)", once=True)
 
 
 async def uncordon(ctx: base.StageContext, node_name: str) -> None:
     """Schedulable again; a node that has left the cluster is left alone."""
     try:
-        await ctx.provider.set_schedulable(ctx.cluster_id, node_name, True)
+        await ctx.provider.update_node(ctx.cluster_id, node_name, schedulable=True)
     except errors.NotFound:
         return
 
@@ -92,7 +91,10 @@ async def _evict_round(
     ctx: base.StageContext, node_name: str, rules: DrainPolicy
 ) -> list[tuple[str, str]]:
     """One eviction request per pod on the node; returns the (pod, budget) refusals."""
-    pods = await asyncio.to_thread(ctx.provider.list_pods, ctx.cluster_id, node_name)
+    try:
+        pods = (await ctx.provider.describe_node(ctx.cluster_id, node_name)).pods
+    except errors.NodeNotFound:
+        pods = ()  # the node left meanwhile: its pods went with it
     blocked: list[tuple[str, str]] = []
     for pod in pods:
         if pod.kind == workloads.DAEMONSET:

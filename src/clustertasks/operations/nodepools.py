@@ -12,8 +12,6 @@ DeleteClusterNodepool: ``RemoveNodes`` then ``DeleteNodePool``.
 
 from __future__ import annotations
 
-import asyncio
-
 from clustertasks.domain import states
 from clustertasks.operations import base, scale_out, specs
 from clustertasks.operations import remove_nodes as node_removal
@@ -22,9 +20,8 @@ from clustertasks.providers import base as providers
 
 async def create_nodepool(ctx: base.StageContext) -> None:
     spec = specs.nodepool_spec(ctx.parameters["spec"])
-    pool = await asyncio.to_thread(
-        ctx.provider.register_nodepool, ctx.cluster_id, str(ctx.parameters["nodepool_id"]), spec
-    )
+    pool_id = str(ctx.parameters["nodepool_id"])
+    pool = await ctx.provider.create_nodepool(ctx.key(), ctx.cluster_id, pool_id, spec)
     await ctx.emit(
         "NodePoolCreated",
         f"node pool {pool.nodepool_id} ({spec.name}) created in cluster {ctx.cluster_id}",
@@ -45,7 +42,7 @@ async def update_nodes(ctx: base.StageContext) -> None:
         return
     pool_id = str(ctx.parameters["nodepool_id"])
     spec = specs.nodepool_spec(ctx.parameters["spec"])
-    nodes = await asyncio.to_thread(ctx.provider.list_nodes, ctx.cluster_id, pool_id)
+    nodes = (await ctx.provider.describe(ctx.cluster_id, pool_id)).nodes
     await ctx.progress(nodes_total=len(nodes), nodes_done=0)
     for done, node in enumerate(nodes, start=1):
         await ctx.provider.update_node(
@@ -72,7 +69,7 @@ async def settle_after_update(ctx: base.StageContext) -> None:
 async def remove_nodes(ctx: base.StageContext) -> None:
     pool_id = str(ctx.parameters["nodepool_id"])
     await ctx.provider.update_nodepool(ctx.cluster_id, pool_id, state="deleting")
-    instances = await asyncio.to_thread(ctx.provider.list_instances, ctx.cluster_id, pool_id)
+    instances = (await ctx.provider.describe(ctx.cluster_id, pool_id)).instances
     await ctx.progress(nodes_total=len(instances), nodes_done=0)
     for released, instance in enumerate(instances, start=1):
         await ctx.set_result(instance.instance_id, states.ResultStatus.INITIAL)

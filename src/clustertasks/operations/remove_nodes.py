@@ -26,7 +26,6 @@ Compensation (cancel or failure): nodes cordoned and not removed become schedula
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Sequence
 from typing import Any
@@ -167,7 +166,7 @@ async def settle_pools(ctx: base.StageContext, pool_ids: Sequence[str]) -> None:
     """Each pool is ``active`` with the desired size of the instances it really has."""
     for pool_id in pool_ids:
         with contextlib.suppress(errors.NotFound):
-            left = await asyncio.to_thread(ctx.provider.list_instances, ctx.cluster_id, pool_id)
+            left = (await ctx.provider.describe(ctx.cluster_id, pool_id)).instances
             await ctx.provider.update_nodepool(
                 ctx.cluster_id, pool_id, state="active", desired_size=len(left)
             )

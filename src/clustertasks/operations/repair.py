@@ -15,7 +15,6 @@ Stages:
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from clustertasks import errors
@@ -54,7 +53,7 @@ async def repair_nodes(ctx: base.StageContext) -> None:
         if ctx.results().get(instance_id) in settled:
             continue
         try:
-            before = await asyncio.to_thread(ctx.provider.get_node, ctx.cluster_id, name)
+            before = (await ctx.provider.describe_node(ctx.cluster_id, name)).node
             if before.node_status == "Ready":
                 await ctx.emit("NodeHealthy", f"node {name} is Ready: nothing to repair", once=True)
             else:

@@ -47,7 +47,7 @@ async def precheck(ctx: base.StageContext) -> None:
     pool_id = _pool(ctx)
     if int(ctx.parameters["count"]) == 0:
         return
-    pool = await asyncio.to_thread(ctx.provider.get_nodepool, ctx.cluster_id, pool_id)
+    pool = (await ctx.provider.describe(ctx.cluster_id, pool_id)).nodepool
     desired = int(ctx.parameters["desired_size"])
     if pool.state != "scaling" or pool.desired_size != desired:
         await ctx.provider.update_nodepool(
@@ -189,7 +189,7 @@ async def finish(ctx: base.StageContext) -> None:
 async def settle_pool(ctx: base.StageContext) -> None:
     """The pool is ``active`` with the size it really has."""
     pool_id = _pool(ctx)
-    instances = await asyncio.to_thread(ctx.provider.list_instances, ctx.cluster_id, pool_id)
+    instances = (await ctx.provider.describe(ctx.cluster_id, pool_id)).instances
     await ctx.provider.update_nodepool(
         ctx.cluster_id, pool_id, state="active", desired_size=len(instances)
     )

@@ -23,7 +23,6 @@ current batch that did not finish are made schedulable again (compensation). A p
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 from typing import Any
@@ -75,7 +74,7 @@ async def precheck(ctx: base.StageContext) -> None:
 
 async def upgrade_control_plane(ctx: base.StageContext) -> None:
     version = _target(ctx)
-    await ctx.provider.upgrade_control_plane(ctx.cluster_id, version)
+    await ctx.provider.update_cluster(ctx.cluster_id, kubernetes_version=version)
     await ctx.emit(
         "ControlPlaneUpgraded",
         f"control plane of cluster {ctx.cluster_id} runs Kubernetes {version}",
@@ -223,9 +222,11 @@ async def finish(ctx: base.StageContext) -> None:
 async def _settle(ctx: base.StageContext, version: str) -> None:
     for pool_id in _pools(ctx):
         with contextlib.suppress(errors.NotFound):
-            nodes = await asyncio.to_thread(ctx.provider.list_nodes, ctx.cluster_id, pool_id)
+            nodes = (await ctx.provider.describe(ctx.cluster_id, pool_id)).nodes
             if nodes and all(n.kubelet_version == version for n in nodes):
-                await ctx.provider.set_pool_version(pool_id, version)
+                await ctx.provider.update_nodepool(
+                    ctx.cluster_id, pool_id, kubernetes_version=version
+                )
                 await _settle_spec(ctx, pool_id)
             await ctx.provider.update_nodepool(ctx.cluster_id, pool_id, state="active")
 
@@ -236,7 +237,7 @@ async def _settle_spec(ctx: base.StageContext, pool_id: str) -> None:
     runtime = str(ctx.parameters.get("runtime_version") or "")
     if not image and not runtime:
         return
-    pool = await asyncio.to_thread(ctx.provider.get_nodepool, ctx.cluster_id, pool_id)
+    pool = (await ctx.provider.describe(ctx.cluster_id, pool_id)).nodepool
     spec = dataclasses.replace(
         pool.spec,
         image_id=image or pool.spec.image_id,
@@ -252,9 +253,9 @@ async def compensate(ctx: base.StageContext) -> None:
         await drain.uncordon(ctx, str(name))
     await _settle(ctx, _target(ctx))
     with contextlib.suppress(errors.NotFound):
-        cluster = await asyncio.to_thread(ctx.provider.get_cluster, ctx.cluster_id)
+        cluster = (await ctx.provider.describe(ctx.cluster_id)).cluster
         if cluster.state == "upgrading":
-            await ctx.provider.set_cluster_state(ctx.cluster_id, "running")
+            await ctx.provider.update_cluster(ctx.cluster_id, state="running")
 
 
 NODEPOOL_UPGRADE = base.Operation(

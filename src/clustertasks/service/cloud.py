@@ -15,7 +15,7 @@ from typing import Any
 from clustertasks import errors
 from clustertasks.domain import ids, params, records, world
 from clustertasks.operations import specs
-from clustertasks.providers import base as providers
+from clustertasks.providers import inventory
 from clustertasks.service import control, nodes
 
 MAX_SCALE = 500
@@ -39,7 +39,7 @@ class PoolView:
 class CloudService:
     def __init__(
         self,
-        provider: providers.CloudProvider,
+        provider: inventory.Inventory,
         task_control: control.TaskControl,
         id_generator: ids.IdGenerator | None = None,
     ) -> None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from clustertasks import errors
 from clustertasks.domain import params, records, versions, workloads, world
-from clustertasks.providers import base as providers
+from clustertasks.providers import inventory
 from clustertasks.service import cloud, control
 
 MAX_NODES = 500
@@ -53,7 +53,7 @@ def drain_options(source: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def newest_nodes(
-    provider: providers.CloudProvider, cluster_id: str, nodepool_id: str, keep: int
+    provider: inventory.Inventory, cluster_id: str, nodepool_id: str, keep: int
 ) -> list[dict[str, str]]:
     """The pool's instances beyond the ``keep`` oldest, newest first: what ESS removes when
     a scaling group shrinks."""
@@ -62,10 +62,44 @@ def newest_nodes(
     return [entry(by_instance.get(i.instance_id), i) for i in reversed(instances[keep:])]
 
 
+class EmulatedCloud(inventory.Inventory, Protocol):
+    """The inventory and the simulated cloud's own controls that the emulator's endpoints
+    below still reach through this service (the emulator's SimCloud is one)."""
+
+    def get_node(self, cluster_id: str, node_name: str) -> world.Node: ...
+
+    def list_pods(
+        self, cluster_id: str, node_name: str | None = None
+    ) -> Sequence[workloads.Pod]: ...
+
+    def list_workloads(self, cluster_id: str) -> Sequence[workloads.Workload]: ...
+
+    def list_budgets(self, cluster_id: str) -> Sequence[workloads.DisruptionBudget]: ...
+
+    def declare_workloads(
+        self,
+        cluster_id: str,
+        declared: Sequence[workloads.Workload],
+        budgets: Sequence[workloads.DisruptionBudget],
+    ) -> None: ...
+
+    def free_instances(self) -> Sequence[world.Instance]: ...
+
+    async def create_free_instance(
+        self, key: str, cluster_id: str, instance_type: str = ""
+    ) -> world.Instance: ...
+
+    def set_node_status(self, cluster_id: str, node_name: str, status: str) -> world.Node: ...
+
+    def add_node_fault(
+        self, cluster_id: str, node_name: str, action: str, message: str = ""
+    ) -> None: ...
+
+
 class NodeService:
     def __init__(
         self,
-        provider: providers.CloudProvider,
+        provider: EmulatedCloud,
         task_control: control.TaskControl,
         clouds: cloud.CloudService,
     ) -> None:

@@ -1,0 +1,73 @@
+"""What the request services read and check of a cloud before any task exists.
+
+Quick synchronous lookups, unlike the port's actions (``providers.base.CloudPort``): a
+request is validated, and what it creates is registered so the API can answer with its id
+at once (ACK answers CreateCluster and CreateClusterNodePool so, and the resource is
+describable from then on in state ``initial``); the task does the slow part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from clustertasks.domain import world
+
+
+class Inventory(Protocol):
+    def get_cluster(self, cluster_id: str) -> world.Cluster:
+        """Raises ``errors.ClusterNotFound`` (also for a deleted cluster)."""
+        ...
+
+    def list_clusters(self) -> Sequence[world.Cluster]:
+        """Every cluster not yet deleted, newest first."""
+        ...
+
+    def get_nodepool(self, cluster_id: str, nodepool_id: str) -> world.NodePool:
+        """Raises ``errors.ClusterNotFound`` or ``errors.NodePoolNotFound``."""
+        ...
+
+    def list_nodepools(self, cluster_id: str) -> Sequence[world.NodePool]:
+        """A cluster's pools not yet deleted, oldest first."""
+        ...
+
+    def list_nodes(
+        self, cluster_id: str, nodepool_id: str | None = None
+    ) -> Sequence[world.Node]: ...
+
+    def list_instances(
+        self, cluster_id: str, nodepool_id: str | None = None
+    ) -> Sequence[world.Instance]:
+        """Instances not released, oldest first."""
+        ...
+
+    def check_region(self, region_id: str) -> None:
+        """Raises ``errors.InvalidParameter`` naming ``region_id`` if it is not a region."""
+        ...
+
+    def check_instance_types(self, instance_types: Sequence[str]) -> None:
+        """Raises ``errors.InvalidParameter`` naming an unknown instance type."""
+        ...
+
+    def node_quota(self) -> int:
+        """Most worker nodes one cluster may have."""
+        ...
+
+    def check_node_quota(self, cluster_id: str, adding: int) -> None:
+        """Raises ``errors.QuotaExceeded`` if ``adding`` more nodes would pass the quota
+        (counting nodes that exist and pools' desired sizes)."""
+        ...
+
+    def kubernetes_versions(self) -> Sequence[str]:
+        """The versions the cloud offers, oldest first; the last is the default."""
+        ...
+
+    def register_cluster(self, cluster_id: str, spec: world.ClusterSpec) -> world.Cluster:
+        """Record the cluster in state ``initial``; the same id again returns it unchanged."""
+        ...
+
+    def register_nodepool(
+        self, cluster_id: str, nodepool_id: str, spec: world.NodePoolSpec
+    ) -> world.NodePool:
+        """Record the pool (state ``active``, desired size 0); idempotent on the id."""
+        ...
