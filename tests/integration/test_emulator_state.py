@@ -289,7 +289,7 @@ def test_export_reset_import_round_trips_exactly(db_url: str) -> None:
         assert exported["version"] == 1
         assert list(exported["tables"]) == snapshots.table_names()
         assert len(exported["tables"]["tasks"]) == 3
-        assert all(len(exported["tables"][name]) > 0 for name in ("sim_faults", "sim_pdbs"))
+        assert all(len(exported["tables"][name]) > 0 for name in ("sim_fault_rules", "sim_pdbs"))
         # Every column, integers as integers, booleans as booleans.
         node = exported["tables"]["sim_nodes"][0]
         assert set(node) == {c.name for c in runtime_table("sim_nodes").columns}

@@ -344,12 +344,6 @@ class CloudProvider(Protocol):
         """Make a node ``NotReady`` (or another status), as a failing kubelet would."""
         ...
 
-    def add_node_fault(
-        self, cluster_id: str, node_name: str, action: str, message: str = ""
-    ) -> None:
-        """From now on ``action`` (``upgrade`` | ``repair``) fails on the node."""
-        ...
-
     def clock(self) -> emulator.ClockView:
         """The cloud's clock: its mode, speed, simulated time and pending waits."""
         ...
