@@ -6,6 +6,7 @@ service validates what a client asks for and builds them.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +131,14 @@ def node_fault_rule(
         hits=0,
         created_us=created_us,
     )
+
+
+def legacy_node_fault_id(cluster_id: str, node_name: str, action: str) -> str:
+    """The id of a node fault stored before node faults were rules (a ``sim_faults`` row,
+    migration 0006), derived from what the row was keyed by: never an id a seeded generator
+    issues (those hash the seed, ``fault`` and a sequence number)."""
+    digest = hashlib.sha256(f"sim_faults:{cluster_id}:{node_name}:{action}".encode())
+    return "F-" + digest.hexdigest()[:16]
 
 
 def fault_document(rule: FaultRule) -> dict[str, Any]:
