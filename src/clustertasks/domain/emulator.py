@@ -10,15 +10,14 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from clustertasks import settings
 from clustertasks.domain import timefmt
 
-REALTIME = "realtime"
-MANUAL = "manual"
-PER_POLL = "per_poll"
-CLOCK_MODES = (REALTIME, MANUAL, PER_POLL)
-"""``realtime``: simulated time runs at ``speed`` times the wall clock; ``manual``: it
-moves only when advanced; ``per_poll``: it stands still, and each DescribeTaskInfo of a
-task lets that task's pending waits complete."""
+REALTIME = settings.ClockMode.realtime.value
+MANUAL = settings.ClockMode.manual.value
+PER_POLL = settings.ClockMode.per_poll.value
+CLOCK_MODES = settings.SIM_CLOCK_MODES
+"""The clock's modes (``settings.ClockMode`` says what each does)."""
 
 
 @dataclass(frozen=True, slots=True)
