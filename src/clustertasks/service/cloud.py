@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clustertasks import errors
-from clustertasks.domain import ids, params, records, world
-from clustertasks.operations import specs
+from clustertasks.domain import ids, params, records, specs, world
 from clustertasks.providers import base as providers
 from clustertasks.service import control, submission
 
