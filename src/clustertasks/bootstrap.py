@@ -19,9 +19,8 @@ from clustertasks import clock, errors, settings
 from clustertasks.api import app as api_app
 from clustertasks.api import services as api_services
 from clustertasks.domain import access, ids
-from clustertasks.emulator import clock_control, clock_store, fault_store, simclock, world_store
+from clustertasks.emulator import clock_store, controls, fault_store, simclock, world_store
 from clustertasks.emulator import cloud as sim_cloud
-from clustertasks.emulator import fault_rules as emulator_faults
 from clustertasks.emulator import state as emulator_state
 from clustertasks.engine import executor
 from clustertasks.operations import base as operations
@@ -78,7 +77,7 @@ def build(config: settings.Settings) -> Runtime:
             id_generator = ids.SeededIds(config.sim.seed, emulator_state.issued_ids(db))
         registry = catalog.registry()
         hub = changes.ChangeHub(db.tasks, config.live)
-        fault_rules = emulator_faults.FaultService(
+        fault_rules = controls.FaultRules(
             fault_store.FaultStore(db.engine),
             db.tasks,
             registry,
@@ -134,7 +133,7 @@ def build_services(
     time: clock.Clock | None = None,
     id_generator: ids.IdGenerator | None = None,
     hub: changes.ChangeHub | None = None,
-    fault_rules: emulator_faults.FaultService | None = None,
+    fault_rules: controls.FaultRules | None = None,
     executor: executor.LocalExecutor | None = None,
 ) -> api_services.Services:
     """The services the routes use, on ``db``. Without ``executor`` tasks are stored and
@@ -142,7 +141,7 @@ def build_services(
     time = time or clock.SystemClock()
     id_generator = id_generator or ids.IdGenerator()
     hub = hub or changes.ChangeHub(db.tasks)
-    fault_rules = fault_rules or emulator_faults.FaultService(
+    fault_rules = fault_rules or controls.FaultRules(
         fault_store.FaultStore(db.engine),
         db.tasks,
         registry,
@@ -159,7 +158,7 @@ def build_services(
         on_commit=hub.notify,
     )
     clouds = cloud_service.CloudService(cloud, task_control, id_generator)
-    emulator_clock = clock_control.ClockService(cloud)
+    emulator_clock = controls.ClockControls(cloud)
     return api_services.Services(
         tasks=tasks.TaskService(db.tasks, polled=cloud.task_polled),
         control=task_control,
@@ -167,15 +166,18 @@ def build_services(
         nodes=nodes.NodeService(cloud, task_control, clouds),
         changes=hub,
         live=live.LiveTasks(db.tasks, hub),
-        faults=fault_rules,
-        emulator_clock=emulator_clock,
-        emulator=emulator_state.EmulatorState(
-            db,
-            time=time,
-            id_generator=id_generator,
-            halt=executor.halted if executor is not None else None,
-            # A reset or an imported state brings the clock and the seeded draws back.
-            after_change=[emulator_clock.reload],
+        emulator=api_services.EmulatorServices(
+            clock=emulator_clock,
+            faults=fault_rules,
+            world=controls.WorldControls(cloud, fault_rules),
+            state=emulator_state.EmulatorState(
+                db,
+                time=time,
+                id_generator=id_generator,
+                halt=executor.halted if executor is not None else None,
+                # A reset or an imported state brings the clock and the seeded draws back.
+                after_change=[emulator_clock.reload],
+            ),
         ),
         database=db,
     )

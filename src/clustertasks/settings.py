@@ -6,6 +6,7 @@ environment variables, then these defaults, and builds a :class:`Settings`.
 
 from __future__ import annotations
 
+import enum
 import zoneinfo
 from dataclasses import dataclass, field
 
@@ -14,8 +15,22 @@ from clustertasks import errors
 DEFAULT_DB_URL = "sqlite:///./clustertasks.db"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
-# The same names as clustertasks.domain.emulator.CLOCK_MODES (settings sit below domain).
-SIM_CLOCK_MODES = ("realtime", "manual", "per_poll")
+
+
+class ClockMode(enum.StrEnum):
+    """How the simulated clock runs. Defined here, the lowest layer that needs it (the start
+    mode is a setting); ``domain.emulator`` and the CLI use these names.
+
+    ``realtime``: simulated time runs at ``speed`` times the wall clock; ``manual``: it moves
+    only when advanced; ``per_poll``: it stands still, and each DescribeTaskInfo of a task
+    lets that task's pending waits complete."""
+
+    realtime = "realtime"
+    manual = "manual"
+    per_poll = "per_poll"
+
+
+SIM_CLOCK_MODES = tuple(mode.value for mode in ClockMode)
 
 
 @dataclass(frozen=True, slots=True)

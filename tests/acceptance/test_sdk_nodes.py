@@ -434,7 +434,12 @@ def test_more_failed_nodes_than_max_failed_nodes_fails_the_rollout(
     nodes = _nodes(client, cluster_id, pool_id)
     broken = [nodes[0].node_name, nodes[1].node_name]
     for name in broken:
-        sim.add_node_fault(cluster_id, name, "upgrade")
+        _emulator(
+            server,
+            "POST",
+            f"/_emulator/clusters/{cluster_id}/nodes/{name}/faults",
+            json={"action": "upgrade"},
+        )
     task_id = _upgrade_pool(client, cluster_id, pool_id, max_parallelism=4, max_failed_nodes=1)
     task = sdk.wait_task(client, task_id)
     assert task.state == "fail"

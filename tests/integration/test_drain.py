@@ -9,9 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from clustertasks import errors
-from clustertasks.domain import workloads
-from clustertasks.emulator import cloud
+from clustertasks.domain import emulator, workloads
+from clustertasks.emulator import cloud, fault_store
 from clustertasks.emulator import workload_store as workload_storage
+from clustertasks.providers import base as providers
 from tests.integration import test_sim_cloud as sim_support
 
 run = sim_support.run
@@ -181,22 +182,37 @@ def test_removing_a_node_reschedules_its_pods_and_frees_or_releases_the_instance
         run(sim.attach_instance("T-10/c", cluster_id, other.nodepool_id, "i-nothere"))
 
 
+def _node_fault(
+    engine: sa.Engine, fault_id: str, node_name: str, action: str, message: str = ""
+) -> None:
+    """What ``POST /_emulator/clusters/{c}/nodes/{n}/faults`` stores: a fault rule."""
+    rule = emulator.node_fault_rule(fault_id, node_name, action, message, created_us=0)
+    fault_store.FaultStore(engine).add(rule)
+
+
 def test_upgrade_and_repair_follow_fault_rules(engine: sa.Engine) -> None:
     sim, cluster_id, _, nodes = _world(engine, 2)
     target = "1.33.0-aliyun.1"
-    upgraded = run(sim.upgrade_node(cluster_id, nodes[0], kubernetes_version=target))
+    # Fault rules apply to the actions of a task.
+    call = providers.TaskCall("T-1", "nodepool_upgrade", "UpgradeNodes")
+    with providers.calling_as(call):
+        upgraded = run(sim.upgrade_node(cluster_id, nodes[0], kubernetes_version=target))
     assert (upgraded.kubelet_version, upgraded.node_status) == (target, "Ready")
-    sim.add_node_fault(cluster_id, nodes[1], "upgrade")
-    with pytest.raises(errors.NodeUpgradeFailed, match=nodes[1]):
+    _node_fault(engine, "F-1", nodes[1], "upgrade")
+    with providers.calling_as(call), pytest.raises(errors.NodeUpgradeFailed, match=nodes[1]):
         run(sim.upgrade_node(cluster_id, nodes[1], kubernetes_version=target))
     untouched = sim.get_node(cluster_id, nodes[1])
     assert (untouched.kubelet_version, untouched.node_status) == (sim_support.VERSION, "Ready")
 
     sim.set_node_status(cluster_id, nodes[0], "NotReady")
-    assert run(sim.repair_node(cluster_id, nodes[0])).node_status == "Ready"
+    with providers.calling_as(call):
+        assert run(sim.repair_node(cluster_id, nodes[0])).node_status == "Ready"
     sim.set_node_status(cluster_id, nodes[1], "NotReady")
-    sim.add_node_fault(cluster_id, nodes[1], "repair", "disk full")
-    with pytest.raises(errors.NodeRepairFailed, match="disk full"):
+    _node_fault(engine, "F-2", nodes[1], "repair", "disk full")
+    with (
+        providers.calling_as(call),
+        pytest.raises(errors.NodeRepairFailed, match=f"node {nodes[1]}: disk full"),
+    ):
         run(sim.repair_node(cluster_id, nodes[1]))
     with pytest.raises(errors.NodeNotFound):
         sim.get_node(cluster_id, "cn-hangzhou.10.9.9.9")

@@ -289,7 +289,7 @@ def test_export_reset_import_round_trips_exactly(db_url: str) -> None:
         assert exported["version"] == 1
         assert list(exported["tables"]) == snapshots.table_names()
         assert len(exported["tables"]["tasks"]) == 3
-        assert all(len(exported["tables"][name]) > 0 for name in ("sim_faults", "sim_pdbs"))
+        assert all(len(exported["tables"][name]) > 0 for name in ("sim_fault_rules", "sim_pdbs"))
         # Every column, integers as integers, booleans as booleans.
         node = exported["tables"]["sim_nodes"][0]
         assert set(node) == {c.name for c in runtime_table("sim_nodes").columns}
@@ -367,6 +367,61 @@ def test_a_document_without_some_tables_loads_them_empty(db_url: str) -> None:
         sizes = table_sizes(runtime.database)
         assert sizes["tasks"] == 3
         assert sum(sizes.values()) - sizes["sim_clock"] == 3
+
+
+def test_a_document_of_the_previous_version_with_node_faults_still_imports(db_url: str) -> None:
+    """Before node faults were fault rules they had a table of their own, ``sim_faults``:
+    an older export's rows become rules, failing the node's action just the same."""
+    with serving(db_url) as (runtime, client):
+        cluster_id, _ = build_history(runtime, client)
+        node = nodes_of(client, cluster_id)[1].split(" ")[1]
+        exported = export(client)
+        tables = exported["tables"]
+        # As the previous version exported it: no rule for the node fault, a sim_faults row.
+        (made,) = [r for r in tables["sim_fault_rules"] if r["operation"] == "repair_node"]
+        tables["sim_fault_rules"] = [r for r in tables["sim_fault_rules"] if r is not made]
+        tables["sim_faults"] = [
+            {
+                "cluster_id": cluster_id,
+                "node_name": made["node_name"],
+                "action": "repair",
+                "message": "the node stayed NotReady after the repair operations",
+                "created_us": made["created_us"],
+            },
+            {
+                "cluster_id": cluster_id,
+                "node_name": node,
+                "action": "upgrade",
+                "message": "kubelet stuck",
+                "created_us": made["created_us"] + 1,
+            },
+        ]
+        imported = ok(client.post("/_emulator/state", json=exported))
+        assert "sim_faults" not in imported["imported"]
+        assert imported["imported"]["sim_fault_rules"] == 2
+        rules = ok(client.get("/_emulator/faults"))["faults"]
+        assert [(r["match"], r["effect"], r["count"], r["probability"]) for r in rules] == [
+            (
+                {"node_name": made["node_name"], "operation": "repair_node"},
+                {"error_code": "NodeRepairFailed", "message": made["message"]},
+                None,
+                None,
+            ),
+            (
+                {"node_name": node, "operation": "upgrade_node"},
+                {"error_code": "NodeUpgradeFailed", "message": f"node {node}: kubelet stuck"},
+                None,
+                None,
+            ),
+        ]
+        # New rules continue the seeded sequence without taking a converted rule's id.
+        added = ok(client.post("/_emulator/faults", json={"effect": {"error_code": "X"}}))
+        assert added["fault_id"] not in {r["fault_id"] for r in rules}
+        # A row that is not a node fault names itself.
+        tables["sim_faults"] = [{**tables["sim_faults"][0], "action": "reboot"}]
+        refused = client.post("/_emulator/state", json=exported)
+        assert refused.status_code == 400
+        assert "tables.sim_faults[0].action" in refused.json()["message"]
 
 
 # -- validation ----------------------------------------------------------------------------------

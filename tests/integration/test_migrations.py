@@ -7,6 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from clustertasks import settings
+from clustertasks.domain import emulator
+from clustertasks.emulator import fault_store
 from clustertasks.storage import database, dialects, migrate, schema
 
 
@@ -33,7 +35,6 @@ def test_migrations_produce_the_declared_tables(db_url: str) -> None:
             "sim_workloads",
             "sim_pods",
             "sim_pdbs",
-            "sim_faults",
             "sim_clock",
             "sim_fault_rules",
             "access_keys",
@@ -70,3 +71,74 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: object) -> None:
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
     finally:
         opened.close()
+
+
+def test_node_faults_become_fault_rules(db_url: str) -> None:
+    """Migration 0006: every sim_faults row is an unlimited rule on the node and the
+    action's operation, after the rules there were, failing as the node fault did."""
+    engine = dialects.create_engine(settings.StorageSettings(url=db_url))
+    try:
+        migrate.upgrade(engine, "0005")
+        cluster = {
+            "cluster_id": "c1",
+            "name": "prod",
+            "region_id": "cn-hangzhou",
+            "state": "running",
+            "current_version": "1.32.1-aliyun.1",
+            "vpc_id": "vpc-1",
+            "security_group_id": "sg-1",
+            "node_quota": 100,
+            "spec": {},
+            "created_us": 1,
+            "updated_us": 1,
+        }
+        faults = sa.table(
+            "sim_faults",
+            *(sa.column(name) for name in ("cluster_id", "node_name", "action", "message")),
+            sa.column("created_us"),
+        )
+        rule: dict[str, object] = {c.name: None for c in schema.sim_fault_rules.columns}
+        rule.update(
+            fault_id="F-0",
+            seq=1,
+            error_code="X",
+            message="",
+            latency_seconds=0.0,
+            node_not_ready=False,
+            hits=0,
+            created_us=1,
+        )
+        with engine.begin() as conn:
+            conn.execute(sa.insert(schema.sim_clusters).values(**cluster))
+            conn.execute(sa.insert(schema.sim_fault_rules).values(**rule))
+            conn.execute(
+                sa.insert(faults).values(
+                    cluster_id="c1", node_name="n2", action="repair", message="disk", created_us=3
+                )
+            )
+            conn.execute(
+                sa.insert(faults).values(
+                    cluster_id="c1", node_name="n1", action="upgrade", message="kl", created_us=2
+                )
+            )
+        migrate.upgrade(engine)
+        assert "sim_faults" not in sa.inspect(engine).get_table_names()
+        stored = fault_store.FaultStore(engine).rules()
+        assert stored[0].fault_id == "F-0"
+        assert [(r.match, r.effect, r.count, r.probability) for r in stored[1:]] == [
+            (
+                emulator.FaultMatch(node_name="n1", operation="upgrade_node"),
+                emulator.FaultEffect(error_code="NodeUpgradeFailed", message="node n1: kl"),
+                None,
+                None,
+            ),
+            (
+                emulator.FaultMatch(node_name="n2", operation="repair_node"),
+                emulator.FaultEffect(error_code="NodeRepairFailed", message="node n2: disk"),
+                None,
+                None,
+            ),
+        ]
+        assert len({r.fault_id for r in stored}) == 3
+    finally:
+        engine.dispose()

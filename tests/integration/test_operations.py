@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from clustertasks.domain import records, states, world
+from clustertasks.domain import records, specs, states, world
 from clustertasks.engine import executor
-from clustertasks.operations import catalog, specs
+from clustertasks.operations import catalog
 from clustertasks.service import control
 from clustertasks.storage import database as storage_database
 from tests.integration.conftest import sim_for

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from clustertasks import errors
+from clustertasks import errors, settings
 from clustertasks.cli import emulator, output
 
 
@@ -69,7 +69,7 @@ def test_a_fault_rule_needs_an_effect() -> None:
 
 
 def test_clock_bodies() -> None:
-    assert emulator.clock_mode_body(emulator.ClockMode.per_poll) == {"mode": "per_poll"}
+    assert emulator.clock_mode_body(settings.ClockMode.per_poll) == {"mode": "per_poll"}
     assert emulator.clock_advance_body(3600.0) == {"seconds": 3600}
     assert isinstance(emulator.clock_advance_body(3600.0)["seconds"], int)
     assert emulator.clock_advance_body(0.25) == {"seconds": 0.25}

@@ -6,7 +6,7 @@
 - ``POST /_emulator/clusters/{cluster_id}/nodes/{node_name}/status``: set a node's status
   (``NotReady`` to have something to repair).
 - ``POST /_emulator/clusters/{cluster_id}/nodes/{node_name}/faults``: make ``upgrade`` or
-  ``repair`` fail on that node from now on.
+  ``repair`` fail on that node from now on (a fault rule, listed by ``GET /_emulator/faults``).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from starlette.concurrency import run_in_threadpool
 from clustertasks.api import body, deps, render
 from clustertasks.api import errors as api_errors
 from clustertasks.domain import world
-from clustertasks.service import nodes as node_service
+from clustertasks.emulator import controls
 
 router = APIRouter(prefix="/_emulator", tags=["emulator"])
 
 
-def _nodes(request: Request) -> node_service.NodeService:
-    return deps.services(request).nodes
+def _world(request: Request) -> controls.WorldControls:
+    return deps.services(request).emulator.world
 
 
 def _instance(instance: world.Instance) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def _instance(instance: world.Instance) -> dict[str, Any]:
 @router.post("/clusters/{cluster_id}/workloads", operation_id="EmulatorDeclareWorkloads")
 async def declare_workloads(request: Request, cluster_id: str) -> Response:
     document = await body.json_object(request)
-    service = _nodes(request)
+    service = _world(request)
     await run_in_threadpool(service.declare_workloads, cluster_id, document)
     found = await run_in_threadpool(service.workloads, cluster_id)
     return render.document(
@@ -52,7 +52,7 @@ async def declare_workloads(request: Request, cluster_id: str) -> Response:
 
 @router.get("/clusters/{cluster_id}/workloads", operation_id="EmulatorListWorkloads")
 def list_workloads(request: Request, cluster_id: str) -> Response:
-    found = _nodes(request).workloads(cluster_id)
+    found = _world(request).workloads(cluster_id)
     return render.document(
         request, "ListWorkloads", {**found, "request_id": api_errors.request_id(request)}
     )
@@ -61,7 +61,7 @@ def list_workloads(request: Request, cluster_id: str) -> Response:
 @router.post("/instances", operation_id="EmulatorCreateInstances")
 async def create_instances(request: Request) -> Response:
     document = await body.json_object(request)
-    made = await _nodes(request).create_free_instances(document)
+    made = await _world(request).create_free_instances(document)
     return render.document(
         request,
         "CreateInstances",
@@ -71,7 +71,7 @@ async def create_instances(request: Request) -> Response:
 
 @router.get("/instances", operation_id="EmulatorListFreeInstances")
 def list_free_instances(request: Request) -> Response:
-    free = _nodes(request).free_instances()
+    free = _world(request).free_instances()
     return render.document(
         request,
         "ListFreeInstances",
@@ -84,7 +84,7 @@ def list_free_instances(request: Request) -> Response:
 )
 async def set_node_status(request: Request, cluster_id: str, node_name: str) -> Response:
     document = await body.json_object(request)
-    node = await run_in_threadpool(_nodes(request).set_node_status, cluster_id, node_name, document)
+    node = await run_in_threadpool(_world(request).set_node_status, cluster_id, node_name, document)
     return render.document(
         request,
         "SetNodeStatus",
@@ -99,5 +99,5 @@ async def set_node_status(request: Request, cluster_id: str, node_name: str) -> 
 @router.post("/clusters/{cluster_id}/nodes/{node_name}/faults", operation_id="EmulatorAddFault")
 async def add_fault(request: Request, cluster_id: str, node_name: str) -> Response:
     document = await body.json_object(request)
-    await run_in_threadpool(_nodes(request).add_node_fault, cluster_id, node_name, document)
+    await run_in_threadpool(_world(request).add_node_fault, cluster_id, node_name, document)
     return render.document(request, "AddFault", {"request_id": api_errors.request_id(request)})

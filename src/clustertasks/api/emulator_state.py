@@ -27,7 +27,7 @@ router = APIRouter(prefix="/_emulator", tags=["emulator"])
 
 
 def _state(request: Request) -> emulator_state.EmulatorState:
-    return deps.services(request).emulator
+    return deps.services(request).emulator.state
 
 
 def _removed(outcome: emulator_state.ResetOutcome) -> dict[str, int]:

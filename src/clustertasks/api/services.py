@@ -5,9 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clustertasks.emulator import clock_control, fault_rules, state
+from clustertasks.emulator import controls, state
 from clustertasks.service import changes, cloud, control, live, nodes, tasks
 from clustertasks.storage import database
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorServices:
+    """The emulator's own service, behind the ``/_emulator/`` routes."""
+
+    clock: controls.ClockControls
+    faults: controls.FaultRules
+    world: controls.WorldControls
+    state: state.EmulatorState
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,9 +28,7 @@ class Services:
     nodes: nodes.NodeService
     changes: changes.ChangeHub
     live: live.LiveTasks
-    faults: fault_rules.FaultService
-    emulator_clock: clock_control.ClockService
-    emulator: state.EmulatorState
+    emulator: EmulatorServices
     database: database.Database
 
     def healthy(self) -> bool:

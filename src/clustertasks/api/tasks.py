@@ -61,13 +61,12 @@ async def describe_task_info(
         older = seen is not None and version <= seen
         return older or held.matches(conditional.etag(version, representation))
 
+    plan = services.tasks.plan_read(
+        task_id, wait_seconds=seconds, since=seen, conditional=bool(held)
+    )
+    seconds = plan.wait_seconds
     # Only the version is read until the client must be sent the document.
     version: int | None = None
-    polled = bool(held or (seconds and seen is not None))
-    if polled and services.tasks.polled(task_id):
-        # A per-poll clock: the task moves on reads only, so holding this one would only
-        # hold the task back. Answer now; the client's next read is its next step.
-        seconds = 0.0
     if seconds and (seen is not None or held):
         version = await services.live.wait_while(task_id, unchanged, seconds)
     elif held:
@@ -75,7 +74,7 @@ async def describe_task_info(
     if version is not None and held.matches(conditional.etag(version, representation)):
         return conditional.not_modified(version, representation)
     view = await run_in_threadpool(
-        functools.partial(services.tasks.describe_task, task_id, poll=not polled)
+        functools.partial(services.tasks.describe_task, task_id, poll=not plan.counted)
     )
     version = view.task.version
     if held.matches(conditional.etag(version, representation)):

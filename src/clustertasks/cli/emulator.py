@@ -12,7 +12,6 @@ profile, credentials file), and reports errors as one line with exit status 4.
 
 from __future__ import annotations
 
-import enum
 import json
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from clustertasks import errors
+from clustertasks import errors, settings
 from clustertasks.cli import client, command, output
 
 app = typer.Typer(
@@ -49,12 +48,6 @@ STATE_TIMEOUT_SECONDS = 600.0
 while to stop, dump or load."""
 STDIO = "-"
 """As FILE: standard input (``import``) or standard output (``export``)."""
-
-
-class ClockMode(enum.StrEnum):
-    realtime = "realtime"
-    manual = "manual"
-    per_poll = "per_poll"
 
 
 # -- request bodies (pure: what each command sends) -------------------------------------------
@@ -102,7 +95,7 @@ def fault_rule(
     }
 
 
-def clock_mode_body(mode: ClockMode) -> dict[str, Any]:
+def clock_mode_body(mode: settings.ClockMode) -> dict[str, Any]:
     """The body of ``POST /_emulator/clock``."""
     return {"mode": mode.value}
 
@@ -221,7 +214,7 @@ def clock_show(*, session: command.Session) -> None:
 @command.client_command(clock_app, "set-mode")
 def clock_set_mode(
     mode: Annotated[
-        ClockMode, typer.Argument(help="realtime, manual or per_poll.", show_default=False)
+        settings.ClockMode, typer.Argument(help="realtime, manual or per_poll.", show_default=False)
     ],
     *,
     session: command.Session,

@@ -11,7 +11,6 @@ argument) exits 4, not click's 2, since 2 means "the task was canceled" here.
 from __future__ import annotations
 
 import contextlib
-import enum
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -93,12 +92,6 @@ DbOption = Annotated[
 ]
 
 
-class SimClockMode(enum.StrEnum):
-    realtime = "realtime"
-    manual = "manual"
-    per_poll = "per_poll"
-
-
 def _version(value: bool) -> None:
     if value:
         out.print(f"clustertasks {__version__}")
@@ -142,7 +135,7 @@ def serve(
         typer.Option(envvar="CLUSTERTASKS_SIM_SEED", help="Make ids and choices repeatable."),
     ] = None,
     sim_clock: Annotated[
-        SimClockMode | None,
+        settings.ClockMode | None,
         typer.Option(
             envvar="CLUSTERTASKS_SIM_CLOCK",
             help="Simulated clock at start: realtime (scaled by --sim-speed), manual "

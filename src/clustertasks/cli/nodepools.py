@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import enum
 import json
 from typing import Annotated, Any
 
 import typer
 
 from clustertasks.cli import client, command, views
+from clustertasks.domain import rollout
 
 app = typer.Typer(help="Create, change and operate node pools.", no_args_is_help=True)
 
@@ -28,12 +28,6 @@ LabelsOption = Annotated[
     list[str] | None,
     typer.Option("--label", help="A node label KEY=VALUE (repeat for more).", show_default=False),
 ]
-
-
-class PausePolicy(enum.StrEnum):
-    NotPause = "NotPause"
-    FirstBatch = "FirstBatch"
-    EveryBatch = "EveryBatch"
 
 
 def _path(cluster_id: str, nodepool_id: str | None = None, tail: str = "") -> str:
@@ -198,7 +192,7 @@ def upgrade(
         typer.Option(min=1, max=10, help="Nodes upgraded at once, one batch (default: 10)."),
     ] = None,
     pause_policy: Annotated[
-        PausePolicy | None,
+        rollout.PausePolicy | None,
         typer.Option(help="Pause after the first batch, after every batch, or never."),
     ] = None,
     max_failed_nodes: Annotated[

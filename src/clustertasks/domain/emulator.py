@@ -1,4 +1,4 @@
-"""Records of the emulator's controls: the simulated clock and fault rules.
+"""Records of the emulator's controls: the simulated clock, fault rules and node faults.
 
 Pure data. ``clustertasks.providers.sim`` acts on them; the storage keeps them; the
 service validates what a client asks for and builds them.
@@ -6,18 +6,18 @@ service validates what a client asks for and builds them.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from clustertasks import settings
 from clustertasks.domain import timefmt
 
-REALTIME = "realtime"
-MANUAL = "manual"
-PER_POLL = "per_poll"
-CLOCK_MODES = (REALTIME, MANUAL, PER_POLL)
-"""``realtime``: simulated time runs at ``speed`` times the wall clock; ``manual``: it
-moves only when advanced; ``per_poll``: it stands still, and each DescribeTaskInfo of a
-task lets that task's pending waits complete."""
+REALTIME = settings.ClockMode.realtime.value
+MANUAL = settings.ClockMode.manual.value
+PER_POLL = settings.ClockMode.per_poll.value
+CLOCK_MODES = settings.SIM_CLOCK_MODES
+"""The clock's modes (``settings.ClockMode`` says what each does)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +88,56 @@ class FaultRule:
     """Chance that a matching call fires the rule; None: every matching call does."""
     hits: int
     created_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFault:
+    """What ``POST /_emulator/clusters/{c}/nodes/{n}/faults`` ``{"action"}`` makes fail: a
+    fault rule on the node's ``operation``, failing with ``error_code`` for ever."""
+
+    operation: str
+    error_code: str
+    default_message: str
+    """The message when the request gives none."""
+
+
+NODE_FAULTS = {
+    "repair": NodeFault(
+        "repair_node", "NodeRepairFailed", "the node stayed NotReady after the repair operations"
+    ),
+    "upgrade": NodeFault(
+        "upgrade_node", "NodeUpgradeFailed", "kubelet did not come back Ready after the upgrade"
+    ),
+}
+
+
+def node_fault_rule(
+    fault_id: str, node_name: str, action: str, message: str, created_us: int
+) -> FaultRule:
+    """The rule a node fault is: ``action`` (a key of :data:`NODE_FAULTS`) on the node
+    fails, every time, with the error a failing node raises (``node <name>: <message>``)."""
+    fault = NODE_FAULTS[action]
+    return FaultRule(
+        fault_id=fault_id,
+        match=FaultMatch(node_name=node_name, operation=fault.operation),
+        effect=FaultEffect(
+            error_code=fault.error_code,
+            message=f"node {node_name}: {message or fault.default_message}",
+        ),
+        count=None,
+        remaining=None,
+        probability=None,
+        hits=0,
+        created_us=created_us,
+    )
+
+
+def legacy_node_fault_id(cluster_id: str, node_name: str, action: str) -> str:
+    """The id of a node fault stored before node faults were rules (a ``sim_faults`` row,
+    migration 0006), derived from what the row was keyed by: never an id a seeded generator
+    issues (those hash the seed, ``fault`` and a sequence number)."""
+    digest = hashlib.sha256(f"sim_faults:{cluster_id}:{node_name}:{action}".encode())
+    return "F-" + digest.hexdigest()[:16]
 
 
 def fault_document(rule: FaultRule) -> dict[str, Any]:

@@ -519,11 +519,6 @@ class SimCloud:
     def set_node_status(self, cluster_id: str, node_name: str, status: str) -> world.Node:
         return self._nodes.set_node_status(cluster_id, node_name, status)
 
-    def add_node_fault(
-        self, cluster_id: str, node_name: str, action: str, message: str = ""
-    ) -> None:
-        self._nodes.add_node_fault(cluster_id, node_name, action, message)
-
     async def _set_schedulable(
         self, cluster_id: str, node_name: str, schedulable: bool
     ) -> world.Node:

@@ -33,7 +33,7 @@ class FaultStore:
             try:
                 with self._tx.write() as conn:
                     last = conn.execute(sa.select(sa.func.max(F.c.seq))).scalar_one_or_none()
-                    conn.execute(sa.insert(F).values(seq=int(last or 0) + 1, **_row(rule)))
+                    conn.execute(sa.insert(F).values(seq=int(last or 0) + 1, **rule_row(rule)))
                     stored = conn.execute(sa.select(F).where(F.c.fault_id == rule.fault_id))
                     return _rule(stored.one())
             except sa.exc.IntegrityError as exc:
@@ -98,7 +98,8 @@ class FaultStore:
             return int(conn.execute(sa.select(sa.func.count()).select_from(F)).scalar_one())
 
 
-def _row(rule: emulator.FaultRule) -> dict[str, Any]:
+def rule_row(rule: emulator.FaultRule) -> dict[str, Any]:
+    """The rule's columns but its place (``seq``) and removal (``deleted_us``)."""
     return {
         "fault_id": rule.fault_id,
         "task_type": rule.match.task_type,

@@ -1,5 +1,5 @@
-"""What the simulated cloud does to nodes and their pods: cordon, evict, upgrade, repair,
-faults; and the workloads declared per cluster that give a drain something to move.
+"""What the simulated cloud does to nodes and their pods: cordon, evict, upgrade, repair;
+and the workloads declared per cluster that give a drain something to move.
 
 ``SimCloud`` delegates to :class:`NodeActions`; both share the database, the clock and the
 timing. Each action is idempotent: asking for a state the node is already in returns it.
@@ -16,12 +16,6 @@ from clustertasks.domain import workloads, world
 from clustertasks.emulator import catalogue, timing
 from clustertasks.emulator import workload_store as workload_storage
 from clustertasks.emulator import world_store as world_storage
-
-# What a node fault rule says when the test that made it gave no message.
-DEFAULT_FAULTS = {
-    "upgrade": "kubelet did not come back Ready after the upgrade",
-    "repair": "the node stayed NotReady after the repair operations",
-}
 
 
 def free_launch(
@@ -163,8 +157,7 @@ class NodeActions:
     ) -> world.Node:
         """``NotReady`` while kubelet (or the whole system disk, with ``replace``) is
         replaced, then ``Ready`` at ``kubernetes_version``; schedulability is left as it
-        was (the rollout uncordons). A node already there returns at once. A fault rule
-        for ``upgrade`` fails it with ``errors.NodeUpgradeFailed`` before anything changes."""
+        was (the rollout uncordons). A node already there returns at once."""
         node = await asyncio.to_thread(self.get_node, cluster_id, node_name)
         instance = await asyncio.to_thread(self._world.get_instance, node.instance_id)
         # Done already: the version is there and, for a replace to an image, the image too
@@ -172,7 +165,6 @@ class NodeActions:
         imaged = not replace or (bool(image_id) and instance.image_id == image_id)
         if node.kubelet_version == kubernetes_version and node.node_status == "Ready" and imaged:
             return node
-        await self._check_fault(cluster_id, node_name, "upgrade", errors.NodeUpgradeFailed)
         await asyncio.to_thread(
             self._world.update_node,
             cluster_id,
@@ -197,11 +189,10 @@ class NodeActions:
 
     async def repair_node(self, cluster_id: str, node_name: str) -> world.Node:
         """A ``NotReady`` node is ``Ready`` after the repair operations; a ``Ready`` one is
-        left alone. A fault rule for ``repair`` fails it with ``errors.NodeRepairFailed``."""
+        left alone."""
         node = await asyncio.to_thread(self.get_node, cluster_id, node_name)
         if node.node_status == "Ready":
             return node
-        await self._check_fault(cluster_id, node_name, "repair", errors.NodeRepairFailed)
         await self._timing.wait(self._timing.durations.node_repair)
         repaired = await asyncio.to_thread(
             self._world.update_node,
@@ -231,35 +222,6 @@ class NodeActions:
         await asyncio.to_thread(
             self._store.set_pool_version, nodepool_id, version, self._clock.now_us()
         )
-
-    # -- faults ------------------------------------------------------------------------------
-
-    def add_node_fault(
-        self, cluster_id: str, node_name: str, action: str, message: str = ""
-    ) -> None:
-        """From now on ``action`` (``upgrade`` or ``repair``) fails on this node."""
-        if action not in DEFAULT_FAULTS:
-            allowed = ", ".join(sorted(DEFAULT_FAULTS))
-            raise errors.InvalidParameter("action", f"must be one of {allowed}")
-        self.get_node(cluster_id, node_name)
-        self._store.add_fault(
-            cluster_id,
-            node_name,
-            action,
-            message or DEFAULT_FAULTS[action],
-            self._clock.now_us(),
-        )
-
-    async def _check_fault(
-        self,
-        cluster_id: str,
-        node_name: str,
-        action: str,
-        error: type[errors.PermanentError],
-    ) -> None:
-        message = await asyncio.to_thread(self._store.fault, cluster_id, node_name, action)
-        if message is not None:
-            raise error(f"node {node_name}: {message}")
 
     def _set_cluster_state(self, cluster_id: str, state: str) -> world.Cluster:
         return self._world.set_cluster_state(cluster_id, state, self._clock.now_us())

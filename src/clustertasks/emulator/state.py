@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clustertasks import clock, errors
-from clustertasks.domain import ids, states, timefmt
+from clustertasks.domain import emulator, ids, params, states, timefmt
 from clustertasks.emulator import fault_store, snapshots, world_store
 from clustertasks.storage import database
 
@@ -127,7 +127,7 @@ class EmulatorState:
             raise errors.InvalidParameter("exported_at", "must be an RFC 3339 timestamp")
         if "tables" not in document:
             raise errors.InvalidParameter("tables", "is required")
-        return self._snapshots.check(document["tables"])
+        return self._snapshots.check(_node_faults_as_rules(document["tables"]))
 
     def _restarted(self) -> None:
         if self._ids is not None:
@@ -164,3 +164,49 @@ def _outcome(removed: snapshots.Removed) -> ResetOutcome:
         tasks_deleted=removed.tasks,
         clusters_deleted=removed.clusters,
     )
+
+
+_NODE_FAULTS = "sim_faults"
+_NODE_FAULT_COLUMNS = ("cluster_id", "node_name", "action", "message")
+
+
+def _node_faults_as_rules(tables: Any) -> Any:
+    """A document exported before node faults were fault rules has a ``sim_faults`` table
+    (migration 0006 moved it): its rows become rules, after the document's own rules, as
+    the migration does with a database's."""
+    if not isinstance(tables, Mapping) or _NODE_FAULTS not in tables:
+        return tables
+    found = tables[_NODE_FAULTS]
+    where = f"tables.{_NODE_FAULTS}"
+    if not isinstance(found, list):
+        raise errors.InvalidParameter(where, "must be a list of rows")
+    faults = []
+    for index, row in enumerate(found):
+        at = f"{where}[{index}]."
+        if not isinstance(row, Mapping):
+            raise errors.InvalidParameter(at[:-1], "must be an object of column names to values")
+        params.only_keys(row, (*_NODE_FAULT_COLUMNS, "created_us"), at)
+        fields = {name: params.text(row, name, at, required=True) for name in _NODE_FAULT_COLUMNS}
+        if fields["action"] not in emulator.NODE_FAULTS:
+            allowed = ", ".join(sorted(emulator.NODE_FAULTS))
+            raise errors.InvalidParameter(f"{at}action", f"must be one of {allowed}")
+        created_us = params.integer(row, "created_us", at, low=0)
+        faults.append((created_us or 0, fields))
+    rules = tables.get("sim_fault_rules", [])
+    if not isinstance(rules, list):
+        raise errors.InvalidParameter("tables.sim_fault_rules", "must be a list of rows")
+    seqs = [r.get("seq") for r in rules if isinstance(r, Mapping)]
+    seq = max((s for s in seqs if isinstance(s, int) and not isinstance(s, bool)), default=0)
+    converted = list(rules)
+    faults.sort(key=lambda f: (f[0], f[1]["cluster_id"], f[1]["node_name"], f[1]["action"]))
+    for created_us, fields in faults:
+        seq += 1
+        fault_id = emulator.legacy_node_fault_id(
+            fields["cluster_id"], fields["node_name"], fields["action"]
+        )
+        rule = emulator.node_fault_rule(
+            fault_id, fields["node_name"], fields["action"], fields["message"], created_us
+        )
+        converted.append({**fault_store.rule_row(rule), "seq": seq, "deleted_us": None})
+    rest = {name: rows for name, rows in tables.items() if name != _NODE_FAULTS}
+    return {**rest, "sim_fault_rules": converted}

@@ -1,5 +1,5 @@
-"""WorkloadStore: pods, Deployments, DaemonSets, PodDisruptionBudgets and node faults of the
-simulated cloud, and the node changes that move pods (cordon, eviction, removal).
+"""WorkloadStore: pods, Deployments, DaemonSets and PodDisruptionBudgets of the simulated
+cloud, and the node changes that move pods (cordon, eviction, removal).
 
 Every change that moves pods runs in one write transaction that first locks the cluster's
 row, so evictions in one cluster are serialised: two drains can never both take a
@@ -31,7 +31,6 @@ N = schema.sim_nodes
 W = schema.sim_workloads
 POD = schema.sim_pods
 PDB = schema.sim_pdbs
-FAULT = schema.sim_faults
 
 Capacity = Callable[[str], int]
 """CPU millicores of an instance type."""
@@ -250,40 +249,6 @@ class WorkloadStore:
                 .where(P.c.nodepool_id == nodepool_id)
                 .values(kubernetes_version=version, updated_us=now_us)
             )
-
-    # -- faults ------------------------------------------------------------------------------
-
-    def add_fault(
-        self, cluster_id: str, node_name: str, action: str, message: str, now_us: int
-    ) -> None:
-        with self._tx.write() as conn:
-            where = (
-                FAULT.c.cluster_id == cluster_id,
-                FAULT.c.node_name == node_name,
-                FAULT.c.action == action,
-            )
-            conn.execute(sa.delete(FAULT).where(*where))
-            conn.execute(
-                sa.insert(FAULT).values(
-                    cluster_id=cluster_id,
-                    node_name=node_name,
-                    action=action,
-                    message=message,
-                    created_us=now_us,
-                )
-            )
-
-    def fault(self, cluster_id: str, node_name: str, action: str) -> str | None:
-        """The message of the fault rule for this action on the node, if there is one."""
-        with self._tx.read() as conn:
-            found = conn.execute(
-                sa.select(FAULT.c.message).where(
-                    FAULT.c.cluster_id == cluster_id,
-                    FAULT.c.node_name == node_name,
-                    FAULT.c.action == action,
-                )
-            ).scalar_one_or_none()
-        return None if found is None else str(found)
 
 
 # -- inside a transaction ------------------------------------------------------------------------

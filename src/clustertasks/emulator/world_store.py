@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from clustertasks import errors
-from clustertasks.domain import world
+from clustertasks.domain import specs, world
 from clustertasks.emulator import fault_store as faults
 from clustertasks.storage import dialects, schema, transactions
 
@@ -577,56 +577,28 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _known(cls: type[Any], data: Mapping[Any, Any]) -> dict[str, Any]:
-    """The stored values the record has a field for (a row has more columns; a spec written
-    by an older version may lack fields, which then take their defaults)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in data.items() if k in names}
-
-
-def _labels(data: Sequence[Mapping[str, Any]]) -> tuple[world.Label, ...]:
-    return tuple(world.Label(**_known(world.Label, item)) for item in data)
-
-
-def _taints(data: Sequence[Mapping[str, Any]]) -> tuple[world.Taint, ...]:
-    return tuple(world.Taint(**_known(world.Taint, item)) for item in data)
-
-
-def _cluster_spec(data: Mapping[str, Any]) -> world.ClusterSpec:
-    values = _known(world.ClusterSpec, data)
-    values["vswitch_ids"] = tuple(values.get("vswitch_ids", ()))
-    values["tags"] = _labels(values.get("tags", ()))
-    return world.ClusterSpec(**values)
-
-
-def _nodepool_spec(data: Mapping[str, Any]) -> world.NodePoolSpec:
-    values = _known(world.NodePoolSpec, data)
-    values["instance_types"] = tuple(values.get("instance_types", ()))
-    values["vswitch_ids"] = tuple(values.get("vswitch_ids", ()))
-    values["labels"] = _labels(values.get("labels", ()))
-    values["taints"] = _taints(values.get("taints", ()))
-    values["extra"] = dict(values.get("extra", {}))
-    return world.NodePoolSpec(**values)
-
-
 def _cluster(row: sa.RowMapping) -> world.Cluster:
-    values = _known(world.Cluster, row)
-    return world.Cluster(**{**values, "spec": _cluster_spec(row["spec"]), "size": int(row["size"])})
+    values = specs.known(world.Cluster, row)
+    return world.Cluster(
+        **{**values, "spec": specs.cluster_spec(row["spec"]), "size": int(row["size"])}
+    )
 
 
 def _nodepool(row: sa.RowMapping) -> world.NodePool:
-    return world.NodePool(**{**_known(world.NodePool, row), "spec": _nodepool_spec(row["spec"])})
+    return world.NodePool(
+        **{**specs.known(world.NodePool, row), "spec": specs.nodepool_spec(row["spec"])}
+    )
 
 
 def _instance(row: sa.RowMapping) -> world.Instance:
-    return world.Instance(**_known(world.Instance, row))
+    return world.Instance(**specs.known(world.Instance, row))
 
 
 def _node(row: sa.RowMapping) -> world.Node:
-    values = _known(world.Node, row)
+    values = specs.known(world.Node, row)
     values.update(
         schedulable=bool(row["schedulable"]),
-        labels=_labels(row["labels"]),
-        taints=_taints(row["taints"]),
+        labels=specs.labels(row["labels"]),
+        taints=specs.taints(row["taints"]),
     )
     return world.Node(**values)

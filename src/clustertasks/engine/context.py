@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar, overload
 
 from clustertasks import clock
-from clustertasks.domain import records, states
+from clustertasks.domain import records, rollout, states
 from clustertasks.engine import signals
 from clustertasks.providers import base as providers
 from clustertasks.storage import changes
@@ -31,18 +31,6 @@ class Commit(Protocol):
     async def __call__(self, change: changes.SetResult) -> None: ...
     @overload
     async def __call__(self, change: changes.ReadTask) -> records.Task: ...
-
-
-PAUSE_POLICIES = ("FirstBatch", "EveryBatch", "NotPause")
-
-
-def pause_policy(parameters: Mapping[str, Any]) -> str:
-    """``rolling_policy.pause_policy`` as UpgradeClusterNodepool sends it (or top level)."""
-    rolling = parameters.get("rolling_policy")
-    if isinstance(rolling, Mapping) and rolling.get("pause_policy") in PAUSE_POLICIES:
-        return str(rolling["pause_policy"])
-    top = parameters.get("pause_policy")
-    return str(top) if top in PAUSE_POLICIES else "NotPause"
 
 
 class RunState:
@@ -153,7 +141,7 @@ class RunContext:
             raise signals.PauseRequested(f"task {self.task_id} paused on request")
         if batch is None or batches is None or batch >= batches:
             return
-        policy = pause_policy(self.parameters)
+        policy = rollout.pause_policy(self.parameters)
         already = int(self.outputs().get("paused_after_batch", 0))
         due = (policy == "FirstBatch" and batch == 1) or policy == "EveryBatch"
         if due and already < batch:

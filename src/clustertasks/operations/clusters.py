@@ -15,8 +15,8 @@ import asyncio
 from typing import Any
 
 from clustertasks import errors
-from clustertasks.domain import states
-from clustertasks.operations import base, specs
+from clustertasks.domain import specs, states
+from clustertasks.operations import base
 from clustertasks.providers import base as providers
 
 

@@ -12,8 +12,8 @@ DeleteClusterNodepool: ``RemoveNodes`` then ``DeleteNodePool``.
 
 from __future__ import annotations
 
-from clustertasks.domain import states
-from clustertasks.operations import base, scale_out, specs
+from clustertasks.domain import specs, states
+from clustertasks.operations import base, scale_out
 from clustertasks.operations import remove_nodes as node_removal
 from clustertasks.providers import base as providers
 

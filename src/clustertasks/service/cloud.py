@@ -13,20 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from clustertasks import errors
-from clustertasks.domain import ids, params, records, world
-from clustertasks.operations import specs
+from clustertasks.domain import ids, params, records, specs, world
 from clustertasks.providers import inventory
-from clustertasks.service import control, nodes
+from clustertasks.service import control, submission
 
 MAX_SCALE = 500
 DEFAULT_VERSION = "1.32.1-aliyun.1"
-
-
-@dataclass(frozen=True, slots=True)
-class Submitted:
-    task: records.Task
-    cluster_id: str = ""
-    nodepool_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +77,7 @@ class CloudService:
 
     # -- clusters --------------------------------------------------------------------------
 
-    def create_cluster(self, body: Mapping[str, Any]) -> Submitted:
+    def create_cluster(self, body: Mapping[str, Any]) -> submission.Submitted:
         name = params.text(body, "name", required=True, max_length=63)
         region = params.text(body, "region_id", required=True, max_length=64)
         self._cloud.check_region(region)
@@ -143,9 +135,9 @@ class CloudService:
         cluster_id = str(task.parameters["cluster_id"])
         if outcome.created:
             self._cloud.register_cluster(cluster_id, spec)
-        return Submitted(task, cluster_id=cluster_id)
+        return submission.Submitted(task, cluster_id=cluster_id)
 
-    def delete_cluster(self, cluster_id: str) -> Submitted:
+    def delete_cluster(self, cluster_id: str) -> submission.Submitted:
         cluster = self.cluster(cluster_id)
         if cluster.spec.deletion_protection:
             raise errors.ClusterStateError(
@@ -157,9 +149,9 @@ class CloudService:
             target=records.Target(cluster.cluster_id, "cluster"),
             parameters={},
         )
-        return Submitted(outcome.task, cluster_id=cluster.cluster_id)
+        return submission.Submitted(outcome.task, cluster_id=cluster.cluster_id)
 
-    def scale_out_cluster(self, cluster_id: str, body: Mapping[str, Any]) -> Submitted:
+    def scale_out_cluster(self, cluster_id: str, body: Mapping[str, Any]) -> submission.Submitted:
         """Legacy ScaleOutCluster: grow the cluster's default pool (made on first use)."""
         cluster = self._usable(cluster_id)
         count = params.integer(body, "count", low=1, high=MAX_SCALE)
@@ -189,7 +181,7 @@ class CloudService:
 
     # -- node pools ------------------------------------------------------------------------
 
-    def create_nodepool(self, cluster_id: str, body: Mapping[str, Any]) -> Submitted:
+    def create_nodepool(self, cluster_id: str, body: Mapping[str, Any]) -> submission.Submitted:
         cluster = self._usable(cluster_id)
         spec, count = self._pool_request(body, "", list(cluster.spec.vswitch_ids))
         self._cloud.check_node_quota(cluster.cluster_id, count)
@@ -207,11 +199,13 @@ class CloudService:
             parameters=parameters,
         )
         self._cloud.register_nodepool(cluster.cluster_id, nodepool_id, spec)
-        return Submitted(outcome.task, cluster_id=cluster.cluster_id, nodepool_id=nodepool_id)
+        return submission.Submitted(
+            outcome.task, cluster_id=cluster.cluster_id, nodepool_id=nodepool_id
+        )
 
     def scale_nodepool(
         self, cluster_id: str, nodepool_id: str, body: Mapping[str, Any]
-    ) -> Submitted:
+    ) -> submission.Submitted:
         cluster = self._usable(cluster_id)
         pool = self.nodepool(cluster.cluster_id, nodepool_id).pool
         count = params.integer(body, "count", low=1, high=MAX_SCALE)
@@ -231,7 +225,7 @@ class CloudService:
 
     def modify_nodepool(
         self, cluster_id: str, nodepool_id: str, body: Mapping[str, Any]
-    ) -> Submitted:
+    ) -> submission.Submitted:
         cluster = self._usable(cluster_id)
         pool = self.nodepool(cluster.cluster_id, nodepool_id).pool
         spec = pool.spec
@@ -262,7 +256,7 @@ class CloudService:
         if desired is not None:
             if desired < pool.desired_size:
                 # A shrink drains and releases the newest nodes, as RemoveNodePoolNodes does.
-                removing = nodes.newest_nodes(
+                removing = submission.newest_nodes(
                     self._cloud, cluster.cluster_id, pool.nodepool_id, keep=desired
                 )
             count = max(0, desired - pool.desired_size)
@@ -283,7 +277,7 @@ class CloudService:
                 nodes=removing,
                 drain_node=True,
                 release_node=True,
-                **nodes.drain_options(body),
+                **submission.drain_options(body),
             )
         outcome = self._control.submit(
             "nodepool_update",
@@ -291,9 +285,13 @@ class CloudService:
             target=records.Target(pool.nodepool_id, "nodepool"),
             parameters=parameters,
         )
-        return Submitted(outcome.task, cluster_id=cluster.cluster_id, nodepool_id=pool.nodepool_id)
+        return submission.Submitted(
+            outcome.task, cluster_id=cluster.cluster_id, nodepool_id=pool.nodepool_id
+        )
 
-    def delete_nodepool(self, cluster_id: str, nodepool_id: str, force: bool) -> Submitted:
+    def delete_nodepool(
+        self, cluster_id: str, nodepool_id: str, force: bool
+    ) -> submission.Submitted:
         cluster = self.cluster(cluster_id)
         view = self.nodepool(cluster.cluster_id, nodepool_id)
         if view.instances and not force:
@@ -307,7 +305,9 @@ class CloudService:
             target=records.Target(nodepool_id, "nodepool"),
             parameters={"nodepool_id": nodepool_id, "force": force},
         )
-        return Submitted(outcome.task, cluster_id=cluster.cluster_id, nodepool_id=nodepool_id)
+        return submission.Submitted(
+            outcome.task, cluster_id=cluster.cluster_id, nodepool_id=nodepool_id
+        )
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -319,7 +319,7 @@ class CloudService:
         body: Mapping[str, Any],
         *,
         target_cluster: bool = False,
-    ) -> Submitted:
+    ) -> submission.Submitted:
         self._cloud.check_node_quota(cluster_id, count)
         parameters = {
             "nodepool_id": pool.nodepool_id,
@@ -334,7 +334,9 @@ class CloudService:
         outcome = self._control.submit(
             "cluster_scaleout", cluster_id=cluster_id, target=target, parameters=parameters
         )
-        return Submitted(outcome.task, cluster_id=cluster_id, nodepool_id=pool.nodepool_id)
+        return submission.Submitted(
+            outcome.task, cluster_id=cluster_id, nodepool_id=pool.nodepool_id
+        )
 
     def _usable(self, cluster_id: str) -> world.Cluster:
         cluster = self.cluster(cluster_id)

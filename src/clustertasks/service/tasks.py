@@ -40,6 +40,14 @@ class TaskList:
     next_token: str
 
 
+@dataclass(frozen=True, slots=True)
+class ReadPlan:
+    wait_seconds: float | None
+    """How long a long-poll may hold the answer (0 or None: answer now)."""
+    counted: bool
+    """The request counted as a poll already: reading the document is not another one."""
+
+
 def _not_watched(_task_id: str) -> bool:
     """Nobody needs to know that a task was read."""
     return False
@@ -63,11 +71,18 @@ class TaskService:
             self._polled(task_id)
         return view
 
-    def polled(self, task_id: str) -> bool:
-        """A client read the task without the document (a 304, a long-poll): for the
-        per-poll clock that is a poll all the same, so a waiting client moves it on.
-        True when the task moves on polls only: then there is nothing to wait for."""
-        return ids.is_lookup_id(task_id) and self._polled(task_id)
+    def plan_read(
+        self, task_id: str, *, wait_seconds: float | None, since: int | None, conditional: bool
+    ) -> ReadPlan:
+        """How a DescribeTaskInfo is answered. A conditional read or a long-poll counts as
+        a poll before the document is read (a 304 or a held request is a poll all the same,
+        so a waiting client moves the per-poll clock on). When the task moves on polls only
+        there is nothing to wait for: holding the request would only hold the task back, so
+        it is answered at once and the client's next read is the task's next step."""
+        counted = conditional or bool(wait_seconds and since is not None)
+        if counted and ids.is_lookup_id(task_id) and self._polled(task_id):
+            wait_seconds = 0.0
+        return ReadPlan(wait_seconds=wait_seconds, counted=counted)
 
     def list_cluster_tasks(self, request: ListTasksRequest) -> TaskList:
         """Newest first; page-number paging, or token paging with ``max_results``/``next_token``.

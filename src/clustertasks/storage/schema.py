@@ -252,17 +252,6 @@ sim_pdbs = sa.Table(
     sa.Column("created_us", sa.BigInteger, nullable=False),
 )
 
-sim_faults = sa.Table(
-    "sim_faults",
-    metadata,
-    # A rule: the action (upgrade, repair) on this node fails with the message.
-    sa.Column("cluster_id", ID, sa.ForeignKey("sim_clusters.cluster_id"), primary_key=True),
-    sa.Column("node_name", sa.String(256), primary_key=True),
-    sa.Column("action", sa.String(32), primary_key=True),
-    sa.Column("message", sa.Text, nullable=False),
-    sa.Column("created_us", sa.BigInteger, nullable=False),
-)
-
 # -- authentication (migration 0004) ---------------------------------------------------------
 
 access_keys = sa.Table(
