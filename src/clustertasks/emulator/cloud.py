@@ -7,41 +7,32 @@ Everything it knows lives in the WorldStore, so a restarted process (or a second
 on the same database) sees the same clusters, pools, instances and nodes. Inventory reads
 are plain synchronous lookups. The port's methods run their database calls in a worker
 thread, because a blocking call on the event loop would stall every other task, and wait
-for the simulated
-durations of ``timing`` on the simulated clock (``simclock``: realtime, manual or per
-poll). Each action a task makes passes the emulator's fault rules first (``faults``).
+for the simulated durations of ``timing`` on the simulated clock (``simclock``: realtime,
+manual or per poll). Each action a task makes passes the emulator's fault rules first
+(``faults``).
 
-Instance ids come from the caller's idempotency key, hashed with a salt: the ``SimSettings.seed``
-when there is one (so the same keys give the same ids on every run), otherwise a random
-salt per SimCloud. A repeated call with a key finds the first result by the key itself,
-never by recomputing the id, which is why ids stay unique across restarts either way.
+Instance ids come from the caller's idempotency key (``names``). A repeated call with a key
+finds the first result by the key itself, never by recomputing the id, which is why ids
+stay unique across restarts either way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import hashlib
-import ipaddress
-import math
-import secrets
-import string
 from collections.abc import Sequence
-from collections.abc import Set as AbstractSet
 
 from clustertasks import clock, errors, settings
 from clustertasks.domain import emulator, ids, workloads, world
-from clustertasks.emulator import catalogue, faults, nodes, simclock, timing, versions
+from clustertasks.emulator import catalogue, faults, inventory, nodes, simclock, timing
 from clustertasks.emulator import world_store as world_storage
 from clustertasks.providers import base as providers
-from clustertasks.providers import inventory
+from clustertasks.providers import inventory as inventory_port
 
-_BASE36 = string.digits + string.ascii_lowercase
 # The idempotency_key columns hold this many characters.
 MAX_KEY_LENGTH = 256
 
 
-class SimCloud:
+class SimCloud(inventory.SimInventory):
     """The simulated cloud: a ``providers.base.CloudPort`` and a
     ``providers.inventory.Inventory`` (checked at the end of this module)."""
 
@@ -57,13 +48,9 @@ class SimCloud:
     ) -> None:
         """``clock`` stamps the world's records (pass ``sim_clock`` for simulated time);
         ``sim_clock`` paces the waits (default: realtime at ``settings.speed``, in memory)."""
-        self._store = world_store
-        self._settings = settings
-        self._clock = clock
+        super().__init__(world_store, settings, clock)
         self.sim_clock = sim_clock or simclock.SimClock.realtime(settings.speed)
         self._timing = timing.Timing(self.sim_clock, durations)
-        salt = f"seed:{settings.seed}" if settings.seed is not None else secrets.token_hex(16)
-        self._names = _Names(salt)
         self._nodes = nodes.NodeActions(world_store, clock, self._timing)
         self._faults = faults.FaultInjector(
             world_store.fault_store(),
@@ -73,86 +60,6 @@ class SimCloud:
             seed=settings.seed,
             report=report,
         )
-
-    # -- reads -------------------------------------------------------------------------------
-
-    def get_cluster(self, cluster_id: str) -> world.Cluster:
-        return self._store.get_cluster(cluster_id)
-
-    def list_clusters(self) -> Sequence[world.Cluster]:
-        return self._store.list_clusters()
-
-    def get_nodepool(self, cluster_id: str, nodepool_id: str) -> world.NodePool:
-        return self._store.get_nodepool(cluster_id, nodepool_id)
-
-    def list_nodepools(self, cluster_id: str) -> Sequence[world.NodePool]:
-        return self._store.list_nodepools(cluster_id)
-
-    def list_nodes(self, cluster_id: str, nodepool_id: str | None = None) -> Sequence[world.Node]:
-        return self._store.list_nodes(cluster_id, nodepool_id)
-
-    def list_instances(
-        self, cluster_id: str, nodepool_id: str | None = None
-    ) -> Sequence[world.Instance]:
-        return self._store.list_instances(cluster_id, nodepool_id)
-
-    def get_instance(self, instance_id: str) -> world.Instance:
-        """Any instance, released ones included; raises ``errors.NotFound``."""
-        return self._store.get_instance(instance_id)
-
-    def check_region(self, region_id: str) -> None:
-        catalogue.zones(region_id)
-
-    def node_quota(self) -> int:
-        return self._settings.node_quota
-
-    def check_node_quota(self, cluster_id: str, adding: int) -> None:
-        """The cluster's count is its instances not released, or the sum of its pools'
-        desired sizes when that is more: a scale-out raises the desired size before its
-        instances exist, and those nodes are as good as taken."""
-        cluster = self._store.get_cluster(cluster_id)
-        existing = max(
-            self._store.count_instances(cluster_id),
-            sum(pool.desired_size for pool in self._store.list_nodepools(cluster_id)),
-        )
-        if existing + adding > cluster.node_quota:
-            raise errors.QuotaExceeded(
-                f"the cluster {cluster_id} may have at most {cluster.node_quota} nodes: "
-                f"it has {existing} and {adding} more were asked for"
-            )
-
-    def check_instance_types(self, instance_types: Sequence[str]) -> None:
-        field = "scaling_group.instance_types"
-        if not instance_types:
-            raise errors.InvalidParameter(field, "at least one instance type is required")
-        unknown = catalogue.unknown_instance_types(instance_types)
-        if unknown:
-            raise errors.InvalidParameter(field, f"unknown instance type {', '.join(unknown)}")
-
-    # -- stock (tests and fault injection) ---------------------------------------------------
-
-    def set_stock(self, instance_type: str, zone_id: str, count: int) -> None:
-        """Let ``zone_id`` supply ``count`` more instances of the type (0: a stock-out)."""
-        self.check_instance_types([instance_type])
-        if count < 0:
-            raise errors.InvalidParameter("count", f"stock cannot be negative, got {count}")
-        self._store.set_stock(instance_type, zone_id, count)
-
-    def stock(self, instance_type: str, zone_id: str) -> int:
-        return self._store.stock(instance_type, zone_id, catalogue.DEFAULT_STOCK)
-
-    # -- registering what a request creates (the API answers with the id at once) ----------
-
-    def register_cluster(self, cluster_id: str, spec: world.ClusterSpec) -> world.Cluster:
-        return self._store.add_cluster(self._new_cluster(cluster_id, spec, basis=cluster_id))
-
-    def register_nodepool(
-        self, cluster_id: str, nodepool_id: str, spec: world.NodePoolSpec
-    ) -> world.NodePool:
-        pool = self._new_nodepool(cluster_id, nodepool_id, spec, basis=nodepool_id)
-        return self._store.add_nodepool(pool)
-
-    # -- clusters ----------------------------------------------------------------------------
 
     # -- the port: reads --------------------------------------------------------------------
 
@@ -488,9 +395,6 @@ class SimCloud:
     async def wait(self, seconds: float) -> None:
         await self._timing.wait(seconds)
 
-    def kubernetes_versions(self) -> Sequence[str]:
-        return [release.version for release in versions.RELEASES]
-
     # -- the emulator's own reads and controls (in neither protocol) ------------------------
 
     def get_node(self, cluster_id: str, node_name: str) -> world.Node:
@@ -634,107 +538,6 @@ class SimCloud:
         self.sim_clock.reload()
         self._faults.forget_draws()
 
-    # -- plumbing ----------------------------------------------------------------------------
-
-    def _new_cluster(
-        self, cluster_id: str, spec: world.ClusterSpec, *, basis: str
-    ) -> world.Cluster:
-        """A cluster in state ``initial``; its VPC and security group ids derive from
-        ``basis`` (the key or id that makes the cluster unique)."""
-        catalogue.zones(spec.region_id)
-        now = self._clock.now_us()
-        return world.Cluster(
-            cluster_id=cluster_id,
-            spec=spec,
-            state="initial",
-            current_version=spec.kubernetes_version,
-            created_us=now,
-            updated_us=now,
-            node_quota=self._settings.node_quota,
-            vpc_id=spec.vpc_id or self._names.vpc_id(basis),
-            security_group_id=self._names.security_group_id(basis),
-        )
-
-    def _new_nodepool(
-        self, cluster_id: str, nodepool_id: str, spec: world.NodePoolSpec, *, basis: str
-    ) -> world.NodePool:
-        """A pool (``active``, desired size 0) of the cluster, checked against the catalogue;
-        without vSwitches of its own it gets the cluster's."""
-        cluster = self._store.get_cluster(cluster_id)
-        self.check_instance_types(spec.instance_types)
-        if not spec.vswitch_ids:
-            if not cluster.spec.vswitch_ids:
-                raise errors.InvalidParameter(
-                    "scaling_group.vswitch_ids",
-                    f"the node pool needs a vSwitch and the cluster {cluster_id} has none",
-                )
-            spec = dataclasses.replace(spec, vswitch_ids=tuple(cluster.spec.vswitch_ids))
-        now = self._clock.now_us()
-        return world.NodePool(
-            nodepool_id=nodepool_id,
-            cluster_id=cluster_id,
-            spec=spec,
-            state="active",
-            desired_size=0,
-            kubernetes_version=cluster.current_version,
-            scaling_group_id=self._names.scaling_group_id(basis),
-            created_us=now,
-            updated_us=now,
-        )
-
-
-class _Names:
-    """Ids and addresses derived from idempotency keys: the same salt and key always give
-    the same answer, different keys practically never collide."""
-
-    def __init__(self, salt: str) -> None:
-        self._salt = salt
-
-    def instance_id(self, key: str) -> str:
-        return "i-" + self._base36("instance", key, 20)
-
-    def vpc_id(self, key: str) -> str:
-        return "vpc-" + self._base36("vpc", key, 24)
-
-    def security_group_id(self, key: str) -> str:
-        return "sg-" + self._base36("security-group", key, 20)
-
-    def scaling_group_id(self, key: str) -> str:
-        return "asg-" + self._base36("scaling-group", key, 20)
-
-    def address(self, key: str, used: AbstractSet[str]) -> str:
-        """A host address of the VPC not in ``used``.
-
-        Probes start at a point derived from the key and step by a stride coprime with the
-        number of hosts, so the probes visit every host once before repeating: the first
-        free one is found whenever there is one, and it does not depend on the order in
-        which other instances were made.
-        """
-        network = ipaddress.IPv4Network(catalogue.VPC_CIDR)
-        hosts = network.num_addresses - 2  # neither the network nor the broadcast address
-        digest = int.from_bytes(self._digest("address", key), "big")
-        start = digest % hosts
-        stride = (digest >> 64) % hosts | 1
-        while math.gcd(stride, hosts) != 1:
-            stride += 2
-        first_host = int(network.network_address) + 1
-        for probe in range(hosts):
-            candidate = str(ipaddress.IPv4Address(first_host + (start + probe * stride) % hosts))
-            if candidate not in used:
-                return candidate
-        raise errors.InstanceCreateFailed(f"no free address left in {catalogue.VPC_CIDR}")
-
-    def _digest(self, kind: str, key: str) -> bytes:
-        return hashlib.sha256(f"{self._salt}:{kind}:{key}".encode()).digest()
-
-    def _base36(self, kind: str, key: str, length: int) -> str:
-        number = int.from_bytes(self._digest(kind, key), "big")
-        chars = []
-        for _ in range(length):
-            number, digit = divmod(number, 36)
-            chars.append(_BASE36[digit])
-        return "".join(chars)
-
 
 def _check_key(key: str) -> None:
     if not key or len(key) > MAX_KEY_LENGTH:
@@ -743,6 +546,6 @@ def _check_key(key: str) -> None:
         )
 
 
-def _conforms(cloud: SimCloud) -> tuple[providers.CloudPort, inventory.Inventory]:
+def _conforms(cloud: SimCloud) -> tuple[providers.CloudPort, inventory_port.Inventory]:
     """mypy checks here that SimCloud is both the port and the inventory."""
     return cloud, cloud

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from clustertasks import errors
 from clustertasks.domain import workloads, world
+from clustertasks.emulator import world_rows
 from clustertasks.emulator import world_store as world_storage
 from clustertasks.storage import schema, transactions
 
@@ -167,7 +168,7 @@ class WorkloadStore:
             row = conn.execute(sa.select(N).where(N.c.instance_id == instance_id)).one_or_none()
             if row is None:
                 return None
-            node = world_storage._node(row._mapping)
+            node = world_rows.node_from_row(row._mapping)
             conn.execute(sa.delete(N).where(N.c.instance_id == instance_id))
             _reconcile(conn, cluster_id, capacity_of, now_us)
             return node
@@ -191,7 +192,7 @@ class WorkloadStore:
             row = conn.execute(sa.select(VM).where(VM.c.instance_id == instance_id)).one_or_none()
             if row is None or row.status == world_storage.RELEASED:
                 raise errors.InstanceNotFound(f"the instance {instance_id} does not exist")
-            instance = world_storage._instance(row._mapping)
+            instance = world_rows.instance_from_row(row._mapping)
             if instance.nodepool_id == nodepool_id and instance.cluster_id == cluster_id:
                 return instance
             node = conn.execute(
@@ -224,7 +225,7 @@ class WorkloadStore:
                 .where(VM.c.nodepool_id == "", VM.c.status == "Running", ~has_node.exists())
                 .order_by(VM.c.created_us, VM.c.instance_id)
             ).all()
-        return [world_storage._instance(r._mapping) for r in rows]
+        return [world_rows.instance_from_row(r._mapping) for r in rows]
 
     def set_image(self, instance_id: str, image_id: str, now_us: int) -> None:
         with self._tx.write() as conn:

@@ -9,7 +9,6 @@ loses on the unique key and the loser returns the winner's row.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -18,8 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from clustertasks import errors
-from clustertasks.domain import specs, world
+from clustertasks.domain import world
 from clustertasks.emulator import fault_store as faults
+from clustertasks.emulator import world_rows
 from clustertasks.storage import dialects, schema, transactions
 
 C = schema.sim_clusters
@@ -94,14 +94,16 @@ class WorldStore:
             "vpc_id": cluster.vpc_id,
             "security_group_id": cluster.security_group_id,
             "node_quota": cluster.node_quota,
-            "spec": _plain(cluster.spec),
+            "spec": world_rows.plain(cluster.spec),
             "created_us": cluster.created_us,
             "updated_us": cluster.updated_us,
         }
         same = C.c.cluster_id == cluster.cluster_id
         if key is not None:
             same = sa.or_(same, C.c.idempotency_key == key)
-        return _cluster(self._insert_once(C, row, sa.select(C, _SIZE).where(same)))
+        return world_rows.cluster_from_row(
+            self._insert_once(C, row, sa.select(C, _SIZE).where(same))
+        )
 
     def get_cluster(self, cluster_id: str) -> world.Cluster:
         """Raises ``errors.ClusterNotFound``, also for a deleted cluster."""
@@ -116,7 +118,7 @@ class WorldStore:
                 .where(C.c.state != "deleted")
                 .order_by(C.c.created_us.desc(), C.c.cluster_id.desc())
             ).all()
-        return [_cluster(r._mapping) for r in rows]
+        return [world_rows.cluster_from_row(r._mapping) for r in rows]
 
     def set_cluster_state(
         self, cluster_id: str, state: str, now_us: int, *, from_state: str | None = None
@@ -172,14 +174,14 @@ class WorldStore:
             "desired_size": pool.desired_size,
             "kubernetes_version": pool.kubernetes_version,
             "scaling_group_id": pool.scaling_group_id,
-            "spec": _plain(pool.spec),
+            "spec": world_rows.plain(pool.spec),
             "created_us": pool.created_us,
             "updated_us": pool.updated_us,
         }
         same = P.c.nodepool_id == pool.nodepool_id
         if key is not None:
             same = sa.or_(same, P.c.idempotency_key == key)
-        return _nodepool(self._insert_once(P, row, sa.select(P).where(same)))
+        return world_rows.nodepool_from_row(self._insert_once(P, row, sa.select(P).where(same)))
 
     def get_nodepool(self, cluster_id: str, nodepool_id: str) -> world.NodePool:
         """Raises ``errors.ClusterNotFound`` or ``errors.NodePoolNotFound`` (also if deleted)."""
@@ -195,7 +197,7 @@ class WorldStore:
                 .where(P.c.cluster_id == cluster_id, P.c.deleted_us.is_(None))
                 .order_by(P.c.created_us, P.c.nodepool_id)
             ).all()
-        return [_nodepool(r._mapping) for r in rows]
+        return [world_rows.nodepool_from_row(r._mapping) for r in rows]
 
     def update_nodepool(
         self,
@@ -210,7 +212,7 @@ class WorldStore:
         """Change what is given, leave the rest; returns the pool as stored."""
         values = _changes(updated_us=now_us, state=state, desired_size=desired_size)
         if spec is not None:
-            values.update(spec=_plain(spec), name=spec.name)
+            values.update(spec=world_rows.plain(spec), name=spec.name)
         with self._tx.write() as conn:
             self._live_nodepool(conn, cluster_id, nodepool_id)
             conn.execute(sa.update(P).where(P.c.nodepool_id == nodepool_id).values(**values))
@@ -257,7 +259,7 @@ class WorldStore:
                 with self._tx.write() as conn:
                     existing = conn.execute(find).one_or_none()
                     if existing is not None:
-                        return _instance(existing._mapping)
+                        return world_rows.instance_from_row(existing._mapping)
                     placement = _take_stock(conn, launch.placements, launch.default_stock)
                     if placement is None:
                         return None
@@ -283,7 +285,7 @@ class WorldStore:
                             updated_us=now_us,
                         )
                     )
-                    return _instance(conn.execute(find).one()._mapping)
+                    return world_rows.instance_from_row(conn.execute(find).one()._mapping)
             except sa.exc.IntegrityError:
                 continue  # a concurrent twin won the key or the address; look again
         raise errors.StorageError(f"could not record the instance {launch.instance_id}")
@@ -291,7 +293,7 @@ class WorldStore:
     def instance_by_key(self, key: str) -> world.Instance | None:
         with self._tx.read() as conn:
             row = conn.execute(sa.select(VM).where(VM.c.idempotency_key == key)).one_or_none()
-        return None if row is None else _instance(row._mapping)
+        return None if row is None else world_rows.instance_from_row(row._mapping)
 
     def get_instance(self, instance_id: str) -> world.Instance:
         """Any instance, released ones included; raises ``errors.NotFound``."""
@@ -310,7 +312,7 @@ class WorldStore:
             rows = conn.execute(
                 sa.select(VM).where(*where).order_by(VM.c.created_us, VM.c.instance_id)
             ).all()
-        return [_instance(r._mapping) for r in rows]
+        return [world_rows.instance_from_row(r._mapping) for r in rows]
 
     def count_all(self) -> dict[str, int]:
         """Clusters and node pools ever recorded, deleted ones included (id sequences)."""
@@ -391,20 +393,20 @@ class WorldStore:
             "node_status": node.node_status,
             "schedulable": node.schedulable,
             "kubelet_version": node.kubelet_version,
-            "labels": _plain(tuple(node.labels)),
-            "taints": _plain(tuple(node.taints)),
+            "labels": world_rows.plain(tuple(node.labels)),
+            "taints": world_rows.plain(tuple(node.taints)),
             "created_us": node.created_us,
             "updated_us": node.created_us,
         }
         find = sa.select(N).where(
             sa.or_(N.c.idempotency_key == key, N.c.instance_id == node.instance_id)
         )
-        return _node(self._insert_once(N, row, find))
+        return world_rows.node_from_row(self._insert_once(N, row, find))
 
     def node_of_instance(self, instance_id: str) -> world.Node | None:
         with self._tx.read() as conn:
             row = conn.execute(sa.select(N).where(N.c.instance_id == instance_id)).one_or_none()
-        return None if row is None else _node(row._mapping)
+        return None if row is None else world_rows.node_from_row(row._mapping)
 
     def update_node(
         self,
@@ -424,8 +426,8 @@ class WorldStore:
             node_status=node_status,
             schedulable=schedulable,
             kubelet_version=kubelet_version,
-            labels=None if labels is None else _plain(tuple(labels)),
-            taints=None if taints is None else _plain(tuple(taints)),
+            labels=None if labels is None else world_rows.plain(tuple(labels)),
+            taints=None if taints is None else world_rows.plain(tuple(taints)),
         )
         where = (N.c.cluster_id == cluster_id, N.c.node_name == node_name)
         with self._tx.write() as conn:
@@ -433,7 +435,7 @@ class WorldStore:
             row = conn.execute(sa.select(N).where(*where)).one_or_none()
         if row is None:
             raise errors.NotFound(f"the node {node_name} not found in cluster {cluster_id}")
-        return _node(row._mapping)
+        return world_rows.node_from_row(row._mapping)
 
     def list_nodes(self, cluster_id: str, nodepool_id: str | None = None) -> list[world.Node]:
         """The cluster's nodes, oldest first."""
@@ -445,7 +447,7 @@ class WorldStore:
             rows = conn.execute(
                 sa.select(N).where(*where).order_by(N.c.created_us, N.c.node_name)
             ).all()
-        return [_node(r._mapping) for r in rows]
+        return [world_rows.node_from_row(r._mapping) for r in rows]
 
     # -- stock -------------------------------------------------------------------------------
 
@@ -496,7 +498,7 @@ class WorldStore:
         ).one_or_none()
         if row is None:
             raise errors.ClusterNotFound(cluster_id)
-        return _cluster(row._mapping)
+        return world_rows.cluster_from_row(row._mapping)
 
     def _live_nodepool(
         self, conn: sa.Connection, cluster_id: str, nodepool_id: str
@@ -511,7 +513,7 @@ class WorldStore:
         ).one_or_none()
         if row is None:
             raise errors.NodePoolNotFound(nodepool_id, cluster_id)
-        return _nodepool(row._mapping)
+        return world_rows.nodepool_from_row(row._mapping)
 
 
 def _take_stock(
@@ -560,45 +562,4 @@ def _get_instance(conn: sa.Connection, instance_id: str) -> world.Instance:
     row = conn.execute(sa.select(VM).where(VM.c.instance_id == instance_id)).one_or_none()
     if row is None:
         raise errors.NotFound(f"the instance {instance_id} not found")
-    return _instance(row._mapping)
-
-
-# -- rows <-> records --------------------------------------------------------------------------
-
-
-def _plain(value: Any) -> Any:
-    """Records and their sequences as JSON-ready dicts and lists."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _cluster(row: sa.RowMapping) -> world.Cluster:
-    values = specs.known(world.Cluster, row)
-    return world.Cluster(
-        **{**values, "spec": specs.cluster_spec(row["spec"]), "size": int(row["size"])}
-    )
-
-
-def _nodepool(row: sa.RowMapping) -> world.NodePool:
-    return world.NodePool(
-        **{**specs.known(world.NodePool, row), "spec": specs.nodepool_spec(row["spec"])}
-    )
-
-
-def _instance(row: sa.RowMapping) -> world.Instance:
-    return world.Instance(**specs.known(world.Instance, row))
-
-
-def _node(row: sa.RowMapping) -> world.Node:
-    values = specs.known(world.Node, row)
-    values.update(
-        schedulable=bool(row["schedulable"]),
-        labels=specs.labels(row["labels"]),
-        taints=specs.taints(row["taints"]),
-    )
-    return world.Node(**values)
+    return world_rows.instance_from_row(row._mapping)
