@@ -5,28 +5,22 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from clustertasks import clock, settings
+from clustertasks import settings
 from clustertasks.api import app as api_app
 from clustertasks.operations import base as operations
 from clustertasks.operations import catalog
-from clustertasks.providers.sim import cloud as sim_cloud
 from clustertasks.service import container
 from clustertasks.storage import store
-from tests.support import signing
-
-
-def sim_for(task_store: store.TaskStore) -> sim_cloud.SimCloud:
-    """A simulated cloud on the test's database that never waits."""
-    return sim_cloud.SimCloud(
-        task_store.world_store(), settings.SimSettings(speed=0), clock.SystemClock()
-    )
+from tests.support import cloud, signing
 
 
 def services_for(
     task_store: store.TaskStore, registry: operations.Registry | None = None
 ) -> container.Services:
     """Services on the test's database with the real operations and a simulated cloud."""
-    return container.Services.build(task_store, registry or catalog.registry(), sim_for(task_store))
+    return container.Services.build(
+        task_store, registry or catalog.registry(), cloud.sim_for(task_store)
+    )
 
 
 @pytest.fixture

@@ -26,8 +26,7 @@ from clustertasks.engine import executor, runner
 from clustertasks.providers import base as providers
 from clustertasks.service import container
 from clustertasks.storage import store
-from tests.integration.conftest import sim_for
-from tests.support import factories, signing, sse
+from tests.support import cloud, factories, signing, sse
 from tests.support import operations as ops
 
 CLUSTER = "c0123456789abcdef0123456789abcdef"
@@ -80,7 +79,7 @@ def _answer(future: concurrent.futures.Future[T]) -> T:
 @contextlib.contextmanager
 def _live(task_store: store.TaskStore, config: settings.LiveSettings) -> Iterator[Live]:
     services = container.Services.build(
-        task_store, ops.REGISTRY, sim_for(task_store), live_settings=config
+        task_store, ops.REGISTRY, cloud.sim_for(task_store), live_settings=config
     )
     app = api_app.create_app(
         services, settings.WireSettings(), authenticator=signing.authenticator(task_store)

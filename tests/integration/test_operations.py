@@ -9,7 +9,7 @@ from clustertasks.engine import executor
 from clustertasks.operations import catalog, specs
 from clustertasks.service import control
 from clustertasks.storage import store
-from tests.integration.conftest import sim_for
+from tests.support import cloud
 
 CLUSTER = "c" + "7" * 32
 
@@ -20,7 +20,7 @@ def test_a_cluster_create_the_executor_starts_before_the_api_registers_it_succee
     """CreateCluster accepts the task, then registers the cluster; an executor that starts
     the task in between must find (or make) the cluster rather than fail it."""
     registry = catalog.registry()
-    sim = sim_for(task_store)
+    sim = cloud.sim_for(task_store)
     spec = world.ClusterSpec(name="raced", region_id="cn-hangzhou", kubernetes_version="1.32.1")
     submitted = control.TaskControl(task_store, registry).submit(
         "cluster_create",
