@@ -9,17 +9,19 @@ from pathlib import Path
 
 from alibabacloud_cs20151215 import models as cs_models
 
-from clustertasks.providers.sim import cloud as sim_cloud
+from clustertasks.storage import store
 from tests.acceptance import sdk
 from tests.acceptance import test_sdk_nodes as nodes_support
+from tests.support import cloud
 from tests.support.server import ServerProcess
 
 NODES = 6
 
 
 def test_kill_9_mid_rollout_then_the_upgrade_finishes(
-    db_url: str, tmp_path: Path, sim: sim_cloud.SimCloud
+    db_url: str, tmp_path: Path, task_store: store.TaskStore
 ) -> None:
+    sim = cloud.sim_for(task_store)
     with ServerProcess(db_url, tmp_path, "--sim-speed", "0") as setup:
         client = sdk.client(setup)
         cluster_id, pool_id = nodes_support._cluster(client, NODES, version=nodes_support.OLD)

@@ -6,17 +6,16 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import pytest
 from alibabacloud_cs20151215 import models as cs_models
 from alibabacloud_cs20151215.client import Client
 
 from clustertasks.providers.sim import cloud as sim_cloud
-from tests.acceptance import conftest, sdk
+from tests.acceptance import sdk
 from tests.support import signing
 from tests.support.server import ServerProcess
 
@@ -24,12 +23,6 @@ T = TypeVar("T")
 OLD = "1.31.1-aliyun.1"
 NEW = "1.32.1-aliyun.1"
 NO_STOCK = "OperationDenied.NoStock"
-
-
-@pytest.fixture
-def seeded_server(db_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
-    """The issue's CI set-up: ``serve --sim-speed 0 --sim-seed 42``."""
-    yield from conftest._serve(db_url, tmp_path, "--sim-speed", "0", "--sim-seed", "42")
 
 
 # -- helpers ---------------------------------------------------------------------------------
