@@ -21,7 +21,7 @@ from clustertasks import bootstrap, settings
 from clustertasks.domain import access
 from clustertasks.providers.sim import catalogue
 from clustertasks.storage import snapshots, store
-from tests.support import factories, signing
+from tests.support import databases, factories, signing
 
 REGION = "cn-hangzhou"
 VSWITCH = "vsw-hangzhou-h"
@@ -317,18 +317,22 @@ def test_export_reset_import_round_trips_exactly(db_url: str) -> None:
 
 @pytest.mark.postgres
 def test_a_document_moves_between_backends(
-    tmp_path: Any, postgres_databases: Callable[[], str]
+    tmp_path: Any, all_databases: databases.Databases
 ) -> None:
     """Exported from SQLite, imported into PostgreSQL, exported again: the same document."""
     with serving(f"sqlite:///{tmp_path / 'from.db'}") as (runtime, client):
         _, task_ids = build_history(runtime, client)
         exported = export(client)
         described = {task_id: describe_bytes(client, task_id) for task_id in task_ids}
-    with serving(postgres_databases()) as (_, client):
-        ok(client.post("/_emulator/state", json=exported))
-        assert without_time(export(client)) == without_time(exported)
-        for task_id in task_ids:
-            assert describe_bytes(client, task_id) == described[task_id]
+    target = all_databases.empty(databases.POSTGRES)
+    try:
+        with serving(target) as (_, client):
+            ok(client.post("/_emulator/state", json=exported))
+            assert without_time(export(client)) == without_time(exported)
+            for task_id in task_ids:
+                assert describe_bytes(client, task_id) == described[task_id]
+    finally:
+        all_databases.drop(target)
 
 
 def runtime_table(name: str) -> Any:
