@@ -12,6 +12,7 @@ own, a copy of one migrated once per session (``tests/support/databases.py``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +20,12 @@ import pytest
 from clustertasks import settings
 from clustertasks.storage import store
 from tests.support import databases
+
+# pytest-xdist gives its workers COLUMNS and LINES (80x24), and Rich fixes a console's width
+# from COLUMNS when the console is made, at the import of clustertasks.cli.output: the CLI
+# tests give each command its own COLUMNS, as under a plain pytest.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
