@@ -7,7 +7,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from alibabacloud_cs20151215.client import Client
 from clustertasks.domain import states, wire
 from clustertasks.storage import store
 from tests.acceptance import sdk
-from tests.support import factories, signing, sse
+from tests.support import factories, polling, signing, sse
 from tests.support.server import ServerProcess
 
 OLD = "1.31.1-aliyun.1"
@@ -380,10 +379,12 @@ async def _many_streams(
                         into.append(item)
 
         async def everyone_has(count: int) -> None:
-            deadline = time.monotonic() + READ_TIMEOUT
-            while any(len(messages) < count for messages in received):
-                assert time.monotonic() < deadline, [len(m) for m in received]
-                await asyncio.sleep(0.02)
+            await polling.until_async(
+                f"every stream with {count} messages",
+                lambda: [len(messages) for messages in received],
+                lambda lengths: all(length >= count for length in lengths),
+                timeout=READ_TIMEOUT,
+            )
 
         followers = [asyncio.create_task(follow(into)) for into in received]
         await everyone_has(1)

@@ -10,7 +10,6 @@ import contextlib
 import copy
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,7 +20,7 @@ from clustertasks import bootstrap, settings
 from clustertasks.domain import access
 from clustertasks.providers.sim import catalogue
 from clustertasks.storage import snapshots, store
-from tests.support import databases, factories, signing
+from tests.support import databases, factories, polling, signing
 
 REGION = "cn-hangzhou"
 VSWITCH = "vsw-hangzhou-h"
@@ -60,24 +59,13 @@ def ok(response: Any) -> Any:
     return response.json()
 
 
-def until(what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
-    """Bounded poll until ``probe`` returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def wait_task(client: TestClient, task_id: str) -> dict[str, Any]:
-    def finished() -> dict[str, Any] | None:
-        body: dict[str, Any] = ok(client.get(f"/tasks/{task_id}"))
-        return body if body["state"] in TERMINAL else None
-
-    found: dict[str, Any] = until(f"task {task_id} to end", finished)
+    found: dict[str, Any] = polling.until(
+        f"task {task_id} to end",
+        lambda: ok(client.get(f"/tasks/{task_id}")),
+        lambda body: body["state"] in TERMINAL,
+        show=lambda body: body["state"],
+    )
     return found
 
 
@@ -224,7 +212,7 @@ def test_reset_stops_a_running_task_and_then_it_is_gone(
         executor = runtime.executor
         assert executor is not None
         cluster_id, task_id = create_cluster(client, size=1)
-        until(
+        polling.until(
             "the runner to reach CreateControlPlane",
             lambda: (
                 task_id in executor.running_task_ids
@@ -244,7 +232,7 @@ def test_reset_stops_a_running_task_and_then_it_is_gone(
         assert client.get(f"/clusters/{cluster_id}").status_code == 404
         # The executor goes on: a new task gets a runner.
         _, again = create_cluster(client, name="again", size=1)
-        until("a runner for the new task", lambda: again in executor.running_task_ids)
+        polling.until("a runner for the new task", lambda: again in executor.running_task_ids)
         ok(client.post("/_emulator/reset"))
         assert executor.running_task_ids == ()
     # Stopped: nothing can write any more. Nothing came back after the reset.
@@ -344,7 +332,7 @@ def test_import_replaces_running_tasks_and_imported_ones_resume(db_url: str) -> 
         executor = runtime.executor
         assert executor is not None
         _, task_id = create_cluster(client, size=1)
-        until("a runner for the task", lambda: task_id in executor.running_task_ids)
+        polling.until("a runner for the task", lambda: task_id in executor.running_task_ids)
         exported = export(client)
         assert [t["state"] for t in exported["tables"]["tasks"]] == ["running"]
 
@@ -353,7 +341,9 @@ def test_import_replaces_running_tasks_and_imported_ones_resume(db_url: str) -> 
         assert (imported["tasks_canceled"], imported["tasks_deleted"]) == (1, 1)
         assert imported["imported"]["tasks"] == 1
         # The imported task is unfinished: the executor picks it up again, as after a restart.
-        until("the imported task to run again", lambda: task_id in executor.running_task_ids)
+        polling.until(
+            "the imported task to run again", lambda: task_id in executor.running_task_ids
+        )
         assert ok(client.get(f"/tasks/{task_id}"))["state"] == "running"
 
 

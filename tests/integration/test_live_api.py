@@ -11,7 +11,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
@@ -26,7 +25,7 @@ from clustertasks.engine import executor, runner
 from clustertasks.providers import base as providers
 from clustertasks.service import container
 from clustertasks.storage import store
-from tests.support import cloud, factories, signing, sse
+from tests.support import cloud, factories, polling, signing, sse
 from tests.support import operations as ops
 
 CLUSTER = "c0123456789abcdef0123456789abcdef"
@@ -58,18 +57,16 @@ class Live:
 
     def waiting(self, task_id: str, count: int = 1) -> None:
         """Until ``count`` requests wait for ``task_id`` (bounded)."""
-        _until(lambda: self.services.changes.watching(task_id) == count)
+        polling.until(
+            f"{count} requests waiting for {task_id}",
+            lambda: self.services.changes.watching(task_id),
+            lambda watching: watching == count,
+            timeout=ANSWER_WITHIN,
+            interval=0.01,
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-
-
-def _until(condition: Callable[[], bool], timeout: float = ANSWER_WITHIN) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 def _answer(future: concurrent.futures.Future[T]) -> T:
@@ -284,7 +281,13 @@ def test_long_poll_wakes_when_the_executor_commits(live: Live, task_store: store
     engine = _ExecutorThread(task_store, live.services)
     try:
         task_id = _submit(live, "test_batches")
-        _until(lambda: _stage_state(task_store, task_id, "Upgrade") == "running")
+        polling.until(
+            "the Upgrade stage running",
+            lambda: _stage_state(task_store, task_id, "Upgrade"),
+            lambda state: state == "running",
+            timeout=ANSWER_WITHIN,
+            interval=0.01,
+        )
         version = task_store.task_version(task_id)
         pending = live.later(f"/tasks/{task_id}", params={"wait": LONG_WAIT, "since": str(version)})
         live.waiting(task_id)
@@ -296,7 +299,13 @@ def test_long_poll_wakes_when_the_executor_commits(live: Live, task_store: store
         assert {"data": "node-1", "status": "success"} in response.json()["task_result"]
         engine.open_gate(2)
         engine.open_gate(3)
-        _until(lambda: task_store.get_task(task_id).state is states.TaskState.SUCCESS)
+        polling.until(
+            "the task succeeded",
+            lambda: task_store.get_task(task_id).state,
+            lambda state: state is states.TaskState.SUCCESS,
+            timeout=ANSWER_WITHIN,
+            interval=0.01,
+        )
     finally:
         engine.stop()
 
