@@ -66,7 +66,9 @@ class PostgresDatabases:
     """Databases on one PostgreSQL server, made (empty, or copied from a migrated template)
     and dropped again, so that a long run does not leave thousands of files behind."""
 
-    def __init__(self, admin_url: str) -> None:
+    def __init__(self, admin_url: str, *, throwaway: bool = False) -> None:
+        """``throwaway``: the suite's own server (``tests/support/postgres.py``), which
+        trades durability for speed."""
         admin = make_url(admin_url)
         self._admin = admin
         self._dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -75,6 +77,7 @@ class PostgresDatabases:
         self._prefix = f"ct_{os.getpid()}_{uuid.uuid4().hex[:6]}"
         self._names = itertools.count(1)
         self._template: str | None = None
+        self._throwaway = throwaway
         self._strategy = sql.SQL("")
 
     def empty(self) -> str:
@@ -87,10 +90,10 @@ class PostgresDatabases:
             # The migration's connections are closed: a template must have none.
             self._template = make_url(url).database
             with psycopg.connect(self._dsn) as conn:
-                if conn.info.server_version >= 150000:
+                if self._throwaway and conn.info.server_version >= 150000:
                     # Copy the files, as before PostgreSQL 15, rather than write every page
-                    # of them to the WAL as well: the suite's own server runs with fsync off,
-                    # so the checkpoints this takes cost little.
+                    # of them to the WAL as well: with fsync off, the checkpoints this takes
+                    # cost little.
                     self._strategy = sql.SQL(" STRATEGY FILE_COPY")
         return self._create(self._template)
 
@@ -155,7 +158,7 @@ class Databases:
                 self._postgres = PostgresDatabases(existing)
             else:
                 self._server = postgres.PostgresServer().start()
-                self._postgres = PostgresDatabases(self._server.admin_url)
+                self._postgres = PostgresDatabases(self._server.admin_url, throwaway=True)
         return self._postgres
 
     def close(self) -> None:
