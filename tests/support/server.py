@@ -240,8 +240,9 @@ class _Shared:
             self._renew_clock()
             if not self._clock_is_new():
                 return False
-        # A reset keeps AccessKeys (and the nonces and audit log, which no test of a shared
-        # server reads: those tests start a server of their own).
+        # A reset keeps AccessKeys; the nonces and the audit log too, which no test of a
+        # shared server depends on (requests sign with random nonces, the one fixed nonce is
+        # one test's, and the test that reads the audit log starts a server of its own).
         return list(keys.KeyStore(self.engine).keys()) == list(self.keys)
 
     def close(self) -> None:
