@@ -26,10 +26,7 @@ from tests.support import postgres
 
 SQLITE = "sqlite"
 POSTGRES = "postgres"
-BACKENDS = (SQLITE, POSTGRES)
 _SQLITE_FILE = "clustertasks.db"
-# A database in WAL mode may keep recent pages in these beside the main file.
-_SQLITE_SIDECARS = ("-wal", "-shm")
 
 
 def migrate(url: str) -> None:
@@ -53,12 +50,13 @@ class SqliteDatabases:
         if self._template is None:
             template = self._tmp.mktemp("template") / _SQLITE_FILE
             migrate(f"sqlite:///{template}")
+            # Its last connection closed, a database in WAL mode is all in its main file
+            # (SQLite checkpoints the -wal file into it and removes it).
+            if Path(f"{template}-wal").exists():
+                raise RuntimeError(f"{template} kept a -wal file: it cannot be copied alone")
             self._template = template
         copy = self._tmp.mktemp("db") / _SQLITE_FILE
-        for suffix in ("", *_SQLITE_SIDECARS):
-            source = Path(f"{self._template}{suffix}")
-            if source.exists():
-                shutil.copyfile(source, f"{copy}{suffix}")
+        shutil.copyfile(self._template, copy)
         return f"sqlite:///{copy}"
 
 
@@ -81,9 +79,11 @@ class PostgresDatabases:
         self._strategy = sql.SQL("")
 
     def empty(self) -> str:
+        """The URL of a new database that no migration has touched."""
         return self._create(None)
 
     def migrated(self) -> str:
+        """The URL of a new, migrated database: a copy of the template."""
         if self._template is None:
             url = self._create(None)
             migrate(url)
