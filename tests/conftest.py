@@ -1,84 +1,70 @@
 """Fixtures shared by every suite: databases on both backends.
 
-PostgreSQL is real: the suite starts a throwaway server from the machine's binaries the
-first time a test needs it (``tests/support/postgres.py``), or uses the server named by
-``CLUSTERTASKS_TEST_POSTGRES_URL``. Each test gets a database of its own.
+A test that takes ``backend`` (directly, or through ``db_url``, ``task_store``, a server …)
+runs twice, on SQLite and on PostgreSQL, unless it is marked ``one_backend`` because it
+never reaches the database.
+
+PostgreSQL is real: the suite (each pytest-xdist worker) starts a throwaway server from the
+machine's binaries the first time a test needs it (``tests/support/postgres.py``), or uses
+the server named by ``CLUSTERTASKS_TEST_POSTGRES_URL``. Each test gets a database of its
+own, a copy of one migrated once per session (``tests/support/databases.py``).
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import psycopg
 import pytest
-from psycopg import sql
-from sqlalchemy.engine import make_url
 
 from clustertasks import settings
 from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
-from tests.support import postgres
+from tests.support import databases
 
-DatabaseFactory = Callable[[], str]
-_names = itertools.count(1)
+# pytest-xdist gives its workers COLUMNS and LINES (80x24), and Rich fixes a console's width
+# from COLUMNS when the console is made, at the import of clustertasks.cli.output: the CLI
+# tests give each command its own COLUMNS, as under a plain pytest.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 
-def _unique_name() -> str:
-    return f"ct_{next(_names)}_{uuid.uuid4().hex[:8]}"
-
-
-class Databases:
-    """Creates empty databases on one PostgreSQL server (calling it creates one) and drops
-    them again, so that a long run does not leave thousands of files to delete at the end."""
-
-    def __init__(self, admin_url: str) -> None:
-        admin = make_url(admin_url)
-        self._admin = admin
-        self._dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-
-    def __call__(self) -> str:
-        name = _unique_name()
-        with psycopg.connect(self._dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        return self._admin.set(database=name).render_as_string(hide_password=False)
-
-    def drop(self, url: str) -> None:
-        """Drop the database of ``url``, closing any connection a test left open."""
-        name = make_url(url).database
-        if not name:
-            return
-        with psycopg.connect(self._dsn, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("one_backend") is not None:
+        backends = [pytest.param(databases.SQLITE, id=databases.SQLITE)]
+    else:
+        backends = [
+            pytest.param(databases.SQLITE, id=databases.SQLITE),
+            pytest.param(databases.POSTGRES, id=databases.POSTGRES, marks=pytest.mark.postgres),
+        ]
+    metafunc.parametrize("backend", backends)
 
 
 @pytest.fixture(scope="session")
-def postgres_databases() -> Iterator[Databases]:
-    """Makes a new, empty PostgreSQL database and returns its URL."""
-    existing = os.environ.get("CLUSTERTASKS_TEST_POSTGRES_URL")
-    if existing:
-        yield Databases(existing)
-        return
-    with postgres.PostgresServer() as server:
-        yield Databases(server.admin_url)
+def all_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[databases.Databases]:
+    made = databases.Databases(tmp_path_factory)
+    try:
+        yield made
+    finally:
+        made.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A fresh database URL, once per backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'clustertasks.db'}"
-        return
-    databases: Databases = request.getfixturevalue("postgres_databases")
-    url = databases()
+@pytest.fixture
+def db_url(backend: str, all_databases: databases.Databases) -> Iterator[str]:
+    """A new database, migrated, once per backend."""
+    url = all_databases.migrated(backend)
     yield url
-    databases.drop(url)
+    all_databases.drop(url)
+
+
+@pytest.fixture
+def empty_db_url(backend: str, all_databases: databases.Databases) -> Iterator[str]:
+    """A new database that no migration has touched, once per backend."""
+    url = all_databases.empty(backend)
+    yield url
+    all_databases.drop(url)
 
 
 @pytest.fixture

@@ -1,16 +1,24 @@
+"""Servers for the acceptance tests.
+
+``server``, ``read_server`` and ``seeded_server`` are shared by the tests of a session (one
+process per backend and command line, ``tests/support/server.SharedServers``), reset before
+each test to what a new server on a new database shows. A test whose subject is the process
+itself (startup, signals, exit statuses, restarts) or a flag no other test uses starts a
+``ServerProcess`` of its own on ``db_url``.
+"""
+
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from clustertasks import clock, settings
+from clustertasks import settings
 from clustertasks.emulator import cloud as sim_cloud
-from clustertasks.emulator import world_store
 from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
+from tests.support import cloud, databases
 from tests.support import server as server_support
 
 # The SDK reads proxy variables itself and ignores NO_PROXY (reference/sdk-wire.md §8).
@@ -18,42 +26,54 @@ for _name in server_support.PROXY_VARIABLES:
     os.environ.pop(_name, None)
 
 
-def _serve(db_url: str, tmp_path: Path, *args: str) -> Iterator[server_support.ServerProcess]:
-    process = server_support.ServerProcess(db_url, tmp_path, *args).start()
-    try:
-        yield process
-    finally:
-        status = process.stop()
-        assert status == 0, process.log()
-
-
-@pytest.fixture
-def server(db_url: str, tmp_path: Path) -> Iterator[server_support.ServerProcess]:
-    """``clustertasks serve --sim-speed 0`` as a subprocess on a free port, running tasks;
-    stopped with SIGTERM, which must end it cleanly (exit status 0)."""
-    yield from _serve(db_url, tmp_path, "--sim-speed", "0")
-
-
-@pytest.fixture
-def read_server(db_url: str, tmp_path: Path) -> Iterator[server_support.ServerProcess]:
-    """The same with ``--no-executor``: tasks the test writes stay exactly as written."""
-    yield from _serve(db_url, tmp_path, "--no-executor")
-
-
-@pytest.fixture
-def sim(seeding_database: storage_database.Database) -> sim_cloud.SimCloud:
-    """The simulated cloud on the server's database, to arrange the world (stock, quota)."""
-    return sim_cloud.SimCloud(
-        world_store.WorldStore(seeding_database.engine),
-        settings.SimSettings(speed=0),
-        clock.SystemClock(),
+@pytest.fixture(scope="session")
+def shared_servers(
+    tmp_path_factory: pytest.TempPathFactory, all_databases: databases.Databases
+) -> Iterator[server_support.SharedServers]:
+    servers = server_support.SharedServers(
+        tmp_path_factory.mktemp("servers"), all_databases.migrated, all_databases.drop
     )
+    yield servers
+    # Each must end cleanly on SIGTERM (exit status 0), after all the tests it served.
+    problems = servers.close()
+    assert not problems, "\n\n".join(problems)
+
+
+def _lease(
+    servers: server_support.SharedServers, backend: str, *args: str
+) -> Iterator[server_support.ServerProcess]:
+    process = servers.lease(backend, *args)
+    yield process
+    assert process.running, f"the server exited during the test:\n{process.log()}"
 
 
 @pytest.fixture
-def seeding_database(db_url: str) -> Iterator[storage_database.Database]:
-    """A second connection to the server's database, for writing tasks to read back."""
-    opened = storage_database.Database.open(settings.StorageSettings(url=db_url))
+def server(
+    shared_servers: server_support.SharedServers, backend: str
+) -> Iterator[server_support.ServerProcess]:
+    """``clustertasks serve --sim-speed 0`` as a subprocess on a free port, running tasks."""
+    yield from _lease(shared_servers, backend, "--sim-speed", "0")
+
+
+@pytest.fixture
+def read_server(
+    shared_servers: server_support.SharedServers, backend: str
+) -> Iterator[server_support.ServerProcess]:
+    """The same with ``--no-executor``: tasks the test writes stay exactly as written."""
+    yield from _lease(shared_servers, backend, "--no-executor")
+
+
+@pytest.fixture
+def seeded_server(
+    shared_servers: server_support.SharedServers, backend: str
+) -> Iterator[server_support.ServerProcess]:
+    """The issue's CI set-up: ``serve --sim-speed 0 --sim-seed 42``."""
+    yield from _lease(shared_servers, backend, "--sim-speed", "0", "--sim-seed", "42")
+
+
+def _database(url: str | None) -> Iterator[storage_database.Database]:
+    assert url is not None
+    opened = storage_database.Database.open(settings.StorageSettings(url=url))
     try:
         yield opened
     finally:
@@ -61,5 +81,14 @@ def seeding_database(db_url: str) -> Iterator[storage_database.Database]:
 
 
 @pytest.fixture
-def seeding_store(seeding_database: storage_database.Database) -> store.TaskStore:
-    return seeding_database.tasks
+def seeding_store(read_server: server_support.ServerProcess) -> Iterator[store.TaskStore]:
+    """A second connection to the read server's database, for writing tasks to read back."""
+    for opened in _database(read_server.db_url):
+        yield opened.tasks
+
+
+@pytest.fixture
+def sim(server: server_support.ServerProcess) -> Iterator[sim_cloud.SimCloud]:
+    """The simulated cloud on the server's database."""
+    for opened in _database(server.db_url):
+        yield cloud.sim_for(opened)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from alibabacloud_cs20151215 import models as cs_models
 from alibabacloud_cs20151215.client import Client
 from alibabacloud_tea_openapi.utils_models import Config
 
+from tests.support import polling
 from tests.support.server import ServerProcess
 
 TERMINAL = ("success", "fail", "canceled")
@@ -37,14 +37,14 @@ def wait_task(
     sdk: Client, task_id: str, timeout: float = 60.0, states: tuple[str, ...] = TERMINAL
 ) -> Any:
     """Poll DescribeTaskInfo as Terraform does (bounded), until the task reaches ``states``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        body = sdk.describe_task_info(task_id).body
-        if body.state in states:
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"task {task_id} still {body.state} after {timeout}s")
-        time.sleep(0.05)
+    return polling.until(
+        f"task {task_id}",
+        lambda: sdk.describe_task_info(task_id).body,
+        lambda body: body.state in states,
+        timeout=timeout,
+        interval=0.05,
+        show=lambda body: body.state,
+    )
 
 
 def pool_request(name: str, size: int, types: list[str] | None = None, **kube: Any) -> Any:

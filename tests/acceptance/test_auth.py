@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,19 @@ def test_gateway_errors_reach_the_sdk_as_client_exceptions(server: ServerProcess
     )
 
 
-def test_keys_cli_round_trip_and_a_readonly_key(server: ServerProcess, db_url: str) -> None:
+@pytest.fixture
+def keys_server(db_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server of its own: AccessKeys and the audit log are what an emulator reset keeps,
+    so a shared server would show other tests' keys and requests."""
+    process = ServerProcess(db_url, tmp_path, "--sim-speed", "0").start()
+    try:
+        yield process
+    finally:
+        assert process.stop() == 0, process.log()
+
+
+def test_keys_cli_round_trip_and_a_readonly_key(keys_server: ServerProcess, db_url: str) -> None:
+    server = keys_server
     admin = sdk.client(server)
     cluster_id, _ = sdk.create_cluster(admin, pool_size=1)
 

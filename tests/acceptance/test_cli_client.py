@@ -293,6 +293,8 @@ def test_cluster_create_scale_and_list_in_every_format(ct: cli_support.Cli) -> N
     assert len(_nodes(ct, cluster_id)) == 4
 
 
+# Usage errors: the CLI sends nothing, so no database is reached.
+@pytest.mark.one_backend
 def test_usage_errors_exit_4(ct: cli_support.Cli) -> None:
     for args, says in (
         (("nodepool", "scale", "c1", "np1"), "exactly one of --count and --desired-size"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import signal
-import time
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ from clustertasks import settings
 from clustertasks.domain import states
 from clustertasks.storage import database
 from tests.acceptance import sdk
-from tests.support import signing
+from tests.support import polling, signing
 from tests.support.server import ServerProcess
 
 TASKS = 20
@@ -51,17 +50,16 @@ def test_kill_9_mid_flight_then_every_task_finishes(db_url: str, tmp_path: Path)
             ).body.task_id
             for pool_id in pool_ids
         ]
-        deadline = time.monotonic() + 60
-        while True:
-            started = [
+        polling.until(
+            "scale-outs getting going (tasks that created an instance)",
+            lambda: [
                 t
                 for t in task_ids
                 if any(e["reason"] == "InstanceCreated" for e in _events(running, t))
-            ]
-            if len(started) >= TASKS // 2:
-                break
-            assert time.monotonic() < deadline, "scale-outs never got going"
-            time.sleep(0.05)
+            ],
+            lambda started: len(started) >= TASKS // 2,
+            interval=0.05,
+        )
         states_before = [client.describe_task_info(t).body.state for t in task_ids]
         running.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
     assert states_before.count("running") >= 1, "the kill came too late to prove anything"

@@ -6,30 +6,21 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-import pytest
 from alibabacloud_cs20151215 import models as cs_models
 from alibabacloud_cs20151215.client import Client
 
 from clustertasks.emulator import cloud as sim_cloud
-from tests.acceptance import conftest, sdk
-from tests.support import signing
+from tests.acceptance import sdk
+from tests.support import polling, signing
 from tests.support.server import ServerProcess
 
-T = TypeVar("T")
 OLD = "1.31.1-aliyun.1"
 NEW = "1.32.1-aliyun.1"
 NO_STOCK = "OperationDenied.NoStock"
-
-
-@pytest.fixture
-def seeded_server(db_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
-    """The issue's CI set-up: ``serve --sim-speed 0 --sim-seed 42``."""
-    yield from conftest._serve(db_url, tmp_path, "--sim-speed", "0", "--sim-seed", "42")
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -66,20 +57,10 @@ def _faults(server: ServerProcess) -> dict[str, Any]:
     return {rule["fault_id"]: rule for rule in listed}
 
 
-def _until(what: str, probe: Callable[[], T], done: Callable[[T], bool], timeout: float = 60) -> T:
-    """Bounded poll: ``probe()`` until ``done`` holds for what it returns."""
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = probe()
-        if done(seen):
-            return seen
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: still {seen!r} after {timeout}s")
-        time.sleep(0.02)
-
-
 def _waiting(server: ServerProcess, count: int) -> None:
-    _until(f"{count} simulated waits", lambda: _clock(server)["waiting"], lambda n: n == count)
+    polling.until(
+        f"{count} simulated waits", lambda: _clock(server)["waiting"], lambda n: n == count
+    )
 
 
 def _pool(client: Client, cluster_id: str) -> str:
@@ -255,7 +236,7 @@ def test_a_manual_clock_holds_an_upgrade_between_batches_until_advanced(
     _waiting(server, 1)  # the first node's upgrade: 60 simulated seconds
     assert status(first.node_name) == "NotReady"
     _advance(server, 60)
-    _until("the first batch done", rollout, lambda seen: seen == (1, 1))
+    polling.until("the first batch done", rollout, lambda seen: seen == (1, 1))
     _waiting(server, 1)  # now the batch interval: one simulated minute
 
     _advance(server, 59)
@@ -265,10 +246,12 @@ def test_a_manual_clock_holds_an_upgrade_between_batches_until_advanced(
     assert (held.kubelet_version, held.schedulable, held.node_status) == (OLD, True, "Ready")
 
     _advance(server, 1)  # crosses the interval: the second batch starts
-    _until("the second node upgrading", lambda: status(second.node_name), lambda s: s == "NotReady")
+    polling.until(
+        "the second node upgrading", lambda: status(second.node_name), lambda s: s == "NotReady"
+    )
     _waiting(server, 1)
     _advance(server, 60)
-    _until("the second batch done", rollout, lambda seen: seen == (2, 2))
+    polling.until("the second batch done", rollout, lambda seen: seen == (2, 2))
     _waiting(server, 1)  # the interval before the third batch
 
     # The interval wait stays interruptible: a pause takes effect without any advance.
@@ -277,7 +260,9 @@ def test_a_manual_clock_holds_an_upgrade_between_batches_until_advanced(
     assert _clock(server)["waiting"] == 0
     assert status(third.node_name) == "Ready"
     client.resume_task(task_id)
-    _until("the third node upgrading", lambda: status(third.node_name), lambda s: s == "NotReady")
+    polling.until(
+        "the third node upgrading", lambda: status(third.node_name), lambda s: s == "NotReady"
+    )
     _waiting(server, 1)
     _advance(server, 60)
     task = sdk.wait_task(client, task_id)
@@ -301,12 +286,14 @@ def test_a_manual_clock_boots_instances_only_when_advanced_far_enough(
     assert _advance(server, 4)["waiting"] == 1
     assert _statuses(sim, cluster_id, {new}) == ["Pending"]
     _advance(server, 1)
-    _until("Starting", lambda: _statuses(sim, cluster_id, {new}), lambda s: s == ["Starting"])
+    polling.until(
+        "Starting", lambda: _statuses(sim, cluster_id, {new}), lambda s: s == ["Starting"]
+    )
     _waiting(server, 1)
     _advance(server, 24)
     assert _statuses(sim, cluster_id, {new}) == ["Starting"]
     _advance(server, 1)
-    _until("Running", lambda: _statuses(sim, cluster_id, {new}), lambda s: s == ["Running"])
+    polling.until("Running", lambda: _statuses(sim, cluster_id, {new}), lambda s: s == ["Running"])
     _waiting(server, 1)
     assert _task_state(client, cluster_id, task_id) == "running"
     after = _advance(server, 20)
@@ -352,7 +339,7 @@ def test_per_poll_a_scale_out_moves_only_as_describe_task_info_is_called(
 
     # One poll: one step for every instance.
     assert client.describe_task_info(task_id).body.state == "running"
-    _until("one step", new_statuses, lambda s: s == ["Starting"] * 5)
+    polling.until("one step", new_statuses, lambda s: s == ["Starting"] * 5)
     _waiting(server, 5)
     assert new_statuses() == ["Starting"] * 5
 
@@ -419,7 +406,7 @@ def test_latency_waits_on_the_clock_and_a_mode_switch_releases_it(
     assert _advance(server, 29)["waiting"] == 1
     assert len(_instances(sim, cluster_id)) == count  # still not launched
     _advance(server, 1)
-    _until("launched", lambda: len(_instances(sim, cluster_id)), lambda n: n == count + 1)
+    polling.until("launched", lambda: len(_instances(sim, cluster_id)), lambda n: n == count + 1)
 
     # Back to realtime at speed 0: every pending wait is over at once.
     assert _clock(server, mode="realtime")["mode"] == "realtime"

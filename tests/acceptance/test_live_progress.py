@@ -7,7 +7,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from alibabacloud_cs20151215.client import Client
 from clustertasks.domain import states, wire
 from clustertasks.storage import store
 from tests.acceptance import sdk
-from tests.support import factories, signing, sse
+from tests.support import factories, polling, signing, sse
 from tests.support.server import ServerProcess
 
 OLD = "1.31.1-aliyun.1"
@@ -319,9 +318,9 @@ def test_disconnect_and_resume_loses_and_repeats_nothing(
 
 
 def test_heartbeats_keep_an_idle_stream_alive(
-    db_url: str, tmp_path: Path, seeding_store: store.TaskStore
+    db_url: str, tmp_path: Path, task_store: store.TaskStore
 ) -> None:
-    view = factories.seed_task(seeding_store)
+    view = factories.seed_task(task_store)
     with (
         ServerProcess(db_url, tmp_path, "--no-executor", "--sse-heartbeat", "0.1") as server,
         _http(server) as http,
@@ -332,7 +331,7 @@ def test_heartbeats_keep_an_idle_stream_alive(
         assert snapshot.event == "snapshot"
         # Nothing changes: comments only, until something does.
         assert [stream.item(), stream.item()] == [sse.Comment("keep-alive")] * 2
-        _event(seeding_store, view.task.task_id, "AtLast")
+        _event(task_store, view.task.task_id, "AtLast")
         message = stream.next()
         assert message is not None
         assert (message.event, message.data["reason"]) == ("event", "AtLast")
@@ -340,13 +339,13 @@ def test_heartbeats_keep_an_idle_stream_alive(
 
 
 def test_a_hundred_streams_see_the_same_sequence(
-    db_url: str, tmp_path: Path, seeding_store: store.TaskStore
+    db_url: str, tmp_path: Path, task_store: store.TaskStore
 ) -> None:
-    view = factories.seed_task(seeding_store)
+    view = factories.seed_task(task_store)
     task_id = view.task.task_id
     unthrottled = ("--rate-limit", "100000", "--rate-burst", "100000")
     with ServerProcess(db_url, tmp_path, "--no-executor", *unthrottled) as server:
-        received = asyncio.run(_many_streams(server, seeding_store, task_id, streams=100))
+        received = asyncio.run(_many_streams(server, task_store, task_id, streams=100))
         assert server.stop() == 0
     first = received[0]
     assert [m.event for m in first] == ["snapshot"] + ["event", "stage"] * 3 + ["task", "end"]
@@ -354,7 +353,7 @@ def test_a_hundred_streams_see_the_same_sequence(
         assert other == first
     _positions_move_forward(first)
     _events_once_in_order(len(view.events), first[1:])
-    assert first[-1].data == wire.task_document(seeding_store.describe_task(task_id))
+    assert first[-1].data == wire.task_document(task_store.describe_task(task_id))
 
 
 async def _many_streams(
@@ -380,10 +379,12 @@ async def _many_streams(
                         into.append(item)
 
         async def everyone_has(count: int) -> None:
-            deadline = time.monotonic() + READ_TIMEOUT
-            while any(len(messages) < count for messages in received):
-                assert time.monotonic() < deadline, [len(m) for m in received]
-                await asyncio.sleep(0.02)
+            await polling.until_async(
+                f"every stream with {count} messages",
+                lambda: [len(messages) for messages in received],
+                lambda lengths: all(length >= count for length in lengths),
+                timeout=READ_TIMEOUT,
+            )
 
         followers = [asyncio.create_task(follow(into)) for into in received]
         await everyone_has(1)
@@ -399,9 +400,9 @@ async def _many_streams(
 
 
 def test_stopping_the_server_ends_open_streams(
-    db_url: str, tmp_path: Path, seeding_store: store.TaskStore
+    db_url: str, tmp_path: Path, task_store: store.TaskStore
 ) -> None:
-    view = factories.seed_task(seeding_store)
+    view = factories.seed_task(task_store)
     server = ServerProcess(db_url, tmp_path, "--no-executor").start()
     try:
         with (

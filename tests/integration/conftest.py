@@ -5,29 +5,20 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from clustertasks import bootstrap, clock, settings
+from clustertasks import bootstrap, settings
 from clustertasks.api import app as api_app
 from clustertasks.api import services as api_services
-from clustertasks.emulator import cloud as sim_cloud
-from clustertasks.emulator import world_store
 from clustertasks.operations import base as operations
 from clustertasks.operations import catalog
 from clustertasks.storage import database as storage_database
-from tests.support import signing
-
-
-def sim_for(db: storage_database.Database) -> sim_cloud.SimCloud:
-    """A simulated cloud on the test's database that never waits."""
-    return sim_cloud.SimCloud(
-        world_store.WorldStore(db.engine), settings.SimSettings(speed=0), clock.SystemClock()
-    )
+from tests.support import cloud, signing
 
 
 def services_for(
     db: storage_database.Database, registry: operations.Registry | None = None
 ) -> api_services.Services:
     """Services on the test's database with the real operations and a simulated cloud."""
-    return bootstrap.build_services(db, registry or catalog.registry(), sim_for(db))
+    return bootstrap.build_services(db, registry or catalog.registry(), cloud.sim_for(db))
 
 
 @pytest.fixture

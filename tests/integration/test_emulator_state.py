@@ -10,7 +10,6 @@ import contextlib
 import copy
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,7 +21,7 @@ from clustertasks.domain import access
 from clustertasks.emulator import catalogue, snapshots
 from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
-from tests.support import factories, signing
+from tests.support import databases, factories, polling, signing
 
 REGION = "cn-hangzhou"
 VSWITCH = "vsw-hangzhou-h"
@@ -61,24 +60,13 @@ def ok(response: Any) -> Any:
     return response.json()
 
 
-def until(what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
-    """Bounded poll until ``probe`` returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def wait_task(client: TestClient, task_id: str) -> dict[str, Any]:
-    def finished() -> dict[str, Any] | None:
-        body: dict[str, Any] = ok(client.get(f"/tasks/{task_id}"))
-        return body if body["state"] in TERMINAL else None
-
-    found: dict[str, Any] = until(f"task {task_id} to end", finished)
+    found: dict[str, Any] = polling.until(
+        f"task {task_id} to end",
+        lambda: ok(client.get(f"/tasks/{task_id}")),
+        lambda body: body["state"] in TERMINAL,
+        show=lambda body: body["state"],
+    )
     return found
 
 
@@ -226,7 +214,7 @@ def test_reset_stops_a_running_task_and_then_it_is_gone(
         executor = runtime.executor
         assert executor is not None
         cluster_id, task_id = create_cluster(client, size=1)
-        until(
+        polling.until(
             "the runner to reach CreateControlPlane",
             lambda: (
                 task_id in executor.running_task_ids
@@ -246,7 +234,7 @@ def test_reset_stops_a_running_task_and_then_it_is_gone(
         assert client.get(f"/clusters/{cluster_id}").status_code == 404
         # The executor goes on: a new task gets a runner.
         _, again = create_cluster(client, name="again", size=1)
-        until("a runner for the new task", lambda: again in executor.running_task_ids)
+        polling.until("a runner for the new task", lambda: again in executor.running_task_ids)
         ok(client.post("/_emulator/reset"))
         assert executor.running_task_ids == ()
     # Stopped: nothing can write any more. Nothing came back after the reset.
@@ -319,18 +307,22 @@ def test_export_reset_import_round_trips_exactly(db_url: str) -> None:
 
 @pytest.mark.postgres
 def test_a_document_moves_between_backends(
-    tmp_path: Any, postgres_databases: Callable[[], str]
+    tmp_path: Any, all_databases: databases.Databases
 ) -> None:
     """Exported from SQLite, imported into PostgreSQL, exported again: the same document."""
     with serving(f"sqlite:///{tmp_path / 'from.db'}") as (runtime, client):
         _, task_ids = build_history(runtime, client)
         exported = export(client)
         described = {task_id: describe_bytes(client, task_id) for task_id in task_ids}
-    with serving(postgres_databases()) as (_, client):
-        ok(client.post("/_emulator/state", json=exported))
-        assert without_time(export(client)) == without_time(exported)
-        for task_id in task_ids:
-            assert describe_bytes(client, task_id) == described[task_id]
+    target = all_databases.empty(databases.POSTGRES)
+    try:
+        with serving(target) as (_, client):
+            ok(client.post("/_emulator/state", json=exported))
+            assert without_time(export(client)) == without_time(exported)
+            for task_id in task_ids:
+                assert describe_bytes(client, task_id) == described[task_id]
+    finally:
+        all_databases.drop(target)
 
 
 def runtime_table(name: str) -> Any:
@@ -342,7 +334,7 @@ def test_import_replaces_running_tasks_and_imported_ones_resume(db_url: str) -> 
         executor = runtime.executor
         assert executor is not None
         _, task_id = create_cluster(client, size=1)
-        until("a runner for the task", lambda: task_id in executor.running_task_ids)
+        polling.until("a runner for the task", lambda: task_id in executor.running_task_ids)
         exported = export(client)
         assert [t["state"] for t in exported["tables"]["tasks"]] == ["running"]
 
@@ -351,7 +343,9 @@ def test_import_replaces_running_tasks_and_imported_ones_resume(db_url: str) -> 
         assert (imported["tasks_canceled"], imported["tasks_deleted"]) == (1, 1)
         assert imported["imported"]["tasks"] == 1
         # The imported task is unfinished: the executor picks it up again, as after a restart.
-        until("the imported task to run again", lambda: task_id in executor.running_task_ids)
+        polling.until(
+            "the imported task to run again", lambda: task_id in executor.running_task_ids
+        )
         assert ok(client.get(f"/tasks/{task_id}"))["state"] == "running"
 
 

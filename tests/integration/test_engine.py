@@ -15,7 +15,7 @@ from clustertasks.operations import base
 from clustertasks.service import control
 from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
-from tests.support import fake_cloud
+from tests.support import fake_cloud, polling
 from tests.support import operations as ops
 
 T = TypeVar("T")
@@ -71,14 +71,14 @@ class Harness:
         self, task_id: str, predicate: Callable[[records.TaskView], bool], timeout: float = 20
     ) -> records.TaskView:
         """Bounded poll of the store until ``predicate`` holds."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            view = self.view(task_id)
-            if predicate(view):
-                return view
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"timed out; task is {view.task.state}: {view}")
-            await asyncio.sleep(0.01)
+        return await polling.until_async(
+            f"task {task_id}",
+            lambda: self.view(task_id),
+            predicate,
+            timeout=timeout,
+            interval=0.01,
+            show=lambda view: f"{view.task.state}: {view}",
+        )
 
     async def state(self, task_id: str, *wanted: states.TaskState) -> records.TaskView:
         return await self.until(task_id, lambda v: v.task.state in wanted)

@@ -11,7 +11,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -27,8 +26,7 @@ from clustertasks.engine import executor, runner
 from clustertasks.service import changes
 from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
-from tests.integration.conftest import sim_for
-from tests.support import factories, fake_cloud, signing, sse
+from tests.support import cloud, factories, fake_cloud, polling, signing, sse
 from tests.support import operations as ops
 
 CLUSTER = "c0123456789abcdef0123456789abcdef"
@@ -60,18 +58,16 @@ class Live:
 
     def waiting(self, task_id: str, count: int = 1) -> None:
         """Until ``count`` requests wait for ``task_id`` (bounded)."""
-        _until(lambda: self.services.changes.watching(task_id) == count)
+        polling.until(
+            f"{count} requests waiting for {task_id}",
+            lambda: self.services.changes.watching(task_id),
+            lambda watching: watching == count,
+            timeout=ANSWER_WITHIN,
+            interval=0.01,
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-
-
-def _until(condition: Callable[[], bool], timeout: float = ANSWER_WITHIN) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 def _answer(future: concurrent.futures.Future[T]) -> T:
@@ -88,7 +84,7 @@ def _live(
     services = bootstrap.build_services(
         db,
         ops.REGISTRY,
-        sim_for(db),
+        cloud.sim_for(db),
         hub=hub,
         executor=engine.executor if engine is not None else None,
     )
@@ -298,7 +294,13 @@ def test_long_poll_wakes_when_the_executor_commits(
     try:
         with _live(database, engine.config, engine) as live:
             task_id = _submit(live, "test_batches")
-            _until(lambda: _stage_state(task_store, task_id, "Upgrade") == "running")
+            polling.until(
+                "the Upgrade stage running",
+                lambda: _stage_state(task_store, task_id, "Upgrade"),
+                lambda state: state == "running",
+                timeout=ANSWER_WITHIN,
+                interval=0.01,
+            )
             version = task_store.task_version(task_id)
             pending = live.later(
                 f"/tasks/{task_id}", params={"wait": LONG_WAIT, "since": str(version)}
@@ -312,7 +314,13 @@ def test_long_poll_wakes_when_the_executor_commits(
             assert {"data": "node-1", "status": "success"} in response.json()["task_result"]
             engine.open_gate(2)
             engine.open_gate(3)
-            _until(lambda: task_store.get_task(task_id).state is states.TaskState.SUCCESS)
+            polling.until(
+                "the task succeeded",
+                lambda: task_store.get_task(task_id).state,
+                lambda state: state is states.TaskState.SUCCESS,
+                timeout=ANSWER_WITHIN,
+                interval=0.01,
+            )
     finally:
         engine.stop()
 

@@ -12,8 +12,8 @@ from clustertasks.emulator import fault_store
 from clustertasks.storage import database, dialects, migrate, schema
 
 
-def test_migrations_produce_the_declared_tables(db_url: str) -> None:
-    engine = dialects.create_engine(settings.StorageSettings(url=db_url))
+def test_migrations_produce_the_declared_tables(empty_db_url: str) -> None:
+    engine = dialects.create_engine(settings.StorageSettings(url=empty_db_url))
     try:
         migrate.upgrade(engine)
         with engine.connect() as conn:
@@ -45,10 +45,10 @@ def test_migrations_produce_the_declared_tables(db_url: str) -> None:
         engine.dispose()
 
 
-def test_opening_twice_is_a_no_op_and_keeps_data(db_url: str) -> None:
+def test_opening_twice_is_a_no_op_and_keeps_data(empty_db_url: str) -> None:
     from tests.support import factories
 
-    config = settings.StorageSettings(url=db_url)
+    config = settings.StorageSettings(url=empty_db_url)
     first = database.Database.open(config)
     task_id = factories.seed_task(first.tasks).task.task_id
     first.close()

@@ -9,7 +9,7 @@ from clustertasks.engine import executor
 from clustertasks.operations import catalog
 from clustertasks.service import control
 from clustertasks.storage import database as storage_database
-from tests.integration.conftest import sim_for
+from tests.support import cloud, polling
 
 CLUSTER = "c" + "7" * 32
 
@@ -21,7 +21,7 @@ def test_a_cluster_create_the_executor_starts_before_the_api_registers_it_succee
     the task in between must find (or make) the cluster rather than fail it."""
     registry = catalog.registry()
     task_store = database.tasks
-    sim = sim_for(database)
+    sim = cloud.sim_for(database)
     spec = world.ClusterSpec(name="raced", region_id="cn-hangzhou", kubernetes_version="1.32.1")
     submitted = control.TaskControl(task_store, registry).submit(
         "cluster_create",
@@ -34,13 +34,13 @@ def test_a_cluster_create_the_executor_starts_before_the_api_registers_it_succee
         engine = executor.LocalExecutor(task_store, registry, sim, lock=database.executor_lock())
         await engine.start()
         try:
-            deadline = asyncio.get_running_loop().time() + 30
-            while True:
-                view = task_store.describe_task(submitted.task.task_id)
-                if view.task.state.terminal:
-                    return view
-                assert asyncio.get_running_loop().time() < deadline, view
-                await asyncio.sleep(0.01)
+            return await polling.until_async(
+                "the task to end",
+                lambda: task_store.describe_task(submitted.task.task_id),
+                lambda view: view.task.state.terminal,
+                timeout=30,
+                interval=0.01,
+            )
         finally:
             await engine.stop()
 

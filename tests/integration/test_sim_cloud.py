@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import ipaddress
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -19,7 +19,7 @@ from clustertasks.emulator import catalogue, cloud, timing
 from clustertasks.emulator import world_store as world_storage
 from clustertasks.providers import base, inventory
 from clustertasks.storage import dialects, migrate, schema
-from tests.support import factories
+from tests.support import databases, factories
 
 T = TypeVar("T")
 VERSION = "1.32.1-aliyun.1"
@@ -56,14 +56,11 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
 
 
 @pytest.fixture
-def other_db_url(
-    db_url: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> str:
-    """A second fresh database on the same backend as ``db_url``."""
-    if db_url.startswith("sqlite"):
-        return f"sqlite:///{tmp_path_factory.mktemp('other') / 'other.db'}"
-    factory: Callable[[], str] = request.getfixturevalue("postgres_databases")
-    return factory()
+def other_db_url(backend: str, all_databases: databases.Databases) -> Iterator[str]:
+    """A second new database on the same backend as ``db_url``."""
+    url = all_databases.migrated(backend)
+    yield url
+    all_databases.drop(url)
 
 
 def _sim(engine: sa.Engine, **options: Any) -> cloud.SimCloud:
