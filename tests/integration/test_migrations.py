@@ -73,10 +73,10 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: object) -> None:
         opened.close()
 
 
-def test_node_faults_become_fault_rules(db_url: str) -> None:
+def test_node_faults_become_fault_rules(empty_db_url: str) -> None:
     """Migration 0006: every sim_faults row is an unlimited rule on the node and the
     action's operation, after the rules there were, failing as the node fault did."""
-    engine = dialects.create_engine(settings.StorageSettings(url=db_url))
+    engine = dialects.create_engine(settings.StorageSettings(url=empty_db_url))
     try:
         migrate.upgrade(engine, "0005")
         cluster = {
