@@ -17,6 +17,7 @@ import pytest
 from clustertasks import settings
 from clustertasks.providers.sim import cloud as sim_cloud
 from clustertasks.storage import store
+from tests.acceptance import sdk
 from tests.support import cloud, databases
 from tests.support import server as server_support
 
@@ -42,6 +43,7 @@ def _lease(
     servers: server_support.SharedServers, backend: str, *args: str
 ) -> Iterator[server_support.ServerProcess]:
     process = servers.lease(backend, *args)
+    sdk.close_connections()
     yield process
     assert process.running, f"the server exited during the test:\n{process.log()}"
 

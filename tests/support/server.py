@@ -66,7 +66,6 @@ class ServerProcess:
         self.log_path = workdir / f"server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
-        self._api: client.ApiClient | None = None
 
     @property
     def running(self) -> bool:
@@ -101,7 +100,6 @@ class ServerProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Ask the server to stop; return its exit status."""
         assert self.process is not None
-        self._close_api()
         if self.process.poll() is None:
             self.process.send_signal(sig)
             try:
@@ -114,7 +112,6 @@ class ServerProcess:
 
     def kill(self) -> None:
         """kill -9: no chance to clean up."""
-        self._close_api()
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
@@ -125,15 +122,10 @@ class ServerProcess:
 
     def emulator(self, method: str, action: str, path: str, body: Any = None) -> dict[str, Any]:
         """Call one of the emulator's controls (``/_emulator/…``) with the test key, through
-        the client ``clustertasks.testing.Emulator`` uses for the same calls."""
-        if self._api is None:
-            self._api = client.ApiClient(self.url, signing.auth(), timeout=120.0)
-        return self._api.call(method, action, path, json=body)
-
-    def _close_api(self) -> None:
-        if self._api is not None:
-            self._api.close()
-            self._api = None
+        the client ``clustertasks.testing.Emulator`` uses for the same calls. A connection
+        of its own: one kept idle between tests could be closed by the server as it is used."""
+        with client.ApiClient(self.url, signing.auth(), timeout=120.0) as api:
+            return api.call(method, action, path, json=body)
 
     def _close_log(self) -> None:
         if self._log is not None:
