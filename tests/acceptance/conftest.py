@@ -18,6 +18,7 @@ from clustertasks import settings
 from clustertasks.emulator import cloud as sim_cloud
 from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
+from tests.acceptance import sdk
 from tests.support import cloud, databases
 from tests.support import server as server_support
 
@@ -43,6 +44,7 @@ def _lease(
     servers: server_support.SharedServers, backend: str, *args: str
 ) -> Iterator[server_support.ServerProcess]:
     process = servers.lease(backend, *args)
+    sdk.close_connections()
     yield process
     assert process.running, f"the server exited during the test:\n{process.log()}"
 

@@ -7,6 +7,7 @@ from typing import Any
 from alibabacloud_cs20151215 import models as cs_models
 from alibabacloud_cs20151215.client import Client
 from alibabacloud_tea_openapi.utils_models import Config
+from darabonba.core import DaraCore
 
 from tests.support import polling
 from tests.support.server import ServerProcess
@@ -31,6 +32,16 @@ def client(
     if signature_algorithm:
         config.signature_algorithm = signature_algorithm
     return Client(config)
+
+
+def close_connections() -> None:
+    """Close the keep-alive connections the SDK pools for the whole process (one
+    ``requests`` session per endpoint, ``DaraCore._sessions``). A test on a shared server
+    then starts on new connections, as it did on a new server: a connection left idle by an
+    earlier test may be closed by the server (after its keep-alive timeout) just as it is
+    used again, and a POST is not retried."""
+    for session in DaraCore._sessions.values():
+        session.close()
 
 
 def wait_task(

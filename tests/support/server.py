@@ -9,7 +9,6 @@ running server.
 from __future__ import annotations
 
 import dataclasses
-import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,33 +37,17 @@ class ServerProcess(testing.ServerProcess):
         self, db_url: str | None, workdir: Path, *args: str, env: dict[str, str] | None = None
     ) -> None:
         super().__init__(args, workdir, db_url=db_url, env={**signing.SERVER_ENV, **(env or {})})
-        self._api: client.ApiClient | None = None
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = testing.STOP_TIMEOUT_SECONDS) -> int:
-        """Ask the server to stop; return its exit status."""
-        self._close_api()
-        return super().stop(sig, timeout)
-
-    def kill(self) -> None:
-        """kill -9: no chance to clean up."""
-        self._close_api()
-        super().kill()
-
     def emulator(self, method: str, action: str, path: str, body: Any = None) -> dict[str, Any]:
         """Call one of the emulator's controls (``/_emulator/…``) with the test key, through
-        the client ``clustertasks.testing.Emulator`` uses for the same calls."""
-        if self._api is None:
-            self._api = client.ApiClient(self.url, signing.auth(), timeout=120.0)
-        return self._api.call(method, action, path, json=body)
-
-    def _close_api(self) -> None:
-        if self._api is not None:
-            self._api.close()
-            self._api = None
+        the client ``clustertasks.testing.Emulator`` uses for the same calls. A connection
+        of its own: one kept idle between tests could be closed by the server as it is used."""
+        with client.ApiClient(self.url, signing.auth(), timeout=120.0) as api:
+            return api.call(method, action, path, json=body)
 
 
 class SharedServers:
