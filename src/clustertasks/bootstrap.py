@@ -77,14 +77,7 @@ def build(config: settings.Settings) -> Runtime:
             id_generator = ids.SeededIds(config.sim.seed, emulator_state.issued_ids(db))
         registry = catalog.registry()
         hub = changes.ChangeHub(db.tasks, config.live)
-        fault_rules = controls.FaultRules(
-            fault_store.FaultStore(db.engine),
-            db.tasks,
-            registry,
-            time=time,
-            id_generator=id_generator,
-            on_report=hub.notify,
-        )
+        fault_rules = _fault_rules(db, registry, time, id_generator, hub)
         # The world's records carry simulated time; tasks keep the wall clock's.
         sim_time = simclock.SimClock.open(
             clock_store.ClockStore(db.engine), speed=config.sim.speed, mode=config.sim.clock
@@ -125,6 +118,24 @@ def build(config: settings.Settings) -> Runtime:
     return Runtime(config, db, cloud, services, runner, authenticator)
 
 
+def _fault_rules(
+    db: database.Database,
+    registry: operations.Registry,
+    time: clock.Clock,
+    id_generator: ids.IdGenerator,
+    hub: changes.ChangeHub,
+) -> controls.FaultRules:
+    """The emulator's fault rules; a firing is told to whoever follows the task it hit."""
+    return controls.FaultRules(
+        fault_store.FaultStore(db.engine),
+        db.tasks,
+        registry,
+        time=time,
+        id_generator=id_generator,
+        on_report=hub.notify,
+    )
+
+
 def build_services(
     db: database.Database,
     registry: operations.Registry,
@@ -141,14 +152,7 @@ def build_services(
     time = time or clock.SystemClock()
     id_generator = id_generator or ids.IdGenerator()
     hub = hub or changes.ChangeHub(db.tasks)
-    fault_rules = fault_rules or controls.FaultRules(
-        fault_store.FaultStore(db.engine),
-        db.tasks,
-        registry,
-        time=time,
-        id_generator=id_generator,
-        on_report=hub.notify,
-    )
+    fault_rules = fault_rules or _fault_rules(db, registry, time, id_generator, hub)
     task_control = control.TaskControl(
         db.tasks,
         registry,
