@@ -8,13 +8,14 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 import uvicorn
 
+from clustertasks import admin as admin_commands
 from clustertasks import clock, errors, settings
 from clustertasks.api import app as api_app
 from clustertasks.api import services as api_services
@@ -261,7 +262,7 @@ def _provision_keys(runtime: Runtime, announce: Callable[[str], None]) -> None:
             "without checking it, its date or its nonce; for local emulation only"
         )
         return
-    admin = key_admin(runtime.database)
+    admin = admin_commands.key_admin(runtime.database)
     if auth.access_key_id is not None and auth.access_key_secret is not None:
         admin.ensure_admin(auth.access_key_id, auth.access_key_secret)
         announce(f"admin AccessKey {auth.access_key_id} set from CLUSTERTASKS_ACCESS_KEY_ID")
@@ -274,32 +275,6 @@ def _provision_keys(runtime: Runtime, announce: Callable[[str], None]) -> None:
     announce(f"  access_key_id      {first.access_key_id}")
     announce(f"  access_key_secret  {first.secret}")
     announce(f"saved to {path} (mode 0600); make more with 'clustertasks keys create'")
-
-
-def key_admin(db: database.Database) -> auth_service.KeyAdmin:
-    return auth_service.KeyAdmin(db.keys, clock.SystemClock())
-
-
-@contextlib.contextmanager
-def key_admin_for(config: settings.Settings) -> Iterator[auth_service.KeyAdmin]:
-    """Key management directly on the database (``clustertasks keys``)."""
-    db = database.Database.open(config.storage)
-    try:
-        yield key_admin(db)
-    finally:
-        db.close()
-
-
-@contextlib.contextmanager
-def audit_entries_for(
-    config: settings.Settings, since_us: int, limit: int
-) -> Iterator[list[access.AuditEntry]]:
-    """The audit log's entries, read directly from the database (``clustertasks audit``)."""
-    db = database.Database.open(config.storage)
-    try:
-        yield list(db.audit.entries(since_us, limit))
-    finally:
-        db.close()
 
 
 def save_credentials(path: str, key: access.AccessKey) -> str:
