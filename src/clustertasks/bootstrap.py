@@ -26,7 +26,7 @@ from clustertasks.engine import executor
 from clustertasks.operations import base as operations
 from clustertasks.operations import catalog
 from clustertasks.service import auth as auth_service
-from clustertasks.service import changes, control, live, nodes, tasks
+from clustertasks.service import changes, cluster_settings, control, live, nodes, tasks
 from clustertasks.service import cloud as cloud_service
 from clustertasks.storage import database
 
@@ -168,6 +168,7 @@ def build_services(
         control=task_control,
         cloud=clouds,
         nodes=nodes.NodeService(cloud, task_control, clouds),
+        cluster_settings=cluster_settings.ClusterSettings(cloud, task_control, clouds, time),
         changes=hub,
         live=live.LiveTasks(db.tasks, hub),
         emulator=api_services.EmulatorServices(

@@ -12,6 +12,7 @@ from clustertasks import __version__, settings
 from clustertasks.api import (
     auth,
     cloud,
+    cluster_settings,
     emulator,
     emulator_controls,
     emulator_state,
@@ -58,6 +59,7 @@ def create_app(
     app.include_router(streams.router)
     app.include_router(cloud.router)
     app.include_router(nodes.router)
+    app.include_router(cluster_settings.router)
     app.include_router(emulator.router)
     app.include_router(emulator_controls.router)
     app.include_router(emulator_state.router)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clustertasks.emulator import controls, state
-from clustertasks.service import changes, cloud, control, live, nodes, tasks
+from clustertasks.service import changes, cloud, cluster_settings, control, live, nodes, tasks
 from clustertasks.storage import database
 
 
@@ -26,6 +26,7 @@ class Services:
     control: control.TaskControl
     cloud: cloud.CloudService
     nodes: nodes.NodeService
+    cluster_settings: cluster_settings.ClusterSettings
     changes: changes.ChangeHub
     live: live.LiveTasks
     emulator: EmulatorServices

@@ -62,6 +62,24 @@ def sections(body: Mapping[str, Any], path: str = "") -> dict[str, Any]:
     return kept
 
 
+def node_config(
+    kubelet: Mapping[str, Any], os_config: Mapping[str, Any], containerd: Mapping[str, Any]
+) -> dict[str, Any]:
+    """ModifyNodePoolNodeConfig's sections as the pool's ``node_config`` change, each
+    checked under the name the request gives it."""
+    defaults = world_wire.nodepool_section_defaults()["node_config"]
+    config: dict[str, Any] = {}
+    if kubelet:
+        config["kubelet_configuration"] = _checked(
+            kubelet, defaults["kubelet_configuration"], "kubelet_config"
+        )
+    if os_config:
+        config["node_os_config"] = _checked(os_config, defaults["node_os_config"], "os_config")
+    if containerd:
+        config["containerd_config"] = dict(containerd)
+    return {"node_config": config}
+
+
 def merged(stored: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
     """ModifyClusterNodePool's rule: a field sent replaces the stored one, objects are
     merged key by key, lists are replaced whole."""

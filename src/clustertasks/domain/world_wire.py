@@ -39,6 +39,7 @@ _POSTPAID_EXPIRY = "2099-12-31T15:59:00Z"
 def cluster_document(cluster: world.Cluster, tz: str = "UTC") -> dict[str, Any]:
     """The DescribeClusterDetail body."""
     spec = cluster.spec
+    extra = spec.extra
     return {
         "auto_mode": {"enable": False},
         "cluster_domain": "cluster.local",
@@ -46,27 +47,33 @@ def cluster_document(cluster: world.Cluster, tz: str = "UTC") -> dict[str, Any]:
         "cluster_spec": spec.cluster_spec,
         "cluster_type": spec.cluster_type,
         "container_cidr": spec.container_cidr,
-        "control_plane_config": _control_plane_config(),
-        "control_plane_endpoints_config": {
-            "internal_dns_config": {"bind_vpcs": [], "enabled": False},
-            "load_balancers_config": [],
-        },
+        "control_plane_config": _deep(_control_plane_config(), extra.get("control_plane_config")),
+        "control_plane_endpoints_config": _deep(
+            {
+                "internal_dns_config": {"bind_vpcs": [], "enabled": False},
+                "load_balancers_config": [],
+            },
+            extra.get("control_plane_endpoints_config"),
+        ),
         "created": timefmt.rfc3339(cluster.created_us, tz),
         "current_version": cluster.current_version,
         "deletion_protection": spec.deletion_protection,
         "docker_version": "",
         "external_loadbalancer_id": "",
-        "extra_sans": [],
+        "extra_sans": list(extra.get("extra_sans", [])),
         "init_version": spec.kubernetes_version,
         "ip_stack": "ipv4",
-        "maintenance_window": {
-            "duration": "",
-            "enable": False,
-            "exclusions": [],
-            "maintenance_time": "",
-            "recurrence": "",
-            "weekly_period": "",
-        },
+        "maintenance_window": _deep(
+            {
+                "duration": "",
+                "enable": False,
+                "exclusions": [],
+                "maintenance_time": "",
+                "recurrence": "",
+                "weekly_period": "",
+            },
+            extra.get("maintenance_window"),
+        ),
         # ACK sends these two as JSON text inside the JSON document.
         "master_url": json.dumps(
             {
@@ -87,7 +94,10 @@ def cluster_document(cluster: world.Cluster, tz: str = "UTC") -> dict[str, Any]:
         "network_mode": "vpc",
         "next_version": "",
         "node_cidr_mask": "26",
-        "operation_policy": {"cluster_auto_upgrade": {"channel": "", "enabled": False}},
+        "operation_policy": _deep(
+            {"cluster_auto_upgrade": {"channel": "", "enabled": False}},
+            extra.get("operation_policy"),
+        ),
         "parameters": {},
         "private_zone": False,
         "profile": spec.profile,
@@ -96,7 +106,7 @@ def cluster_document(cluster: world.Cluster, tz: str = "UTC") -> dict[str, Any]:
         "resource_group_id": spec.resource_group_id,
         "rrsa_config": {
             "audience": "",
-            "enabled": False,
+            "enabled": bool(extra.get("enable_rrsa", False)),
             "issuer": "",
             "jwks_url": "",
             "max_oidc_token_expiration": "",
@@ -104,7 +114,7 @@ def cluster_document(cluster: world.Cluster, tz: str = "UTC") -> dict[str, Any]:
             "oidc_name": "",
             "open_api_configuration_url": "",
         },
-        "security_group_id": cluster.security_group_id,
+        "security_group_id": str(extra.get("security_group_id") or cluster.security_group_id),
         "service_cidr": spec.service_cidr,
         "size": cluster.size,
         "state": cluster.state,
@@ -437,6 +447,15 @@ def _scaling_group_defaults() -> dict[str, Any]:
         "system_disk_snapshot_policy_id": "",
         "tags": [],
     }
+
+
+def _deep(defaults: Mapping[str, Any], given: object) -> dict[str, Any]:
+    """``defaults`` with what was given over them, object by object."""
+    out = dict(defaults)
+    for key, value in _mapping(given).items():
+        old = out.get(key)
+        out[key] = _deep(old, value) if isinstance(old, Mapping) else value
+    return out
 
 
 def _section(

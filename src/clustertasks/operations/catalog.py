@@ -6,6 +6,7 @@ from clustertasks.operations import (
     attach,
     base,
     clusters,
+    node_config,
     nodepools,
     remove_nodes,
     repair,
@@ -22,5 +23,6 @@ def registry() -> base.Registry:
             *upgrade.OPERATIONS,
             *repair.OPERATIONS,
             *attach.OPERATIONS,
+            *node_config.OPERATIONS,
         ]
     )

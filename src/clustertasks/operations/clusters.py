@@ -5,6 +5,9 @@ up; minutes at realistic speed), ``CreateNodePools`` (the pools asked for in
 ``nodepools[]``), ``CreateInstances`` and ``JoinNodes`` (their nodes, for every pool),
 ``Finish`` (the cluster is ``running``). A failure leaves the cluster ``failed``.
 
+``cluster_update`` — ModifyCluster: ``UpdateCluster`` (the cluster is ``updating`` while its
+new settings are applied, then ``running``).
+
 ``cluster_delete`` — DeleteCluster: ``DeleteNodePools`` (every node removed, its instance
 released, every pool deleted) then ``DeleteControlPlane`` (the cluster is ``deleted``).
 """
@@ -173,6 +176,20 @@ async def delete_failed(ctx: base.StageContext) -> None:
         return
 
 
+async def update_cluster(ctx: base.StageContext) -> None:
+    spec = specs.cluster_spec(ctx.parameters["spec"])
+    await ctx.provider.update_cluster(ctx.cluster_id, state="updating")
+    await ctx.provider.update_cluster(ctx.cluster_id, spec=spec, state="running")
+    await ctx.emit("ClusterUpdated", f"settings of cluster {ctx.cluster_id} updated", once=True)
+
+
+async def back_to_running(ctx: base.StageContext) -> None:
+    try:
+        await ctx.provider.update_cluster(ctx.cluster_id, state="running")
+    except errors.NotFound:
+        return
+
+
 CREATE = base.Operation(
     "cluster_create",
     [
@@ -195,4 +212,10 @@ DELETE = base.Operation(
     compensate=delete_failed,
 )
 
-OPERATIONS = (CREATE, DELETE)
+UPDATE = base.Operation(
+    "cluster_update",
+    [base.Stage("UpdateCluster", update_cluster)],
+    compensate=back_to_running,
+)
+
+OPERATIONS = (CREATE, DELETE, UPDATE)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clustertasks import errors
-from clustertasks.domain import ids, params, pool_fields, records, specs, world
+from clustertasks.domain import cluster_fields, ids, params, pool_fields, records, specs, world
 from clustertasks.providers import inventory
 from clustertasks.service import control, submission
 
@@ -104,6 +104,7 @@ class CloudService:
             deletion_protection=params.boolean(body, "deletion_protection"),
             resource_group_id=params.text(body, "resource_group_id"),
             timezone=params.text(body, "timezone"),
+            extra=cluster_fields.kept(body, {}),
         )
         cluster_id = self._ids.cluster_id()
         pools = []
