@@ -341,6 +341,12 @@ class Throttled(ClustertasksError):
         )
 
 
+class AddonNotFound(NotFound):
+    """The add-on was not found."""
+
+    code = "AddonNotFound"
+
+
 class RequestTooLarge(ClustertasksError):
     """The request body is too large."""
 

@@ -6,7 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clustertasks.emulator import controls, state
-from clustertasks.service import changes, cloud, cluster_settings, control, live, nodes, tasks
+from clustertasks.service import (
+    addons,
+    changes,
+    cloud,
+    cluster_settings,
+    control,
+    live,
+    nodes,
+    tasks,
+)
 from clustertasks.storage import database
 
 
@@ -27,6 +36,7 @@ class Services:
     cloud: cloud.CloudService
     nodes: nodes.NodeService
     cluster_settings: cluster_settings.ClusterSettings
+    addons: addons.AddonService
     changes: changes.ChangeHub
     live: live.LiveTasks
     emulator: EmulatorServices

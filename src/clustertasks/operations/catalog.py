@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from clustertasks.operations import (
+    addons,
     attach,
     base,
     clusters,
@@ -24,5 +25,6 @@ def registry() -> base.Registry:
             *repair.OPERATIONS,
             *attach.OPERATIONS,
             *node_config.OPERATIONS,
+            *addons.OPERATIONS,
         ]
     )

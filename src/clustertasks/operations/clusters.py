@@ -15,6 +15,7 @@ released, every pool deleted) then ``DeleteControlPlane`` (the cluster is ``dele
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from clustertasks import errors
@@ -176,8 +177,16 @@ async def delete_failed(ctx: base.StageContext) -> None:
         return
 
 
+# Spec parts ModifyCluster never changes, which other requests change at once (tags,
+# resource protection) or other tasks own (add-ons): kept as they are when the stage runs.
+_NOT_MODIFIED = ("addons", "protected_resources")
+
+
 async def update_cluster(ctx: base.StageContext) -> None:
-    spec = specs.cluster_spec(ctx.parameters["spec"])
+    asked = specs.cluster_spec(ctx.parameters["spec"])
+    current = (await ctx.provider.describe(ctx.cluster_id)).cluster.spec
+    kept = {key: current.extra[key] for key in _NOT_MODIFIED if key in current.extra}
+    spec = dataclasses.replace(asked, tags=current.tags, extra={**asked.extra, **kept})
     await ctx.provider.update_cluster(ctx.cluster_id, state="updating")
     await ctx.provider.update_cluster(ctx.cluster_id, spec=spec, state="running")
     await ctx.emit("ClusterUpdated", f"settings of cluster {ctx.cluster_id} updated", once=True)

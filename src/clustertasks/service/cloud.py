@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from clustertasks import errors
-from clustertasks.domain import cluster_fields, ids, params, pool_fields, records, specs, world
+from clustertasks.domain import (
+    addons,
+    cluster_fields,
+    ids,
+    params,
+    pool_fields,
+    records,
+    specs,
+    world,
+)
 from clustertasks.providers import inventory
 from clustertasks.service import control, submission
 
@@ -104,7 +113,7 @@ class CloudService:
             deletion_protection=params.boolean(body, "deletion_protection"),
             resource_group_id=params.text(body, "resource_group_id"),
             timezone=params.text(body, "timezone"),
-            extra=cluster_fields.kept(body, {}),
+            extra={**cluster_fields.kept(body, {}), **_addons(body)},
         )
         cluster_id = self._ids.cluster_id()
         pools = []
@@ -419,6 +428,33 @@ class CloudService:
         if "taints" in kube:
             spec = dataclasses.replace(spec, taints=tuple(_taints(kube, "taints", at_kube)))
         return spec
+
+
+def _addons(body: Mapping[str, Any]) -> dict[str, Any]:
+    """CreateCluster's ``addons[]``: installed with the cluster (none disabled)."""
+    found: dict[str, Any] = {}
+    for index, item in enumerate(params.object_list(body, "addons", max_items=50)):
+        where = f"addons[{index}]."
+        name = params.text(item, "name", where, required=True)
+        info = addons.find(name)
+        if info is None:
+            raise errors.InvalidParameter(f"{where}name", f"unknown add-on {name!r}")
+        if params.boolean(item, "disabled", where):
+            continue
+        version = params.text(item, "version", where, default=info.latest)
+        if version not in info.versions:
+            raise errors.InvalidParameter(
+                f"{where}version", f"add-on {name} has versions {', '.join(info.versions)}"
+            )
+        config = params.text(item, "config", where, max_length=65536)
+        found[name] = {
+            "name": name,
+            "version": version,
+            "config": config,
+            "state": "active",
+            "task_id": "",
+        }
+    return {"addons": found} if found else {}
 
 
 def _id(value: str, not_found: type[errors.ClusterNotFound]) -> str:
