@@ -132,6 +132,31 @@ def test_addon_resource(server: ServerProcess) -> None:
     tasks = client.describe_cluster_tasks(
         cluster_id, cs_models.DescribeClusterTasksRequest()
     ).body.tasks
+
+    # Events: each tied to its task and typed by it, newest first.
+    upgrade_task = next(t for t in tasks if t.task_type == "cluster_addon_upgrade")
+    events = client.describe_cluster_events(
+        cluster_id, cs_models.DescribeClusterEventsRequest(task_id=upgrade_task.task_id)
+    ).body
+    info = client.describe_task_info(upgrade_task.task_id).body
+    assert events.page_info.total_count == len(info.events)
+    assert [e.data.reason for e in events.events] == [e.reason for e in reversed(info.events)]
+    assert {(e.cluster_id, e.type) for e in events.events} == {
+        (cluster_id, "cluster_addon_upgrade")
+    }
+    assert "AddonUpgraded" in [e.data.reason for e in events.events]
+    assert all(e.event_id.startswith("e-") and e.time for e in events.events)
+    created = client.describe_events(
+        cs_models.DescribeEventsRequest(cluster_id=cluster_id, type="cluster_create", page_size=5)
+    ).body
+    assert created.page_info.page_size == 5
+    assert {e.type for e in created.events} == {"cluster_create"}
+    everything = client.describe_cluster_events(
+        cluster_id, cs_models.DescribeClusterEventsRequest(page_size=100)
+    ).body
+    assert everything.page_info.total_count == sum(
+        len(client.describe_task_info(t.task_id).body.events) for t in tasks
+    )
     assert sorted(t.task_type for t in tasks) == sorted(
         [
             "cluster_create",

@@ -18,6 +18,7 @@ from clustertasks.api import (
     emulator_controls,
     emulator_state,
     errors,
+    events,
     health,
     middleware,
     nodes,
@@ -62,6 +63,7 @@ def create_app(
     app.include_router(nodes.router)
     app.include_router(cluster_settings.router)
     app.include_router(addons.router)
+    app.include_router(events.router)
     app.include_router(emulator.router)
     app.include_router(emulator_controls.router)
     app.include_router(emulator_state.router)

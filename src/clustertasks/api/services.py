@@ -12,6 +12,7 @@ from clustertasks.service import (
     cloud,
     cluster_settings,
     control,
+    events,
     live,
     nodes,
     tasks,
@@ -37,6 +38,7 @@ class Services:
     nodes: nodes.NodeService
     cluster_settings: cluster_settings.ClusterSettings
     addons: addons.AddonService
+    events: events.EventService
     changes: changes.ChangeHub
     live: live.LiveTasks
     emulator: EmulatorServices
