@@ -25,6 +25,8 @@ FLAGS = (
     "enable_rrsa",
     "endpoint_public_access",
 )
+# Never kept, so never echoed.
+SECRETS = frozenset({"login_password"})
 TEXTS = ("api_server_eip_id", "ingress_loadbalancer_id", "security_group_id")
 
 
@@ -33,7 +35,7 @@ def kept(body: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
     refused naming it."""
     extra = dict(stored)
     for key in OBJECTS:
-        section = params.obj(body, key)
+        section = {k: v for k, v in params.obj(body, key).items() if k not in SECRETS}
         if section:
             extra[key] = merged(extra.get(key, {}), section)
     for key in FLAGS:
