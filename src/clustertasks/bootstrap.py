@@ -26,8 +26,17 @@ from clustertasks.emulator import state as emulator_state
 from clustertasks.engine import executor
 from clustertasks.operations import base as operations
 from clustertasks.operations import catalog
+from clustertasks.service import (
+    addons,
+    changes,
+    cluster_settings,
+    control,
+    events,
+    live,
+    nodes,
+    tasks,
+)
 from clustertasks.service import auth as auth_service
-from clustertasks.service import changes, control, live, nodes, tasks
 from clustertasks.service import cloud as cloud_service
 from clustertasks.storage import database
 
@@ -169,6 +178,9 @@ def build_services(
         control=task_control,
         cloud=clouds,
         nodes=nodes.NodeService(cloud, task_control, clouds),
+        cluster_settings=cluster_settings.ClusterSettings(cloud, task_control, clouds, time),
+        addons=addons.AddonService(cloud, task_control, clouds, db.tasks),
+        events=events.EventService(db.tasks, clouds),
         changes=hub,
         live=live.LiveTasks(db.tasks, hub),
         emulator=api_services.EmulatorServices(

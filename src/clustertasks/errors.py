@@ -32,6 +32,15 @@ class InvalidParameter(ClustertasksError):
         super().__init__(f"The parameter {field} is invalid: {problem}")
 
 
+class ClusterNameTaken(InvalidParameter):
+    """Another cluster has this name."""
+
+    code = "ErrorClusterNameAlreadyExist"
+
+    def __init__(self, name: str, owner: str) -> None:
+        super().__init__("cluster_name", f"the name {name} is taken by cluster {owner}")
+
+
 class ApiNotFound(ClustertasksError):
     """The specified API does not exist."""
 
@@ -330,6 +339,12 @@ class Throttled(ClustertasksError):
         super().__init__(
             f"Request was denied due to user flow control; retry after {retry_after_ms} ms."
         )
+
+
+class AddonNotFound(NotFound):
+    """The add-on was not found."""
+
+    code = "AddonNotFound"
 
 
 class RequestTooLarge(ClustertasksError):
