@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import json
@@ -42,6 +43,8 @@ from clustertasks.storage import database
 
 log = logging.getLogger("clustertasks")
 
+TLS_CLOSE_GRACE_SECONDS = 1.0
+
 
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, which makes the process
@@ -59,7 +62,25 @@ class _Server(uvicorn.Server):
         # uvicorn waits for every open response before it stops; long-polls and event
         # streams would hold it for up to a minute, or for ever: end them first.
         self._stopping()
-        await super().shutdown(sockets)
+        stragglers = asyncio.create_task(self._abort_idle_tls())
+        try:
+            await super().shutdown(sockets)
+        finally:
+            stragglers.cancel()
+
+    async def _abort_idle_tls(self) -> None:
+        """An idle keep-alive connection that uvicorn closed is gone at once over plain
+        HTTP; over TLS asyncio waits up to 30 s for the client's close_notify, which an
+        idle client never sends. Drop those after a short grace (none has a request)."""
+        await asyncio.sleep(TLS_CLOSE_GRACE_SECONDS)
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if (
+                isinstance(transport, asyncio.Transport)
+                and transport.is_closing()
+                and transport.get_extra_info("sslcontext") is not None
+            ):
+                transport.abort()
 
 
 @dataclass
@@ -236,12 +257,15 @@ def serve(config: settings.Settings, announce: Callable[[str], None] = print) ->
                 server_header=False,
                 proxy_headers=False,
                 lifespan="on",
+                ssl_certfile=config.server.tls_cert,
+                ssl_keyfile=config.server.tls_key,
             ),
             stopping=runtime.services.changes.close,
         )
         mode = "running tasks" if runtime.executor is not None else "API only, no executor"
         announce(
-            f"clustertasks listening on http://{config.server.host}:{config.server.port} "
+            f"clustertasks listening on {config.server.scheme}://"
+            f"{config.server.host}:{config.server.port} "
             f"(database {redacted(config.storage.url)}; {mode}; sim speed {config.sim.speed:g}, "
             f"clock {runtime.cloud.sim_clock.mode})"
         )

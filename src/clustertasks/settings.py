@@ -7,6 +7,7 @@ environment variables, then these defaults, and builds a :class:`Settings`.
 from __future__ import annotations
 
 import enum
+import os
 import zoneinfo
 from dataclasses import dataclass, field
 
@@ -43,6 +44,27 @@ class ServerSettings:
 
     log_level: str = "info"
     """Server log level: debug, info, warning or error (``CLUSTERTASKS_LOG_LEVEL``)."""
+
+    tls_cert: str | None = None
+    """PEM certificate (chain) to serve HTTPS with, or None for plain HTTP
+    (``CLUSTERTASKS_TLS_CERT``)."""
+
+    tls_key: str | None = None
+    """PEM private key of ``tls_cert`` (``CLUSTERTASKS_TLS_KEY``)."""
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise errors.ConfigurationError(
+                "set both --tls-cert and --tls-key (CLUSTERTASKS_TLS_CERT, CLUSTERTASKS_TLS_KEY)"
+                ", or neither"
+            )
+        for what, path in (("certificate", self.tls_cert), ("key", self.tls_key)):
+            if path is not None and not os.path.isfile(path):
+                raise errors.ConfigurationError(f"the TLS {what} {path!r} is not a readable file")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
 
 
 @dataclass(frozen=True, slots=True)
