@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from alibabacloud_cs20151215 import models as cs_models
 from alibabacloud_cs20151215.client import Client
-from alibabacloud_tea_openapi.exceptions import AlibabaCloudException, ClientException
+from alibabacloud_tea_openapi.exceptions import ClientException
 
 from tests.acceptance import sdk, sdk_models
 from tests.support import polling
@@ -225,9 +225,10 @@ def test_managed_cluster_resource(server: ServerProcess) -> None:
     assert [c.cluster_id for c in legacy] == [cluster_id]
 
     # Deletion protection holds while it is on.
-    with pytest.raises(AlibabaCloudException) as protected:
+    with pytest.raises(ClientException) as protected:
         client.delete_cluster(cluster_id, cs_models.DeleteClusterRequest())
     assert protected.value.code == "ErrorClusterState"
+    assert protected.value.status_code == 400
     assert client.describe_cluster_detail(cluster_id).body.state == "running"
 
     # A name another cluster has is refused, and changes nothing.

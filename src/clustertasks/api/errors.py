@@ -28,6 +28,7 @@ REQUEST_ID_HEADER = "x-acs-request-id"
 STATUS: dict[type[errors.ClustertasksError], int] = {
     # the request is wrong
     errors.InvalidParameter: 400,
+    errors.ClusterNameTaken: 400,
     errors.TaskNotSupported: 400,
     errors.QuotaExceeded: 400,
     errors.ResourceInUse: 400,
@@ -54,6 +55,7 @@ STATUS: dict[type[errors.ClustertasksError], int] = {
     errors.ClusterNotFound: 404,
     errors.NodePoolNotFound: 404,
     errors.NodeNotFound: 404,
+    errors.AddonNotFound: 404,
     # the state does not allow it
     errors.Conflict: 409,
     errors.IllegalTransition: 409,
