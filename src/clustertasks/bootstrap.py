@@ -72,13 +72,16 @@ class Runtime:
         self.telemetry.close()
 
 
-def build(config: settings.Settings) -> Runtime:
-    """The whole object graph, in one pass from the bottom up; nothing is wired later."""
-    telemetry = observed.Telemetry(
-        tracing=tracing.Tracing.from_environment()
-        if config.observability.tracing
-        else tracing.Tracing.off()
-    )
+def build(config: settings.Settings, telemetry: observed.Telemetry | None = None) -> Runtime:
+    """The whole object graph, in one pass from the bottom up; nothing is wired later.
+    ``telemetry``: where metrics and spans go (tests collect spans in memory); by default
+    a registry of the server's own, and OTLP export when ``config`` asks for it."""
+    if telemetry is None:
+        telemetry = observed.Telemetry(
+            tracing=tracing.Tracing.from_environment()
+            if config.observability.tracing
+            else tracing.Tracing.off()
+        )
     db = database.Database.open(
         config.storage, on_transaction=telemetry.metrics.observe_transaction
     )
