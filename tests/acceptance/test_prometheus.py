@@ -4,6 +4,7 @@ asked over its HTTP API what it saw after a scale-out."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -19,7 +20,9 @@ from tests.support import polling
 from tests.support import server as server_support
 from tests.support.server import ServerProcess
 
-ALERT_RULES = Path(__file__).resolve().parents[2] / "docs" / "observability" / "alerts.yml"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "observability"
+ALERT_RULES = DOCS / "alerts.yml"
+DASHBOARD = DOCS / "grafana-dashboard.json"
 
 
 class Prometheus:
@@ -63,6 +66,14 @@ class Prometheus:
             return None
         result: list[dict[str, Any]] = response.json()["data"]["result"]
         return result
+
+    def check(self, expression: str) -> str:
+        """Prometheus' verdict on a query: ``success``, or its error."""
+        response = httpx.get(
+            f"{self.url}/api/v1/query", params={"query": expression}, trust_env=False
+        )
+        document = response.json()
+        return str(document["status"] if response.status_code == 200 else document["error"])
 
     def rules(self) -> list[dict[str, Any]]:
         response = httpx.get(f"{self.url}/api/v1/rules", trust_env=False)
@@ -146,5 +157,19 @@ def test_prometheus_scrapes_the_server_and_answers_queries(
     assert names == {r["alert"] for g in documented["groups"] for r in g["rules"]}
     assert all(rule["health"] == "ok" for rule in rules), rules
     firing = [r["name"] for r in rules if r["state"] == "firing"]
+    # Every query of the documented dashboard is valid PromQL for these names.
+    verdicts = {query: scraper.check(query) for query in _dashboard_queries()}
+    assert verdicts
+    assert all(verdict == "success" for verdict in verdicts.values()), verdicts
     assert "ClustertasksTasksFailing" not in firing
     assert "ClustertasksTasksStuck" not in firing
+
+
+def _dashboard_queries() -> list[str]:
+    """Every PromQL expression of the Grafana dashboard, its variables filled in."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [
+        target["expr"].replace("$__rate_interval", "1m").replace("$task_type", ".*")
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+    ]
