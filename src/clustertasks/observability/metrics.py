@@ -16,7 +16,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, exposition
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    exposition,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -118,6 +127,11 @@ class Metrics:
         )
         self._state = _StateCollector()
         r.register(self._state)
+        # The process's own figures (CPU, memory, open files; Python's GC and version), as
+        # the default registry would have them.
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
+        PlatformCollector(registry=r)
 
     def watch_tasks(self, counts: TaskCounts) -> None:
         """Report ``clustertasks_tasks{task_type,state}`` from ``counts`` at each scrape."""
