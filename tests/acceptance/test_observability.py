@@ -80,6 +80,17 @@ def scale_out(server: ServerProcess, count: int = 3) -> str:
 def test_a_scale_out_moves_the_counters_and_histograms(server: ServerProcess) -> None:
     before = scrape(server)
 
+    # JoinNodes fails once for now, and is retried.
+    server.emulator(
+        "POST",
+        "EmulatorAddFaultRule",
+        "/_emulator/faults",
+        {
+            "match": {"task_type": "cluster_scaleout", "stage": "JoinNodes"},
+            "effect": {"error_code": "TemporarilyUnavailable"},
+            "count": 1,
+        },
+    )
     scale_out(server)
     after = scrape(server)
 
@@ -101,9 +112,17 @@ def test_a_scale_out_moves_the_counters_and_histograms(server: ServerProcess) ->
             outcome="success",
         )
         assert count == 1, stage
-        inf = {"task_type": "cluster_scaleout", "stage": stage, "le": "+Inf"}
+        inf = {"task_type": "cluster_scaleout", "stage": stage, "outcome": "success", "le": "+Inf"}
         assert moved(before, after, "clustertasks_stage_duration_seconds_bucket", **inf) == 1
-    assert moved(before, after, "clustertasks_stage_retries_total") == 0
+    retries = "clustertasks_stage_retries_total"
+    assert moved(before, after, retries) == 1
+    assert moved(before, after, retries, stage="JoinNodes", code="TemporarilyUnavailable") == 1
+    retried = {"task_type": "cluster_scaleout", "stage": "JoinNodes", "outcome": "retry"}
+    assert moved(before, after, "clustertasks_stage_duration_seconds_count", **retried) == 1
+    failed_calls = {"outcome": "TemporarilyUnavailable"}
+    assert (
+        moved(before, after, "clustertasks_cloud_call_duration_seconds_count", **failed_calls) == 1
+    )
     assert moved(before, after, "clustertasks_stage_timeouts_total") == 0
     # The API: the scale request, under its operation and the key that signed it.
     scaled = moved(

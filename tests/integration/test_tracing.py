@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from clustertasks import bootstrap, settings
 from clustertasks.admin import key_admin
@@ -93,6 +94,16 @@ def test_one_trace_from_the_client_through_every_stage_to_the_cloud(
     cluster_id = created["cluster_id"]
     pools = client.get(f"/clusters/{cluster_id}/nodepools").json()["nodepools"]
     pool_id = pools[0]["nodepool_info"]["nodepool_id"]
+    # JoinNodes fails once for now, and is retried.
+    fault = client.post(
+        "/_emulator/faults",
+        json={
+            "match": {"task_type": "cluster_scaleout", "stage": "JoinNodes"},
+            "effect": {"error_code": "TemporarilyUnavailable"},
+            "count": 1,
+        },
+    )
+    assert fault.status_code == 200, fault.text
     exporter.clear()
 
     scaled = client.post(
@@ -118,16 +129,30 @@ def test_one_trace_from_the_client_through_every_stage_to_the_cloud(
     # The task's run: a child of the request, though it ran after the response.
     (run,) = [s for s in in_trace if s.name == "task cluster_scaleout"]
     assert _parent(run) == _id(request)
-    # Each stage once, in order, under the run.
+    # Each stage attempt, in order, under the run: JoinNodes twice.
     stages = sorted(
         (s for s in in_trace if s.name.startswith("stage ")), key=lambda s: s.start_time or 0
     )
-    assert [_attr(s, "clustertasks.stage") for s in stages] == SCALE_OUT_STAGES
+    attempts = [(_attr(s, "clustertasks.stage"), _attr(s, "clustertasks.attempt")) for s in stages]
+    assert attempts == [
+        ("Precheck", 1),
+        ("CreateInstances", 1),
+        ("JoinNodes", 1),
+        ("JoinNodes", 2),
+        ("Finish", 1),
+    ]
     assert all(_parent(s) == _id(run) for s in stages)
-    assert all(_attr(s, "clustertasks.outcome") == "success" for s in stages)
-    # The cloud calls, each under the stage that made it.
+    outcomes = [_attr(s, "clustertasks.outcome") for s in stages]
+    assert outcomes == ["success", "success", "retry", "success", "success"]
+    assert _attr(stages[2], "error.code") == "TemporarilyUnavailable"
+    assert stages[2].status.status_code == StatusCode.ERROR
+    assert stages[3].status.status_code != StatusCode.ERROR
+    # The cloud calls, each under the stage attempt that made it; the one the fault hit failed.
     calls = [s for s in in_trace if s.name.startswith("cloud ")]
     assert calls
+    failed = [c for c in calls if _attr(c, "error.code") == "TemporarilyUnavailable"]
+    assert len(failed) == 1
+    assert _parent(failed[0]) == _id(stages[2])
     stage_ids = {s.context.span_id for s in stages}
     for call in calls:
         assert _parent(call) in stage_ids, call.name

@@ -236,7 +236,7 @@ class TaskRunner:
                     outcome("fail")
                     raise failure
                 outcome("retry")
-            self._telemetry.retried(task_type, spec.name, failure.code)
+                self._telemetry.retried(task_type, spec.name, failure.code)
             wait = self._backoff(spec.retry, attempt) if delay is None else delay
             await self._event(
                 state,

@@ -103,7 +103,9 @@ class TaskTelemetry:
                 log.info("stage %s attempt %d: %s after %.3fs", stage, attempt, outcome[0], seconds)
 
     def retried(self, task_type: str, stage: str, code: str) -> None:
+        """Inside :meth:`stage_attempt`: the attempt failed with ``code`` and will be retried."""
         self._metrics.stage_retries.labels(task_type, stage, code).inc()
+        tracing.mark_error(tracing.current_span(), code, f"stage {stage} attempt failed; retried")
 
     def timed_out(self, task_type: str, stage: str) -> None:
         self._metrics.stage_timeouts.labels(task_type, stage).inc()

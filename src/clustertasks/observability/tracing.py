@@ -124,6 +124,12 @@ def current_traceparent() -> str | None:
     return carrier.get("traceparent")
 
 
+def current_span() -> trace.Span | None:
+    """The span current here, when one records."""
+    span = trace.get_current_span()
+    return span if span.is_recording() else None
+
+
 def annotate(**attributes: Any) -> None:
     """Set attributes on the span current here (nothing when there is none)."""
     span = trace.get_current_span()
