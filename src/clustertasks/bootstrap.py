@@ -25,6 +25,8 @@ from clustertasks.emulator import clock_store, controls, fault_store, simclock, 
 from clustertasks.emulator import cloud as sim_cloud
 from clustertasks.emulator import state as emulator_state
 from clustertasks.engine import executor
+from clustertasks.observability import logs, tracing
+from clustertasks.observability import telemetry as observed
 from clustertasks.operations import base as operations
 from clustertasks.operations import catalog
 from clustertasks.service import (
@@ -93,14 +95,26 @@ class Runtime:
     services: api_services.Services
     executor: executor.LocalExecutor | None
     authenticator: auth_service.Authenticator
+    telemetry: observed.Telemetry
 
     def close(self) -> None:
         self.database.close()
+        self.telemetry.close()
 
 
-def build(config: settings.Settings) -> Runtime:
-    """The whole object graph, in one pass from the bottom up; nothing is wired later."""
-    db = database.Database.open(config.storage)
+def build(config: settings.Settings, telemetry: observed.Telemetry | None = None) -> Runtime:
+    """The whole object graph, in one pass from the bottom up; nothing is wired later.
+    ``telemetry``: where metrics and spans go (tests collect spans in memory); by default
+    a registry of the server's own, and OTLP export when ``config`` asks for it."""
+    if telemetry is None:
+        telemetry = observed.Telemetry(
+            tracing=tracing.Tracing.from_environment()
+            if config.observability.tracing
+            else tracing.Tracing.off()
+        )
+    db = database.Database.open(
+        config.storage, on_transaction=telemetry.metrics.observe_transaction
+    )
     try:
         time = clock.SystemClock()
         id_generator: ids.IdGenerator = ids.IdGenerator()
@@ -113,6 +127,7 @@ def build(config: settings.Settings) -> Runtime:
         sim_time = simclock.SimClock.open(
             clock_store.ClockStore(db.engine), speed=config.sim.speed, mode=config.sim.clock
         )
+        telemetry.metrics.watch_tasks(db.tasks.count_by_type_and_state)
         cloud = sim_cloud.SimCloud(
             world_store.WorldStore(db.engine),
             config.sim,
@@ -125,13 +140,17 @@ def build(config: settings.Settings) -> Runtime:
             runner = executor.LocalExecutor(
                 db.tasks,
                 registry,
-                cloud,
+                # Stages reach the cloud through this: a span and a duration per call.
+                observed.traced(cloud, telemetry),
                 lock=db.executor_lock(),
                 time=time,
                 max_running_tasks=config.engine.max_running_tasks,
                 on_commit=hub.notify,
+                telemetry=telemetry.tasks("local"),
             )
             runner.claim()
+            telemetry.metrics.watch_executor("local", runner.load)
+        telemetry.metrics.watch_watchers(hub.watching)
         services = build_services(
             db,
             registry,
@@ -146,7 +165,7 @@ def build(config: settings.Settings) -> Runtime:
     except BaseException:
         db.close()
         raise
-    return Runtime(config, db, cloud, services, runner, authenticator)
+    return Runtime(config, db, cloud, services, runner, authenticator, telemetry)
 
 
 def _fault_rules(
@@ -238,6 +257,8 @@ def create_app(runtime: Runtime) -> Any:
         runtime.config.wire,
         lifespan=lifespan,
         authenticator=runtime.authenticator,
+        telemetry=runtime.telemetry,
+        metrics_public=runtime.config.observability.metrics_public,
     )
 
 
@@ -253,6 +274,7 @@ def serve(config: settings.Settings, announce: Callable[[str], None] = print) ->
                 host=config.server.host,
                 port=config.server.port,
                 log_level=config.server.log_level,
+                log_config=logs.config(config.observability.log_format, config.server.log_level),
                 access_log=config.server.log_level == "debug",
                 server_header=False,
                 proxy_headers=False,

@@ -206,6 +206,33 @@ class AuthSettings:
             )
 
 
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class ObservabilitySettings:
+    """Metrics, logs and traces (docs/observability.md)."""
+
+    metrics_public: bool = False
+    """Answer ``GET /metrics`` without a signature, for a Prometheus that cannot sign
+    (``--metrics-public``, ``CLUSTERTASKS_METRICS_PUBLIC``)."""
+
+    log_format: str = "text"
+    """``text`` or ``json`` (one object per line, with the request, task and stage ids)
+    (``CLUSTERTASKS_LOG_FORMAT``)."""
+
+    tracing: bool = False
+    """Export spans over OTLP/HTTP; on when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set, and configured by the standard
+    ``OTEL_*`` variables."""
+
+    def __post_init__(self) -> None:
+        if self.log_format not in LOG_FORMATS:
+            raise errors.ConfigurationError(
+                f"log format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}"
+            )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -215,3 +242,4 @@ class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)

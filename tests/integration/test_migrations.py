@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from clustertasks import settings
 from clustertasks.domain import emulator
@@ -155,7 +156,10 @@ def test_the_newest_file_name_is_alembics_head_and_every_file_is_named_after_its
 def test_a_database_one_revision_behind_is_brought_to_head(empty_db_url: str) -> None:
     engine = dialects.create_engine(settings.StorageSettings(url=empty_db_url))
     try:
-        previous = f"{int(migrate.newest_revision()) - 1:04d}"
+        # The revision the newest migration revises.
+        head = ScriptDirectory.from_config(migrate._config()).get_revision("head")
+        assert head is not None
+        previous = str(head.down_revision)
         migrate.upgrade(engine, previous)
         assert migrate.current_revision(engine) == previous
         migrate.upgrade(engine)

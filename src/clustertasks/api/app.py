@@ -20,12 +20,15 @@ from clustertasks.api import (
     errors,
     events,
     health,
+    metrics,
     middleware,
     nodes,
+    observe,
     streams,
     tasks,
 )
 from clustertasks.api import services as api_services
+from clustertasks.observability import telemetry as observed
 from clustertasks.service import auth as auth_service
 
 
@@ -35,8 +38,12 @@ def create_app(
     lifespan: Any = None,
     *,
     authenticator: auth_service.Authenticator,
+    telemetry: observed.Telemetry | None = None,
+    metrics_public: bool = False,
 ) -> FastAPI:
-    """The API; every route but /healthz and /openapi.json answers signed requests only."""
+    """The API; every route but /healthz and /openapi.json answers signed requests only
+    (and /metrics too with ``metrics_public``)."""
+    telemetry = telemetry or observed.Telemetry()
     app = FastAPI(
         lifespan=_ending_waits(services, lifespan),
         title="clustertasks",
@@ -52,11 +59,19 @@ def create_app(
     )
     app.state.services = services
     app.state.wire_settings = wire
+    app.state.telemetry = telemetry
     errors.install(app)
     # Added first, so it runs inside RequestIdMiddleware: refusals carry a request id too.
-    app.add_middleware(auth.AuthMiddleware, authenticator=authenticator)
+    app.add_middleware(
+        auth.AuthMiddleware,
+        authenticator=authenticator,
+        public=frozenset({metrics.PATH}) if metrics_public else frozenset(),
+    )
+    # Between the two: it sees the request id, and counts refused requests too.
+    app.add_middleware(observe.ObserveMiddleware, telemetry=telemetry)
     app.add_middleware(middleware.RequestIdMiddleware)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(tasks.router)
     app.include_router(streams.router)
     app.include_router(cloud.router)

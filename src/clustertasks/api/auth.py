@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from clustertasks import errors
 from clustertasks.api import errors as api_errors
 from clustertasks.domain import access, signing
+from clustertasks.observability import logs
 from clustertasks.service import auth as auth_service
 
 log = logging.getLogger("clustertasks.api")
@@ -38,14 +39,22 @@ MAX_TARGET_BYTES = 32 * 1024
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp, authenticator: auth_service.Authenticator) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        authenticator: auth_service.Authenticator,
+        public: frozenset[str] = frozenset(),
+    ) -> None:
+        """``public``: paths answered without a signature beyond ``UNAUTHENTICATED``
+        (``/metrics`` with ``serve --metrics-public``)."""
         self.app = app
         self.authenticator = authenticator
+        self.unauthenticated = UNAUTHENTICATED | public
         self.max_body = authenticator.config.max_body_bytes
         self.max_state = max(authenticator.config.max_state_bytes, self.max_body)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNAUTHENTICATED:
+        if scope["type"] != "http" or scope["path"] in self.unauthenticated:
             await self.app(scope, receive, send)
             return
         started_us = self.authenticator.now_us()
@@ -71,6 +80,7 @@ class AuthMiddleware:
             await _refuse(scope, receive, send, errors.ClustertasksError())
             return
         scope.setdefault("state", {})["access_key_id"] = key.access_key_id
+        logs.bind(access_key_id=key.access_key_id)
         if scope["method"] in access.READ_METHODS:
             await self.app(scope, _replay(body, receive), send)
             return
@@ -257,3 +267,8 @@ async def _refuse(
     if api_errors.status_of(exc) >= 500:
         log.error("request %s refused with %s", api_errors.request_id(Request(scope)), exc.code)
     await response(scope, receive, send)
+
+
+# For the metrics middleware (api/observe.py): the same view of a request and its answer.
+operation_of = _action
+Outcome = _Outcome

@@ -11,6 +11,8 @@ argument) exits 4, not click's 2, since 2 means "the task was canceled" here.
 from __future__ import annotations
 
 import contextlib
+import enum
+import os
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -80,6 +82,14 @@ app.add_typer(tls.app, name="tls")
 
 out = Console()
 err = Console(stderr=True)
+
+OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+class LogFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+
 
 EXIT_FAILED = 1
 EXIT_USAGE = 4
@@ -222,6 +232,21 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    metrics_public: Annotated[
+        bool,
+        typer.Option(
+            "--metrics-public",
+            envvar="CLUSTERTASKS_METRICS_PUBLIC",
+            help="Answer GET /metrics without a signature (for a Prometheus that cannot sign).",
+        ),
+    ] = False,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(
+            envvar="CLUSTERTASKS_LOG_FORMAT",
+            help="text, or json: one object per line with request, task and stage ids.",
+        ),
+    ] = LogFormat.text,
 ) -> None:
     """Run the API server (SQLite in ./clustertasks.db by default) until SIGINT/SIGTERM."""
     from clustertasks import bootstrap  # here: the client commands start faster without it
@@ -248,6 +273,12 @@ def serve(
                 credentials_file=credentials_file,
             ),
             live=settings.LiveSettings(heartbeat_seconds=sse_heartbeat),
+            observability=settings.ObservabilitySettings(
+                metrics_public=metrics_public,
+                log_format=log_format.value,
+                # The OpenTelemetry SDK reads its own OTEL_* variables.
+                tracing=any(os.environ.get(name) for name in OTLP_ENDPOINT_VARIABLES),
+            ),
         )
     )
     # soft_wrap: a log line (a path, a key) must stay whole, whatever the terminal's width.

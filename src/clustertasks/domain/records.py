@@ -55,6 +55,9 @@ class Task:
     """``pause`` or ``cancel`` asked for by a client and not yet acted on."""
     version: int = 1
     """Bumped by the store on every change to the task or its parts."""
+    trace_parent: str | None = None
+    """The W3C ``traceparent`` of the request that submitted the task (None when it was not
+    traced): each run of the task continues that trace."""
 
     def with_state(self, state: states.TaskState, now_us: int) -> Task:
         states.check_task_transition(self.task_id, self.state, state)

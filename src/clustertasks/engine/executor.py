@@ -23,6 +23,7 @@ from typing import Any, overload
 from clustertasks import clock
 from clustertasks.domain import records, states
 from clustertasks.engine import runner
+from clustertasks.observability import telemetry as observed
 from clustertasks.operations import base as operations
 from clustertasks.providers import base as providers
 from clustertasks.storage import changes, locks, store
@@ -48,6 +49,7 @@ class LocalExecutor:
         max_running_tasks: int = 64,
         tuning: runner.EngineTuning | None = None,
         on_commit: Committed | None = None,
+        telemetry: observed.TaskTelemetry | None = None,
     ) -> None:
         self._store = task_store
         self._registry = registry
@@ -55,6 +57,9 @@ class LocalExecutor:
         self._clock = time or clock.SystemClock()
         self._limit = asyncio.Semaphore(max_running_tasks)
         self._tuning = tuning or runner.EngineTuning()
+        self._telemetry = telemetry or observed.Telemetry().tasks()
+        # Runners holding one of the ``max_running_tasks`` slots (the rest wait for one).
+        self._active = 0
         # Store calls block; they run here so the event loop never waits on the database.
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=16, thread_name_prefix="clustertasks-db"
@@ -103,6 +108,12 @@ class LocalExecutor:
             self._lock.release()
             self._lock = None
         self._pool.shutdown(wait=True)
+
+    def load(self) -> tuple[int, int]:
+        """(running, waiting): tasks a runner works on now, and picked-up ones that wait
+        for a free slot (the backlog). Read from any thread: two plain ints."""
+        active = self._active
+        return active, max(0, len(self._running) - active)
 
     @property
     def running_task_ids(self) -> tuple[str, ...]:
@@ -201,6 +212,7 @@ class LocalExecutor:
             commit=self._commits.commit,
             time=self._clock,
             tuning=self._tuning,
+            telemetry=self._telemetry,
         )
         self._runners[task_id] = task_runner
         handle = asyncio.create_task(self._run(task_runner), name=f"task {task_id}")
@@ -210,7 +222,11 @@ class LocalExecutor:
         task_id = task_runner.task_id
         try:
             async with self._limit:
-                await task_runner.run()
+                self._active += 1
+                try:
+                    await task_runner.run()
+                finally:
+                    self._active -= 1
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -19,6 +19,7 @@ from typing import Any
 from clustertasks import clock, errors
 from clustertasks.domain import records, states
 from clustertasks.engine import context, signals
+from clustertasks.observability import telemetry as observed
 from clustertasks.operations import base as operations
 from clustertasks.providers import base as providers
 from clustertasks.storage import changes, store
@@ -47,6 +48,7 @@ class TaskRunner:
         commit: context.Commit,
         time: clock.Clock,
         tuning: EngineTuning,
+        telemetry: observed.TaskTelemetry,
         rng: random.Random | None = None,
     ) -> None:
         self.task_id = task_id
@@ -57,6 +59,7 @@ class TaskRunner:
         self._commit = commit
         self._clock = time
         self._tuning = tuning
+        self._telemetry = telemetry
         self._rng = rng or random.Random()
         self.poked = asyncio.Event()
 
@@ -66,6 +69,13 @@ class TaskRunner:
         task = state.task
         if task.state.terminal:
             return
+        with self._telemetry.task_run(self.task_id, task.task_type, task.trace_parent):
+            await self._run(state)
+            if state.task.state.terminal:
+                self._telemetry.finished(task.task_type, state.task.state.value)
+
+    async def _run(self, state: context.RunState) -> None:
+        task = state.task
         operation = self._registry.get(task.task_type)
         if operation is None:
             await self._fail(
@@ -184,38 +194,49 @@ class TaskRunner:
             attempt += 1
             ctx = self._context(state, spec.name)
             remaining = deadline - loop.time()
-            try:
-                if remaining <= 0:
-                    raise TimeoutError
-                # Set before wait_for wraps the stage in a task, which copies the context.
-                with self._calling(state, spec.name):
-                    await asyncio.wait_for(spec.run(ctx), remaining)
-                return
-            except signals.Interrupt:
-                raise
-            except TimeoutError:
-                raise errors.StageTimeout(spec.name, spec.timeout) from None
-            except errors.TemporaryError as exc:
-                failure: errors.ClustertasksError = exc
-                delay = exc.delay
-            except errors.StorageUnavailable as exc:
-                # A locked or unreachable database is a blip, not the operation failing.
-                failure = exc
-                delay = None
-            except errors.ClustertasksError:
-                raise  # permanent: our errors carry their code
-            except Exception as exc:
-                failure = errors.ClustertasksError(f"{type(exc).__name__}: {exc}")
-                delay = None
-                log.warning(
-                    "task %s stage %s attempt %d failed",
-                    self.task_id,
-                    spec.name,
-                    attempt,
-                    exc_info=exc,
-                )
-            if attempt >= spec.retry.max_attempts:
-                raise failure
+            task_type = state.task.task_type
+            with self._telemetry.stage_attempt(
+                self.task_id, task_type, spec.name, attempt
+            ) as outcome:
+                try:
+                    if remaining <= 0:
+                        raise TimeoutError
+                    # Set before wait_for wraps the stage in a task, which copies the context.
+                    with self._calling(state, spec.name):
+                        await asyncio.wait_for(spec.run(ctx), remaining)
+                    return
+                except signals.Interrupt:
+                    outcome("interrupted")
+                    raise
+                except TimeoutError:
+                    outcome("timeout")
+                    self._telemetry.timed_out(task_type, spec.name)
+                    raise errors.StageTimeout(spec.name, spec.timeout) from None
+                except errors.TemporaryError as exc:
+                    failure: errors.ClustertasksError = exc
+                    delay = exc.delay
+                except errors.StorageUnavailable as exc:
+                    # A locked or unreachable database is a blip, not the operation failing.
+                    failure = exc
+                    delay = None
+                except errors.ClustertasksError:
+                    outcome("fail")
+                    raise  # permanent: our errors carry their code
+                except Exception as exc:
+                    failure = errors.ClustertasksError(f"{type(exc).__name__}: {exc}")
+                    delay = None
+                    log.warning(
+                        "task %s stage %s attempt %d failed",
+                        self.task_id,
+                        spec.name,
+                        attempt,
+                        exc_info=exc,
+                    )
+                if attempt >= spec.retry.max_attempts:
+                    outcome("fail")
+                    raise failure
+                outcome("retry")
+                self._telemetry.retried(task_type, spec.name, failure.code)
             wait = self._backoff(spec.retry, attempt) if delay is None else delay
             await self._event(
                 state,

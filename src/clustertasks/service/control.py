@@ -13,6 +13,7 @@ from typing import Any
 
 from clustertasks import clock, errors
 from clustertasks.domain import ids, records, states
+from clustertasks.observability import logs, tracing
 from clustertasks.operations import base as operations
 from clustertasks.storage import store
 
@@ -70,8 +71,12 @@ class TaskControl:
             target=target,
             parameters=dict(parameters),
             client_token=client_token or None,
+            # The task's runs continue the trace of the request that submitted it.
+            trace_parent=tracing.current_traceparent(),
         )
         outcome = self._store.submit_task(task, records.plan_stages(operation.stage_names()))
+        tracing.annotate(**{"clustertasks.task_id": outcome.task.task_id})
+        logs.bind(task_id=outcome.task.task_id)
         if outcome.created:
             self._committed(task.task_id)
         return outcome

@@ -25,8 +25,15 @@ class Database:
         self.audit = audit.AuditLog(engine, writer)
 
     @classmethod
-    def open(cls, config: settings.StorageSettings, *, upgrade: bool = True) -> Database:
-        """Connect to the database of ``config.url``, applying migrations unless told not to."""
+    def open(
+        cls,
+        config: settings.StorageSettings,
+        *,
+        upgrade: bool = True,
+        on_transaction: transactions.Timer | None = None,
+    ) -> Database:
+        """Connect to the database of ``config.url``, applying migrations unless told not to;
+        ``on_transaction`` is told how long each later transaction took (metrics)."""
         engine = dialects.create_engine(config)
         try:
             if upgrade:
@@ -35,6 +42,8 @@ class Database:
         except BaseException:
             engine.dispose()
             raise
+        if on_transaction is not None:
+            transactions.time_each(engine, on_transaction)
         return cls(engine)
 
     @property

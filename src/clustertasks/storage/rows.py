@@ -26,6 +26,7 @@ def task_row(task: records.Task) -> dict[str, Any]:
         "client_token": task.client_token,
         "requested_action": task.requested_action,
         "version": task.version,
+        "trace_parent": task.trace_parent,
     }
 
 
@@ -58,6 +59,7 @@ def task_from_row(row: Any) -> records.Task:
         client_token=row["client_token"],
         requested_action=row["requested_action"],
         version=row["version"],
+        trace_parent=row["trace_parent"],
     )
 
 

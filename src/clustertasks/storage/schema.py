@@ -45,6 +45,8 @@ tasks = sa.Table(
     sa.Column("result_count", sa.Integer, nullable=False),
     # A pause or cancel asked for by a client and not yet acted on by the engine.
     sa.Column("requested_action", sa.String(16), nullable=True),
+    # The W3C traceparent of the submitting request: the task's runs continue its trace.
+    sa.Column("trace_parent", sa.String(64), nullable=True),
     sa.Index(None, "cluster_id", "created_us", "task_id"),
     sa.Index(None, "state"),
     sa.Index(None, "client_token", unique=True),

@@ -237,6 +237,17 @@ class TaskStore:
         with self._read() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(T)).scalar_one())
 
+    def count_by_type_and_state(self) -> list[tuple[str, str, int]]:
+        """(task_type, state, count) for every pair that has tasks: one grouped count, read
+        at each metrics scrape."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(T.c.task_type, T.c.state, sa.func.count()).group_by(
+                    T.c.task_type, T.c.state
+                )
+            ).all()
+        return [(str(task_type), str(state), int(count)) for task_type, state, count in rows]
+
     def unfinished_tasks(self) -> list[UnfinishedTask]:
         """Every running or paused task, oldest first (what an executor must look after).
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -78,3 +79,30 @@ class Transactions:
     def read(self) -> Iterator[sa.Connection]:
         with translated(self.name), self.engine.connect() as conn, conn.begin():
             yield conn
+
+
+Timer = Callable[[str, float, str], None]
+"""Told (backend, seconds, ``commit`` or ``rollback``) after each transaction."""
+
+_STARTED = "clustertasks_transaction_started"
+
+
+def time_each(engine: sa.Engine, timer: Timer) -> None:
+    """Tell ``timer`` how long each transaction on ``engine`` took, from BEGIN to its end
+    (a SQLite writer's wait for the lock included)."""
+    backend = engine.dialect.name
+
+    def begun(conn: sa.Connection) -> None:
+        conn.info[_STARTED] = time.perf_counter()
+
+    def ended(outcome: str) -> Callable[[sa.Connection], None]:
+        def end(conn: sa.Connection) -> None:
+            started = conn.info.pop(_STARTED, None)
+            if started is not None:
+                timer(backend, time.perf_counter() - started, outcome)
+
+        return end
+
+    sa.event.listen(engine, "begin", begun)
+    sa.event.listen(engine, "commit", ended("commit"))
+    sa.event.listen(engine, "rollback", ended("rollback"))

@@ -1,0 +1,105 @@
+"""Each request measured, traced and logged: the API's one hook into ``observability``.
+
+Pure ASGI, placed inside ``RequestIdMiddleware`` (the request id is known) and outside the
+signature check (refused requests are counted too). The operation is the route's
+``operation_id`` (``DescribeTaskInfo``…), never the raw path, so label values stay few.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from clustertasks import errors
+from clustertasks.api import auth
+from clustertasks.observability import logs, telemetry, tracing
+
+log = logging.getLogger("clustertasks.api")
+
+UNMATCHED = "Unmatched"
+"""The operation of a request that reaches no route (a 404 or 405)."""
+
+_AUTH_FAILURES = frozenset(
+    {errors.AuthenticationError.code}
+    | {cls.code for cls in errors.AuthenticationError.__subclasses__()}
+    | {errors.Forbidden.code}
+)
+_THROTTLING = frozenset({errors.Throttled.code, errors.Busy.code})
+
+
+class ObserveMiddleware:
+    def __init__(self, app: ASGIApp, telemetry: telemetry.Telemetry) -> None:
+        self.app = app
+        self.metrics = telemetry.metrics
+        self.tracing = telemetry.tracing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        state = scope.setdefault("state", {})
+        request_id = str(state.get("request_id", ""))
+        operation = auth.operation_of(scope) or UNMATCHED
+        outcome = auth.Outcome()
+        in_flight = self.metrics.api_in_flight.labels(operation)
+        in_flight.inc()
+        with (
+            logs.bound(request_id=request_id, access_key_id=None, task_id=None, stage=None),
+            self.tracing.span(
+                f"ACK {operation}",
+                kind=tracing.SpanKind.SERVER,
+                headers=_trace_headers(scope),
+                attributes={
+                    "http.request.method": scope["method"],
+                    "url.path": scope["path"],
+                    "clustertasks.operation": operation,
+                    "clustertasks.request_id": request_id,
+                },
+            ) as span,
+        ):
+            try:
+                await self.app(scope, receive, outcome.watching(send))
+            finally:
+                in_flight.dec()
+                key = str(state.get("access_key_id", ""))
+                status, code = outcome.status, outcome.code
+                self.metrics.api_requests.labels(operation, str(status), code, key).inc()
+                seconds = time.perf_counter() - started
+                self.metrics.api_duration.labels(operation).observe(seconds)
+                # Refusals and errors are worth a line; every answer is at debug.
+                log.log(
+                    logging.INFO if status >= 400 else logging.DEBUG,
+                    "%s %s %s -> %d %s in %.3fs",
+                    operation,
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    code,
+                    seconds,
+                )
+                if code in _AUTH_FAILURES:
+                    self.metrics.auth_failures.labels(code).inc()
+                elif code in _THROTTLING:
+                    self.metrics.throttled.labels(code).inc()
+                if span is not None:
+                    task_id = scope.get("path_params", {}).get("task_id")
+                    span.set_attribute("http.response.status_code", status)
+                    if key:
+                        span.set_attribute("clustertasks.access_key_id", key)
+                    if task_id:
+                        span.set_attribute("clustertasks.task_id", str(task_id))
+                    if status >= 400:
+                        tracing.mark_error(span, code, f"HTTP {status}")
+
+
+def _trace_headers(scope: Scope) -> dict[str, str]:
+    """The W3C trace headers a client sent (``traceparent``, ``tracestate``)."""
+    found: dict[str, str] = {}
+    for name, value in scope.get("headers", []):
+        lowered = name.lower()
+        if lowered in (b"traceparent", b"tracestate"):
+            found[lowered.decode("latin-1")] = value.decode("latin-1")
+    return found
