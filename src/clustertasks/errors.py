@@ -134,6 +134,12 @@ class ExecutorLocked(ClustertasksError):
     code = "ExecutorLocked"
 
 
+class RowConflict(Conflict):
+    """The request conflicts with a concurrent change to the same resource; try again."""
+
+    code = "Conflict"
+
+
 class DuplicateTask(Conflict):
     """A task with this id already exists."""
 

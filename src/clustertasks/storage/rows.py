@@ -24,6 +24,7 @@ def task_row(task: records.Task) -> dict[str, Any]:
         "error_code": task.error.code,
         "error_message": task.error.message,
         "client_token": task.client_token,
+        "request_digest": task.request_digest,
         "requested_action": task.requested_action,
         "version": task.version,
     }
@@ -56,6 +57,7 @@ def task_from_row(row: Any) -> records.Task:
         outputs=row["outputs"],
         error=records.TaskError(code=row["error_code"], message=row["error_message"]),
         client_token=row["client_token"],
+        request_digest=row.get("request_digest"),
         requested_action=row["requested_action"],
         version=row["version"],
     )
