@@ -176,8 +176,22 @@ class CloudService:
                 is_default=True,
                 taints=tuple(_taints(body, "taints")),
             )
-            default = self._cloud.register_nodepool(
-                cluster.cluster_id, self._ids.nodepool_id(), spec
+            # The task makes the pool: a refused request must leave nothing behind.
+            nodepool_id = self._ids.nodepool_id()
+            self._cloud.check_node_quota(cluster.cluster_id, count)
+            outcome = self._control.submit(
+                "cluster_scaleout",
+                cluster_id=cluster.cluster_id,
+                target=records.Target(cluster.cluster_id, "cluster"),
+                parameters={
+                    "nodepool_id": nodepool_id,
+                    "count": count,
+                    "desired_size": count,
+                    "default_pool": specs.to_json(spec),
+                },
+            )
+            return submission.Submitted(
+                outcome.task, cluster_id=cluster.cluster_id, nodepool_id=nodepool_id
             )
         return self._scale(cluster.cluster_id, default, count, body, target_cluster=True)
 
