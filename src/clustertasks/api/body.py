@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Request
 
 from clustertasks import errors
+from clustertasks.domain import json_text
 
 MAX_BODY_BYTES = 1 << 20
 
@@ -19,10 +19,7 @@ async def json_object(request: Request) -> Mapping[str, Any]:
         raise errors.InvalidParameter("body", f"must be at most {MAX_BODY_BYTES} bytes")
     if not raw.strip():
         return {}
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise errors.InvalidParameter("body", "is not valid JSON") from None
+    value = json_text.parse(raw)
     if not isinstance(value, dict):
         raise errors.InvalidParameter("body", "must be a JSON object")
     return value
