@@ -338,6 +338,18 @@ class Throttled(ClustertasksError):
         )
 
 
+class TooManyWaits(Throttled):
+    """The AccessKey has as many long-polls and event streams open as it may."""
+
+    def __init__(self, access_key_id: str, limit: int, retry_after_ms: int) -> None:
+        super().__init__(retry_after_ms)
+        self.message = (
+            f"the AccessKey {access_key_id} has {limit} long-polls and event streams open, "
+            f"the most it may; retry after {retry_after_ms} ms, or when one ends"
+        )
+        self.args = (self.message,)
+
+
 class RequestTooLarge(ClustertasksError):
     """The request body is too large."""
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from clustertasks import __version__, settings
 from clustertasks.api import (
+    admission,
     auth,
     cloud,
     emulator,
@@ -52,6 +53,8 @@ def create_app(
     errors.install(app)
     # Added first, so it runs inside RequestIdMiddleware: refusals carry a request id too.
     app.add_middleware(auth.AuthMiddleware, authenticator=authenticator)
+    # Outside the signature check: a wait over the caps is refused before any work.
+    app.add_middleware(admission.WaitAdmission, config=services.changes.config)
     app.add_middleware(middleware.RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(tasks.router)
