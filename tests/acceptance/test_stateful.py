@@ -193,7 +193,7 @@ class World(RuleBasedStateMachine):
     def attach(self, data: st.DataObject, which: str) -> None:
         pool = self._pick(data, self._pools(), {"cluster_id": "c1", "nodepool_id": "np1"})
         instance = "i-doesnotexist000000"
-        if which == "free" and self._clusters():
+        if which == "free" and self._pools():
             made = self._ok(
                 self.http.post("/_emulator/instances", json={"cluster_id": pool["cluster_id"]})
             )
