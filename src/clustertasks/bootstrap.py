@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -18,6 +18,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http import h11_impl
 
+from clustertasks import admin as admin_commands
 from clustertasks import clock, errors, settings
 from clustertasks.api import app as api_app
 from clustertasks.api import services as api_services
@@ -28,12 +29,23 @@ from clustertasks.emulator import state as emulator_state
 from clustertasks.engine import executor
 from clustertasks.operations import base as operations
 from clustertasks.operations import catalog
+from clustertasks.service import (
+    addons,
+    changes,
+    cluster_settings,
+    control,
+    events,
+    live,
+    nodes,
+    tasks,
+)
 from clustertasks.service import auth as auth_service
-from clustertasks.service import changes, control, live, nodes, tasks
 from clustertasks.service import cloud as cloud_service
 from clustertasks.storage import database
 
 log = logging.getLogger("clustertasks")
+
+TLS_CLOSE_GRACE_SECONDS = 1.0
 
 
 class _Server(uvicorn.Server):
@@ -52,7 +64,25 @@ class _Server(uvicorn.Server):
         # uvicorn waits for every open response before it stops; long-polls and event
         # streams would hold it for up to a minute, or for ever: end them first.
         self._stopping()
-        await super().shutdown(sockets)
+        stragglers = asyncio.create_task(self._abort_idle_tls())
+        try:
+            await super().shutdown(sockets)
+        finally:
+            stragglers.cancel()
+
+    async def _abort_idle_tls(self) -> None:
+        """An idle keep-alive connection that uvicorn closed is gone at once over plain
+        HTTP; over TLS asyncio waits up to 30 s for the client's close_notify, which an
+        idle client never sends. Drop those after a short grace (none has a request)."""
+        await asyncio.sleep(TLS_CLOSE_GRACE_SECONDS)
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if (
+                isinstance(transport, asyncio.Transport)
+                and transport.is_closing()
+                and transport.get_extra_info("sslcontext") is not None
+            ):
+                transport.abort()
 
 
 # h11's states of the client once its request has arrived whole (MUST_CLOSE: without
@@ -222,6 +252,9 @@ def build_services(
         control=task_control,
         cloud=clouds,
         nodes=nodes.NodeService(cloud, task_control, clouds),
+        cluster_settings=cluster_settings.ClusterSettings(cloud, task_control, clouds, time),
+        addons=addons.AddonService(cloud, task_control, clouds, db.tasks),
+        events=events.EventService(db.tasks, clouds),
         changes=hub,
         live=live.LiveTasks(db.tasks, hub),
         emulator=api_services.EmulatorServices(
@@ -279,12 +312,15 @@ def serve(config: settings.Settings, announce: Callable[[str], None] = print) ->
                 lifespan="on",
                 http=_guarded_h11(config.server.read_timeout_seconds),
                 timeout_keep_alive=max(1, round(config.server.keep_alive_seconds)),
+                ssl_certfile=config.server.tls_cert,
+                ssl_keyfile=config.server.tls_key,
             ),
             stopping=runtime.services.changes.close,
         )
         mode = "running tasks" if runtime.executor is not None else "API only, no executor"
         announce(
-            f"clustertasks listening on http://{config.server.host}:{config.server.port} "
+            f"clustertasks listening on {config.server.scheme}://"
+            f"{config.server.host}:{config.server.port} "
             f"(database {redacted(config.storage.url)}; {mode}; sim speed {config.sim.speed:g}, "
             f"clock {runtime.cloud.sim_clock.mode})"
         )
@@ -317,7 +353,7 @@ def _provision_keys(runtime: Runtime, announce: Callable[[str], None]) -> None:
             "without checking it, its date or its nonce; for local emulation only"
         )
         return
-    admin = key_admin(runtime.database)
+    admin = admin_commands.key_admin(runtime.database)
     if auth.access_key_id is not None and auth.access_key_secret is not None:
         admin.ensure_admin(auth.access_key_id, auth.access_key_secret)
         announce(f"admin AccessKey {auth.access_key_id} set from CLUSTERTASKS_ACCESS_KEY_ID")
@@ -330,32 +366,6 @@ def _provision_keys(runtime: Runtime, announce: Callable[[str], None]) -> None:
     announce(f"  access_key_id      {first.access_key_id}")
     announce(f"  access_key_secret  {first.secret}")
     announce(f"saved to {path} (mode 0600); make more with 'clustertasks keys create'")
-
-
-def key_admin(db: database.Database) -> auth_service.KeyAdmin:
-    return auth_service.KeyAdmin(db.keys, clock.SystemClock())
-
-
-@contextlib.contextmanager
-def key_admin_for(config: settings.Settings) -> Iterator[auth_service.KeyAdmin]:
-    """Key management directly on the database (``clustertasks keys``)."""
-    db = database.Database.open(config.storage)
-    try:
-        yield key_admin(db)
-    finally:
-        db.close()
-
-
-@contextlib.contextmanager
-def audit_entries_for(
-    config: settings.Settings, since_us: int, limit: int
-) -> Iterator[list[access.AuditEntry]]:
-    """The audit log's entries, read directly from the database (``clustertasks audit``)."""
-    db = database.Database.open(config.storage)
-    try:
-        yield list(db.audit.entries(since_us, limit))
-    finally:
-        db.close()
 
 
 def save_credentials(path: str, key: access.AccessKey) -> str:

@@ -32,6 +32,15 @@ class InvalidParameter(ClustertasksError):
         super().__init__(f"The parameter {field} is invalid: {problem}")
 
 
+class ClusterNameTaken(InvalidParameter):
+    """Another cluster has this name."""
+
+    code = "ErrorClusterNameAlreadyExist"
+
+    def __init__(self, name: str, owner: str) -> None:
+        super().__init__("cluster_name", f"the name {name} is taken by cluster {owner}")
+
+
 class ApiNotFound(ClustertasksError):
     """The specified API does not exist."""
 
@@ -348,6 +357,12 @@ class TooManyWaits(Throttled):
             f"the most it may; retry after {retry_after_ms} ms, or when one ends"
         )
         self.args = (self.message,)
+
+
+class AddonNotFound(NotFound):
+    """The add-on was not found."""
+
+    code = "AddonNotFound"
 
 
 class RequestTooLarge(ClustertasksError):

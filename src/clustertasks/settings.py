@@ -7,6 +7,7 @@ environment variables, then these defaults, and builds a :class:`Settings`.
 from __future__ import annotations
 
 import enum
+import os
 import zoneinfo
 from dataclasses import dataclass, field
 
@@ -52,7 +53,23 @@ class ServerSettings:
     """Seconds an idle keep-alive connection stays open between requests
     (``CLUSTERTASKS_KEEP_ALIVE``)."""
 
+    tls_cert: str | None = None
+    """PEM certificate (chain) to serve HTTPS with, or None for plain HTTP
+    (``CLUSTERTASKS_TLS_CERT``)."""
+
+    tls_key: str | None = None
+    """PEM private key of ``tls_cert`` (``CLUSTERTASKS_TLS_KEY``)."""
+
     def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise errors.ConfigurationError(
+                "set both --tls-cert and --tls-key (CLUSTERTASKS_TLS_CERT, CLUSTERTASKS_TLS_KEY)"
+                ", or neither"
+            )
+        for what, path in (("certificate", self.tls_cert), ("key", self.tls_key)):
+            if path is not None and not os.path.isfile(path):
+                raise errors.ConfigurationError(f"the TLS {what} {path!r} is not a readable file")
+
         for name, value in (
             ("read timeout", self.read_timeout_seconds),
             ("keep-alive timeout", self.keep_alive_seconds),
@@ -61,6 +78,10 @@ class ServerSettings:
                 raise errors.ConfigurationError(
                     f"the {name} must be > 0 and <= 3600 seconds, got {value}"
                 )
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -66,8 +67,12 @@ class ServerProcess:
         *,
         db_url: str | None = None,
         env: Mapping[str, str] | None = None,
+        ca_cert: Path | None = None,
     ) -> None:
-        """``db_url`` None: the server takes its database from ``env`` or its default."""
+        """``db_url`` None: the server takes its database from ``env`` or its default;
+        ``ca_cert``: the server speaks HTTPS (``args`` carry ``--tls-cert``/``--tls-key``)
+        with a certificate this CA signed."""
+        self.ca_cert = ca_cert
         self.args = tuple(args)
         self.workdir = workdir
         self.db_url = db_url
@@ -82,8 +87,12 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def scheme(self) -> str:
+        return "http" if self.ca_cert is None else "https"
+
+    @property
     def url(self) -> str:
-        return f"http://{self.endpoint}"
+        return f"{self.scheme}://{self.endpoint}"
 
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> Self:
         """Start the server and wait until ``/healthz`` answers; raises
@@ -103,7 +112,13 @@ class ServerProcess:
                     f"the server exited with status {self.process.returncode}:\n{self.log()}"
                 )
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=1.0, trust_env=False).is_success:
+                verify: ssl.SSLContext | bool = True
+                if self.ca_cert is not None:
+                    verify = ssl.create_default_context(cafile=str(self.ca_cert))
+                health = httpx.get(
+                    f"{self.url}/healthz", timeout=1.0, trust_env=False, verify=verify
+                )
+                if health.is_success:
                     return self
             time.sleep(0.05)
         self.kill()

@@ -24,6 +24,7 @@ CLIENT_VARIABLES = (
     "CLUSTERTASKS_ACCESS_KEY_ID",
     "CLUSTERTASKS_ACCESS_KEY_SECRET",
     "CLUSTERTASKS_PROFILE",
+    "CLUSTERTASKS_CA_CERT",
 )
 ERROR_LINE = re.compile(
     r"Error: (?P<code>[\w.]+): (?P<message>.+?)(?: \(request id (?P<rid>.+)\))?"

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from clustertasks import settings
 from clustertasks.emulator import cloud as sim_cloud
+from clustertasks.service import certificates
 from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
 from tests.acceptance import sdk
@@ -41,9 +43,9 @@ def shared_servers(
 
 
 def _lease(
-    servers: server_support.SharedServers, backend: str, *args: str
+    servers: server_support.SharedServers, backend: str, *args: str, ca_cert: Path | None = None
 ) -> Iterator[server_support.ServerProcess]:
-    process = servers.lease(backend, *args)
+    process = servers.lease(backend, *args, ca_cert=ca_cert)
     sdk.close_connections()
     yield process
     assert process.running, f"the server exited during the test:\n{process.log()}"
@@ -71,6 +73,31 @@ def seeded_server(
 ) -> Iterator[server_support.ServerProcess]:
     """The issue's CI set-up: ``serve --sim-speed 0 --sim-seed 42``."""
     yield from _lease(shared_servers, backend, "--sim-speed", "0", "--sim-seed", "42")
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> certificates.TlsFiles:
+    """A local CA and a server certificate for 127.0.0.1, as ``clustertasks tls init``
+    makes them."""
+    return certificates.make_local_ca(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def tls_server(
+    shared_servers: server_support.SharedServers, backend: str, tls_files: certificates.TlsFiles
+) -> Iterator[server_support.ServerProcess]:
+    """``server`` over HTTPS: ``--tls-cert``/``--tls-key`` from ``tls_files``."""
+    yield from _lease(
+        shared_servers,
+        backend,
+        "--sim-speed",
+        "0",
+        "--tls-cert",
+        str(tls_files.cert),
+        "--tls-key",
+        str(tls_files.key),
+        ca_cert=tls_files.ca,
+    )
 
 
 def _database(url: str | None) -> Iterator[storage_database.Database]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import signing
+from tests.support import polling, signing
 from tests.support.server import ServerProcess
 
 
@@ -73,3 +73,28 @@ def test_racing_retries_make_one_task_and_get_one_answer(read_server: ServerProc
     assert len({(a.json()["task_id"], a.json()["cluster_id"]) for a in answers}) == 1
     clusters = _clusters(read_server)
     assert [c["cluster_id"] for c in clusters] == [answers[0].json()["cluster_id"]]
+
+
+def test_modify_cluster_retried_with_its_token(server: ServerProcess) -> None:
+    made = _post(server, "/clusters", _body(size=0)).json()
+    polling.until(
+        "the cluster running",
+        lambda: httpx.get(
+            f"{server.url}/clusters/{made['cluster_id']}", auth=signing.auth(), trust_env=False
+        ).json()["state"],
+        lambda state: state == "running",
+        interval=0.05,
+    )
+    path = f"{server.url}/api/v2/clusters/{made['cluster_id']}"
+
+    def modify(body: dict[str, Any]) -> httpx.Response:
+        return httpx.put(path, json=body, auth=signing.auth(), trust_env=False, timeout=60)
+
+    first = modify({"cluster_name": "renamed", "client_token": "modify-1"})
+    assert first.status_code == 200, first.text
+    again = modify({"client_token": "modify-1", "cluster_name": "renamed"})
+    assert again.status_code == 200, again.text
+    assert again.json()["task_id"] == first.json()["task_id"]
+    other = modify({"cluster_name": "other", "client_token": "modify-1"})
+    assert other.status_code == 409
+    assert other.json()["code"] == "IdempotentParameterMismatch"

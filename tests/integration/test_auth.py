@@ -16,7 +16,7 @@ from clustertasks.domain import access, signing
 from clustertasks.service import auth as auth_service
 from clustertasks.storage import database as storage_database
 from tests.integration.conftest import services_for
-from tests.support import factories
+from tests.support import factories, legacy_signers
 from tests.support import signing as test_signing
 
 CLUSTER = "c0123456789abcdef0123456789abcdef"
@@ -115,6 +115,89 @@ def test_gateway_errors(gateway: Gateway) -> None:
     _error(gateway.send("GET", "/tasks/T-1", now_us=stale), 400, "InvalidTimeStamp.Expired")
     ahead = gateway.time.now_us() + 16 * 60 * 1_000_000
     _error(gateway.send("GET", "/tasks/T-1", now_us=ahead), 400, "InvalidTimeStamp.Expired")
+
+
+GATEWAY_KEYS = {"RequestId", "HostId", "Code", "Message", "Recommend"}
+
+
+def test_gateway_errors_carry_both_shapes_service_errors_one(gateway: Gateway) -> None:
+    wrong = _error(gateway.send("GET", "/tasks/T-1", secret="guess"), 400, "SignatureDoesNotMatch")
+    assert set(wrong) == {"code", "message", "requestId", "status", *GATEWAY_KEYS}
+    assert wrong["Code"] == wrong["code"]
+    assert wrong["Message"] == wrong["message"]
+    assert wrong["RequestId"] == wrong["requestId"]
+    assert wrong["HostId"] == "testserver"
+    assert f"requestId={wrong['requestId']}" in str(wrong["Recommend"])
+    for response, status, code in (
+        (gateway.send("GET", "/no/such/api"), 404, "InvalidApi.NotFound"),
+        (gateway.client.get("/tasks/T-1"), 400, "IncompleteSignature"),
+        (
+            gateway.send("POST", "/tasks/T-1/cancel", key_id="ro-ak", secret="ro-secret"),
+            403,
+            "Forbidden.RAM",
+        ),
+    ):
+        assert set(_error(response, status, code)) >= GATEWAY_KEYS
+    # The service's own errors keep the shape real ACK's CS service answers with.
+    service = _error(gateway.send("GET", "/tasks/T-1"), 404, "ErrorTaskNotFound")
+    assert set(service) == {"code", "message", "requestId", "status"}
+
+
+def _send(gateway: Gateway, signed: legacy_signers.Signed) -> Any:
+    return gateway.client.request(
+        signed.method, signed.target, content=signed.body, headers=signed.headers
+    )
+
+
+def test_legacy_requests_without_a_nonce_pass_within_the_date_window(gateway: Gateway) -> None:
+    task_id = factories.seed_task(gateway.database.tasks, cluster_id=CLUSTER).task.task_id
+    now_s = gateway.time.now_us() / 1e6
+    key = legacy_signers.Key(test_signing.KEY_ID, test_signing.SECRET)
+    go = legacy_signers.go_sdk(
+        "GET", f"/tasks/{task_id}", action="DescribeTaskInfo", now_s=now_s, key=key
+    )
+    assert "x-acs-signature-nonce" not in go.headers
+    for _ in range(2):  # no nonce, so nothing to replay: the same request passes again
+        response = _send(gateway, go)
+        assert response.status_code == 200, response.text
+        assert response.json()["task_id"] == task_id
+    listed = legacy_signers.aliyun_cli(
+        "GET",
+        f"/clusters/{CLUSTER}/tasks",
+        query={"page_size": "5", "state": "running"},
+        now_s=now_s,
+        key=key,
+    )
+    response = _send(gateway, listed)
+    assert response.status_code == 200, response.text
+    assert [t["task_id"] for t in response.json()["tasks"]] == [task_id]
+
+    late = legacy_signers.go_sdk(
+        "GET", f"/tasks/{task_id}", action="DescribeTaskInfo", now_s=now_s - 16 * 60, key=key
+    )
+    _error(_send(gateway, late), 400, "InvalidTimeStamp.Expired")
+    wrong = legacy_signers.go_sdk(
+        "GET",
+        f"/tasks/{task_id}",
+        action="DescribeTaskInfo",
+        now_s=now_s,
+        key=legacy_signers.Key(test_signing.KEY_ID, "guess"),
+    )
+    _error(_send(gateway, wrong), 400, "SignatureDoesNotMatch")
+
+
+def test_a_legacy_request_with_a_nonce_is_refused_on_replay(gateway: Gateway) -> None:
+    now_s = gateway.time.now_us() / 1e6
+    signed = legacy_signers.aliyungo(
+        "GET",
+        f"/clusters/{CLUSTER}/tasks",
+        query={"page_size": "5", "flag": ""},
+        key=legacy_signers.Key(test_signing.KEY_ID, test_signing.SECRET),
+        now_s=now_s,
+        region="cn-hangzhou",
+    )
+    assert _send(gateway, signed).status_code == 200
+    _error(_send(gateway, signed), 400, "SignatureNonceUsed")
 
 
 def test_a_replayed_nonce_is_refused_and_forgotten_after_the_window(gateway: Gateway) -> None:

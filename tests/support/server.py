@@ -34,9 +34,20 @@ class ServerProcess(testing.ServerProcess):
     emulator's controls."""
 
     def __init__(
-        self, db_url: str | None, workdir: Path, *args: str, env: dict[str, str] | None = None
+        self,
+        db_url: str | None,
+        workdir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        ca_cert: Path | None = None,
     ) -> None:
-        super().__init__(args, workdir, db_url=db_url, env={**signing.SERVER_ENV, **(env or {})})
+        super().__init__(
+            args,
+            workdir,
+            db_url=db_url,
+            env={**signing.SERVER_ENV, **(env or {})},
+            ca_cert=ca_cert,
+        )
 
     @property
     def running(self) -> bool:
@@ -46,7 +57,8 @@ class ServerProcess(testing.ServerProcess):
         """Call one of the emulator's controls (``/_emulator/…``) with the test key, through
         the client ``clustertasks.testing.Emulator`` uses for the same calls. A connection
         of its own: one kept idle between tests could be closed by the server as it is used."""
-        with client.ApiClient(self.url, signing.auth(), timeout=120.0) as api:
+        ca = str(self.ca_cert) if self.ca_cert is not None else None
+        with client.ApiClient(self.url, signing.auth(), timeout=120.0, ca_cert=ca) as api:
             return api.call(method, action, path, json=body)
 
 
@@ -73,11 +85,11 @@ class SharedServers:
         self._servers: dict[tuple[str, tuple[str, ...]], _Shared] = {}
         self._problems: list[str] = []
 
-    def lease(self, backend: str, *args: str) -> ServerProcess:
+    def lease(self, backend: str, *args: str, ca_cert: Path | None = None) -> ServerProcess:
         """A running ``clustertasks serve ARGS`` on ``backend``, as if just started on a new
         database: no tasks, no world, no fault rules, a realtime clock reading the wall
-        clock's time, only the test key."""
-        key = (backend, args)
+        clock's time, only the test key. ``ca_cert``: ARGS serve HTTPS, signed by this CA."""
+        key = (backend, (*args, str(ca_cert or "")))
         shared = self._servers.pop(key, None)
         if shared is not None:
             try:
@@ -89,7 +101,9 @@ class SharedServers:
                 self._retire(shared)
                 shared = None
         if shared is None:
-            shared = _Shared.start(ServerProcess(self._new_database(backend), self._workdir, *args))
+            shared = _Shared.start(
+                ServerProcess(self._new_database(backend), self._workdir, *args, ca_cert=ca_cert)
+            )
         self._servers[key] = shared
         return shared.process
 

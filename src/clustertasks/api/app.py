@@ -10,13 +10,16 @@ from fastapi import FastAPI
 
 from clustertasks import __version__, settings
 from clustertasks.api import (
+    addons,
     admission,
     auth,
     cloud,
+    cluster_settings,
     emulator,
     emulator_controls,
     emulator_state,
     errors,
+    events,
     health,
     middleware,
     nodes,
@@ -61,6 +64,9 @@ def create_app(
     app.include_router(streams.router)
     app.include_router(cloud.router)
     app.include_router(nodes.router)
+    app.include_router(cluster_settings.router)
+    app.include_router(addons.router)
+    app.include_router(events.router)
     app.include_router(emulator.router)
     app.include_router(emulator_controls.router)
     app.include_router(emulator_state.router)

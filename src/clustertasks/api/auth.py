@@ -267,7 +267,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 async def _refuse(
     scope: Scope, receive: Receive, send: Send, exc: errors.ClustertasksError
 ) -> None:
-    response = api_errors.error_response(Request(scope), exc)
+    response = api_errors.error_response(Request(scope), exc, gateway=True)
     if isinstance(exc, errors.Throttled):
         # Milliseconds: the official SDK's retry policy sleeps this many ms.
         response.headers[RETRY_AFTER_HEADER] = str(exc.retry_after_ms)

@@ -14,12 +14,17 @@ MAX_BODY_BYTES = 1 << 20
 
 
 async def json_object(request: Request) -> Mapping[str, Any]:
+    value = await json_value(request, {})
+    if not isinstance(value, dict):
+        raise errors.InvalidParameter("body", "must be a JSON object")
+    return value
+
+
+async def json_value(request: Request, empty: Any) -> Any:
+    """The body's JSON value, whatever its kind; ``empty`` for an empty body."""
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise errors.InvalidParameter("body", f"must be at most {MAX_BODY_BYTES} bytes")
     if not raw.strip():
-        return {}
-    value = json_text.parse(raw)
-    if not isinstance(value, dict):
-        raise errors.InvalidParameter("body", "must be a JSON object")
-    return value
+        return empty
+    return json_text.parse(raw)

@@ -1,13 +1,15 @@
 """From our error tree to ACK's error responses: one status table, one body shape.
 
 Body: ``{"code", "message", "requestId", "status"}`` (XML ``<Error>`` with ``Code``,
-``Message``, ``RequestId`` when XML was asked for). Never a stack trace.
+``Message``, ``RequestId`` when XML was asked for); the gateway's own errors add its
+``RequestId``, ``HostId``, ``Code``, ``Message`` and ``Recommend``. Never a stack trace.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -20,30 +22,88 @@ log = logging.getLogger("clustertasks.api")
 
 REQUEST_ID_HEADER = "x-acs-request-id"
 
-# Most specific class first; the first match decides the status.
-STATUS: tuple[tuple[type[errors.ClustertasksError], int], ...] = (
-    (errors.InvalidParameter, 400),
-    (errors.TaskNotSupported, 400),
-    (errors.QuotaExceeded, 400),
-    (errors.ResourceInUse, 400),
-    (errors.AccessKeyNotFound, 404),
-    (errors.AuthenticationError, 400),
-    (errors.Forbidden, 403),
-    (errors.Throttled, 429),
-    (errors.RequestTooLarge, 413),
-    (errors.ApiNotFound, 404),
-    (errors.MethodNotAllowed, 405),
-    (errors.NotFound, 404),
-    (errors.Conflict, 409),
-    (errors.StorageUnavailable, 503),
-    (errors.Busy, 503),
-    (errors.ClustertasksError, 500),
+# Every class of the error tree, each mapped on purpose (tests/unit/test_error_statuses.py
+# walks the tree and fails on a class missing here). A class outside the tree's module is
+# looked up through its bases, nearest first.
+STATUS: dict[type[errors.ClustertasksError], int] = {
+    # the request is wrong
+    errors.InvalidParameter: 400,
+    errors.TaskNotSupported: 400,
+    errors.QuotaExceeded: 400,
+    errors.ResourceInUse: 400,
+    errors.ClusterStateError: 400,
+    errors.RequestTooLarge: 413,
+    errors.ApiNotFound: 404,
+    errors.MethodNotAllowed: 405,
+    # the gateway: who is calling, may they, how often
+    errors.AuthenticationError: 400,
+    errors.IncompleteSignature: 400,
+    errors.InvalidSignatureMethod: 400,
+    errors.SignatureDoesNotMatch: 400,
+    errors.AccessKeyNotFound: 404,
+    errors.AccessKeyInactive: 400,
+    errors.InvalidTimeStampFormat: 400,
+    errors.TimeStampExpired: 400,
+    errors.SignatureNonceUsed: 400,
+    errors.Forbidden: 403,
+    errors.Throttled: 429,
+    # missing resources
+    errors.NotFound: 404,
+    errors.TaskNotFound: 404,
+    errors.FaultNotFound: 404,
+    errors.ClusterNotFound: 404,
+    errors.NodePoolNotFound: 404,
+    errors.NodeNotFound: 404,
+    # the state does not allow it
+    errors.Conflict: 409,
+    errors.IllegalTransition: 409,
+    errors.TaskConflict: 409,
+    errors.IdempotentParameterMismatch: 409,
+    errors.ClockNotManual: 409,
+    errors.DuplicateTask: 409,
+    # a cloud refused or failed an action a request asked for directly (they usually end a
+    # task instead): the client's request cannot succeed as it is, so 400, never 5xx,
+    # which clients such as Terraform retry until their timeout
+    errors.PermanentError: 400,
+    errors.StageTimeout: 400,
+    errors.InstanceCreateFailed: 400,
+    errors.NoStock: 400,
+    errors.InstanceBootFailed: 400,
+    errors.NodeJoinFailed: 400,
+    errors.DrainTimeout: 400,
+    errors.NodeUpgradeFailed: 400,
+    errors.NodeRepairFailed: 400,
+    errors.InstanceNotFound: 400,
+    errors.InstanceNotFree: 400,
+    errors.TooManyFailedNodes: 400,
+    # ours, not the client's: try again later, or a fault of the server
+    errors.TemporaryError: 503,
+    errors.StorageUnavailable: 503,
+    errors.Busy: 503,
+    errors.ExecutorLocked: 503,
+    errors.ConfigurationError: 500,
+    errors.StorageError: 500,
+    errors.ClustertasksError: 500,
+}
+
+GATEWAY_ERRORS: tuple[type[errors.ClustertasksError], ...] = (
+    errors.AuthenticationError,
+    errors.Forbidden,
+    errors.Throttled,
+    errors.ApiNotFound,
+    errors.MethodNotAllowed,
+    errors.RequestTooLarge,
 )
+"""Raised in front of the service, where ACK's API gateway answers: their bodies carry the
+gateway's PascalCase keys too, which clients built on alibaba-cloud-sdk-go (the aliyun CLI)
+read, beside the lowercase ones the Tea SDKs read."""
+RECOMMEND_URL = "https://api.aliyun.com/troubleshoot?q={code}&product=CS&requestId={rid}"
 
 
 def status_of(exc: errors.ClustertasksError) -> int:
-    for cls, status in STATUS:
-        if isinstance(exc, cls):
+    for cls in type(exc).__mro__:
+        status = STATUS.get(cls)
+        if status is not None:
             return status
     return 500
 
@@ -60,7 +120,11 @@ def request_id(request: Request) -> str:
     return str(rid)
 
 
-def error_response(request: Request, exc: errors.ClustertasksError) -> Response:
+def error_response(
+    request: Request, exc: errors.ClustertasksError, *, gateway: bool = False
+) -> Response:
+    """``gateway``: the gateway refused the request (also true of every class in
+    ``GATEWAY_ERRORS``), so the JSON body carries both shapes."""
     status = status_of(exc)
     rid = request_id(request)
     headers = {REQUEST_ID_HEADER: rid}
@@ -72,7 +136,20 @@ def error_response(request: Request, exc: errors.ClustertasksError) -> Response:
         body = xml.render("Error", {"Code": exc.code, "Message": exc.message, "RequestId": rid})
         # The SDK's XML error parser recognises exactly this content type.
         return Response(body, status, headers=headers, media_type="text/xml;charset=utf-8")
-    payload = {"code": exc.code, "message": exc.message, "requestId": rid, "status": status}
+    payload: dict[str, object] = {
+        "code": exc.code,
+        "message": exc.message,
+        "requestId": rid,
+        "status": status,
+    }
+    if gateway or isinstance(exc, GATEWAY_ERRORS):
+        payload.update(
+            RequestId=rid,
+            HostId=request.headers.get("host", ""),
+            Code=exc.code,
+            Message=exc.message,
+            Recommend=RECOMMEND_URL.format(code=quote(exc.code), rid=rid),
+        )
     return Response(render.dumps(payload), status, headers=headers, media_type=render.JSON_TYPE)
 
 

@@ -1,6 +1,7 @@
 """Node operations as the official SDK calls them (sdk-shapes.md): RemoveNodePoolNodes,
-DeleteClusterNodes, UpgradeClusterNodepool, UpgradeCluster, RepairClusterNodePool,
-AttachInstancesToNodePool, DescribeKubernetesVersionMetadata."""
+DeleteClusterNodes, RemoveClusterNodes, ModifyNodePoolNodeConfig, UpgradeClusterNodepool,
+UpgradeCluster, RepairClusterNodePool, AttachInstancesToNodePool,
+DescribeKubernetesVersionMetadata."""
 
 from __future__ import annotations
 
@@ -71,6 +72,45 @@ async def delete_cluster_nodes(request: Request, cluster_id: str) -> Response:
         request,
         "DeleteClusterNodes",
         {"cluster_id": done.cluster_id, "task_id": done.task.task_id, "request_id": _rid(request)},
+    )
+
+
+@router.post(
+    "/api/v2/clusters/{cluster_id}/nodes/remove",
+    operation_id="RemoveClusterNodes",
+    summary="RemoveClusterNodes",
+)
+async def remove_cluster_nodes(request: Request, cluster_id: str) -> Response:
+    # The same request as DeleteClusterNodes, at the path Terraform's provider uses.
+    document = await body.json_object(request)
+    done = await run_in_threadpool(_nodes(request).delete_cluster_nodes, cluster_id, document)
+    return render.document(
+        request,
+        "RemoveClusterNodes",
+        {"cluster_id": done.cluster_id, "task_id": done.task.task_id, "request_id": _rid(request)},
+    )
+
+
+@router.put(
+    "/clusters/{cluster_id}/nodepools/{nodepool_id}/node_config",
+    operation_id="ModifyNodePoolNodeConfig",
+    summary="ModifyNodePoolNodeConfig",
+)
+async def modify_node_pool_node_config(
+    request: Request, cluster_id: str, nodepool_id: str
+) -> Response:
+    document = await body.json_object(request)
+    done = await run_in_threadpool(
+        _nodes(request).modify_node_config, cluster_id, nodepool_id, document
+    )
+    return render.document(
+        request,
+        "ModifyNodePoolNodeConfig",
+        {
+            "nodepool_id": done.nodepool_id,
+            "task_id": done.task.task_id,
+            "request_id": _rid(request),
+        },
     )
 
 

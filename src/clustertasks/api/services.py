@@ -6,7 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clustertasks.emulator import controls, state
-from clustertasks.service import changes, cloud, control, live, nodes, tasks
+from clustertasks.service import (
+    addons,
+    changes,
+    cloud,
+    cluster_settings,
+    control,
+    events,
+    live,
+    nodes,
+    tasks,
+)
 from clustertasks.storage import database
 
 
@@ -26,6 +36,9 @@ class Services:
     control: control.TaskControl
     cloud: cloud.CloudService
     nodes: nodes.NodeService
+    cluster_settings: cluster_settings.ClusterSettings
+    addons: addons.AddonService
+    events: events.EventService
     changes: changes.ChangeHub
     live: live.LiveTasks
     emulator: EmulatorServices

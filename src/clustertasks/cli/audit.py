@@ -46,12 +46,12 @@ def list_entries(
     ] = AuditOutput.table,
 ) -> None:
     """List mutating requests, oldest first: time, key, action, target, request id, outcome."""
-    from clustertasks import bootstrap  # here: the client commands start faster without it
+    from clustertasks import admin  # here: the client commands start faster without it
 
     try:
         since_us = _since(since)
         config = settings.Settings(storage=settings.StorageSettings(url=db))
-        with bootstrap.audit_entries_for(config, since_us, limit) as entries:
+        with admin.audit_entries_for(config, since_us, limit) as entries:
             rows = [
                 {
                     "time": timefmt.rfc3339(e.time_us, "UTC"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Generator
 from typing import Any
 from urllib.parse import quote
@@ -73,9 +74,19 @@ class ApiClient:
         auth: SigningAuth | None = None,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        ca_cert: str | None = None,
     ) -> None:
-        """``transport``: where requests go instead of the network (an in-process app)."""
+        """``transport``: where requests go instead of the network (an in-process app);
+        ``ca_cert``: a PEM file of CAs to trust for HTTPS instead of the system's."""
         self.endpoint = endpoint.rstrip("/")
+        verify: ssl.SSLContext | bool = True
+        if ca_cert is not None:
+            try:
+                verify = ssl.create_default_context(cafile=ca_cert)
+            except (OSError, ssl.SSLError) as exc:
+                raise errors.ConfigurationError(
+                    f"cannot read the CA certificate {ca_cert!r}: {exc}"
+                ) from None
         try:
             self._http = httpx.Client(
                 base_url=self.endpoint,
@@ -83,6 +94,7 @@ class ApiClient:
                 trust_env=False,
                 auth=auth,
                 transport=transport,
+                verify=verify,
                 headers={"user-agent": f"clustertasks-cli/{__version__}"},
             )
         except httpx.InvalidURL as exc:

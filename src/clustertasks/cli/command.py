@@ -3,7 +3,8 @@ submitted task is shown and followed, and how errors become one line and an exit
 
 A command is a plain function whose last parameter is ``session: Session``;
 :func:`client_command` registers it with the shared options added (``--output``,
-``--endpoint``, ``--access-key-id``, ``--access-key-secret``, ``--profile``, ``--verbose``),
+``--endpoint``, ``--access-key-id``, ``--access-key-secret``, ``--profile``, ``--ca-cert``,
+``--verbose``),
 so that every command takes them the same way.
 """
 
@@ -58,6 +59,16 @@ ProfileOption = Annotated[
     typer.Option(
         envvar="CLUSTERTASKS_PROFILE",
         help=f"Profile of 'clustertasks configure' to read. Default: {config.DEFAULT_PROFILE}.",
+        rich_help_panel=CONNECTION_PANEL,
+        show_default=False,
+    ),
+]
+CaCertOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="CLUSTERTASKS_CA_CERT",
+        help="PEM file of the CA to trust for an https:// endpoint (see 'clustertasks tls "
+        "init'). Default: the system's trust store.",
         rich_help_panel=CONNECTION_PANEL,
         show_default=False,
     ),
@@ -158,7 +169,15 @@ def _report(
 
 # -- registration ------------------------------------------------------------------------------
 
-_COMMON = ("output", "endpoint", "access_key_id", "access_key_secret", "profile", "verbose")
+_COMMON = (
+    "output",
+    "endpoint",
+    "access_key_id",
+    "access_key_secret",
+    "profile",
+    "ca_cert",
+    "verbose",
+)
 
 
 def client_command(
@@ -185,7 +204,7 @@ def client_command(
                 signer = None
                 if settings.access_key_id and settings.access_key_secret:
                     signer = client.SigningAuth(settings.access_key_id, settings.access_key_secret)
-                with client.ApiClient(settings.endpoint, signer) as api:
+                with client.ApiClient(settings.endpoint, signer, ca_cert=common["ca_cert"]) as api:
                     session = Session(api, str(common["output"]), bool(common["verbose"]))
                     function(**values, session=session)
 
@@ -219,5 +238,6 @@ def _shared_parameters(formats: type[enum.StrEnum]) -> list[inspect.Parameter]:
             "access_key_secret", keyword, default=None, annotation=AccessKeySecretOption
         ),
         inspect.Parameter("profile", keyword, default=None, annotation=ProfileOption),
+        inspect.Parameter("ca_cert", keyword, default=None, annotation=CaCertOption),
         inspect.Parameter("verbose", keyword, default=False, annotation=VerboseOption),
     ]

@@ -149,12 +149,12 @@ def delete(
 
 
 def _with_admin(db: str, action: Callable[[Any], None]) -> None:
-    from clustertasks import bootstrap  # here: the client commands start faster without it
+    from clustertasks import admin  # here: the client commands start faster without it
 
     try:
         config = settings.Settings(storage=settings.StorageSettings(url=db))
-        with bootstrap.key_admin_for(config) as admin:
-            action(admin)
+        with admin.key_admin_for(config) as key_admin:
+            action(key_admin)
     except errors.ConfigurationError as exc:
         err.print(f"[red]error[/red] {exc.code}: {exc.message}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None

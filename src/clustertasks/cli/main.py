@@ -29,6 +29,7 @@ from clustertasks.cli import (
     nodes,
     output,
     tasks,
+    tls,
 )
 
 # click's UsageError, the parent of every usage error (bad value, missing or unknown option,
@@ -75,6 +76,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(emulator.app, name="emulator")
+app.add_typer(tls.app, name="tls")
 
 out = Console()
 err = Console(stderr=True)
@@ -238,6 +240,22 @@ def serve(
             help="Seconds an idle keep-alive connection stays open.",
         ),
     ] = settings.ServerSettings().keep_alive_seconds,
+    tls_cert: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CLUSTERTASKS_TLS_CERT",
+            help="Serve HTTPS with this PEM certificate (chain); see 'clustertasks tls init'.",
+            show_default=False,
+        ),
+    ] = None,
+    tls_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CLUSTERTASKS_TLS_KEY",
+            help="The PEM private key of --tls-cert.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the API server (SQLite in ./clustertasks.db by default) until SIGINT/SIGTERM."""
     from clustertasks import bootstrap  # here: the client commands start faster without it
@@ -250,6 +268,8 @@ def serve(
                 log_level=log_level,
                 read_timeout_seconds=read_timeout,
                 keep_alive_seconds=keep_alive,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
             ),
             storage=settings.StorageSettings(url=db),
             wire=settings.WireSettings(timezone=timezone),

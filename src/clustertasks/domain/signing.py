@@ -82,6 +82,7 @@ class Credentials:
     signature: str
     signed_headers: tuple[str, ...]
     nonce: str
+    """Empty when a legacy request carried none: then only the date window limits a replay."""
     date_us: int
 
 
@@ -154,8 +155,11 @@ def _parse_roa(request: HttpRequest, authorization: str) -> Credentials:
     date = request.header("date")
     if not date:
         raise errors.IncompleteSignature("The legacy 'acs' scheme needs a Date header.")
+    # The older SDKs (aliyun-python-sdk-core, alibaba-cloud-sdk-go and the aliyun CLI on it)
+    # send no nonce; the gateway accepts them within the date window, and so do we.
+    nonce = _nonce(request) if request.header(NONCE_HEADER) is not None else ""
     return Credentials(
-        Scheme.ROA, "HMAC-SHA1", _key_id(key_id), signature, (), _nonce(request), _http_date(date)
+        Scheme.ROA, "HMAC-SHA1", _key_id(key_id), signature, (), nonce, _http_date(date)
     )
 
 

@@ -34,6 +34,7 @@ def cluster_spec(data: Any) -> world.ClusterSpec:
     values = known(world.ClusterSpec, _object(data, "cluster spec"))
     values["vswitch_ids"] = tuple(values.get("vswitch_ids", ()))
     values["tags"] = labels(values.get("tags", ()))
+    values["extra"] = dict(values.get("extra", {}))
     return world.ClusterSpec(**values)
 
 

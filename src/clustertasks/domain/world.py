@@ -70,6 +70,9 @@ class ClusterSpec:
     deletion_protection: bool = False
     resource_group_id: str = ""
     timezone: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Accepted settings clustertasks stores and echoes but does not act on (maintenance
+    window, operation policy, endpoints, security group, ...)."""
 
 
 @dataclass(frozen=True, slots=True)

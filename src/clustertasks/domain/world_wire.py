@@ -39,6 +39,7 @@ _POSTPAID_EXPIRY = "2099-12-31T15:59:00Z"
 def cluster_document(cluster: world.Cluster, tz: str = "UTC") -> dict[str, Any]:
     """The DescribeClusterDetail body."""
     spec = cluster.spec
+    extra = spec.extra
     return {
         "auto_mode": {"enable": False},
         "cluster_domain": "cluster.local",
@@ -46,27 +47,33 @@ def cluster_document(cluster: world.Cluster, tz: str = "UTC") -> dict[str, Any]:
         "cluster_spec": spec.cluster_spec,
         "cluster_type": spec.cluster_type,
         "container_cidr": spec.container_cidr,
-        "control_plane_config": _control_plane_config(),
-        "control_plane_endpoints_config": {
-            "internal_dns_config": {"bind_vpcs": [], "enabled": False},
-            "load_balancers_config": [],
-        },
+        "control_plane_config": _deep(_control_plane_config(), extra.get("control_plane_config")),
+        "control_plane_endpoints_config": _deep(
+            {
+                "internal_dns_config": {"bind_vpcs": [], "enabled": False},
+                "load_balancers_config": [],
+            },
+            extra.get("control_plane_endpoints_config"),
+        ),
         "created": timefmt.rfc3339(cluster.created_us, tz),
         "current_version": cluster.current_version,
         "deletion_protection": spec.deletion_protection,
         "docker_version": "",
         "external_loadbalancer_id": "",
-        "extra_sans": [],
+        "extra_sans": list(extra.get("extra_sans", [])),
         "init_version": spec.kubernetes_version,
         "ip_stack": "ipv4",
-        "maintenance_window": {
-            "duration": "",
-            "enable": False,
-            "exclusions": [],
-            "maintenance_time": "",
-            "recurrence": "",
-            "weekly_period": "",
-        },
+        "maintenance_window": _deep(
+            {
+                "duration": "",
+                "enable": False,
+                "exclusions": [],
+                "maintenance_time": "",
+                "recurrence": "",
+                "weekly_period": "",
+            },
+            extra.get("maintenance_window"),
+        ),
         # ACK sends these two as JSON text inside the JSON document.
         "master_url": json.dumps(
             {
@@ -87,7 +94,10 @@ def cluster_document(cluster: world.Cluster, tz: str = "UTC") -> dict[str, Any]:
         "network_mode": "vpc",
         "next_version": "",
         "node_cidr_mask": "26",
-        "operation_policy": {"cluster_auto_upgrade": {"channel": "", "enabled": False}},
+        "operation_policy": _deep(
+            {"cluster_auto_upgrade": {"channel": "", "enabled": False}},
+            extra.get("operation_policy"),
+        ),
         "parameters": {},
         "private_zone": False,
         "profile": spec.profile,
@@ -96,7 +106,7 @@ def cluster_document(cluster: world.Cluster, tz: str = "UTC") -> dict[str, Any]:
         "resource_group_id": spec.resource_group_id,
         "rrsa_config": {
             "audience": "",
-            "enabled": False,
+            "enabled": bool(extra.get("enable_rrsa", False)),
             "issuer": "",
             "jwks_url": "",
             "max_oidc_token_expiration": "",
@@ -104,7 +114,7 @@ def cluster_document(cluster: world.Cluster, tz: str = "UTC") -> dict[str, Any]:
             "oidc_name": "",
             "open_api_configuration_url": "",
         },
-        "security_group_id": cluster.security_group_id,
+        "security_group_id": str(extra.get("security_group_id") or cluster.security_group_id),
         "service_cidr": spec.service_cidr,
         "size": cluster.size,
         "state": cluster.state,
@@ -184,99 +194,97 @@ def nodepool_document(
     """
     spec = pool.spec
     extra = spec.extra
-    return {
-        "auto_mode": _section(extra, "auto_mode", {"enable": False}),
-        "auto_scaling": _section(
-            extra,
-            "auto_scaling",
-            {
-                "eip_bandwidth": 0,
-                "eip_internet_charge_type": "",
-                "enable": False,
-                "is_bond_eip": False,
-                "max_instances": 0,
-                "min_instances": 0,
-                "type": "cpu",
-            },
-        ),
-        "eflo_node_group": _section(
-            extra,
-            "eflo_node_group",
-            {
-                "auto_attach_enabled": False,
-                "cluster_id": "",
-                "group_id": "",
-                "worker_ram_role_name": "",
-            },
-        ),
-        "host_network": bool(extra.get("host_network", False)),
-        "interconnect_config": _section(
-            extra,
-            "interconnect_config",
-            {
-                "bandwidth": 0,
-                "ccn_id": "",
-                "ccn_region_id": "",
-                "cen_id": "",
-                "improved_period": "",
-            },
-        ),
-        "interconnect_mode": str(extra.get("interconnect_mode", "basic")),
-        "intranet": bool(extra.get("intranet", False)),
-        "kubernetes_config": _section(
-            extra,
-            "kubernetes_config",
-            {
-                "cms_enabled": False,
-                "cpu_policy": "none",
-                "node_name_mode": "",
-                "pre_user_data": "",
-                "user_data": "",
-            },
-            labels=[{"key": label.key, "value": label.value} for label in spec.labels],
-            runtime=spec.runtime,
-            runtime_version=spec.runtime_version,
-            taints=[{"effect": t.effect, "key": t.key, "value": t.value} for t in spec.taints],
-            unschedulable=spec.unschedulable,
-        ),
-        "management": _section(extra, "management", _management()),
-        "max_nodes": int(extra.get("max_nodes", 0)),
-        "node_components": list(extra.get("node_components", [])),
-        "node_config": _section(
-            extra,
-            "node_config",
-            {"kubelet_configuration": _kubelet_configuration(), "node_os_config": _node_os()},
-        ),
-        "nodepool_info": _section(
-            extra,
-            "nodepool_info",
-            {"resource_group_id": ""},
-            created=_precise_time(pool.created_us, tz),
-            is_default=spec.is_default,
-            name=spec.name,
-            nodepool_id=pool.nodepool_id,
-            region_id=region_id,
-            type=spec.type,
-            updated=_precise_time(pool.updated_us, tz),
-        ),
-        "scaling_group": _section(
-            extra,
-            "scaling_group",
-            _scaling_group_defaults(),
-            desired_size=pool.desired_size,
-            image_id=spec.image_id,
-            image_type=spec.image_type,
-            instance_charge_type=spec.instance_charge_type,
-            instance_types=list(spec.instance_types),
+    defaults = nodepool_section_defaults()
+    record: dict[str, dict[str, Any]] = {
+        "kubernetes_config": {
+            "labels": [{"key": label.key, "value": label.value} for label in spec.labels],
+            "runtime": spec.runtime,
+            "runtime_version": spec.runtime_version,
+            "taints": [{"effect": t.effect, "key": t.key, "value": t.value} for t in spec.taints],
+            "unschedulable": spec.unschedulable,
+        },
+        "nodepool_info": {
+            "created": _precise_time(pool.created_us, tz),
+            "is_default": spec.is_default,
+            "name": spec.name,
+            "nodepool_id": pool.nodepool_id,
+            "region_id": region_id,
+            "type": spec.type,
+            "updated": _precise_time(pool.updated_us, tz),
+        },
+        "scaling_group": {
+            "desired_size": pool.desired_size,
+            "image_id": spec.image_id,
+            "image_type": spec.image_type,
+            "instance_charge_type": spec.instance_charge_type,
+            "instance_types": list(spec.instance_types),
             # A secret is never echoed, whatever the request carried.
-            login_password="",
-            scaling_group_id=pool.scaling_group_id,
-            system_disk_category=spec.system_disk_category,
-            system_disk_size=spec.system_disk_size,
-            vswitch_ids=list(spec.vswitch_ids),
-        ),
-        "status": _pool_status(pool, instances, nodes),
-        "tee_config": _section(extra, "tee_config", {"tee_enable": False}),
+            "login_password": "",
+            "scaling_group_id": pool.scaling_group_id,
+            "system_disk_category": spec.system_disk_category,
+            "system_disk_size": spec.system_disk_size,
+            "vswitch_ids": list(spec.vswitch_ids),
+        },
+    }
+    document: dict[str, Any] = {}
+    for key, default in defaults.items():
+        if isinstance(default, dict):
+            document[key] = _section(extra, key, default, **record.get(key, {}))
+        elif isinstance(default, list):
+            document[key] = list(extra.get(key, default))
+        else:
+            document[key] = type(default)(extra.get(key, default))
+    document["status"] = _pool_status(pool, instances, nodes)
+    return dict(sorted(document.items()))
+
+
+def nodepool_section_defaults() -> dict[str, Any]:
+    """What a node pool document shows for each request section nobody set: its keys and
+    their types are also what a request's sections are checked against."""
+    return {
+        "auto_mode": {"enable": False},
+        "auto_scaling": {
+            "eip_bandwidth": 0,
+            "eip_internet_charge_type": "",
+            "enable": False,
+            "is_bond_eip": False,
+            "max_instances": 0,
+            "min_instances": 0,
+            "type": "cpu",
+        },
+        "eflo_node_group": {
+            "auto_attach_enabled": False,
+            "cluster_id": "",
+            "group_id": "",
+            "worker_ram_role_name": "",
+        },
+        "host_network": False,
+        "interconnect_config": {
+            "bandwidth": 0,
+            "ccn_id": "",
+            "ccn_region_id": "",
+            "cen_id": "",
+            "improved_period": "",
+        },
+        "interconnect_mode": "basic",
+        "intranet": False,
+        "kubernetes_config": {
+            "cms_enabled": False,
+            "cpu_policy": "none",
+            "node_name_mode": "",
+            "pre_user_data": "",
+            "user_data": "",
+        },
+        "management": _management(),
+        "max_nodes": 0,
+        "node_components": [],
+        "node_config": {
+            "kubelet_configuration": _kubelet_configuration(),
+            "node_os_config": _node_os(),
+        },
+        "nodepool_info": {"resource_group_id": ""},
+        "scaling_group": _scaling_group_defaults(),
+        "tee_config": {"tee_enable": False},
     }
 
 
@@ -439,6 +447,15 @@ def _scaling_group_defaults() -> dict[str, Any]:
         "system_disk_snapshot_policy_id": "",
         "tags": [],
     }
+
+
+def _deep(defaults: Mapping[str, Any], given: object) -> dict[str, Any]:
+    """``defaults`` with what was given over them, object by object."""
+    out = dict(defaults)
+    for key, value in _mapping(given).items():
+        old = out.get(key)
+        out[key] = _deep(old, value) if isinstance(old, Mapping) else value
+    return out
 
 
 def _section(

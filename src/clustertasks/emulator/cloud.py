@@ -115,11 +115,22 @@ class SimCloud(inventory.SimInventory):
         )
 
     async def update_cluster(
-        self, cluster_id: str, *, state: str | None = None, kubernetes_version: str | None = None
+        self,
+        cluster_id: str,
+        *,
+        state: str | None = None,
+        kubernetes_version: str | None = None,
+        spec: world.ClusterSpec | None = None,
     ) -> world.Cluster:
-        """The state first, then the version; each passes the fault rules under the name it
-        had as an action of its own (``set_cluster_state``, ``upgrade_control_plane``)."""
+        """The spec, the state, then the version; each passes the fault rules under the
+        name it has as an action of its own (``set_cluster_spec``, ``set_cluster_state``,
+        ``upgrade_control_plane``)."""
         cluster: world.Cluster | None = None
+        if spec is not None:
+            await self._faults.before("set_cluster_spec", subject=spec.name, cluster_id=cluster_id)
+            cluster = await asyncio.to_thread(
+                self._store.set_cluster_spec, cluster_id, spec, self._clock.now_us()
+            )
         if state is not None:
             cluster = await self._set_cluster_state(cluster_id, state)
         if kubernetes_version is not None:

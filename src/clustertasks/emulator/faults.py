@@ -44,6 +44,7 @@ FAULT_OPERATIONS = (
     "create_cluster",
     "provision_control_plane",
     "set_cluster_state",
+    "set_cluster_spec",
     "delete_cluster",
     "create_nodepool",
     "update_nodepool",
@@ -66,7 +67,8 @@ FAULT_OPERATIONS = (
 
 They name what a call does, and stay as they were when each was a provider method of its
 own: a port call doing two of them passes the rules of each. ``CloudPort.update_cluster``
-is ``set_cluster_state`` (a state) and ``upgrade_control_plane`` (a version);
+is ``set_cluster_spec`` (a spec), ``set_cluster_state`` (a state) and
+``upgrade_control_plane`` (a version);
 ``update_nodepool`` is ``update_nodepool`` (state, size, spec) and ``set_pool_version``
 (a version); ``update_node`` is ``update_node`` (labels and taints) and
 ``set_schedulable`` (cordon, uncordon). The others are the port's method names."""

@@ -103,6 +103,9 @@ class SimInventory:
     def register_cluster(self, cluster_id: str, spec: world.ClusterSpec) -> world.Cluster:
         return self._store.add_cluster(self._new_cluster(cluster_id, spec, basis=cluster_id))
 
+    def set_cluster_spec(self, cluster_id: str, spec: world.ClusterSpec) -> world.Cluster:
+        return self._store.set_cluster_spec(cluster_id, spec, self._clock.now_us())
+
     def register_nodepool(
         self, cluster_id: str, nodepool_id: str, spec: world.NodePoolSpec
     ) -> world.NodePool:

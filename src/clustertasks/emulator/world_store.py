@@ -132,6 +132,19 @@ class WorldStore:
             conn.execute(sa.update(C).where(*where).values(state=state, updated_us=now_us))
             return self._live_cluster(conn, cluster_id)
 
+    def set_cluster_spec(
+        self, cluster_id: str, spec: world.ClusterSpec, now_us: int
+    ) -> world.Cluster:
+        """Replace the spec (and the name kept beside it); return the cluster."""
+        with self._tx.write() as conn:
+            self._live_cluster(conn, cluster_id)
+            conn.execute(
+                sa.update(C)
+                .where(C.c.cluster_id == cluster_id)
+                .values(spec=world_rows.plain(spec), name=spec.name, updated_us=now_us)
+            )
+            return self._live_cluster(conn, cluster_id)
+
     def delete_cluster(self, cluster_id: str, now_us: int) -> None:
         """Mark the cluster ``deleted``; a no-op when it already is.
 

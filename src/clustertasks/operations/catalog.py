@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from clustertasks.operations import (
+    addons,
     attach,
     base,
     clusters,
+    node_config,
     nodepools,
     remove_nodes,
     repair,
@@ -22,5 +24,7 @@ def registry() -> base.Registry:
             *upgrade.OPERATIONS,
             *repair.OPERATIONS,
             *attach.OPERATIONS,
+            *node_config.OPERATIONS,
+            *addons.OPERATIONS,
         ]
     )

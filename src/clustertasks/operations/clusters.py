@@ -5,6 +5,9 @@ up; minutes at realistic speed), ``CreateNodePools`` (the pools asked for in
 ``nodepools[]``), ``CreateInstances`` and ``JoinNodes`` (their nodes, for every pool),
 ``Finish`` (the cluster is ``running``). A failure leaves the cluster ``failed``.
 
+``cluster_update`` — ModifyCluster: ``UpdateCluster`` (the cluster is ``updating`` while its
+new settings are applied, then ``running``).
+
 ``cluster_delete`` — DeleteCluster: ``DeleteNodePools`` (every node removed, its instance
 released, every pool deleted) then ``DeleteControlPlane`` (the cluster is ``deleted``).
 """
@@ -12,6 +15,7 @@ released, every pool deleted) then ``DeleteControlPlane`` (the cluster is ``dele
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from clustertasks import errors
@@ -173,6 +177,28 @@ async def delete_failed(ctx: base.StageContext) -> None:
         return
 
 
+# Spec parts ModifyCluster never changes, which other requests change at once (tags,
+# resource protection) or other tasks own (add-ons): kept as they are when the stage runs.
+_NOT_MODIFIED = ("addons", "protected_resources")
+
+
+async def update_cluster(ctx: base.StageContext) -> None:
+    asked = specs.cluster_spec(ctx.parameters["spec"])
+    current = (await ctx.provider.describe(ctx.cluster_id)).cluster.spec
+    kept = {key: current.extra[key] for key in _NOT_MODIFIED if key in current.extra}
+    spec = dataclasses.replace(asked, tags=current.tags, extra={**asked.extra, **kept})
+    await ctx.provider.update_cluster(ctx.cluster_id, state="updating")
+    await ctx.provider.update_cluster(ctx.cluster_id, spec=spec, state="running")
+    await ctx.emit("ClusterUpdated", f"settings of cluster {ctx.cluster_id} updated", once=True)
+
+
+async def back_to_running(ctx: base.StageContext) -> None:
+    try:
+        await ctx.provider.update_cluster(ctx.cluster_id, state="running")
+    except errors.NotFound:
+        return
+
+
 CREATE = base.Operation(
     "cluster_create",
     [
@@ -195,4 +221,10 @@ DELETE = base.Operation(
     compensate=delete_failed,
 )
 
-OPERATIONS = (CREATE, DELETE)
+UPDATE = base.Operation(
+    "cluster_update",
+    [base.Stage("UpdateCluster", update_cluster)],
+    compensate=back_to_running,
+)
+
+OPERATIONS = (CREATE, DELETE, UPDATE)

@@ -117,10 +117,16 @@ class CloudPort(Protocol):
         ...
 
     async def update_cluster(
-        self, cluster_id: str, *, state: str | None = None, kubernetes_version: str | None = None
+        self,
+        cluster_id: str,
+        *,
+        state: str | None = None,
+        kubernetes_version: str | None = None,
+        spec: world.ClusterSpec | None = None,
     ) -> world.Cluster:
-        """Set the cluster's state (never ``deleted``: see :meth:`delete_cluster`), and/or
-        upgrade its control plane to ``kubernetes_version`` and wait for it."""
+        """Set the cluster's state (never ``deleted``: see :meth:`delete_cluster`), replace
+        its spec (ModifyCluster), and/or upgrade its control plane to ``kubernetes_version``
+        and wait for it."""
         ...
 
     async def delete_cluster(self, key: str, cluster_id: str) -> None:

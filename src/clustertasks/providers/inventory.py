@@ -66,6 +66,11 @@ class Inventory(Protocol):
         """Record the cluster in state ``initial``; the same id again returns it unchanged."""
         ...
 
+    def set_cluster_spec(self, cluster_id: str, spec: world.ClusterSpec) -> world.Cluster:
+        """Replace the cluster's spec at once (what ACK changes without a task: tags and
+        resource protection); ``errors.ClusterNotFound``."""
+        ...
+
     def register_nodepool(
         self, cluster_id: str, nodepool_id: str, spec: world.NodePoolSpec
     ) -> world.NodePool:

@@ -2,7 +2,8 @@
 
 Order of checks, cheapest and least revealing first: the signature headers are well formed;
 the key exists and is active; the date is fresh; the signature is right; the key is within
-its rate; the nonce is new. Only a request that passed the signature check can spend a nonce
+its rate; the nonce, if the request has one (the legacy scheme's older clients send none), is
+new. Only a request that passed the signature check can spend a nonce
 or a token, so a stranger who knows a key id can neither burn its nonces nor its rate.
 """
 
@@ -98,7 +99,10 @@ class Authenticator:
         self._throttle(key.access_key_id)
         # Remember the nonce for as long as its request could still pass the date check.
         expires_us = credentials.date_us + self._skew_us
-        if not self._keys.use_nonce(key.access_key_id, credentials.nonce, expires_us, now_us):
+        fresh = not credentials.nonce or self._keys.use_nonce(
+            key.access_key_id, credentials.nonce, expires_us, now_us
+        )
+        if not fresh:
             raise errors.SignatureNonceUsed(
                 f"The signature nonce {credentials.nonce} has been used before: every request "
                 "needs a new one."

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from clustertasks import errors
-from clustertasks.domain import ids, params, records, specs, world
+from clustertasks.domain import (
+    addons,
+    cluster_fields,
+    ids,
+    params,
+    pool_fields,
+    records,
+    specs,
+    world,
+)
 from clustertasks.providers import inventory
 from clustertasks.service import control, submission
 
@@ -104,6 +113,7 @@ class CloudService:
             deletion_protection=params.boolean(body, "deletion_protection"),
             resource_group_id=params.text(body, "resource_group_id"),
             timezone=params.text(body, "timezone"),
+            extra={**cluster_fields.kept(body, {}), **_addons(body)},
         )
         asked = []
         adding = 0
@@ -244,27 +254,8 @@ class CloudService:
     ) -> submission.Submitted:
         cluster = self._usable(cluster_id)
         pool = self.nodepool(cluster.cluster_id, nodepool_id).pool
-        spec = pool.spec
-        info = params.obj(body, "nodepool_info")
         group = params.obj(body, "scaling_group")
-        kube = params.obj(body, "kubernetes_config")
-        spec = dataclasses.replace(
-            spec, name=params.text(info, "name", "nodepool_info.", default=spec.name)
-        )
-        if "instance_types" in group:
-            types = params.text_list(group, "instance_types", "scaling_group.")
-            if not types:
-                raise errors.InvalidParameter("scaling_group.instance_types", "must not be empty")
-            self._cloud.check_instance_types(types)
-            spec = dataclasses.replace(spec, instance_types=tuple(types))
-        if "labels" in kube:
-            spec = dataclasses.replace(
-                spec, labels=tuple(_labels(kube, "labels", "kubernetes_config."))
-            )
-        if "taints" in kube:
-            spec = dataclasses.replace(
-                spec, taints=tuple(_taints(kube, "taints", "kubernetes_config."))
-            )
+        spec = self._pool_spec(body, "", pool.spec)
         desired = params.integer(group, "desired_size", "scaling_group.", low=0, high=1000)
         top_count = params.integer(body, "count", low=1, high=MAX_SCALE)
         count = 0
@@ -370,21 +361,14 @@ class CloudService:
     ) -> tuple[world.NodePoolSpec, int]:
         info = params.obj(body, "nodepool_info", path)
         group = params.obj(body, "scaling_group", path)
-        kube = params.obj(body, "kubernetes_config", path)
         name = params.text(info, "name", f"{path}nodepool_info.", required=True, max_length=63)
-        types = params.text_list(group, "instance_types", f"{path}scaling_group.")
-        if not types:
+        if not params.text_list(group, "instance_types", f"{path}scaling_group."):
             raise errors.InvalidParameter(f"{path}scaling_group.instance_types", "is required")
-        try:
-            self._cloud.check_instance_types(types)
-        except errors.InvalidParameter as exc:
-            raise errors.InvalidParameter(
-                f"{path}scaling_group.instance_types", exc.message.split(": ", 1)[-1]
-            ) from None
-        vswitches = params.text_list(group, "vswitch_ids", f"{path}scaling_group.") or list(
-            cluster_vswitches
+        base = world.NodePoolSpec(
+            name=name, instance_types=(), vswitch_ids=tuple(cluster_vswitches)
         )
-        if not vswitches:
+        spec = self._pool_spec(body, path, base)
+        if not spec.vswitch_ids:
             # Refused now, not by the task: nodes need a vSwitch to boot in.
             raise errors.InvalidParameter(
                 f"{path}scaling_group.vswitch_ids",
@@ -395,35 +379,98 @@ class CloudService:
         )
         legacy_count = params.integer(body, "count", path, low=0, high=MAX_SCALE)
         count = desired if desired is not None else (legacy_count or 0)
-        spec = world.NodePoolSpec(
-            name=name,
-            instance_types=tuple(types),
-            vswitch_ids=tuple(vswitches),
-            desired_size=0,
+        return spec, count
+
+    def _pool_spec(
+        self, body: Mapping[str, Any], path: str, base: world.NodePoolSpec
+    ) -> world.NodePoolSpec:
+        """``base`` with what ``body`` sets (CreateClusterNodePool or ModifyClusterNodePool
+        fields), every accepted field kept: the record's own, the rest in ``extra``."""
+        info = params.obj(body, "nodepool_info", path)
+        group = params.obj(body, "scaling_group", path)
+        kube = params.obj(body, "kubernetes_config", path)
+        at_info, at_group, at_kube = (
+            f"{path}nodepool_info.",
+            f"{path}scaling_group.",
+            f"{path}kubernetes_config.",
+        )
+        spec = dataclasses.replace(
+            base,
+            name=params.text(info, "name", at_info, default=base.name, max_length=63),
+            type=params.text(info, "type", at_info, default=base.type),
             system_disk_category=params.text(
-                group, "system_disk_category", f"{path}scaling_group.", default="cloud_essd"
+                group, "system_disk_category", at_group, default=base.system_disk_category
             ),
             system_disk_size=params.integer(
-                group, "system_disk_size", f"{path}scaling_group.", default=120, low=20, high=2048
+                group,
+                "system_disk_size",
+                at_group,
+                default=base.system_disk_size,
+                low=20,
+                high=2048,
             )
-            or 120,
-            image_id=params.text(group, "image_id", f"{path}scaling_group."),
-            image_type=params.text(
-                group, "image_type", f"{path}scaling_group.", default="AliyunLinux3"
-            ),
+            or base.system_disk_size,
+            image_id=params.text(group, "image_id", at_group, default=base.image_id),
+            image_type=params.text(group, "image_type", at_group, default=base.image_type),
             instance_charge_type=params.text(
-                group, "instance_charge_type", f"{path}scaling_group.", default="PostPaid"
+                group, "instance_charge_type", at_group, default=base.instance_charge_type
             ),
-            labels=tuple(_labels(kube, "labels", f"{path}kubernetes_config.")),
-            taints=tuple(_taints(kube, "taints", f"{path}kubernetes_config.")),
-            runtime=params.text(kube, "runtime", f"{path}kubernetes_config.", default="containerd"),
+            runtime=params.text(kube, "runtime", at_kube, default=base.runtime),
             runtime_version=params.text(
-                kube, "runtime_version", f"{path}kubernetes_config.", default="1.6.36"
+                kube, "runtime_version", at_kube, default=base.runtime_version
             ),
-            unschedulable=params.boolean(kube, "unschedulable", f"{path}kubernetes_config."),
-            type=params.text(info, "type", f"{path}nodepool_info.", default="ess"),
+            unschedulable=params.boolean(
+                kube, "unschedulable", at_kube, default=base.unschedulable
+            ),
+            extra=pool_fields.merged(base.extra, pool_fields.sections(body, path)),
         )
-        return spec, count
+        if "instance_types" in group:
+            types = params.text_list(group, "instance_types", at_group)
+            if not types:
+                raise errors.InvalidParameter(f"{at_group}instance_types", "must not be empty")
+            try:
+                self._cloud.check_instance_types(types)
+            except errors.InvalidParameter as exc:
+                raise errors.InvalidParameter(
+                    f"{at_group}instance_types", exc.message.split(": ", 1)[-1]
+                ) from None
+            spec = dataclasses.replace(spec, instance_types=tuple(types))
+        if group.get("vswitch_ids"):
+            spec = dataclasses.replace(
+                spec, vswitch_ids=tuple(params.text_list(group, "vswitch_ids", at_group))
+            )
+        if "labels" in kube:
+            spec = dataclasses.replace(spec, labels=tuple(_labels(kube, "labels", at_kube)))
+        if "taints" in kube:
+            spec = dataclasses.replace(spec, taints=tuple(_taints(kube, "taints", at_kube)))
+        return spec
+
+
+def _addons(body: Mapping[str, Any]) -> dict[str, Any]:
+    """CreateCluster's ``addons[]``: installed with the cluster (none disabled)."""
+    found: dict[str, Any] = {}
+    for index, item in enumerate(params.object_list(body, "addons", max_items=50)):
+        where = f"addons[{index}]."
+        name = params.text(item, "name", where, required=True)
+        info = addons.find(name)
+        if info is None:
+            raise errors.InvalidParameter(f"{where}name", f"unknown add-on {name!r}")
+        if params.boolean(item, "disabled", where):
+            continue
+        version = params.text(item, "version", where, default=info.latest)
+        if version not in info.versions:
+            raise errors.InvalidParameter(
+                f"{where}version", f"add-on {name} has versions {', '.join(info.versions)}"
+            )
+        config = params.text(item, "config", where, max_length=65536)
+        found[name] = {
+            "name": name,
+            "version": version,
+            "config": config,
+            "state": "active",
+            "task_id": "",
+        }
+    return {"addons": found} if found else {}
 
 
 def _id(value: str, not_found: type[errors.ClusterNotFound]) -> str:

@@ -7,11 +7,12 @@ a stage never has to guess what the request meant.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from clustertasks import errors
-from clustertasks.domain import json_text, params, records, rollout, versions
+from clustertasks.domain import json_text, params, pool_fields, records, rollout, specs, versions
 from clustertasks.providers import inventory
 from clustertasks.service import cloud, control, submission
 
@@ -219,6 +220,51 @@ class NodeService:
             parameters=parameters,
         )
         return submission.Submitted(outcome.task, cluster.cluster_id)
+
+    # -- node configuration ----------------------------------------------------------------
+
+    def modify_node_config(
+        self, cluster_id: str, nodepool_id: str, body: Mapping[str, Any]
+    ) -> submission.Submitted:
+        """ModifyNodePoolNodeConfig: the pool keeps the new kubelet, OS and containerd
+        settings and its nodes (or the named ones) take them, batch by batch."""
+        cluster = self._clouds.cluster(cluster_id)
+        pool = self._clouds.nodepool(cluster.cluster_id, nodepool_id).pool
+        given = [params.obj(body, key) for key in ("kubelet_config", "os_config")]
+        containerd = params.obj(body, "containerd_config")
+        if not any(given) and not containerd:
+            raise errors.InvalidParameter(
+                "kubelet_config", "set kubelet_config, os_config or containerd_config"
+            )
+        # Checked against the pool document's types, as CreateClusterNodePool's are.
+        checked = pool_fields.node_config(given[0], given[1], containerd)
+        spec = dataclasses.replace(pool.spec, extra=pool_fields.merged(pool.spec.extra, checked))
+        names = params.text_list(body, "node_names", max_items=submission.MAX_NODES)
+        if names:
+            nodes = self._resolve(
+                cluster.cluster_id, pool.nodepool_id, [], names, field="node_names"
+            )
+        else:
+            nodes = self._pool_nodes(cluster.cluster_id, pool.nodepool_id)
+        rolling = params.obj(body, "rolling_policy")
+        parameters = {
+            "nodepool_id": pool.nodepool_id,
+            "spec": specs.to_json(spec),
+            "nodes": nodes,
+            "max_parallelism": params.integer(
+                rolling, "max_parallelism", "rolling_policy.", default=1, low=1, high=100
+            ),
+            "max_failed_nodes": params.integer(
+                rolling, "max_failed_nodes", "rolling_policy.", default=0, low=0
+            ),
+        }
+        outcome = self._control.submit(
+            "nodepool_node_config",
+            cluster_id=cluster.cluster_id,
+            target=records.Target(pool.nodepool_id, "nodepool"),
+            parameters=parameters,
+        )
+        return submission.Submitted(outcome.task, cluster.cluster_id, pool.nodepool_id)
 
     def _check_version(self, field: str, version: str) -> None:
         known = list(self._cloud.kubernetes_versions())

@@ -60,6 +60,22 @@ class TaskPage:
     has_more: bool
 
 
+class TaskEvent(NamedTuple):
+    """An event with the task it belongs to (DescribeClusterEvents, DescribeEvents)."""
+
+    task_id: str
+    cluster_id: str
+    task_type: str
+    target_id: str
+    event: records.Event
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: Sequence[TaskEvent]
+    total_count: int
+
+
 class UnfinishedTask(NamedTuple):
     task_id: str
     state: states.TaskState
@@ -325,6 +341,48 @@ class TaskStore:
             ).all()
         tasks = [rows.task_from_row(r._mapping) for r in found[: query.limit]]
         return TaskPage(tasks=tasks, total_count=total, has_more=len(found) > query.limit)
+
+    def list_events(
+        self,
+        *,
+        cluster_id: str | None = None,
+        task_id: str | None = None,
+        task_type: str | None = None,
+        limit: int,
+        offset: int = 0,
+    ) -> EventPage:
+        """Events of the tasks that match, newest first (then by task and number)."""
+        where = [E.c.task_id == T.c.task_id]
+        if cluster_id is not None:
+            where.append(T.c.cluster_id == cluster_id)
+        if task_id is not None:
+            where.append(T.c.task_id == task_id)
+        if task_type is not None:
+            where.append(T.c.task_type == task_type)
+        columns = (T.c.task_id, T.c.cluster_id, T.c.task_type, T.c.target_id)
+        with self._read() as conn:
+            total = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(E)
+                .join(T, E.c.task_id == T.c.task_id)
+                .where(*where)
+            ).scalar_one()
+            found = conn.execute(
+                sa.select(*columns, *[c for c in E.c if c.name != "task_id"])
+                .select_from(E)
+                .join(T, E.c.task_id == T.c.task_id)
+                .where(*where)
+                .order_by(E.c.timestamp_us.desc(), T.c.task_id.desc(), E.c.seq.desc())
+                .offset(offset)
+                .limit(limit)
+            ).all()
+        events = [
+            TaskEvent(
+                r.task_id, r.cluster_id, r.task_type, r.target_id, rows.event_from_row(r._mapping)
+            )
+            for r in found
+        ]
+        return EventPage(events=events, total_count=total)
 
     # -- transactions ----------------------------------------------------------------------
 
