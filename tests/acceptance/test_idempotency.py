@@ -78,11 +78,11 @@ def test_racing_retries_make_one_task_and_get_one_answer(read_server: ServerProc
 def test_modify_cluster_retried_with_its_token(server: ServerProcess) -> None:
     made = _post(server, "/clusters", _body(size=0)).json()
     polling.until(
-        "the cluster running",
+        "the cluster made",
         lambda: httpx.get(
-            f"{server.url}/clusters/{made['cluster_id']}", auth=signing.auth(), trust_env=False
+            f"{server.url}/tasks/{made['task_id']}", auth=signing.auth(), trust_env=False
         ).json()["state"],
-        lambda state: state == "running",
+        lambda state: state == "success",
         interval=0.05,
     )
     path = f"{server.url}/api/v2/clusters/{made['cluster_id']}"
