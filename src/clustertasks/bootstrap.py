@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+import h11
 import uvicorn
+from uvicorn.protocols.http import h11_impl
 
 from clustertasks import admin as admin_commands
 from clustertasks import clock, errors, settings
@@ -83,6 +85,57 @@ class _Server(uvicorn.Server):
                 and transport.get_extra_info("sslcontext") is not None
             ):
                 transport.abort()
+
+
+# h11's states of the client once its request has arrived whole (MUST_CLOSE: without
+# keep-alive).
+_REQUEST_IN = (h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
+
+
+def _guarded_h11(read_timeout: float) -> type[h11_impl.H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol, closing a connection that has not sent a whole request
+    within ``read_timeout`` seconds of opening or of its previous response.
+
+    uvicorn times out an idle keep-alive connection only once a first response is sent,
+    and restarts that clock with every byte: a socket that never sends anything, or sends
+    its headers a byte at a time, was held for ever (h11 has no header timeout).
+    """
+
+    class GuardedH11Protocol(h11_impl.H11Protocol):
+        _read_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state in _REQUEST_IN:
+                self._disarm()  # the whole request is in: the application has it
+
+        def on_response_complete(self) -> None:
+            self._arm()  # before: the next request may be in already (pipelining)
+            super().on_response_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._read_timer = self.loop.call_later(read_timeout, self._read_timed_out)
+
+        def _disarm(self) -> None:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
+
+        def _read_timed_out(self) -> None:
+            self._read_timer = None
+            if self.conn.their_state not in _REQUEST_IN and not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedH11Protocol
 
 
 @dataclass
@@ -279,6 +332,8 @@ def serve(config: settings.Settings, announce: Callable[[str], None] = print) ->
                 server_header=False,
                 proxy_headers=False,
                 lifespan="on",
+                http=_guarded_h11(config.server.read_timeout_seconds),
+                timeout_keep_alive=max(1, round(config.server.keep_alive_seconds)),
                 ssl_certfile=config.server.tls_cert,
                 ssl_keyfile=config.server.tls_key,
             ),

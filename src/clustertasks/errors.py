@@ -143,6 +143,12 @@ class ExecutorLocked(ClustertasksError):
     code = "ExecutorLocked"
 
 
+class RowConflict(Conflict):
+    """The request conflicts with a concurrent change to the same resource; try again."""
+
+    code = "Conflict"
+
+
 class DuplicateTask(Conflict):
     """A task with this id already exists."""
 
@@ -339,6 +345,18 @@ class Throttled(ClustertasksError):
         super().__init__(
             f"Request was denied due to user flow control; retry after {retry_after_ms} ms."
         )
+
+
+class TooManyWaits(Throttled):
+    """The AccessKey has as many long-polls and event streams open as it may."""
+
+    def __init__(self, access_key_id: str, limit: int, retry_after_ms: int) -> None:
+        super().__init__(retry_after_ms)
+        self.message = (
+            f"the AccessKey {access_key_id} has {limit} long-polls and event streams open, "
+            f"the most it may; retry after {retry_after_ms} ms, or when one ends"
+        )
+        self.args = (self.message,)
 
 
 class AddonNotFound(NotFound):

@@ -45,6 +45,14 @@ class ServerSettings:
     log_level: str = "info"
     """Server log level: debug, info, warning or error (``CLUSTERTASKS_LOG_LEVEL``)."""
 
+    read_timeout_seconds: float = 30.0
+    """Seconds a connection has to send a whole request, from when it opens or its previous
+    response ends; a slower or silent one is closed (``CLUSTERTASKS_READ_TIMEOUT``)."""
+
+    keep_alive_seconds: float = 5.0
+    """Seconds an idle keep-alive connection stays open between requests
+    (``CLUSTERTASKS_KEEP_ALIVE``)."""
+
     tls_cert: str | None = None
     """PEM certificate (chain) to serve HTTPS with, or None for plain HTTP
     (``CLUSTERTASKS_TLS_CERT``)."""
@@ -61,6 +69,15 @@ class ServerSettings:
         for what, path in (("certificate", self.tls_cert), ("key", self.tls_key)):
             if path is not None and not os.path.isfile(path):
                 raise errors.ConfigurationError(f"the TLS {what} {path!r} is not a readable file")
+
+        for name, value in (
+            ("read timeout", self.read_timeout_seconds),
+            ("keep-alive timeout", self.keep_alive_seconds),
+        ):
+            if not (0 < value <= 3600):
+                raise errors.ConfigurationError(
+                    f"the {name} must be > 0 and <= 3600 seconds, got {value}"
+                )
 
     @property
     def scheme(self) -> str:
@@ -144,8 +161,14 @@ class LiveSettings:
     """How often the versions of followed tasks are re-read, to see changes committed by
     another process on the same database (an executor elsewhere, another replica)."""
 
-    max_watchers: int = 10_000
-    """Long-polls and event streams open at once; more are refused with 503 until some end."""
+    max_watchers: int = 2_000
+    """Long-polls and event streams open at once, in all; more are refused with 503 and
+    ``Retry-After`` until some end (``CLUSTERTASKS_MAX_WAITS``). Each costs the server some
+    30-40 KiB while it waits."""
+
+    max_watchers_per_key: int = 200
+    """Long-polls and event streams one AccessKey may have open at once; more are refused
+    with 429 and ``Retry-After`` (``CLUSTERTASKS_MAX_WAITS_PER_KEY``)."""
 
     def __post_init__(self) -> None:
         if not (0 < self.heartbeat_seconds <= 3600):
@@ -156,9 +179,10 @@ class LiveSettings:
             raise errors.ConfigurationError(
                 f"the change poll must be > 0 and <= 60 seconds, got {self.poll_seconds}"
             )
-        if self.max_watchers < 1:
+        if self.max_watchers < 1 or self.max_watchers_per_key < 1:
             raise errors.ConfigurationError(
-                f"max watchers must be at least 1, got {self.max_watchers}"
+                f"the most waits, in all and per AccessKey, must be at least 1, got "
+                f"{self.max_watchers} and {self.max_watchers_per_key}"
             )
 
 

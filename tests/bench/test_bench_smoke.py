@@ -76,3 +76,22 @@ def test_e2e_bench_prints_wall_time_and_peak_memory() -> None:
     assert "all ended after" in out
     assert "VmHWM" in out
     assert "0 rejected, 0 unfinished" in out
+
+
+@pytest.mark.timeout(180)
+def test_flood_bench_prints_the_other_clients_latency_and_memory(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    out = run(
+        "flood.py",
+        "--waiters",
+        "30",
+        "--seconds",
+        "1",
+        "--settle",
+        "0.2",
+        "--json",
+        str(results),
+    )
+    assert "p99_ratio_flood_vs_baseline" in out
+    assert '"peak_during"' in out
+    assert '"flood-poll"' in results.read_text()

@@ -185,3 +185,37 @@ def test_a_database_failure_is_a_clean_503(
     body = _error(api.get("/tasks/T-1"), 503, "ServiceUnavailable")
     assert "store" in body["message"]
     assert api.get("/healthz").status_code == 503
+
+
+# Refused before any query.
+@pytest.mark.one_backend
+@pytest.mark.parametrize(
+    ("method", "path", "raw"),
+    [
+        ("POST", "/clusters", b"[" * 10_000),
+        ("POST", "/clusters", b'{"nodepools": ' + b"[" * 65 + b"]" * 65 + b"}"),
+        ("POST", f"/clusters/{CLUSTER}/nodepools", b'{"a":' * 5_000 + b"1" + b"}" * 5_000),
+        ("POST", "/_emulator/state", b"{" * 100_000),
+    ],
+)
+def test_deeply_nested_json_is_refused(api: TestClient, method: str, path: str, raw: bytes) -> None:
+    response = api.request(method, path, content=raw, headers={"Content-Type": "application/json"})
+    body = _error(response, 400, "InvalidParameter")
+    assert "body" in body["message"]
+    assert "64 levels" in body["message"]
+
+
+@pytest.mark.one_backend
+def test_nesting_inside_strings_does_not_count(api: TestClient) -> None:
+    text = "[" * 1000
+    response = api.post("/clusters", json={"name": text, "region_id": "cn-hangzhou"})
+    body = _error(response, 400, "InvalidParameter")
+    assert "name" in body["message"]  # too long a name, not too deep a body
+
+
+@pytest.mark.one_backend
+def test_deep_lists_in_the_query_are_refused(api: TestClient) -> None:
+    path = f"/clusters/{CLUSTER}/nodepools/np1/nodes?instance_ids=" + "[" * 5000
+    response = api.delete(path)
+    assert response.status_code < 500, response.text
+    assert "Traceback" not in response.text

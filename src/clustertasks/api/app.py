@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from clustertasks import __version__, settings
 from clustertasks.api import (
     addons,
+    admission,
     auth,
     cloud,
     cluster_settings,
@@ -67,7 +68,9 @@ def create_app(
         authenticator=authenticator,
         public=frozenset({metrics.PATH}) if metrics_public else frozenset(),
     )
-    # Between the two: it sees the request id, and counts refused requests too.
+    # Outside the signature check: a wait over the caps is refused before any work.
+    app.add_middleware(admission.WaitAdmission, config=services.changes.config)
+    # Outside both: it sees the request id, and counts refused requests too.
     app.add_middleware(observe.ObserveMiddleware, telemetry=telemetry)
     app.add_middleware(middleware.RequestIdMiddleware)
     app.include_router(health.router)

@@ -14,12 +14,14 @@ import logging
 import re
 from typing import Any
 
+import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clustertasks import errors
+from clustertasks.api import admission
 from clustertasks.api import errors as api_errors
 from clustertasks.domain import access, signing
 from clustertasks.observability import logs
@@ -33,6 +35,8 @@ UNAUTHENTICATED = frozenset({"/healthz", "/openapi.json"})
 """Liveness and documentation: nothing to protect, and probes and fuzzers need them."""
 RETRY_AFTER_HEADER = "x-acs-retry-after"
 MAX_HEADERS = 100
+WAIT_THREADS = 2
+"""Threads that check the signatures of long-polls and event streams (admission.py)."""
 MAX_HEADER_BYTES = 32 * 1024
 MAX_TARGET_BYTES = 32 * 1024
 """Path plus query; uvicorn refuses far longer request lines itself, the test client not."""
@@ -52,6 +56,12 @@ class AuthMiddleware:
         self.unauthenticated = UNAUTHENTICATED | public
         self.max_body = authenticator.config.max_body_bytes
         self.max_state = max(authenticator.config.max_state_bytes, self.max_body)
+        self._wait_limiter: anyio.CapacityLimiter | None = None
+
+    def _wait_threads(self) -> anyio.CapacityLimiter:
+        if self._wait_limiter is None:  # made on the event loop, at first use
+            self._wait_limiter = anyio.CapacityLimiter(WAIT_THREADS)
+        return self._wait_limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.unauthenticated:
@@ -66,7 +76,14 @@ class AuthMiddleware:
             if body is None:
                 return  # the client went away
             request = _http_request(scope, body)
-            key = await run_in_threadpool(self.authenticator.authenticate, request)
+            if scope.get("state", {}).get(admission.WAIT_STATE):
+                # Waits take their turn on threads of their own: however many arrive,
+                # other requests find the shared threads (and the nonce store) free.
+                key = await anyio.to_thread.run_sync(
+                    self.authenticator.authenticate, request, limiter=self._wait_threads()
+                )
+            else:
+                key = await run_in_threadpool(self.authenticator.authenticate, request)
             action = _action(scope)
             if action is not None:
                 self.authenticator.authorize(key, action, scope["method"], scope["path"])

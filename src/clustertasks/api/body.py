@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Request
 
 from clustertasks import errors
+from clustertasks.domain import json_text
 
 MAX_BODY_BYTES = 1 << 20
 
@@ -27,7 +27,4 @@ async def json_value(request: Request, empty: Any) -> Any:
         raise errors.InvalidParameter("body", f"must be at most {MAX_BODY_BYTES} bytes")
     if not raw.strip():
         return empty
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise errors.InvalidParameter("body", "is not valid JSON") from None
+    return json_text.parse(raw)

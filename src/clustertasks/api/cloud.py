@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -11,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from clustertasks import errors
 from clustertasks.api import body, deps, render
 from clustertasks.api import errors as api_errors
-from clustertasks.domain import params, world_wire
+from clustertasks.domain import json_text, params, world_wire
 from clustertasks.service import cloud as cloud_service
 
 router = APIRouter(tags=["clusters"])
@@ -315,8 +314,8 @@ def _csv(value: str | None) -> set[str]:
         return set()
     if value.startswith("["):
         try:
-            parsed = json.loads(value)
-        except ValueError:
+            parsed = json_text.parse(value)
+        except errors.InvalidParameter:
             parsed = None
         if isinstance(parsed, list):
             return {str(item) for item in parsed}

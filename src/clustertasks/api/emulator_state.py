@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from clustertasks import errors
 from clustertasks.api import deps, render
 from clustertasks.api import errors as api_errors
+from clustertasks.domain import json_text
 from clustertasks.emulator import state as emulator_state
 
 router = APIRouter(prefix="/_emulator", tags=["emulator"])
@@ -79,10 +79,7 @@ def _parse(raw: bytes) -> Mapping[str, Any]:
 
     if not raw.strip():
         raise errors.InvalidParameter("body", "must be a state document (it is empty)")
-    try:
-        value = json.loads(raw, parse_constant=refuse)
-    except (ValueError, UnicodeDecodeError):
-        raise errors.InvalidParameter("body", "is not valid JSON") from None
+    value = json_text.parse(raw, parse_constant=refuse)
     if not isinstance(value, dict):
         raise errors.InvalidParameter("body", "must be a JSON object")
     return value

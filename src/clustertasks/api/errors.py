@@ -33,6 +33,7 @@ STATUS: dict[type[errors.ClustertasksError], int] = {
     errors.QuotaExceeded: 400,
     errors.ResourceInUse: 400,
     errors.ClusterStateError: 400,
+    errors.ClusterNameTaken: 400,
     errors.RequestTooLarge: 413,
     errors.ApiNotFound: 404,
     errors.MethodNotAllowed: 405,
@@ -48,6 +49,7 @@ STATUS: dict[type[errors.ClustertasksError], int] = {
     errors.SignatureNonceUsed: 400,
     errors.Forbidden: 403,
     errors.Throttled: 429,
+    errors.TooManyWaits: 429,
     # missing resources
     errors.NotFound: 404,
     errors.TaskNotFound: 404,
@@ -63,6 +65,7 @@ STATUS: dict[type[errors.ClustertasksError], int] = {
     errors.IdempotentParameterMismatch: 409,
     errors.ClockNotManual: 409,
     errors.DuplicateTask: 409,
+    errors.RowConflict: 409,
     # a cloud refused or failed an action a request asked for directly (they usually end a
     # task instead): the client's request cannot succeed as it is, so 400, never 5xx,
     # which clients such as Terraform retry until their timeout

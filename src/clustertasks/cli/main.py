@@ -216,6 +216,40 @@ def serve(
             help="Seconds between keep-alive comments on an idle task event stream.",
         ),
     ] = 15.0,
+    max_waits: Annotated[
+        int,
+        typer.Option(
+            envvar="CLUSTERTASKS_MAX_WAITS",
+            min=1,
+            help="Long-polls and event streams open at once, in all; more get 503.",
+        ),
+    ] = settings.LiveSettings().max_watchers,
+    max_waits_per_key: Annotated[
+        int,
+        typer.Option(
+            envvar="CLUSTERTASKS_MAX_WAITS_PER_KEY",
+            min=1,
+            help="Long-polls and event streams open at once per AccessKey; more get 429.",
+        ),
+    ] = settings.LiveSettings().max_watchers_per_key,
+    read_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="CLUSTERTASKS_READ_TIMEOUT",
+            min=0.001,
+            max=3600,
+            help="Seconds a connection has to send a whole request; slower ones are closed.",
+        ),
+    ] = settings.ServerSettings().read_timeout_seconds,
+    keep_alive: Annotated[
+        float,
+        typer.Option(
+            envvar="CLUSTERTASKS_KEEP_ALIVE",
+            min=0.001,
+            max=3600,
+            help="Seconds an idle keep-alive connection stays open.",
+        ),
+    ] = settings.ServerSettings().keep_alive_seconds,
     tls_cert: Annotated[
         str | None,
         typer.Option(
@@ -254,7 +288,13 @@ def serve(
     server_settings = _settings(
         lambda: settings.Settings(
             server=settings.ServerSettings(
-                host=host, port=port, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key
+                host=host,
+                port=port,
+                log_level=log_level,
+                read_timeout_seconds=read_timeout,
+                keep_alive_seconds=keep_alive,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
             ),
             storage=settings.StorageSettings(url=db),
             wire=settings.WireSettings(timezone=timezone),
@@ -272,7 +312,11 @@ def serve(
                 access_key_secret=access_key_secret or None,
                 credentials_file=credentials_file,
             ),
-            live=settings.LiveSettings(heartbeat_seconds=sse_heartbeat),
+            live=settings.LiveSettings(
+                heartbeat_seconds=sse_heartbeat,
+                max_watchers=max_waits,
+                max_watchers_per_key=max_waits_per_key,
+            ),
             observability=settings.ObservabilitySettings(
                 metrics_public=metrics_public,
                 log_format=log_format.value,

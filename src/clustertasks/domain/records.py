@@ -51,6 +51,8 @@ class Task:
     outputs: JsonObject = field(default_factory=dict)
     error: TaskError = field(default_factory=TaskError)
     client_token: str | None = None
+    request_digest: str | None = None
+    """With a ``client_token``: a digest of the normalised request, what a retry must match."""
     requested_action: str | None = None
     """``pause`` or ``cancel`` asked for by a client and not yet acted on."""
     version: int = 1

@@ -36,7 +36,7 @@ class FaultStore:
                     conn.execute(sa.insert(F).values(seq=int(last or 0) + 1, **rule_row(rule)))
                     stored = conn.execute(sa.select(F).where(F.c.fault_id == rule.fault_id))
                     return _rule(stored.one())
-            except sa.exc.IntegrityError as exc:
+            except errors.RowConflict as exc:
                 if self._exists(rule.fault_id):
                     raise errors.StorageError(
                         f"a fault rule {rule.fault_id} exists already"

@@ -299,7 +299,7 @@ class WorldStore:
                         )
                     )
                     return world_rows.instance_from_row(conn.execute(find).one()._mapping)
-            except sa.exc.IntegrityError:
+            except errors.RowConflict:
                 continue  # a concurrent twin won the key or the address; look again
         raise errors.StorageError(f"could not record the instance {launch.instance_id}")
 
@@ -501,7 +501,7 @@ class WorldStore:
                         conn.execute(sa.insert(table).values(**row))
                         existing = conn.execute(find).one()
                     return existing._mapping
-            except sa.exc.IntegrityError:
+            except errors.RowConflict:
                 continue  # a concurrent twin committed first; its row is found next time
         raise errors.StorageError(f"could not record a row in {table.name}")
 

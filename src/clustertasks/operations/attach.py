@@ -7,9 +7,9 @@ Stages:
 
 - ``AttachInstances``: instance by instance (checkpoint in between): a free, running
   instance joins the pool as a ``Ready`` node with the pool's labels, taints and version.
-  One that does not exist (``InstanceNotFound``), is in a cluster or pool already or is not
-  running (``InstanceNotFree``), or fails to join (``NodeJoinFailed``) fails on its own,
-  named; the others go on.
+  One that does not exist (``InstanceNotFound``), is in a cluster or pool already (this
+  one included) or is not running (``InstanceNotFree``), or fails to join
+  (``NodeJoinFailed``) fails on its own, named; the others go on.
 - ``Finish``: the pool's desired size counts its nodes; any instance that failed fails the
   task, named.
 """
@@ -39,10 +39,23 @@ async def attach_instances(ctx: base.StageContext) -> None:
             await ctx.set_result(instance_id, states.ResultStatus.INITIAL)
     settled = (states.ResultStatus.SUCCESS, states.ResultStatus.FAILED)
     await ctx.progress(instances_total=len(instances))
+    # Claiming is idempotent (a re-run after a crash finds its instance in the pool), so
+    # the instances this task claimed are noted first: any other one already in the pool
+    # is not free, however it got there.
+    claimed: list[str] = [str(i) for i in ctx.outputs().get("instances_claimed", [])]
+    view = await ctx.provider.describe(ctx.cluster_id, pool_id)
+    in_pool = {i.instance_id for i in view.instances} - set(claimed)
     for number, instance_id in enumerate(instances, start=1):
         if ctx.results().get(instance_id) in settled:
             continue
         try:
+            if instance_id in in_pool:
+                raise errors.InstanceNotFree(
+                    f"the instance {instance_id} is already a node of node pool {pool_id}"
+                )
+            if instance_id not in claimed:
+                claimed.append(instance_id)
+                await ctx.progress(instances_claimed=claimed)
             with providers.for_instance(number):
                 node = await ctx.provider.attach_instance(
                     ctx.key(instance_id), ctx.cluster_id, pool_id, instance_id

@@ -1,11 +1,13 @@
 """Adding nodes to a node pool: the stages shared by every operation that grows a pool.
 
 Parameters (normalised by the service): ``nodepool_id``, ``count`` (nodes to add) and
-``desired_size`` (the pool's size once they are in).
+``desired_size`` (the pool's size once they are in); ``default_pool`` (a pool spec) when a
+legacy ScaleOutCluster found no default pool: the task makes it, under ``nodepool_id``.
 
 Stages, by name as they appear in ``stages[]``:
 
-- ``Precheck``: the pool exists; it becomes ``scaling`` with its new desired size.
+- ``Precheck``: the pool exists (made now for ``default_pool``); it becomes ``scaling``
+  with its new desired size.
 - ``CreateInstances``: launch ``count`` ECS instances, instance *n* under the idempotency key
   ``<task>/CreateInstances/<n>``, so a re-run launches nothing twice. Instance *n* is the
   task's instance number *n* in every provider call about it (fault rules'
@@ -30,7 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from clustertasks import errors
-from clustertasks.domain import states
+from clustertasks.domain import specs, states
 from clustertasks.operations import base, outcomes
 from clustertasks.providers import base as providers
 
@@ -47,6 +49,8 @@ async def precheck(ctx: base.StageContext) -> None:
     pool_id = _pool(ctx)
     if int(ctx.parameters["count"]) == 0:
         return
+    if "default_pool" in ctx.parameters:
+        await _create_default_pool(ctx, pool_id)
     pool = (await ctx.provider.describe(ctx.cluster_id, pool_id)).nodepool
     desired = int(ctx.parameters["desired_size"])
     if pool.state != "scaling" or pool.desired_size != desired:
@@ -59,6 +63,22 @@ async def precheck(ctx: base.StageContext) -> None:
         action="start",
         once=True,
     )
+
+
+async def _create_default_pool(ctx: base.StageContext, pool_id: str) -> None:
+    """Legacy ScaleOutCluster on a cluster without a default pool: the task makes it (so a
+    refused request makes nothing). Another default pool made since the request was
+    accepted (by a task that ran in between) fails this one rather than make a second."""
+    spec = specs.nodepool_spec(ctx.parameters["default_pool"])
+    view = await ctx.provider.describe(ctx.cluster_id)
+    other = [p for p in view.nodepools if p.spec.is_default and p.nodepool_id != pool_id]
+    if other:
+        raise errors.permanent(
+            "ErrorDefaultNodePoolExists",
+            f"the cluster {ctx.cluster_id} has had a default node pool "
+            f"({other[0].nodepool_id}) since this request: scale that one out",
+        )
+    await ctx.provider.create_nodepool(ctx.key("pool"), ctx.cluster_id, pool_id, spec)
 
 
 async def create_instances(ctx: base.StageContext) -> None:

@@ -115,15 +115,13 @@ class CloudService:
             timezone=params.text(body, "timezone"),
             extra={**cluster_fields.kept(body, {}), **_addons(body)},
         )
-        cluster_id = self._ids.cluster_id()
-        pools = []
+        asked = []
         adding = 0
         for index, pool_body in enumerate(params.object_list(body, "nodepools", max_items=20)):
             pool_spec, count = self._pool_request(pool_body, f"nodepools[{index}].", vswitches)
             adding += count
-            pools.append(
+            asked.append(
                 {
-                    "nodepool_id": self._ids.nodepool_id(),
                     "count": count,
                     "spec": specs.to_json(dataclasses.replace(pool_spec, desired_size=count)),
                 }
@@ -134,12 +132,16 @@ class CloudService:
                 f"{self._quota_for_new_cluster()} nodes per cluster"
             )
         client_token = params.text(body, "client_token", max_length=64) or None
+        # Ids are drawn only now, and a retry with the token is compared without them.
+        cluster_id = self._ids.cluster_id()
+        pools = [{"nodepool_id": self._ids.nodepool_id(), **pool} for pool in asked]
         outcome = self._control.submit(
             "cluster_create",
             cluster_id=cluster_id,
             target=records.Target(cluster_id, "cluster"),
             parameters={"cluster_id": cluster_id, "spec": specs.to_json(spec), "nodepools": pools},
             client_token=client_token,
+            request={"spec": specs.to_json(spec), "nodepools": asked},
         )
         task = outcome.task
         cluster_id = str(task.parameters["cluster_id"])
@@ -184,8 +186,22 @@ class CloudService:
                 is_default=True,
                 taints=tuple(_taints(body, "taints")),
             )
-            default = self._cloud.register_nodepool(
-                cluster.cluster_id, self._ids.nodepool_id(), spec
+            # The task makes the pool: a refused request must leave nothing behind.
+            nodepool_id = self._ids.nodepool_id()
+            self._cloud.check_node_quota(cluster.cluster_id, count)
+            outcome = self._control.submit(
+                "cluster_scaleout",
+                cluster_id=cluster.cluster_id,
+                target=records.Target(cluster.cluster_id, "cluster"),
+                parameters={
+                    "nodepool_id": nodepool_id,
+                    "count": count,
+                    "desired_size": count,
+                    "default_pool": specs.to_json(spec),
+                },
+            )
+            return submission.Submitted(
+                outcome.task, cluster_id=cluster.cluster_id, nodepool_id=nodepool_id
             )
         return self._scale(cluster.cluster_id, default, count, body, target_cluster=True)
 

@@ -74,6 +74,14 @@ class ClusterSettings:
             target=records.Target(cluster.cluster_id, "cluster"),
             parameters={"spec": specs.to_json(new)},
             client_token=params.text(body, "client_token", max_length=64) or None,
+            # What the client asked for, not the spec it makes: a retry after the change
+            # (or after another one) asks for the same. No password goes into the digest.
+            request={
+                "cluster_id": cluster.cluster_id,
+                "body": {
+                    k: v for k, v in body.items() if k != "client_token" and "password" not in k
+                },
+            },
         )
         return submission.Submitted(outcome.task, cluster_id=cluster.cluster_id)
 

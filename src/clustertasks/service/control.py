@@ -7,6 +7,8 @@ tells whoever follows the task that it changed (``on_commit``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
@@ -55,11 +57,26 @@ class TaskControl:
         target: records.Target,
         parameters: Mapping[str, Any],
         client_token: str | None = None,
+        request: Mapping[str, Any] | None = None,
     ) -> store.SubmitOutcome:
-        """Create a task of ``task_type`` (or return the one ``client_token`` created)."""
+        """Create a task of ``task_type`` (or return the one ``client_token`` created).
+
+        ``request``: what the client sent, normalised, without anything the server drew
+        (new ids): a retry with the token must ask for the same. By default the target and
+        the parameters.
+        """
         operation = self._operation(task_type)
         if client_token is not None and (len(client_token) > 64 or not client_token.isprintable()):
             raise errors.InvalidParameter("client_token", "must be at most 64 printable characters")
+        digest = None
+        if client_token:
+            if request is None:
+                request = {
+                    "cluster_id": cluster_id,
+                    "target": [target.id, target.type],
+                    "parameters": parameters,
+                }
+            digest = request_digest(task_type, request)
         now = self._clock.now_us()
         task = records.Task(
             task_id=self._ids.task_id(now),
@@ -73,6 +90,7 @@ class TaskControl:
             client_token=client_token or None,
             # The task's runs continue the trace of the request that submitted it.
             trace_parent=tracing.current_traceparent(),
+            request_digest=digest,
         )
         outcome = self._store.submit_task(task, records.plan_stages(operation.stage_names()))
         tracing.annotate(**{"clustertasks.task_id": outcome.task.task_id})
@@ -121,3 +139,9 @@ class TaskControl:
             raise errors.TaskNotSupported(
                 f"the task {task_id} ({task.task_type}) does not support {action}"
             )
+
+
+def request_digest(task_type: str, request: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of a normalised request: equal for requests that ask for the same."""
+    text = json.dumps([task_type, request], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -8,12 +8,11 @@ a stage never has to guess what the request meant.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from clustertasks import errors
-from clustertasks.domain import params, pool_fields, records, rollout, specs, versions
+from clustertasks.domain import json_text, params, pool_fields, records, rollout, specs, versions
 from clustertasks.providers import inventory
 from clustertasks.service import cloud, control, submission
 
@@ -374,8 +373,8 @@ def _json_list(source: Mapping[str, Any], key: str) -> list[str]:
         return []
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except ValueError:
+            value = json_text.parse(value, key)
+        except errors.InvalidParameter:
             value = [part.strip() for part in value.split(",") if part.strip()]
     return params.text_list({key: value}, key, max_items=submission.MAX_NODES)
 

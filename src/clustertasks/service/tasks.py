@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clustertasks import errors
-from clustertasks.domain import ids, records, states
+from clustertasks.domain import ids, json_text, records, states
 from clustertasks.storage import store
 
 DEFAULT_PAGE_SIZE = 10
@@ -172,8 +172,8 @@ def _decode_token(token: str, scope: str) -> tuple[tuple[int, str], int]:
     problem = "is not a token returned by this API"
     try:
         padded = token + "=" * (-len(token) % 4)
-        payload: Any = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (ValueError, binascii.Error, UnicodeError):
+        payload: Any = json_text.parse(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (errors.InvalidParameter, ValueError, binascii.Error, UnicodeError):
         raise errors.InvalidParameter("next_token", problem) from None
     if not isinstance(payload, dict) or payload.get("v") != _TOKEN_VERSION:
         raise errors.InvalidParameter("next_token", problem)

@@ -138,14 +138,23 @@ def snapshot_options(engine: sa.Engine) -> dict[str, Any]:
     return {}
 
 
-def serialise_in_transaction(conn: sa.Connection, key: str) -> None:
+def serialise_in_transaction(conn: sa.Connection, key: str, *, space: int | None = None) -> None:
     """Make the transactions that call this with the same ``key`` run one after another.
 
     SQLite's writers already do (``BEGIN IMMEDIATE``). PostgreSQL takes a transaction-scoped
-    advisory lock: two submissions on one cluster cannot both see "no conflict".
+    advisory lock: two submissions on one cluster cannot both see "no conflict". ``space``
+    keeps other kinds of key apart (PostgreSQL's two-number locks never meet the one-number
+    ones), e.g. client tokens from cluster ids.
     """
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name != "postgresql":
+        return
+    if space is None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+    else:
+        conn.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:key))"),
+            {"space": space, "key": key},
+        )
 
 
 @contextlib.contextmanager

@@ -37,6 +37,9 @@ tasks = sa.Table(
     sa.Column("error_code", sa.String(128), nullable=False),
     sa.Column("error_message", sa.Text, nullable=False),
     sa.Column("client_token", sa.String(128), nullable=True),
+    # SHA-256 (hex) of the normalised request that carried ``client_token``: what a retry
+    # with the token is compared with.
+    sa.Column("request_digest", sa.String(64), nullable=True),
     # Bumped by every change to the task or its parts: the document's version (ETags, waits).
     sa.Column("version", sa.BigInteger, nullable=False),
     # Number of events appended so far; the next event's seq is this plus one.

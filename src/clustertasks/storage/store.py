@@ -26,6 +26,9 @@ E = schema.events
 R = schema.results
 
 
+# PostgreSQL advisory locks on client tokens live in a key space of their own.
+_CLIENT_TOKEN_LOCKS = 0x746F6B
+
 # Ids per IN (…) list: far below SQLite's limit on bound parameters.
 _VERSIONS_PER_QUERY = 500
 
@@ -184,7 +187,14 @@ class TaskStore:
         try:
             with self._write() as conn:
                 return _submit(conn, task, stages)
-        except sa.exc.IntegrityError as exc:
+        except errors.RowConflict as exc:
+            # Serialised submissions never get here; another writer (or a token reused
+            # across processes on SQLite's busy timeout) may. The row that won answers.
+            if task.client_token is not None:
+                with self._read() as conn:
+                    existing = _task_with_token(conn, task.client_token)
+                if existing is not None:
+                    return SubmitOutcome(_same_request(existing, task), created=False)
             raise errors.DuplicateTask(f"the task {task.task_id} already exists") from exc
 
     def add_stages(self, task_id: str, names: Sequence[str], now_us: int) -> list[records.Stage]:
@@ -587,22 +597,14 @@ def _bump(conn: sa.Connection, task_id: str, now_us: int, **values: Any) -> int:
 def _submit(
     conn: sa.Connection, task: records.Task, stages: Sequence[records.Stage]
 ) -> SubmitOutcome:
-    dialects.serialise_in_transaction(conn, task.cluster_id)
     if task.client_token is not None:
-        row = conn.execute(sa.select(T).where(T.c.client_token == task.client_token)).one_or_none()
-        if row is not None:
-            existing = rows.task_from_row(row._mapping)
-            same = (
-                existing.task_type == task.task_type
-                and existing.cluster_id == task.cluster_id
-                and dict(existing.parameters) == dict(task.parameters)
-            )
-            if not same:
-                raise errors.IdempotentParameterMismatch(
-                    f"the client_token {task.client_token} was used for the task "
-                    f"{existing.task_id} with other parameters"
-                )
-            return SubmitOutcome(existing, created=False)
+        # Requests with one token wait for each other before anything else: the first
+        # one's task is what the others answer with. (Always token, then cluster: no cycle.)
+        dialects.serialise_in_transaction(conn, task.client_token, space=_CLIENT_TOKEN_LOCKS)
+        existing = _task_with_token(conn, task.client_token)
+        if existing is not None:
+            return SubmitOutcome(_same_request(existing, task), created=False)
+    dialects.serialise_in_transaction(conn, task.cluster_id)
     active = [states.TaskState.RUNNING.value, states.TaskState.PAUSED.value]
     scope = [T.c.cluster_id == task.cluster_id, T.c.state.in_(active)]
     if task.target.type != "cluster":
@@ -622,3 +624,26 @@ def _submit(
     if stages:
         conn.execute(sa.insert(S), [rows.stage_row(task.task_id, s) for s in stages])
     return SubmitOutcome(task, created=True)
+
+
+def _task_with_token(conn: sa.Connection, client_token: str) -> records.Task | None:
+    row = conn.execute(sa.select(T).where(T.c.client_token == client_token)).one_or_none()
+    return None if row is None else rows.task_from_row(row._mapping)
+
+
+def _same_request(existing: records.Task, task: records.Task) -> records.Task:
+    """``existing`` when ``task`` asks for the same thing with its token; otherwise
+    ``IdempotentParameterMismatch``. Requests are compared by their digests (what the
+    client sent, normalised), or, without one, by cluster and parameters."""
+    if existing.request_digest is not None or task.request_digest is not None:
+        same = existing.request_digest == task.request_digest
+    else:
+        same = existing.cluster_id == task.cluster_id and dict(existing.parameters) == dict(
+            task.parameters
+        )
+    if existing.task_type != task.task_type or not same:
+        raise errors.IdempotentParameterMismatch(
+            f"the client_token {task.client_token} was used for the task "
+            f"{existing.task_id} with other parameters"
+        )
+    return existing

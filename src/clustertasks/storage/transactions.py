@@ -24,13 +24,13 @@ from clustertasks.storage import dialects
 def translated(name: str = "the task store") -> Iterator[None]:
     """Turn driver errors into ours (STYLE.md §2); ``name`` says whose database failed.
 
-    ``IntegrityError`` passes through untouched: the stores catch it to recognise a
-    duplicate and answer with the row that is already there.
+    ``IntegrityError`` becomes ``errors.RowConflict`` (a 409, never a 500): the stores catch
+    it to recognise a duplicate and answer with the row that is already there.
     """
     try:
         yield
-    except sa.exc.IntegrityError:
-        raise
+    except sa.exc.IntegrityError as exc:
+        raise errors.RowConflict() from exc
     except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
         raise errors.StorageUnavailable() from exc
     except sa.exc.SQLAlchemyError as exc:
