@@ -69,13 +69,11 @@ class Harness:
         tuning = runner.EngineTuning(retry_delay_scale=0)
         if self.kind == executors.TEMPORAL:
             assert self._temporal_address is not None
-            temporal = await temporal_client.connect(
-                settings.TemporalSettings(address=self._temporal_address)
-            )
             self._notifier = temporal_client.Notifier(
-                self.store, temporal_client.Workflows(temporal, self._queue)
+                self.store,
+                settings.TemporalSettings(address=self._temporal_address, task_queue=self._queue),
             )
-            self._notifier.bind(asyncio.get_running_loop())
+            temporal = await self._notifier.start()
             self._activities = temporal_worker.StageActivities(
                 self.store, ops.REGISTRY, fake_cloud.FakeCloud(), tuning=tuning
             )

@@ -87,17 +87,22 @@ class Notifier:
     workflow act on it (start it, poke it, or cancel it).
 
     Thread-safe and never blocking the caller: a failure is logged, and the workers'
-    reconciler starts any workflow missing.
+    reconciler starts any workflow missing. Tells nothing before :meth:`start`.
     """
 
-    def __init__(self, task_store: store.TaskStore, workflows: Workflows) -> None:
+    def __init__(self, task_store: store.TaskStore, config: settings.TemporalSettings) -> None:
         self._store = task_store
-        self._workflows = workflows
+        self._config = config
+        self._workflows: Workflows | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: set[concurrent.futures.Future[None]] = set()
 
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    async def start(self) -> temporal_client.Client:
+        """Connect to Temporal and tell from this event loop on; returns the client."""
+        temporal = await connect(self._config)
+        self._workflows = Workflows(temporal, self._config.task_queue)
+        self._loop = asyncio.get_running_loop()
+        return temporal
 
     def notify(self, task_id: str) -> None:
         loop = self._loop
@@ -114,14 +119,17 @@ class Notifier:
             await asyncio.wait([asyncio.wrap_future(f) for f in list(self._pending)])
 
     async def _act(self, task_id: str) -> None:
+        workflows = self._workflows
+        if workflows is None:
+            return
         try:
             task = await asyncio.to_thread(self._store.get_task, task_id)
             if task.state.terminal:
                 return
-            if not await self._workflows.ensure_started(task_id):
+            if not await workflows.ensure_started(task_id):
                 if task.requested_action == records.CANCEL:
-                    await self._workflows.cancel(task_id)
+                    await workflows.cancel(task_id)
                 else:
-                    await self._workflows.poke(task_id)
+                    await workflows.poke(task_id)
         except Exception:
             log.exception("telling the workflow of task %s failed; a worker will", task_id)

@@ -23,7 +23,7 @@ from temporalio import exceptions as temporal_exceptions
 from temporalio import worker as temporal_worker
 from temporalio.worker import workflow_sandbox as sandbox
 
-from clustertasks import clock
+from clustertasks import clock, settings
 from clustertasks.engine import executor, runner
 from clustertasks.engine.temporal import client, messages, steps, workflow
 from clustertasks.operations import base as operations
@@ -173,3 +173,30 @@ class TemporalWorker:
                 log.info("started the missing workflow of task %s", task.task_id)
                 started += 1
         return started
+
+
+async def work(
+    config: settings.TemporalSettings,
+    task_store: store.TaskStore,
+    registry: operations.Registry,
+    provider: providers.CloudPort,
+    stop: asyncio.Event,
+    *,
+    max_running_stages: int = 64,
+    on_commit: Committed | None = None,
+    temporal: temporal_client.Client | None = None,
+) -> None:
+    """Run a worker on the configured task queue until ``stop`` is set."""
+    if temporal is None:
+        temporal = await client.connect(config)
+    activities = StageActivities(task_store, registry, provider, on_commit=on_commit)
+    try:
+        await TemporalWorker(
+            temporal,
+            activities,
+            task_store,
+            task_queue=config.task_queue,
+            max_running_stages=max_running_stages,
+        ).run(stop)
+    finally:
+        activities.close()
