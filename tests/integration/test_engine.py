@@ -53,7 +53,7 @@ class Harness:
         self.control = control.TaskControl(db.tasks, ops.REGISTRY, notify=self._wake)
         self.executor: executor.LocalExecutor | None = None
         self._temporal_address = engine.temporal_address
-        self._queue = f"test-{uuid.uuid4().hex}"
+        self.task_queue = f"test-{uuid.uuid4().hex}"
         self._notifier: temporal_client.Notifier | None = None
         self._worker: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -71,14 +71,16 @@ class Harness:
             assert self._temporal_address is not None
             self._notifier = temporal_client.Notifier(
                 self.store,
-                settings.TemporalSettings(address=self._temporal_address, task_queue=self._queue),
+                settings.TemporalSettings(
+                    address=self._temporal_address, task_queue=self.task_queue
+                ),
             )
             temporal = await self._notifier.start()
             self._activities = temporal_worker.StageActivities(
                 self.store, ops.REGISTRY, fake_cloud.FakeCloud(), tuning=tuning
             )
             worker = temporal_worker.TemporalWorker(
-                temporal, self._activities, self.store, task_queue=self._queue
+                temporal, self._activities, self.store, task_queue=self.task_queue
             )
             self._stopping = asyncio.Event()
             self._worker = asyncio.create_task(worker.run(self._stopping))
