@@ -207,6 +207,8 @@ def create_app(runtime: Runtime) -> Any:
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         if runtime.executor is not None:
             await runtime.executor.start()
+        # Commits of other processes (replicas, workers) wake this one's long-polls at once.
+        listener = runtime.database.listen_for_task_changes(runtime.services.changes.notify)
         worker: asyncio.Task[None] | None = None
         stop_worker = asyncio.Event()
         temporal = runtime.config.engine.temporal
@@ -225,6 +227,8 @@ def create_app(runtime: Runtime) -> Any:
             if worker is not None:
                 stop_worker.set()
                 await worker
+            if listener is not None:
+                await asyncio.to_thread(listener.stop)
 
     return api_app.create_app(
         runtime.services,
