@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 from alibabacloud_cs20151215 import models as cs_models
+from alibabacloud_tea_openapi.exceptions import ClientException
+from darabonba.runtime import RuntimeOptions
 
 from clustertasks import settings
 from clustertasks.storage import database as storage_database
@@ -175,6 +177,25 @@ def test_replicas_and_workers_survive_a_worker_killed_mid_flight(
 
         for task_id in [*task_ids, upgrade]:
             assert _document(replicas[0], task_id) == _document(replicas[1], task_id)
+
+        # The rules that live in the database hold across replicas: a nonce spent on one is
+        # refused by the other, and a pool busy through one is busy through the other.
+        nonce = {"x-acs-signature-nonce": uuid.uuid4().hex}
+        clients[0].describe_task_info_with_options(task_ids[0], nonce, RuntimeOptions())
+        with pytest.raises(ClientException) as replayed:
+            clients[1].describe_task_info_with_options(task_ids[0], nonce, RuntimeOptions())
+        assert replayed.value.code == "SignatureNonceUsed"
+        busy = clients[0].upgrade_cluster_nodepool(
+            old_cluster,
+            old_pool,
+            cs_models.UpgradeClusterNodepoolRequest(kubernetes_version=nodes_support.NEW),
+        )
+        with pytest.raises(ClientException) as conflict:
+            clients[1].scale_cluster_node_pool(
+                old_cluster, old_pool, cs_models.ScaleClusterNodePoolRequest(count=1)
+            )
+        assert conflict.value.code == "ErrorTaskConflict"
+        assert busy.body.task_id in conflict.value.message
     finally:
         for worker in [arranging, *workers]:
             worker.kill()
