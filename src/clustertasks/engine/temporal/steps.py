@@ -137,14 +137,13 @@ class TaskSteps(runner.TaskRunner):
             return messages.NEXT  # planned by another version; the next plan sorts it out
         if stage.state in (states.StageState.SUCCESS, states.StageState.SKIPPED):
             return messages.NEXT
-        try:
-            await self._context(state, name).checkpoint()
-        except signals.PauseRequested as pause:
-            await self._pause(state, pause.reason)
-            return messages.PAUSED
-        except signals.CancelRequested:
+        # The stage boundary is a checkpoint: the task was read just now, requests included.
+        if state.task.requested_action == records.CANCEL:
             await self._cancel(state, operation)
             return messages.ENDED
+        if state.task.requested_action == records.PAUSE:
+            await self._pause(state, f"task {self.task_id} paused on request")
+            return messages.PAUSED
         if stage.state is not states.StageState.PENDING and stage.state is not (
             states.StageState.RUNNING
         ):

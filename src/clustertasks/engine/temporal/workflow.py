@@ -59,7 +59,9 @@ class TaskWorkflow:
     async def _advance(self, task_id: str) -> str:
         while True:
             self._poked = False
-            plan = await workflow.execute_activity(
+            # A local activity: a short store transaction in the worker that runs this
+            # workflow, recorded as a marker, with no round trip through the task queue.
+            plan = await workflow.execute_local_activity(
                 messages.PLAN,
                 task_id,
                 start_to_close_timeout=BOOKKEEPING,
