@@ -23,7 +23,7 @@ from temporalio import exceptions as temporal_exceptions
 from temporalio import worker as temporal_worker
 from temporalio.worker import workflow_sandbox as sandbox
 
-from clustertasks import clock, settings
+from clustertasks import clock, errors, settings
 from clustertasks.engine import executor, runner
 from clustertasks.engine.temporal import client, messages, steps, workflow
 from clustertasks.operations import base as operations
@@ -70,7 +70,11 @@ class StageActivities:
 
     @activity.defn(name=messages.PLAN)
     async def plan(self, task_id: str) -> messages.Plan:
-        return await self._steps(task_id).plan()
+        try:
+            return await self._steps(task_id).plan()
+        except errors.TaskNotFound:
+            # Gone from the store (the emulator's reset or state import): nothing to run.
+            return messages.Plan(messages.ENDED)
 
     @activity.defn(name=messages.RUN_STAGE)
     async def run_stage(self, stage: messages.StageInput) -> str:
@@ -78,6 +82,8 @@ class StageActivities:
         ticker = asyncio.create_task(self._tick(task_steps))
         try:
             return await task_steps.run_stage(stage.stage, activity.info().attempt)
+        except errors.TaskNotFound:
+            return messages.ENDED
         except steps.RetryStage as retry:
             raise temporal_exceptions.ApplicationError(
                 str(retry),
@@ -91,12 +97,16 @@ class StageActivities:
 
     @activity.defn(name=messages.FAIL_STAGE)
     async def fail_stage(self, failure: messages.StageFailure) -> str:
-        await self._steps(failure.task_id).fail_stage(failure.stage, failure.code, failure.message)
+        with contextlib.suppress(errors.TaskNotFound):
+            await self._steps(failure.task_id).fail_stage(
+                failure.stage, failure.code, failure.message
+            )
         return messages.ENDED
 
     @activity.defn(name=messages.CANCEL)
     async def cancel(self, task_id: str) -> str:
-        await self._steps(task_id).cancel()
+        with contextlib.suppress(errors.TaskNotFound):
+            await self._steps(task_id).cancel()
         return messages.ENDED
 
     async def _tick(self, task_steps: steps.TaskSteps) -> None:
