@@ -22,7 +22,7 @@ HEARTBEAT = timedelta(seconds=5)
 GRACE = timedelta(seconds=60)
 """Temporal's own deadline for a stage, beyond the stage's: the stage enforces its timeout
 itself (from its start time in the store); this one fires only if no worker runs it at all."""
-PAUSED_RECHECK = timedelta(seconds=30)
+PAUSED_RECHECK = timedelta(minutes=5)
 """A paused task looks at the store again this often even without a poke (a resume whose
 replica died before it could poke)."""
 BOOKKEEPING = timedelta(seconds=60)
@@ -72,6 +72,9 @@ class TaskWorkflow:
                 return messages.ENDED
             if plan.outcome == messages.PAUSED:
                 await self._paused()
+                if workflow.info().is_continue_as_new_suggested():
+                    # Paused for long: a fresh history; the task store holds what matters.
+                    workflow.continue_as_new(task_id)
                 continue
             for stage in plan.stages:
                 outcome = await self._stage(task_id, stage)
