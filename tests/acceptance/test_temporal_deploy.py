@@ -213,32 +213,3 @@ def test_replicas_and_workers_survive_a_worker_killed_mid_flight(
         assert all(n.schedulable and n.node_status == "Ready" for n in nodes)
     finally:
         db.close()
-
-
-def test_serve_with_temporal_dev_runs_tasks_in_one_process(tmp_path: Path) -> None:
-    """``--temporal-dev``: a Temporal dev server and a worker beside the API, for a trial."""
-    db = f"sqlite:///{tmp_path / 'trial.db'}"
-    args = ("--executor", "temporal", "--temporal-dev", "--sim-speed", "0")
-    with ServerProcess(db, tmp_path, *args) as trial:
-        client = sdk.client(trial)
-        cluster_id, created = sdk.create_cluster(client, pool_size=1)
-        assert created.state == "success", (created.error.code, created.error.message)
-        pool_id = (
-            client.describe_cluster_node_pools(
-                cluster_id, cs_models.DescribeClusterNodePoolsRequest()
-            )
-            .body.nodepools[0]
-            .nodepool_info.nodepool_id
-        )
-        scaled = sdk.wait_task(
-            client,
-            client.scale_cluster_node_pool(
-                cluster_id, pool_id, cs_models.ScaleClusterNodePoolRequest(count=2)
-            ).body.task_id,
-        )
-        assert scaled.state == "success", (scaled.error.code, scaled.error.message)
-        assert [r.status for r in scaled.task_result] == ["success"] * 2
-        assert {s.state for s in scaled.stages} == {"success"}
-        assert trial.stop() == 0
-    assert "started a Temporal dev server" in trial.log()
-    assert "a worker in this process" in trial.log()
