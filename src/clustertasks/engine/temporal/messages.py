@@ -11,6 +11,7 @@ WORKFLOW = "ClusterTask"
 PLAN = "clustertasks.plan"
 RUN_STAGE = "clustertasks.run_stage"
 FAIL_STAGE = "clustertasks.fail_stage"
+REQUEST_CANCEL = "clustertasks.request_cancel"
 CANCEL = "clustertasks.cancel"
 POKE = "poke"
 

@@ -8,6 +8,7 @@ a crash resumes from the last commit. The stages are the operations' own, unchan
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -238,6 +239,16 @@ class TaskSteps(runner.TaskRunner):
                 )
             await self._fail(state, name, failure)
         await self._finish_failure(state, operation)
+
+    async def request_cancel(self) -> None:
+        """Temporal cancelled the workflow: record a cancel request, as CancelTask does."""
+        task = await self._db(self._store.get_task, self.task_id)
+        if task.state.terminal or task.requested_action == records.CANCEL:
+            return
+        with contextlib.suppress(errors.IllegalTransition):  # ended meanwhile
+            await self._db(
+                self._store.request_action, self.task_id, records.CANCEL, self._clock.now_us()
+            )
 
     async def cancel(self) -> None:
         """Temporal cancelled the workflow: cancel the task, running its compensation."""

@@ -66,7 +66,7 @@ class StageActivities:
 
     @property
     def all(self) -> list[Callable[..., Any]]:
-        return [self.plan, self.run_stage, self.fail_stage, self.cancel]
+        return [self.plan, self.run_stage, self.fail_stage, self.request_cancel, self.cancel]
 
     @activity.defn(name=messages.PLAN)
     async def plan(self, task_id: str) -> messages.Plan:
@@ -101,6 +101,12 @@ class StageActivities:
             await self._steps(failure.task_id).fail_stage(
                 failure.stage, failure.code, failure.message
             )
+        return messages.ENDED
+
+    @activity.defn(name=messages.REQUEST_CANCEL)
+    async def request_cancel(self, task_id: str) -> str:
+        with contextlib.suppress(errors.TaskNotFound):
+            await self._steps(task_id).request_cancel()
         return messages.ENDED
 
     @activity.defn(name=messages.CANCEL)

@@ -35,6 +35,7 @@ BOOKKEEPING_RETRY = RetryPolicy(
 class TaskWorkflow:
     def __init__(self) -> None:
         self._poked = False
+        self._running: workflow.ActivityHandle[str] | None = None
 
     @workflow.signal(name=messages.POKE)
     def poke(self) -> None:
@@ -46,7 +47,21 @@ class TaskWorkflow:
         try:
             return await self._advance(task_id)
         except asyncio.CancelledError:
-            # Temporal cancellation is a cancel request: it runs the operation's compensation.
+            # Temporal cancellation is a cancel request. It goes to the store, where a
+            # running stage sees it at its next checkpoint and cancels the task itself, as
+            # on one machine; once no stage runs, the cancel step finishes whatever is left
+            # (a paused task, a task between stages) and runs the compensation.
+            await workflow.execute_activity(
+                messages.REQUEST_CANCEL,
+                task_id,
+                start_to_close_timeout=BOOKKEEPING,
+                retry_policy=BOOKKEEPING_RETRY,
+                result_type=str,
+            )
+            running = self._running
+            if running is not None and not running.done():
+                with contextlib.suppress(exceptions.ActivityError):
+                    await running
             await workflow.execute_activity(
                 messages.CANCEL,
                 task_id,
@@ -89,29 +104,29 @@ class TaskWorkflow:
             await workflow.wait_condition(lambda: self._poked, timeout=PAUSED_RECHECK)
 
     async def _stage(self, task_id: str, stage: messages.StagePlan) -> str:
-        try:
-            outcome: str = await workflow.execute_activity(
-                messages.RUN_STAGE,
-                messages.StageInput(task_id, stage.name, stage.max_attempts),
-                schedule_to_close_timeout=timedelta(seconds=stage.timeout) + GRACE,
-                heartbeat_timeout=HEARTBEAT,
-                # The activity decides when its own failures are final (the stage's
-                # max_attempts, by exception class); Temporal retries what it lets through,
-                # and a worker that died, with the stage's backoff.
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=max(stage.initial_delay, 0.001)),
-                    backoff_coefficient=max(stage.factor, 1.0),
-                    maximum_interval=timedelta(
-                        seconds=max(stage.max_delay, stage.initial_delay, 0.001)
-                    ),
-                    maximum_attempts=0,
+        self._running = workflow.start_activity(
+            messages.RUN_STAGE,
+            messages.StageInput(task_id, stage.name, stage.max_attempts),
+            schedule_to_close_timeout=timedelta(seconds=stage.timeout) + GRACE,
+            heartbeat_timeout=HEARTBEAT,
+            # The activity decides when its own failures are final (the stage's
+            # max_attempts, by exception class); Temporal retries what it lets through,
+            # and a worker that died, with the stage's backoff.
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=max(stage.initial_delay, 0.001)),
+                backoff_coefficient=max(stage.factor, 1.0),
+                maximum_interval=timedelta(
+                    seconds=max(stage.max_delay, stage.initial_delay, 0.001)
                 ),
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                result_type=str,
-            )
+                maximum_attempts=0,
+            ),
+            result_type=str,
+        )
+        try:
+            # Shielded: cancelling the workflow does not cancel the stage under way; the
+            # stage stops at its next checkpoint on the request the store then holds.
+            outcome: str = await asyncio.shield(self._running)
         except exceptions.ActivityError as exc:
-            if isinstance(exc.cause, exceptions.CancelledError):
-                raise asyncio.CancelledError() from exc
             if isinstance(exc.cause, exceptions.TimeoutError):
                 code, message = (
                     "StageTimeout",
