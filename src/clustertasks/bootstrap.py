@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import logging
 import os
+import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h11
 import uvicorn
@@ -44,6 +46,9 @@ from clustertasks.service import (
 from clustertasks.service import auth as auth_service
 from clustertasks.service import cloud as cloud_service
 from clustertasks.storage import database
+
+if TYPE_CHECKING:  # imported where used: temporalio is an optional extra
+    from clustertasks.engine.temporal import client as temporal_client
 
 log = logging.getLogger("clustertasks")
 
@@ -149,6 +154,8 @@ class Runtime:
     executor: executor.LocalExecutor | None
     authenticator: auth_service.Authenticator
     telemetry: observed.Telemetry
+    notifier: temporal_client.Notifier | None = None
+    """On an API replica of the Temporal executor: starts and pokes the tasks' workflows."""
 
     def close(self) -> None:
         self.database.close()
@@ -204,6 +211,11 @@ def build(config: settings.Settings, telemetry: observed.Telemetry | None = None
             runner.claim()
             telemetry.metrics.watch_executor("local", runner.load)
         telemetry.metrics.watch_watchers(hub.watching)
+        notifier = None
+        if config.engine.temporal is not None:
+            from clustertasks.engine.temporal import client as temporal_client
+
+            notifier = temporal_client.Notifier(db.tasks, config.engine.temporal)
         services = build_services(
             db,
             registry,
@@ -213,12 +225,13 @@ def build(config: settings.Settings, telemetry: observed.Telemetry | None = None
             hub=hub,
             fault_rules=fault_rules,
             executor=runner,
+            notify=notifier.notify if notifier is not None else None,
         )
         authenticator = auth_service.Authenticator(db.keys, config.auth, time, db.audit)
     except BaseException:
         db.close()
         raise
-    return Runtime(config, db, cloud, services, runner, authenticator, telemetry)
+    return Runtime(config, db, cloud, services, runner, authenticator, telemetry, notifier)
 
 
 def _fault_rules(
@@ -249,6 +262,7 @@ def build_services(
     hub: changes.ChangeHub | None = None,
     fault_rules: controls.FaultRules | None = None,
     executor: executor.LocalExecutor | None = None,
+    notify: control.Notify | None = None,
 ) -> api_services.Services:
     """The services the routes use, on ``db``. Without ``executor`` tasks are stored and
     stay put (an API-only server, or a test that runs them itself)."""
@@ -261,7 +275,7 @@ def build_services(
         registry,
         time=time,
         id_generator=id_generator,
-        notify=executor.wake if executor is not None else control.no_executor,
+        notify=notify or (executor.wake if executor is not None else control.no_executor),
         on_commit=hub.notify,
     )
     clouds = cloud_service.CloudService(cloud, task_control, id_generator)
@@ -298,12 +312,28 @@ def create_app(runtime: Runtime) -> Any:
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         if runtime.executor is not None:
             await runtime.executor.start()
+        # Commits of other processes (replicas, workers) wake this one's long-polls at once.
+        listener = runtime.database.listen_for_task_changes(runtime.services.changes.notify)
+        worker: asyncio.Task[None] | None = None
+        stop_worker = asyncio.Event()
+        temporal = runtime.config.engine.temporal
+        if runtime.notifier is not None and temporal is not None:
+            connection = await runtime.notifier.start()
+            if temporal.dev:
+                worker = asyncio.create_task(_in_process_worker(runtime, connection, stop_worker))
         try:
             yield
         finally:
             if runtime.executor is not None:
                 # Running tasks stop where they stand and continue at the next start.
                 await runtime.executor.stop()
+            if runtime.notifier is not None:
+                await runtime.notifier.settle()
+            if worker is not None:
+                stop_worker.set()
+                await worker
+            if listener is not None:
+                await asyncio.to_thread(listener.stop)
 
     return api_app.create_app(
         runtime.services,
@@ -315,9 +345,52 @@ def create_app(runtime: Runtime) -> Any:
     )
 
 
+async def _in_process_worker(runtime: Runtime, connection: Any, stop: asyncio.Event) -> None:
+    from clustertasks.engine.temporal import worker as temporal_worker
+
+    temporal = runtime.config.engine.temporal
+    assert temporal is not None
+    await temporal_worker.work(
+        temporal,
+        runtime.database.tasks,
+        catalog.registry(),
+        runtime.cloud,
+        stop,
+        max_running_stages=runtime.config.engine.max_running_tasks,
+        on_commit=runtime.services.changes.notify,
+        temporal=connection,
+    )
+
+
 def serve(config: settings.Settings, announce: Callable[[str], None] = print) -> None:
     """Run the API and the executor until SIGINT or SIGTERM, then close cleanly."""
     _refuse_open_auth_off(config)
+    with _temporal_dev(config, announce) as config:
+        _serve(config, announce)
+
+
+@contextlib.contextmanager
+def _temporal_dev(
+    config: settings.Settings, announce: Callable[[str], None]
+) -> Iterator[settings.Settings]:
+    """With ``--temporal-dev``: a Temporal dev server beside this process, for a trial."""
+    temporal = config.engine.temporal
+    if temporal is None or not temporal.dev:
+        yield config
+        return
+    from clustertasks.engine.temporal import devserver
+
+    with devserver.DevServer() as server:
+        announce(f"started a Temporal dev server on {server.address} (state in memory)")
+        yield dataclasses.replace(
+            config,
+            engine=dataclasses.replace(
+                config.engine, temporal=dataclasses.replace(temporal, address=server.address)
+            ),
+        )
+
+
+def _serve(config: settings.Settings, announce: Callable[[str], None]) -> None:
     runtime = build(config)
     try:
         _provision_keys(runtime, announce)
@@ -340,6 +413,13 @@ def serve(config: settings.Settings, announce: Callable[[str], None] = print) ->
             stopping=runtime.services.changes.close,
         )
         mode = "running tasks" if runtime.executor is not None else "API only, no executor"
+        temporal = config.engine.temporal
+        if temporal is not None:
+            mode = (
+                f"Temporal executor at {temporal.address}, namespace {temporal.namespace}, "
+                f"task queue {temporal.task_queue}"
+                + ("; a worker in this process" if temporal.dev else "; API replica")
+            )
         announce(
             f"clustertasks listening on {config.server.scheme}://"
             f"{config.server.host}:{config.server.port} "
@@ -347,6 +427,42 @@ def serve(config: settings.Settings, announce: Callable[[str], None] = print) ->
             f"clock {runtime.cloud.sim_clock.mode})"
         )
         server.run()
+    finally:
+        runtime.close()
+
+
+def work(config: settings.Settings, announce: Callable[[str], None] = print) -> None:
+    """A Temporal worker: run the operations' stages until SIGINT or SIGTERM; no HTTP."""
+    temporal = config.engine.temporal
+    if temporal is None:
+        raise errors.ConfigurationError("a worker needs Temporal settings")
+    from clustertasks.engine.temporal import worker as temporal_worker
+
+    runtime = build(
+        dataclasses.replace(config, engine=dataclasses.replace(config.engine, executor=False))
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        announce(
+            f"clustertasks worker on Temporal {temporal.address}, namespace "
+            f"{temporal.namespace}, task queue {temporal.task_queue} (database "
+            f"{redacted(config.storage.url)}; sim speed {config.sim.speed:g})"
+        )
+        await temporal_worker.work(
+            temporal,
+            runtime.database.tasks,
+            catalog.registry(),
+            runtime.cloud,
+            stop,
+            max_running_stages=config.engine.max_running_tasks,
+        )
+
+    try:
+        asyncio.run(main())
     finally:
         runtime.close()
 

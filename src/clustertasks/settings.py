@@ -135,12 +135,41 @@ class SimSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TemporalSettings:
+    """Where the Temporal executor's workflows run (``serve --executor temporal``, ``worker``)."""
+
+    address: str = "127.0.0.1:7233"
+    """The Temporal frontend, HOST:PORT (``CLUSTERTASKS_TEMPORAL_ADDRESS``)."""
+
+    namespace: str = "default"
+    """The Temporal namespace (``CLUSTERTASKS_TEMPORAL_NAMESPACE``)."""
+
+    task_queue: str = "clustertasks"
+    """The task queue the workers poll (``CLUSTERTASKS_TASK_QUEUE``)."""
+
+    dev: bool = False
+    """Start ``temporal server start-dev`` and a worker in this process (a one-machine trial)."""
+
+    def __post_init__(self) -> None:
+        host, sep, port = self.address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise errors.ConfigurationError(
+                f"the Temporal address must be HOST:PORT, got {self.address!r}"
+            )
+        if not self.task_queue:
+            raise errors.ConfigurationError("the task queue must not be empty")
+
+
+@dataclass(frozen=True, slots=True)
 class EngineSettings:
     executor: bool = True
     """Run tasks in this process; False serves the API only (``--no-executor``)."""
 
     max_running_tasks: int = 64
     """Tasks run at once; the rest wait their turn (``CLUSTERTASKS_MAX_RUNNING_TASKS``)."""
+
+    temporal: TemporalSettings | None = None
+    """Run tasks on Temporal rather than in this process (``--executor temporal``)."""
 
     def __post_init__(self) -> None:
         if self.max_running_tasks < 1:

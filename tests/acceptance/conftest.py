@@ -21,7 +21,7 @@ from clustertasks.service import certificates
 from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
 from tests.acceptance import sdk
-from tests.support import cloud, databases
+from tests.support import cloud, databases, executors
 from tests.support import server as server_support
 
 # The SDK reads proxy variables itself and ignores NO_PROXY (reference/sdk-wire.md §8).
@@ -57,6 +57,19 @@ def server(
 ) -> Iterator[server_support.ServerProcess]:
     """``clustertasks serve --sim-speed 0`` as a subprocess on a free port, running tasks."""
     yield from _lease(shared_servers, backend, "--sim-speed", "0")
+
+
+@pytest.fixture
+def executor_server(
+    shared_servers: server_support.SharedServers, backend: str, engine: executors.Choice
+) -> Iterator[server_support.ServerProcess]:
+    """``server`` on each executor (the conformance suite): the local one, or Temporal's
+    with ``--temporal-dev`` (a dev server and a worker beside the API)."""
+    if engine.kind == executors.TEMPORAL:
+        args = ("--executor", "temporal", "--temporal-dev", "--sim-speed", "0")
+        yield from _lease(shared_servers, backend, *args)
+    else:
+        yield from _lease(shared_servers, backend, "--sim-speed", "0")
 
 
 @pytest.fixture
@@ -120,4 +133,11 @@ def seeding_store(read_server: server_support.ServerProcess) -> Iterator[store.T
 def sim(server: server_support.ServerProcess) -> Iterator[sim_cloud.SimCloud]:
     """The simulated cloud on the server's database."""
     for opened in _database(server.db_url):
+        yield cloud.sim_for(opened)
+
+
+@pytest.fixture
+def executor_sim(executor_server: server_support.ServerProcess) -> Iterator[sim_cloud.SimCloud]:
+    """The simulated cloud on ``executor_server``'s database."""
+    for opened in _database(executor_server.db_url):
         yield cloud.sim_for(opened)

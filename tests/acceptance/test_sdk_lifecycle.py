@@ -16,7 +16,8 @@ from tests.support import signing
 from tests.support.server import ServerProcess
 
 
-def test_cluster_pool_scale_modify_delete(server: ServerProcess) -> None:
+def test_cluster_pool_scale_modify_delete(executor_server: ServerProcess) -> None:
+    server = executor_server
     client = sdk.client(server)
 
     cluster_id, created = sdk.create_cluster(client, pool_size=2)

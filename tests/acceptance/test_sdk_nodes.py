@@ -355,8 +355,9 @@ def _upgrade_pool(client: Client, cluster_id: str, pool_id: str, **rolling: Any)
 
 
 def test_rolling_upgrade_pauses_after_first_batch_and_resumes(
-    server: ServerProcess, sim: sim_cloud.SimCloud
+    executor_server: ServerProcess, executor_sim: sim_cloud.SimCloud
 ) -> None:
+    server, sim = executor_server, executor_sim
     client = sdk.client(server)
     cluster_id, pool_id = _cluster(client, 6, version=OLD)
     _workloads(server, cluster_id, {"deployments": [{"name": "web", "replicas": 6}]})
@@ -401,8 +402,9 @@ def test_rolling_upgrade_pauses_after_first_batch_and_resumes(
 
 
 def test_cancel_an_upgrade_after_its_first_batch(
-    server: ServerProcess, sim: sim_cloud.SimCloud
+    executor_server: ServerProcess, executor_sim: sim_cloud.SimCloud
 ) -> None:
+    server, sim = executor_server, executor_sim
     client = sdk.client(server)
     cluster_id, pool_id = _cluster(client, 6, version=OLD)
     _upgrade_control_plane(client, cluster_id)

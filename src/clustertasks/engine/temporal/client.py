@@ -1,0 +1,135 @@
+"""Starting a task's workflow and telling it that its row changed.
+
+Workflow id = task id: a second start of the same task is refused by Temporal, so an API
+replica, a worker's reconciler and a retried submission can all try to start it and only
+one workflow ever runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+
+from temporalio import client as temporal_client
+from temporalio import common
+from temporalio import exceptions as temporal_exceptions
+from temporalio.service import RPCError, RPCStatusCode
+
+from clustertasks import errors, settings
+from clustertasks.domain import records
+from clustertasks.engine.temporal import messages
+from clustertasks.storage import store
+
+log = logging.getLogger("clustertasks.engine")
+
+
+CONNECT_WAIT_SECONDS = 30.0
+"""How long a process waits for Temporal at start (a server starting beside it, a restart)."""
+
+
+async def connect(
+    config: settings.TemporalSettings, *, wait: float = CONNECT_WAIT_SECONDS
+) -> temporal_client.Client:
+    """A client of the configured Temporal; ``errors.ConfigurationError`` if it stays
+    unreachable (or unhealthy) for ``wait`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        try:
+            return await temporal_client.Client.connect(config.address, namespace=config.namespace)
+        except RuntimeError as exc:  # the SDK's connection failure
+            if loop.time() >= deadline:
+                raise errors.ConfigurationError(
+                    f"cannot reach Temporal at {config.address}: {exc}"
+                ) from exc
+        await asyncio.sleep(0.2)
+
+
+class Workflows:
+    """Starts, pokes and cancels task workflows."""
+
+    def __init__(self, temporal: temporal_client.Client, task_queue: str) -> None:
+        self._client = temporal
+        self._queue = task_queue
+
+    async def ensure_started(self, task_id: str) -> bool:
+        """Start the task's workflow unless it has one; True if this call started it."""
+        try:
+            await self._client.start_workflow(
+                messages.WORKFLOW,
+                task_id,
+                id=task_id,
+                task_queue=self._queue,
+                # A workflow that completed saw its task end; one that failed or was
+                # terminated did not, and may be started again.
+                id_reuse_policy=common.WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            )
+        except temporal_exceptions.WorkflowAlreadyStartedError:
+            return False
+        return True
+
+    async def poke(self, task_id: str) -> None:
+        with contextlib.suppress(RPCError):  # ended meanwhile: nothing to tell
+            await self._client.get_workflow_handle(task_id).signal(messages.POKE)
+
+    async def cancel(self, task_id: str) -> None:
+        try:
+            await self._client.get_workflow_handle(task_id).cancel()
+        except RPCError as exc:
+            if exc.status is not RPCStatusCode.NOT_FOUND:
+                raise
+
+
+class Notifier:
+    """The task service's ``notify`` on an API replica: after a commit, make the task's
+    workflow act on it (start it, poke it, or cancel it).
+
+    Thread-safe and never blocking the caller: a failure is logged, and the workers'
+    reconciler starts any workflow missing. Tells nothing before :meth:`start`.
+    """
+
+    def __init__(self, task_store: store.TaskStore, config: settings.TemporalSettings) -> None:
+        self._store = task_store
+        self._config = config
+        self._workflows: Workflows | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: set[concurrent.futures.Future[None]] = set()
+
+    async def start(self) -> temporal_client.Client:
+        """Connect to Temporal and tell from this event loop on; returns the client."""
+        temporal = await connect(self._config)
+        self._workflows = Workflows(temporal, self._config.task_queue)
+        self._loop = asyncio.get_running_loop()
+        return temporal
+
+    def notify(self, task_id: str) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # loop closing during shutdown
+            future = asyncio.run_coroutine_threadsafe(self._act(task_id), loop)
+            self._pending.add(future)
+            future.add_done_callback(self._pending.discard)
+
+    async def settle(self) -> None:
+        """Wait for every notification handed in so far (shutdown, tests)."""
+        if self._pending:
+            await asyncio.wait([asyncio.wrap_future(f) for f in list(self._pending)])
+
+    async def _act(self, task_id: str) -> None:
+        workflows = self._workflows
+        if workflows is None:
+            return
+        try:
+            task = await asyncio.to_thread(self._store.get_task, task_id)
+            if task.state.terminal:
+                return
+            if not await workflows.ensure_started(task_id):
+                if task.requested_action == records.CANCEL:
+                    await workflows.cancel(task_id)
+                else:
+                    await workflows.poke(task_id)
+        except Exception:
+            log.exception("telling the workflow of task %s failed; a worker will", task_id)

@@ -1,0 +1,59 @@
+"""What the workflow and its activities pass each other: small serialisable records.
+
+Pure data, no I/O: the workflow sandbox imports this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+WORKFLOW = "ClusterTask"
+PLAN = "clustertasks.plan"
+RUN_STAGE = "clustertasks.run_stage"
+FAIL_STAGE = "clustertasks.fail_stage"
+REQUEST_CANCEL = "clustertasks.request_cancel"
+CANCEL = "clustertasks.cancel"
+POKE = "poke"
+
+# What a plan or a stage reports back to the workflow.
+RUN = "run"
+"""Stages remain: run them."""
+NEXT = "next"
+"""The stage succeeded; go on with the next one."""
+PAUSED = "paused"
+"""The task is paused; wait for a poke (a resume) and plan again."""
+ENDED = "ended"
+"""The task reached a terminal state."""
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage still to run, with its retry and timeout policy."""
+
+    name: str
+    timeout: float
+    max_attempts: int
+    initial_delay: float
+    factor: float
+    max_delay: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    outcome: str
+    stages: list[StagePlan] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StageInput:
+    task_id: str
+    stage: str
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class StageFailure:
+    task_id: str
+    stage: str
+    code: str
+    message: str

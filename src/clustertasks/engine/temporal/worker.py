@@ -1,0 +1,218 @@
+"""A Temporal worker: the activities that run the operations' stages, and the reconciler.
+
+The activities share one group commit, so the stages of many tasks on one worker commit
+together as they do under the local executor. The reconciler starts a workflow for every
+unfinished task that lacks one: a task committed by an API replica that died before it
+could start the workflow still runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import logging
+from collections.abc import Callable, Collection
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio import client as temporal_client
+from temporalio import exceptions as temporal_exceptions
+from temporalio import worker as temporal_worker
+from temporalio.worker import workflow_sandbox as sandbox
+
+from clustertasks import clock, errors, settings
+from clustertasks.engine import executor, runner
+from clustertasks.engine.temporal import client, messages, steps, workflow
+from clustertasks.operations import base as operations
+from clustertasks.providers import base as providers
+from clustertasks.storage import store
+
+log = logging.getLogger("clustertasks.engine")
+
+TICK_SECONDS = 0.5
+"""A running stage heartbeats and re-reads its task's requests (pause, cancel) this often,
+besides at every checkpoint."""
+RECONCILE_SECONDS = 5.0
+
+Committed = Callable[[Collection[str]], None]
+
+
+class StageActivities:
+    def __init__(
+        self,
+        task_store: store.TaskStore,
+        registry: operations.Registry,
+        provider: providers.CloudPort,
+        *,
+        time: clock.Clock | None = None,
+        tuning: runner.EngineTuning | None = None,
+        on_commit: Committed | None = None,
+    ) -> None:
+        self._store = task_store
+        self._registry = registry
+        self._provider = provider
+        self._clock = time or clock.SystemClock()
+        self._tuning = tuning or runner.EngineTuning()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=16, thread_name_prefix="clustertasks-db"
+        )
+        self._commits = executor.GroupCommit(task_store, self._pool, on_commit=on_commit)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    @property
+    def all(self) -> list[Callable[..., Any]]:
+        return [self.plan, self.run_stage, self.fail_stage, self.request_cancel, self.cancel]
+
+    @activity.defn(name=messages.PLAN)
+    async def plan(self, task_id: str) -> messages.Plan:
+        try:
+            return await self._steps(task_id).plan()
+        except errors.TaskNotFound:
+            # Gone from the store (the emulator's reset or state import): nothing to run.
+            return messages.Plan(messages.ENDED)
+
+    @activity.defn(name=messages.RUN_STAGE)
+    async def run_stage(self, stage: messages.StageInput) -> str:
+        task_steps = self._steps(stage.task_id)
+        ticker = asyncio.create_task(self._tick(task_steps))
+        try:
+            return await task_steps.run_stage(stage.stage, activity.info().attempt)
+        except errors.TaskNotFound:
+            return messages.ENDED
+        except steps.RetryStage as retry:
+            raise temporal_exceptions.ApplicationError(
+                str(retry),
+                type=retry.failure.code,
+                next_retry_delay=timedelta(seconds=max(retry.delay, 0.001)),
+            ) from None
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    @activity.defn(name=messages.FAIL_STAGE)
+    async def fail_stage(self, failure: messages.StageFailure) -> str:
+        with contextlib.suppress(errors.TaskNotFound):
+            await self._steps(failure.task_id).fail_stage(
+                failure.stage, failure.code, failure.message
+            )
+        return messages.ENDED
+
+    @activity.defn(name=messages.REQUEST_CANCEL)
+    async def request_cancel(self, task_id: str) -> str:
+        with contextlib.suppress(errors.TaskNotFound):
+            await self._steps(task_id).request_cancel()
+        return messages.ENDED
+
+    @activity.defn(name=messages.CANCEL)
+    async def cancel(self, task_id: str) -> str:
+        with contextlib.suppress(errors.TaskNotFound):
+            await self._steps(task_id).cancel()
+        return messages.ENDED
+
+    async def _tick(self, task_steps: steps.TaskSteps) -> None:
+        while True:
+            activity.heartbeat()
+            task_steps.poked.set()  # a waiting stage looks at the store again
+            await asyncio.sleep(TICK_SECONDS)
+
+    def _steps(self, task_id: str) -> steps.TaskSteps:
+        return steps.TaskSteps(
+            task_id,
+            heartbeat=activity.heartbeat,
+            task_store=self._store,
+            registry=self._registry,
+            provider=self._provider,
+            db=self._db,
+            commit=self._commits.commit,
+            time=self._clock,
+            tuning=self._tuning,
+        )
+
+    async def _db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+
+class TemporalWorker:
+    """Polls the task queue for workflow and activity work; starts what is missing."""
+
+    def __init__(
+        self,
+        temporal: temporal_client.Client,
+        activities: StageActivities,
+        task_store: store.TaskStore,
+        *,
+        task_queue: str,
+        max_running_stages: int = 64,
+        reconcile_seconds: float = RECONCILE_SECONDS,
+    ) -> None:
+        self._store = task_store
+        self._workflows = client.Workflows(temporal, task_queue)
+        self._reconcile_seconds = reconcile_seconds
+        self._worker = temporal_worker.Worker(
+            temporal,
+            task_queue=task_queue,
+            workflows=[workflow.TaskWorkflow],
+            activities=activities.all,
+            max_concurrent_activities=max_running_stages,
+            # The workflow module imports only messages (pure records): pass clustertasks
+            # through rather than re-import it in every sandbox.
+            workflow_runner=sandbox.SandboxedWorkflowRunner(
+                restrictions=sandbox.SandboxRestrictions.default.with_passthrough_modules(
+                    "clustertasks"
+                )
+            ),
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set, then finish the activities in hand and return."""
+        async with self._worker:
+            while not stop.is_set():
+                try:
+                    await self.reconcile()
+                except Exception:
+                    log.exception("starting the missing workflows failed; retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self._reconcile_seconds)
+
+    async def reconcile(self) -> int:
+        """Start a workflow for each unfinished task without one; how many were started."""
+        started = 0
+        for task in await asyncio.to_thread(self._store.unfinished_tasks):
+            if await self._workflows.ensure_started(task.task_id):
+                log.info("started the missing workflow of task %s", task.task_id)
+                started += 1
+        return started
+
+
+async def work(
+    config: settings.TemporalSettings,
+    task_store: store.TaskStore,
+    registry: operations.Registry,
+    provider: providers.CloudPort,
+    stop: asyncio.Event,
+    *,
+    max_running_stages: int = 64,
+    on_commit: Committed | None = None,
+    temporal: temporal_client.Client | None = None,
+) -> None:
+    """Run a worker on the configured task queue until ``stop`` is set."""
+    if temporal is None:
+        temporal = await client.connect(config)
+    activities = StageActivities(task_store, registry, provider, on_commit=on_commit)
+    try:
+        await TemporalWorker(
+            temporal,
+            activities,
+            task_store,
+            task_queue=config.task_queue,
+            max_running_stages=max_running_stages,
+        ).run(stop)
+    finally:
+        activities.close()

@@ -1,0 +1,84 @@
+"""Replicas see each other's commits at once: PostgreSQL LISTEN/NOTIFY wakes the long-polls
+and event streams of one process when another process (a replica, a worker) commits."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Collection, Iterator
+
+import pytest
+
+from clustertasks import settings
+from clustertasks.domain import records
+from clustertasks.service import changes
+from clustertasks.storage import database as storage_database
+from tests.support import databases, factories, polling
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_url(all_databases: databases.Databases) -> Iterator[str]:
+    url = all_databases.migrated(databases.POSTGRES)
+    yield url
+    all_databases.drop(url)
+
+
+def _open(url: str) -> storage_database.Database:
+    return storage_database.Database.open(settings.StorageSettings(url=url))
+
+
+def test_a_commit_in_another_process_is_heard(pg_url: str) -> None:
+    here, elsewhere = _open(pg_url), _open(pg_url)
+    heard: list[str] = []
+    guard = threading.Lock()
+
+    def on_change(task_ids: Collection[str]) -> None:
+        with guard:
+            heard.extend(task_ids)
+
+    listener = here.listen_for_task_changes(on_change)
+    assert listener is not None
+    try:
+        task_id = factories.seed_task(here.tasks).task.task_id
+        quiet = factories.seed_task(here.tasks, cluster_id="c" + "1" * 32).task.task_id
+        polling.until("the seeding heard", lambda: task_id in heard)
+        with guard:
+            heard.clear()
+        elsewhere.tasks.request_action(task_id, records.PAUSE, factories.BASE_US + 10**9)
+        polling.until("the pause request heard", lambda: list(heard), lambda h: task_id in h)
+        assert quiet not in heard  # only what changed
+    finally:
+        listener.stop()
+        here.close()
+        elsewhere.close()
+
+
+def test_a_long_poll_wakes_on_another_process_commit_not_the_poll(pg_url: str) -> None:
+    here, elsewhere = _open(pg_url), _open(pg_url)
+    task_id = factories.seed_task(here.tasks).task.task_id
+    # A poll far slower than the wait below: only a notification can wake the waiter.
+    hub = changes.ChangeHub(here.tasks, settings.LiveSettings(poll_seconds=60))
+    listener = here.listen_for_task_changes(hub.notify)
+    assert listener is not None
+
+    async def scenario() -> int | None:
+        async with hub.watch(task_id) as watch:
+            before = await watch.refresh()
+            waiting = asyncio.create_task(watch.beyond(before, timeout=30))
+            await asyncio.sleep(0.2)  # the listener is up; the waiter waits
+            await asyncio.to_thread(
+                elsewhere.tasks.request_action, task_id, records.PAUSE, factories.BASE_US + 10**9
+            )
+            return await asyncio.wait_for(waiting, 10)
+
+    try:
+        woke_at = asyncio.run(scenario())
+        assert woke_at is not None
+        assert woke_at == here.tasks.task_version(task_id)
+    finally:
+        hub.close()
+        listener.stop()
+        here.close()
+        elsewhere.close()
