@@ -26,6 +26,17 @@ def _events(server: ServerProcess, task_id: str) -> list[dict[str, str]]:
     return list(body["events"])
 
 
+def _started(server: ServerProcess, task_ids: list[str], enough: int) -> int:
+    """How many tasks created an instance, counting no further than ``enough``."""
+    started = 0
+    for task_id in task_ids:
+        if any(e["reason"] == "InstanceCreated" for e in _events(server, task_id)):
+            started += 1
+            if started >= enough:
+                break
+    return started
+
+
 def test_kill_9_mid_flight_then_every_task_finishes(db_url: str, tmp_path: Path) -> None:
     # Arrange the world quickly: a cluster with twenty empty pools.
     with ServerProcess(db_url, tmp_path, "--sim-speed", "0") as setup:
@@ -41,8 +52,9 @@ def test_kill_9_mid_flight_then_every_task_finishes(db_url: str, tmp_path: Path)
             pool_ids.append(pool.nodepool_id)
         assert setup.stop() == 0
 
-    # Realistic durations, ten times faster: each scale-out takes seconds.
-    with ServerProcess(db_url, tmp_path, "--sim-speed", "10") as running:
+    # Realistic durations, five times faster: each scale-out takes seconds, long enough for
+    # the kill to land while most are running even on a busy machine.
+    with ServerProcess(db_url, tmp_path, "--sim-speed", "5") as running:
         client = sdk.client(running)
         task_ids = [
             client.scale_cluster_node_pool(
@@ -51,13 +63,9 @@ def test_kill_9_mid_flight_then_every_task_finishes(db_url: str, tmp_path: Path)
             for pool_id in pool_ids
         ]
         polling.until(
-            "scale-outs getting going (tasks that created an instance)",
-            lambda: [
-                t
-                for t in task_ids
-                if any(e["reason"] == "InstanceCreated" for e in _events(running, t))
-            ],
-            lambda started: len(started) >= TASKS // 2,
+            "scale-outs getting going (a few tasks that created an instance)",
+            lambda: _started(running, task_ids, enough=3),
+            lambda started: started >= 3,
             interval=0.05,
         )
         states_before = [client.describe_task_info(t).body.state for t in task_ids]
