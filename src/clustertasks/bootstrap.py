@@ -359,6 +359,7 @@ async def _in_process_worker(runtime: Runtime, connection: Any, stop: asyncio.Ev
         max_running_stages=runtime.config.engine.max_running_tasks,
         on_commit=runtime.services.changes.notify,
         temporal=connection,
+        telemetry=runtime.telemetry.tasks(temporal_worker.EXECUTOR),
     )
 
 
@@ -459,6 +460,7 @@ def work(config: settings.Settings, announce: Callable[[str], None] = print) -> 
             runtime.cloud,
             stop,
             max_running_stages=config.engine.max_running_tasks,
+            telemetry=runtime.telemetry.tasks(temporal_worker.EXECUTOR),
         )
 
     try:

@@ -26,6 +26,7 @@ from temporalio.worker import workflow_sandbox as sandbox
 from clustertasks import clock, errors, settings
 from clustertasks.engine import executor, runner
 from clustertasks.engine.temporal import client, messages, steps, workflow
+from clustertasks.observability import telemetry as observed
 from clustertasks.operations import base as operations
 from clustertasks.providers import base as providers
 from clustertasks.storage import store
@@ -33,6 +34,8 @@ from clustertasks.storage import store
 log = logging.getLogger("clustertasks.engine")
 
 TICK_SECONDS = 0.5
+EXECUTOR = "temporal"
+"""The ``executor`` label of this executor's figures."""
 """A running stage heartbeats and re-reads its task's requests (pause, cancel) this often,
 besides at every checkpoint."""
 RECONCILE_SECONDS = 5.0
@@ -50,8 +53,10 @@ class StageActivities:
         time: clock.Clock | None = None,
         tuning: runner.EngineTuning | None = None,
         on_commit: Committed | None = None,
+        telemetry: observed.TaskTelemetry | None = None,
     ) -> None:
         self._store = task_store
+        self._telemetry = telemetry or observed.Telemetry().tasks(EXECUTOR)
         self._registry = registry
         self._provider = provider
         self._clock = time or clock.SystemClock()
@@ -132,6 +137,7 @@ class StageActivities:
             commit=self._commits.commit,
             time=self._clock,
             tuning=self._tuning,
+            telemetry=self._telemetry,
         )
 
     async def _db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -201,11 +207,14 @@ async def work(
     max_running_stages: int = 64,
     on_commit: Committed | None = None,
     temporal: temporal_client.Client | None = None,
+    telemetry: observed.TaskTelemetry | None = None,
 ) -> None:
     """Run a worker on the configured task queue until ``stop`` is set."""
     if temporal is None:
         temporal = await client.connect(config)
-    activities = StageActivities(task_store, registry, provider, on_commit=on_commit)
+    activities = StageActivities(
+        task_store, registry, provider, on_commit=on_commit, telemetry=telemetry
+    )
     try:
         await TemporalWorker(
             temporal,
