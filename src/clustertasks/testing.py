@@ -51,7 +51,47 @@ START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
 
 
-class ServerProcess:
+class ChildProcess:
+    """A ``clustertasks`` command run as a child process, its output in ``log_path``: how it
+    is stopped, killed and read. :class:`ServerProcess` builds on it, and so do test
+    launchers of other commands (a Temporal worker)."""
+
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
+        """Send ``sig`` (SIGKILL after ``timeout`` seconds); returns the exit status."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """kill -9: the process gets no chance to clean up."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def log(self) -> str:
+        """What the process printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.kill()
+
+
+class ServerProcess(ChildProcess):
     """``clustertasks serve`` as a child process on a free loopback port.
 
     The one launcher of the package: :class:`Emulator` builds on it, and so does the
@@ -126,39 +166,8 @@ class ServerProcess:
             f"the server did not answer within {timeout:g}s:\n{self.log()}"
         )
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
-        """Send ``sig`` (SIGKILL after ``timeout`` seconds); returns the exit status."""
-        if self.process is None:
-            return 0
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def kill(self) -> None:
-        """kill -9: the server gets no chance to clean up."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def log(self) -> str:
-        """What the server printed so far."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
     def __enter__(self) -> Self:
         return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.kill()
 
 
 class Emulator:

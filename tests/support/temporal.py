@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from clustertasks import testing
@@ -17,7 +15,7 @@ READY = "clustertasks worker on Temporal"
 START_TIMEOUT = 60.0
 
 
-class WorkerProcess:
+class WorkerProcess(testing.ChildProcess):
     def __init__(
         self, db_url: str, workdir: Path, temporal_address: str, task_queue: str, *args: str
     ) -> None:
@@ -61,34 +59,5 @@ class WorkerProcess:
             time.sleep(0.05)
         return self
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.process is None:
-            return 0
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def kill(self) -> None:
-        """kill -9."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
     def __enter__(self) -> Self:
         return self.launch().wait_ready()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.kill()
