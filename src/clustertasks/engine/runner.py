@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from clustertasks import clock, errors
 from clustertasks.domain import records, states
@@ -34,6 +34,13 @@ COMPENSATION = "Compensate"
 class EngineTuning:
     retry_delay_scale: float = 1.0
     """Multiplies every retry backoff (tests use 0 to retry at once)."""
+
+
+class Retry(NamedTuple):
+    """A failed attempt of a stage, and the seconds until the next one."""
+
+    failure: errors.ClustertasksError
+    delay: float
 
 
 class TaskRunner:
@@ -193,60 +200,73 @@ class TaskRunner:
         while True:
             attempt += 1
             ctx = self._context(state, spec.name)
-            remaining = deadline - loop.time()
-            task_type = state.task.task_type
-            with self._telemetry.stage_attempt(
-                self.task_id, task_type, spec.name, attempt
-            ) as outcome:
-                try:
-                    if remaining <= 0:
-                        raise TimeoutError
-                    # Set before wait_for wraps the stage in a task, which copies the context.
-                    with self._calling(state, spec.name):
-                        await asyncio.wait_for(spec.run(ctx), remaining)
-                    return
-                except signals.Interrupt:
-                    outcome("interrupted")
-                    raise
-                except TimeoutError:
-                    outcome("timeout")
-                    self._telemetry.timed_out(task_type, spec.name)
-                    raise errors.StageTimeout(spec.name, spec.timeout) from None
-                except errors.TemporaryError as exc:
-                    failure: errors.ClustertasksError = exc
-                    delay = exc.delay
-                except errors.StorageUnavailable as exc:
-                    # A locked or unreachable database is a blip, not the operation failing.
-                    failure = exc
-                    delay = None
-                except errors.ClustertasksError:
-                    outcome("fail")
-                    raise  # permanent: our errors carry their code
-                except Exception as exc:
-                    failure = errors.ClustertasksError(f"{type(exc).__name__}: {exc}")
-                    delay = None
-                    log.warning(
-                        "task %s stage %s attempt %d failed",
-                        self.task_id,
-                        spec.name,
-                        attempt,
-                        exc_info=exc,
-                    )
-                if attempt >= spec.retry.max_attempts:
-                    outcome("fail")
-                    raise failure
-                outcome("retry")
-                self._telemetry.retried(task_type, spec.name, failure.code)
-            wait = self._backoff(spec.retry, attempt) if delay is None else delay
-            await self._event(
-                state,
-                "retry",
-                "StageRetry",
-                f"stage {spec.name} attempt {attempt} of {spec.retry.max_attempts} failed "
-                f"({failure.code}: {failure.message}); retrying in {wait:.1f}s",
-                level=states.EventLevel.WARNING,
-            )
-            await ctx.sleep(wait * self._tuning.retry_delay_scale)
+            retry = await self._attempt(state, spec, ctx, attempt, deadline - loop.time())
+            if retry is None:
+                return
+            await ctx.sleep(retry.delay)
+
+    async def _attempt(
+        self,
+        state: context.RunState,
+        spec: operations.Stage,
+        ctx: operations.StageContext,
+        attempt: int,
+        remaining: float,
+    ) -> Retry | None:
+        """One attempt of the stage with ``remaining`` seconds of its deadline left: None when
+        it succeeded, the retry (recorded as a ``StageRetry`` event) when another attempt is
+        due; raises the error that fails the task. Both executors run attempts through it."""
+        task_type = state.task.task_type
+        with self._telemetry.stage_attempt(self.task_id, task_type, spec.name, attempt) as outcome:
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                # Set before wait_for wraps the stage in a task, which copies the context.
+                with self._calling(state, spec.name):
+                    await asyncio.wait_for(spec.run(ctx), remaining)
+                return None
+            except signals.Interrupt:
+                outcome("interrupted")
+                raise
+            except TimeoutError:
+                outcome("timeout")
+                self._telemetry.timed_out(task_type, spec.name)
+                raise errors.StageTimeout(spec.name, spec.timeout) from None
+            except errors.TemporaryError as exc:
+                failure: errors.ClustertasksError = exc
+                delay = exc.delay
+            except errors.StorageUnavailable as exc:
+                # A locked or unreachable database is a blip, not the operation failing.
+                failure = exc
+                delay = None
+            except errors.ClustertasksError:
+                outcome("fail")
+                raise  # permanent: our errors carry their code
+            except Exception as exc:
+                failure = errors.ClustertasksError(f"{type(exc).__name__}: {exc}")
+                delay = None
+                log.warning(
+                    "task %s stage %s attempt %d failed",
+                    self.task_id,
+                    spec.name,
+                    attempt,
+                    exc_info=exc,
+                )
+            if attempt >= spec.retry.max_attempts:
+                outcome("fail")
+                raise failure
+            outcome("retry")
+            self._telemetry.retried(task_type, spec.name, failure.code)
+        wait = self._backoff(spec.retry, attempt) if delay is None else delay
+        await self._event(
+            state,
+            "retry",
+            "StageRetry",
+            f"stage {spec.name} attempt {attempt} of {spec.retry.max_attempts} failed "
+            f"({failure.code}: {failure.message}); retrying in {wait:.1f}s",
+            level=states.EventLevel.WARNING,
+        )
+        return Retry(failure, wait * self._tuning.retry_delay_scale)
 
     def _backoff(self, policy: operations.RetryPolicy, attempt: int) -> float:
         ceiling = min(policy.max_delay, policy.initial_delay * policy.factor ** (attempt - 1))

@@ -159,7 +159,7 @@ class TaskSteps(runner.TaskRunner):
             starting.append(self._commit(changes.UpdateTask(state.task)))
         await asyncio.gather(*starting)
         try:
-            await self._attempt(state, spec, attempt)
+            await self._attempt_on_stored_deadline(state, spec, attempt)
         except signals.PauseRequested as pause:
             await self._pause(state, pause.reason)
             return messages.PAUSED
@@ -179,47 +179,16 @@ class TaskSteps(runner.TaskRunner):
             return messages.ENDED
         return messages.NEXT
 
-    async def _attempt(self, state: context.RunState, spec: operations.Stage, attempt: int) -> None:
+    async def _attempt_on_stored_deadline(
+        self, state: context.RunState, spec: operations.Stage, attempt: int
+    ) -> None:
         # The stage's deadline counts from its start in the store, across attempts and workers.
         started = state.stages[spec.name].start_us or self._clock.now_us()
         remaining = spec.timeout - (self._clock.now_us() - started) / 1_000_000
         ctx = self._context(state, spec.name)
-        try:
-            if remaining <= 0:
-                raise TimeoutError
-            with self._calling(state, spec.name):
-                await asyncio.wait_for(spec.run(ctx), remaining)
-            return
-        except signals.Interrupt:
-            raise
-        except TimeoutError:
-            raise errors.StageTimeout(spec.name, spec.timeout) from None
-        except errors.TemporaryError as exc:
-            failure: errors.ClustertasksError = exc
-            delay = exc.delay
-        except errors.StorageUnavailable as exc:
-            failure = exc
-            delay = None
-        except errors.ClustertasksError:
-            raise
-        except Exception as exc:
-            failure = errors.ClustertasksError(f"{type(exc).__name__}: {exc}")
-            delay = None
-            log.warning(
-                "task %s stage %s attempt %d failed", self.task_id, spec.name, attempt, exc_info=exc
-            )
-        if attempt >= spec.retry.max_attempts:
-            raise failure
-        wait = self._backoff(spec.retry, attempt) if delay is None else delay
-        await self._event(
-            state,
-            "retry",
-            "StageRetry",
-            f"stage {spec.name} attempt {attempt} of {spec.retry.max_attempts} failed "
-            f"({failure.code}: {failure.message}); retrying in {wait:.1f}s",
-            level=states.EventLevel.WARNING,
-        )
-        raise RetryStage(failure, wait * self._tuning.retry_delay_scale)
+        retry = await self._attempt(state, spec, ctx, attempt, remaining)
+        if retry is not None:
+            raise RetryStage(retry.failure, retry.delay)
 
     async def fail_stage(self, name: str, code: str, message: str) -> None:
         """Temporal gave up on the stage (its deadline passed with no worker to run it)."""
