@@ -24,6 +24,7 @@ from clustertasks import admin as admin_commands
 from clustertasks import clock, errors, settings
 from clustertasks.api import app as api_app
 from clustertasks.api import services as api_services
+from clustertasks.console import app as console_app
 from clustertasks.domain import access, ids
 from clustertasks.emulator import clock_store, controls, fault_store, simclock, world_store
 from clustertasks.emulator import cloud as sim_cloud
@@ -45,6 +46,7 @@ from clustertasks.service import (
 )
 from clustertasks.service import auth as auth_service
 from clustertasks.service import cloud as cloud_service
+from clustertasks.service import sessions as console_sessions
 from clustertasks.storage import database
 
 if TYPE_CHECKING:  # imported where used: temporalio is an optional extra
@@ -335,7 +337,7 @@ def create_app(runtime: Runtime) -> Any:
             if listener is not None:
                 await asyncio.to_thread(listener.stop)
 
-    return api_app.create_app(
+    api = api_app.create_app(
         runtime.services,
         runtime.config.wire,
         lifespan=lifespan,
@@ -343,6 +345,14 @@ def create_app(runtime: Runtime) -> Any:
         telemetry=runtime.telemetry,
         metrics_public=runtime.config.observability.metrics_public,
     )
+    # The web console signs in with the same AccessKeys and writes to the same audit log.
+    db = runtime.database
+    sessions = console_sessions.ConsoleSessions(
+        db.keys, db.sessions, runtime.config.auth, clock.SystemClock(), db.audit
+    )
+    registry = catalog.registry()
+    console = console_app.Console(runtime.services, sessions, registry, runtime.config.wire)
+    return console_app.Mount(api, console.app())
 
 
 async def _in_process_worker(runtime: Runtime, connection: Any, stop: asyncio.Event) -> None:

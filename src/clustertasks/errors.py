@@ -322,6 +322,24 @@ class SignatureNonceUsed(AuthenticationError):
     code = "SignatureNonceUsed"
 
 
+class SignInFailed(AuthenticationError):
+    """The AccessKey ID or secret is not right, or the key is disabled."""
+
+    code = "InvalidAccessKeyIdOrSecret"
+
+
+class SignInRequired(AuthenticationError):
+    """Sign in to the console first: there is no session, or it has ended."""
+
+    code = "SignInRequired"
+
+
+class CsrfTokenInvalid(ClustertasksError):
+    """The form's CSRF token is missing or does not belong to this session: reload the page."""
+
+    code = "Forbidden.CsrfToken"
+
+
 class Forbidden(ClustertasksError):
     """The access key is not allowed to perform this action."""
 

@@ -41,6 +41,7 @@ def test_migrations_produce_the_declared_tables(empty_db_url: str) -> None:
             "access_keys",
             "auth_nonces",
             "audit_log",
+            "console_sessions",
         }
     finally:
         engine.dispose()

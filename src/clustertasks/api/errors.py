@@ -48,6 +48,10 @@ STATUS: dict[type[errors.ClustertasksError], int] = {
     errors.TimeStampExpired: 400,
     errors.SignatureNonceUsed: 400,
     errors.Forbidden: 403,
+    # the web console's sign-in and forms
+    errors.SignInFailed: 401,
+    errors.SignInRequired: 401,
+    errors.CsrfTokenInvalid: 403,
     errors.Throttled: 429,
     errors.TooManyWaits: 429,
     # missing resources

@@ -88,6 +88,12 @@ async def _frames(
             yield KEEP_ALIVE if message is None else _frame(message)
 
 
+def event_stream(messages: AsyncGenerator[live.Message | None, None]) -> Response:
+    """The response that sends ``messages`` as server-sent events (the web console's task
+    page follows a task through this too)."""
+    return _EventStream(messages)
+
+
 class _EventStream(StreamingResponse):
     """Closes the stream's generators however the response ends, so a client that goes
     away stops following the task at once."""

@@ -29,7 +29,7 @@ from clustertasks.domain import records, states, wire
 from clustertasks.storage import rows as task_rows
 from clustertasks.storage import schema, transactions
 
-KEPT = frozenset({"access_keys", "auth_nonces", "audit_log"})
+KEPT = frozenset({"access_keys", "auth_nonces", "audit_log", "console_sessions"})
 """Tables a reset or an import leaves alone."""
 
 _UNFINISHED = (states.TaskState.RUNNING.value, states.TaskState.PAUSED.value)

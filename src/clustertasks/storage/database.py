@@ -2,7 +2,8 @@
 
 The composition root opens one ``Database`` and hands its stores to whoever needs them:
 ``tasks`` (tasks, stages, events, results, conflicts, idempotency), ``keys`` (AccessKeys and
-signature nonces) and ``audit`` (the log of mutating requests). The emulator keeps its own
+signature nonces), ``audit`` (the log of mutating requests) and ``sessions`` (the web
+console's). The emulator keeps its own
 tables on the same database through ``engine`` (see ``clustertasks.emulator``).
 """
 
@@ -18,6 +19,7 @@ from clustertasks.storage import (
     locks,
     migrate,
     notices,
+    sessions,
     store,
     transactions,
 )
@@ -32,6 +34,7 @@ class Database:
         self.tasks = store.TaskStore(engine)
         self.keys = keys.KeyStore(engine, writer)
         self.audit = audit.AuditLog(engine, writer)
+        self.sessions = sessions.SessionStore(engine, writer)
 
     @classmethod
     def open(

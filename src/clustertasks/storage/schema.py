@@ -298,6 +298,21 @@ audit_log = sa.Table(
     sa.Index(None, "time_us"),
 )
 
+# -- the web console (migration 0009) ------------------------------------------------------
+
+console_sessions = sa.Table(
+    "console_sessions",
+    metadata,
+    # SHA-256 (hex) of the cookie's random token: the table alone lets nobody sign in.
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    # Not a foreign key: the key is looked up on every request, so a deleted or disabled
+    # key ends its sessions at once, and its rows expire on their own.
+    sa.Column("access_key_id", sa.String(128), nullable=False),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("expires_us", sa.BigInteger, nullable=False),
+    sa.Index(None, "expires_us"),
+)
+
 # -- the emulator's controls (migration 0005) ------------------------------------------------
 
 sim_clock = sa.Table(

@@ -1,0 +1,1 @@
+"""The web console: pages over the task and emulator services, under ``/console``."""
