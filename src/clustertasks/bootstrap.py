@@ -437,6 +437,11 @@ def _serve(config: settings.Settings, announce: Callable[[str], None]) -> None:
             f"(database {redacted(config.storage.url)}; {mode}; sim speed {config.sim.speed:g}, "
             f"clock {runtime.cloud.sim_clock.mode})"
         )
+        announce(
+            f"web console at {config.server.scheme}://{config.server.host}:"
+            f"{config.server.port}{console_app.PREFIX}"
+            + ("" if config.auth.enabled else " (open to anyone who reaches it: --auth off)")
+        )
         server.run()
     finally:
         runtime.close()
