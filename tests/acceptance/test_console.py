@@ -224,7 +224,7 @@ def test_follow_a_rolling_upgrade_live_pause_resume_and_finish(
     expect(page.get_by_text("nodes: 2 of 4")).to_be_visible()
     expect(page.locator(".bar-success")).not_to_have_count(0)
     expect(page.get_by_role("button", name="Resume")).to_be_visible()
-    page.screenshot(path=screenshots / "task-paused.png", full_page=True)
+    page.screenshot(path=screenshots / "task-paused.png")
 
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Resume").click()
