@@ -16,15 +16,16 @@ from fastapi.testclient import TestClient
 from clustertasks import clock, settings
 from clustertasks.api import app as api_app
 from clustertasks.console import app as console_app
-from clustertasks.domain import access, states
+from clustertasks.domain import access, states, world
 from clustertasks.operations import catalog
 from clustertasks.service import sessions as session_service
 from clustertasks.storage import database as storage_database
 from clustertasks.storage import schema
 from tests.integration.conftest import services_for
-from tests.support import factories, signing
+from tests.support import cloud, factories, signing
 
 READER_ID = "reader-ak"
+VERSION = "1.32.1-aliyun.1"
 READER_SECRET = "reader-secret"
 CSRF = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 
@@ -256,6 +257,15 @@ def test_bad_input_gets_a_4xx_page_naming_the_field(console: Console) -> None:
     assert page.status_code == 404
     assert "ErrorTaskNotFound" in page.text
     assert console.client.get("/console/no-such-page").status_code == 404
+    spec = world.ClusterSpec(name="demo", region_id="cn-hangzhou", kubernetes_version=VERSION)
+    cloud.sim_for(console.db).register_cluster(cluster, spec)
+    tasks = f"/console/clusters/{cluster}/tasks"
+    assert console.client.get(tasks).status_code == 200
+    for query, field in (("state=bogus", "state"), ("page=0", "page"), ("type=%01", "task_type")):
+        refused = console.client.get(f"{tasks}?{query}")
+        assert refused.status_code == 400, query
+        assert "InvalidParameter" in refused.text
+        assert field in refused.text
 
 
 @pytest.mark.one_backend
