@@ -152,7 +152,10 @@ class Console:
         admin key; ``admin``: needs an admin key (the emulator's controls)."""
 
         async def endpoint(request: Request) -> Response:
-            session, fresh = await self._session(request)
+            try:
+                session, fresh = await self._session(request)
+            except errors.ClustertasksError as exc:  # the database is away
+                return self._error(request, None, exc)
             if session is None:
                 if request.method == "GET":
                     return _redirect(f"{PREFIX}/sign-in?next={urllib.parse.quote(_here(request))}")
@@ -170,19 +173,24 @@ class Console:
             if request.method == "POST" and action:
                 status = response.status_code
                 outcome = getattr(request.state, "outcome", "") if status >= 400 else ""
-                await run_in_threadpool(
-                    self.sessions.audit,
-                    session.access_key_id,
-                    action,
-                    request.url.path,
-                    status,
-                    outcome,
-                )
+                await self._audit(session.access_key_id, action, request, status, outcome)
             if fresh:
                 self._set_cookie(request, response, session)
             return response
 
         return endpoint
+
+    async def _audit(
+        self, access_key_id: str, action: str, request: Request, status: int, outcome: str = ""
+    ) -> None:
+        """Record a console change after it was answered; a failure here is logged, as the
+        API's gateway does, since the browser has its answer already."""
+        try:
+            await run_in_threadpool(
+                self.sessions.audit, access_key_id, action, request.url.path, status, outcome
+            )
+        except errors.ClustertasksError as exc:
+            log.error("could not record console action %s in the audit log: %s", action, exc)
 
     async def _session(self, request: Request) -> tuple[session_service.Session | None, bool]:
         """The request's session, and whether it was opened just now (``--auth off``)."""
@@ -270,17 +278,13 @@ class Console:
             )
         except errors.ClustertasksError as exc:
             status = api_errors.status_of(exc)
-            await run_in_threadpool(
-                self.sessions.audit, claimed, "ConsoleSignIn", request.url.path, status, exc.code
-            )
+            await self._audit(claimed, "ConsoleSignIn", request, status, exc.code)
             context = {"next": _next(request.query_params.get("next")), "error": exc.message}
             response = self._render(request, None, "sign_in.html", context, status)
             if isinstance(exc, errors.Throttled):
                 response.headers["retry-after"] = str(max(1, exc.retry_after_ms // 1000))
             return response
-        await run_in_threadpool(
-            self.sessions.audit, session.access_key_id, "ConsoleSignIn", request.url.path, 200
-        )
+        await self._audit(session.access_key_id, "ConsoleSignIn", request, 200)
         response = _redirect(_next(form.get("next")))
         self._set_cookie(request, response, session)
         return response
