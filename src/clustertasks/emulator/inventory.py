@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from clustertasks import clock, errors, settings
 from clustertasks.domain import world
 from clustertasks.emulator import catalogue, names, versions
 from clustertasks.emulator import world_store as world_storage
+from clustertasks.storage import store
 
 
 class SimInventory:
@@ -103,8 +104,22 @@ class SimInventory:
     def register_cluster(self, cluster_id: str, spec: world.ClusterSpec) -> world.Cluster:
         return self._store.add_cluster(self._new_cluster(cluster_id, spec, basis=cluster_id))
 
-    def set_cluster_spec(self, cluster_id: str, spec: world.ClusterSpec) -> world.Cluster:
-        return self._store.set_cluster_spec(cluster_id, spec, self._clock.now_us())
+    def edit_cluster_spec(self, cluster_id: str, edit: world.SpecEdit) -> world.Cluster:
+        return self._store.edit_cluster_spec(cluster_id, edit, self._clock.now_us())
+
+    def shown_at_once(
+        self,
+        cluster_id: str,
+        *,
+        cluster_state: str | None = None,
+        nodepool_states: Mapping[str, str] | None = None,
+    ) -> store.Accepted:
+        return world_storage.marking_states(
+            cluster_id,
+            self._clock.now_us,
+            cluster_state=cluster_state,
+            nodepool_states=nodepool_states,
+        )
 
     def register_nodepool(
         self, cluster_id: str, nodepool_id: str, spec: world.NodePoolSpec

@@ -17,10 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from clustertasks import errors
-from clustertasks.domain import world
+from clustertasks.domain import specs, world
 from clustertasks.emulator import fault_store as faults
 from clustertasks.emulator import world_rows
-from clustertasks.storage import dialects, schema, transactions
+from clustertasks.storage import dialects, schema, store, transactions
 
 C = schema.sim_clusters
 P = schema.sim_nodepools
@@ -132,12 +132,21 @@ class WorldStore:
             conn.execute(sa.update(C).where(*where).values(state=state, updated_us=now_us))
             return self._live_cluster(conn, cluster_id)
 
-    def set_cluster_spec(
-        self, cluster_id: str, spec: world.ClusterSpec, now_us: int
+    def edit_cluster_spec(
+        self, cluster_id: str, edit: world.SpecEdit, now_us: int
     ) -> world.Cluster:
-        """Replace the spec (and the name kept beside it); return the cluster."""
+        """Store ``edit(spec)`` (and the name kept beside it); return the cluster. The row
+        is locked from the read to the write (SQLite's one writer holds the database), so
+        concurrent edits (a tag request, an add-on task) apply one after the other."""
         with self._tx.write() as conn:
-            self._live_cluster(conn, cluster_id)
+            stored = conn.execute(
+                sa.select(C.c.spec)
+                .where(C.c.cluster_id == cluster_id, C.c.state != "deleted")
+                .with_for_update()
+            ).one_or_none()
+            if stored is None:
+                raise errors.ClusterNotFound(cluster_id)
+            spec = edit(specs.cluster_spec(stored.spec))
             conn.execute(
                 sa.update(C)
                 .where(C.c.cluster_id == cluster_id)
@@ -527,6 +536,40 @@ class WorldStore:
         if row is None:
             raise errors.NodePoolNotFound(nodepool_id, cluster_id)
         return world_rows.nodepool_from_row(row._mapping)
+
+
+def marking_states(
+    cluster_id: str,
+    now_us: Callable[[], int],
+    *,
+    cluster_state: str | None = None,
+    nodepool_states: Mapping[str, str] | None = None,
+) -> store.Accepted:
+    """What sets the cluster's and pools' states in the transaction it is given (the one
+    that accepts a task); a pool or cluster already gone is left alone: the task reports
+    it."""
+    pools = dict(nodepool_states or {})
+
+    def mark(conn: sa.Connection) -> None:
+        now = now_us()
+        if cluster_state is not None:
+            conn.execute(
+                sa.update(C)
+                .where(C.c.cluster_id == cluster_id, C.c.state != "deleted")
+                .values(state=cluster_state, updated_us=now)
+            )
+        for nodepool_id, state in pools.items():
+            conn.execute(
+                sa.update(P)
+                .where(
+                    P.c.cluster_id == cluster_id,
+                    P.c.nodepool_id == nodepool_id,
+                    P.c.deleted_us.is_(None),
+                )
+                .values(state=state, updated_us=now)
+            )
+
+    return mark
 
 
 def _take_stock(

@@ -19,7 +19,7 @@ import dataclasses
 from typing import Any
 
 from clustertasks import errors
-from clustertasks.domain import specs, states
+from clustertasks.domain import specs, states, world
 from clustertasks.operations import base
 from clustertasks.providers import base as providers
 
@@ -178,17 +178,21 @@ async def delete_failed(ctx: base.StageContext) -> None:
 
 
 # Spec parts ModifyCluster never changes, which other requests change at once (tags,
-# resource protection) or other tasks own (add-ons): kept as they are when the stage runs.
-_NOT_MODIFIED = ("addons", "protected_resources")
+# resource protection) or other tasks own (add-ons, control-plane logging): kept as they
+# are when the spec is written.
+_NOT_MODIFIED = ("addons", "protected_resources", "control_plane_log", "audit_log")
 
 
 async def update_cluster(ctx: base.StageContext) -> None:
     asked = specs.cluster_spec(ctx.parameters["spec"])
-    current = (await ctx.provider.describe(ctx.cluster_id)).cluster.spec
-    kept = {key: current.extra[key] for key in _NOT_MODIFIED if key in current.extra}
-    spec = dataclasses.replace(asked, tags=current.tags, extra={**asked.extra, **kept})
+
+    def apply(current: world.ClusterSpec) -> world.ClusterSpec:
+        kept = {key: current.extra[key] for key in _NOT_MODIFIED if key in current.extra}
+        extra = {k: v for k, v in asked.extra.items() if k not in _NOT_MODIFIED}
+        return dataclasses.replace(asked, tags=current.tags, extra={**extra, **kept})
+
     await ctx.provider.update_cluster(ctx.cluster_id, state="updating")
-    await ctx.provider.update_cluster(ctx.cluster_id, spec=spec, state="running")
+    await ctx.provider.update_cluster(ctx.cluster_id, edit=apply, state="running")
     await ctx.emit("ClusterUpdated", f"settings of cluster {ctx.cluster_id} updated", once=True)
 
 

@@ -8,10 +8,11 @@ describable from then on in state ``initial``); the task does the slow part.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from clustertasks.domain import world
+from clustertasks.storage import store
 
 
 class Inventory(Protocol):
@@ -66,9 +67,23 @@ class Inventory(Protocol):
         """Record the cluster in state ``initial``; the same id again returns it unchanged."""
         ...
 
-    def set_cluster_spec(self, cluster_id: str, spec: world.ClusterSpec) -> world.Cluster:
-        """Replace the cluster's spec at once (what ACK changes without a task: tags and
-        resource protection); ``errors.ClusterNotFound``."""
+    def edit_cluster_spec(self, cluster_id: str, edit: world.SpecEdit) -> world.Cluster:
+        """Change the cluster's spec at once (what ACK changes without a task: tags and
+        resource protection): ``edit`` gets the spec as stored and returns the new one, in
+        one transaction that no other change of the spec interleaves with (an error it
+        raises changes nothing); ``errors.ClusterNotFound``."""
+        ...
+
+    def shown_at_once(
+        self,
+        cluster_id: str,
+        *,
+        cluster_state: str | None = None,
+        nodepool_states: Mapping[str, str] | None = None,
+    ) -> store.Accepted:
+        """The states ACK shows as soon as it accepts a task (a pool ``removing``, a
+        cluster ``updating``), written in the transaction that accepts it: a client polling
+        right after the answer never sees the state from before the task."""
         ...
 
     def register_nodepool(

@@ -160,6 +160,7 @@ class CloudService:
             cluster_id=cluster.cluster_id,
             target=records.Target(cluster.cluster_id, "cluster"),
             parameters={},
+            accepted=self._cloud.shown_at_once(cluster.cluster_id, cluster_state="deleting"),
         )
         return submission.Submitted(outcome.task, cluster_id=cluster.cluster_id)
 
@@ -278,7 +279,11 @@ class CloudService:
             "update_nodes": params.boolean(body, "update_nodes"),
             "spec": specs.to_json(spec),
         }
+        shown = {}
+        if count:
+            shown = {pool.nodepool_id: "scaling"}
         if removing:
+            shown = {pool.nodepool_id: "removing"}
             parameters.update(
                 desired_size=desired,
                 nodes=removing,
@@ -291,6 +296,7 @@ class CloudService:
             cluster_id=cluster.cluster_id,
             target=records.Target(pool.nodepool_id, "nodepool"),
             parameters=parameters,
+            accepted=self._cloud.shown_at_once(cluster.cluster_id, nodepool_states=shown),
         )
         return submission.Submitted(
             outcome.task, cluster_id=cluster.cluster_id, nodepool_id=pool.nodepool_id
@@ -311,6 +317,9 @@ class CloudService:
             cluster_id=cluster.cluster_id,
             target=records.Target(nodepool_id, "nodepool"),
             parameters={"nodepool_id": nodepool_id, "force": force},
+            accepted=self._cloud.shown_at_once(
+                cluster.cluster_id, nodepool_states={nodepool_id: "deleting"}
+            ),
         )
         return submission.Submitted(
             outcome.task, cluster_id=cluster.cluster_id, nodepool_id=nodepool_id
@@ -339,7 +348,13 @@ class CloudService:
             else records.Target(pool.nodepool_id, "nodepool")
         )
         outcome = self._control.submit(
-            "cluster_scaleout", cluster_id=cluster_id, target=target, parameters=parameters
+            "cluster_scaleout",
+            cluster_id=cluster_id,
+            target=target,
+            parameters=parameters,
+            accepted=self._cloud.shown_at_once(
+                cluster_id, nodepool_states={pool.nodepool_id: "scaling"}
+            ),
         )
         return submission.Submitted(
             outcome.task, cluster_id=cluster_id, nodepool_id=pool.nodepool_id

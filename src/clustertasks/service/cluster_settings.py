@@ -11,7 +11,7 @@ import base64
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from clustertasks import clock, errors
@@ -73,6 +73,7 @@ class ClusterSettings:
             cluster_id=cluster.cluster_id,
             target=records.Target(cluster.cluster_id, "cluster"),
             parameters={"spec": specs.to_json(new)},
+            accepted=self._cloud.shown_at_once(cluster.cluster_id, cluster_state="updating"),
             client_token=params.text(body, "client_token", max_length=64) or None,
             # What the client asked for, not the spec it makes: a retry after the change
             # (or after another one) asks for the same. No password goes into the digest.
@@ -92,7 +93,8 @@ class ClusterSettings:
         cluster = self._clouds.cluster(cluster_id)
         if not isinstance(tags, list):
             raise errors.InvalidParameter("body", "must be a list of tags")
-        self._set_tags(cluster, _upsert(cluster.spec.tags, _tags({"tags": tags}, "tags")))
+        changes = _tags({"tags": tags}, "tags")
+        self._edit_tags(cluster, lambda current: _upsert(current, changes))
 
     def tag_resources(self, body: Mapping[str, Any]) -> None:
         clusters = self._targets(body, params.text_list)
@@ -100,7 +102,7 @@ class ClusterSettings:
         if not tags:
             raise errors.InvalidParameter("tags", "is required")
         for cluster in clusters:
-            self._set_tags(cluster, _upsert(cluster.spec.tags, tags))
+            self._edit_tags(cluster, lambda current: _upsert(current, tags))
 
     def untag_resources(self, query: Mapping[str, Any]) -> None:
         clusters = self._targets(query, _json_texts)
@@ -109,8 +111,10 @@ class ClusterSettings:
         if not keys and not remove_all:
             raise errors.InvalidParameter("tag_keys", "name at least one key, or set all=true")
         for cluster in clusters:
-            kept = () if remove_all else tuple(t for t in cluster.spec.tags if t.key not in keys)
-            self._set_tags(cluster, kept)
+            self._edit_tags(
+                cluster,
+                lambda current: [] if remove_all else [t for t in current if t.key not in keys],
+            )
 
     def list_tag_resources(self, query: Mapping[str, Any]) -> list[dict[str, str]]:
         clusters = self._targets(query, _json_texts)
@@ -142,12 +146,21 @@ class ClusterSettings:
             raise errors.InvalidParameter("resource_ids", "is required")
         return [self._clouds.cluster(cluster_id) for cluster_id in ids]
 
-    def _set_tags(self, cluster: world.Cluster, tags: Sequence[world.Label]) -> None:
-        if len(tags) > MAX_TAGS:
-            raise errors.InvalidParameter("tags", f"a cluster has at most {MAX_TAGS} tags")
-        self._cloud.set_cluster_spec(
-            cluster.cluster_id, dataclasses.replace(cluster.spec, tags=tuple(tags))
-        )
+    def _edit_tags(
+        self,
+        cluster: world.Cluster,
+        change: Callable[[Sequence[world.Label]], Sequence[world.Label]],
+    ) -> None:
+        """Tags are changed on the spec as stored, not as read before: an add-on task
+        writing the spec meanwhile loses nothing, nor does this."""
+
+        def apply(spec: world.ClusterSpec) -> world.ClusterSpec:
+            tags = tuple(change(spec.tags))
+            if len(tags) > MAX_TAGS:
+                raise errors.InvalidParameter("tags", f"a cluster has at most {MAX_TAGS} tags")
+            return dataclasses.replace(spec, tags=tags)
+
+        self._cloud.edit_cluster_spec(cluster.cluster_id, apply)
 
     # -- deletion protection of Kubernetes resources ---------------------------------------
 
@@ -163,18 +176,19 @@ class ClusterSettings:
         if not names:
             raise errors.InvalidParameter("resources", "is required")
         enable = params.boolean(body, "enable")
-        protected = {
-            key: list(value)
-            for key, value in dict(cluster.spec.extra.get("protected_resources", {})).items()
-        }
         scope = kind if kind == "namespaces" else f"services/{namespace}"
-        current = set(protected.get(scope, []))
-        current = current | set(names) if enable else current - set(names)
-        protected[scope] = sorted(current)
-        extra = {**cluster.spec.extra, "protected_resources": protected}
-        self._cloud.set_cluster_spec(
-            cluster.cluster_id, dataclasses.replace(cluster.spec, extra=extra)
-        )
+
+        def apply(spec: world.ClusterSpec) -> world.ClusterSpec:
+            protected = {
+                key: list(value)
+                for key, value in dict(spec.extra.get("protected_resources", {})).items()
+            }
+            current = set(protected.get(scope, []))
+            current = current | set(names) if enable else current - set(names)
+            protected[scope] = sorted(current)
+            return dataclasses.replace(spec, extra={**spec.extra, "protected_resources": protected})
+
+        self._cloud.edit_cluster_spec(cluster.cluster_id, apply)
         return {
             "namespace": namespace if kind == "services" else "",
             "protection": "enabled" if enable else "disabled",

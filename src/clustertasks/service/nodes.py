@@ -15,6 +15,7 @@ from clustertasks import errors
 from clustertasks.domain import json_text, params, pool_fields, records, rollout, specs, versions
 from clustertasks.providers import inventory
 from clustertasks.service import cloud, control, submission
+from clustertasks.storage import store
 
 REPAIR_OPERATIONS = (
     "restart.kubelet",
@@ -89,8 +90,13 @@ class NodeService:
             "concurrency": params.boolean(source, "concurrency"),
             **submission.drain_options(source),
         }
+        pools = {n["nodepool_id"]: "removing" for n in nodes if n["nodepool_id"]}
         outcome = self._control.submit(
-            "cluster_node_delete", cluster_id=cluster_id, target=target, parameters=parameters
+            "cluster_node_delete",
+            cluster_id=cluster_id,
+            target=target,
+            parameters=parameters,
+            accepted=self._cloud.shown_at_once(cluster_id, nodepool_states=pools),
         )
         return submission.Submitted(outcome.task, cluster_id=cluster_id, nodepool_id=nodepool_id)
 
@@ -179,6 +185,7 @@ class NodeService:
             cluster_id=cluster.cluster_id,
             target=records.Target(pool.nodepool_id, "nodepool"),
             parameters=parameters,
+            accepted=self._updating(cluster.cluster_id, pool.nodepool_id),
         )
         return submission.Submitted(outcome.task, cluster.cluster_id, pool.nodepool_id)
 
@@ -218,6 +225,9 @@ class NodeService:
             cluster_id=cluster.cluster_id,
             target=records.Target(cluster.cluster_id, "cluster"),
             parameters=parameters,
+            accepted=self._cloud.shown_at_once(
+                cluster.cluster_id, cluster_state="upgrading" if version != current else None
+            ),
         )
         return submission.Submitted(outcome.task, cluster.cluster_id)
 
@@ -263,8 +273,12 @@ class NodeService:
             cluster_id=cluster.cluster_id,
             target=records.Target(pool.nodepool_id, "nodepool"),
             parameters=parameters,
+            accepted=self._updating(cluster.cluster_id, pool.nodepool_id),
         )
         return submission.Submitted(outcome.task, cluster.cluster_id, pool.nodepool_id)
+
+    def _updating(self, cluster_id: str, nodepool_id: str) -> store.Accepted:
+        return self._cloud.shown_at_once(cluster_id, nodepool_states={nodepool_id: "updating"})
 
     def _check_version(self, field: str, version: str) -> None:
         known = list(self._cloud.kubernetes_versions())
@@ -336,6 +350,7 @@ class NodeService:
             cluster_id=cluster.cluster_id,
             target=records.Target(pool.nodepool_id, "nodepool"),
             parameters={"nodepool_id": pool.nodepool_id, "nodes": nodes, "operations": operations},
+            accepted=self._updating(cluster.cluster_id, pool.nodepool_id),
         )
         return submission.Submitted(outcome.task, cluster.cluster_id, pool.nodepool_id)
 
@@ -359,6 +374,9 @@ class NodeService:
             cluster_id=cluster.cluster_id,
             target=records.Target(pool.nodepool_id, "nodepool"),
             parameters=parameters,
+            accepted=self._cloud.shown_at_once(
+                cluster.cluster_id, nodepool_states={pool.nodepool_id: "scaling"}
+            ),
         )
         return submission.Submitted(outcome.task, cluster.cluster_id, pool.nodepool_id)
 

@@ -1,0 +1,187 @@
+"""The states Terraform's waits poll for, read right after each call is answered.
+
+The provider polls a resource's state after some calls instead of the task
+(``CsKubernetesNodePoolStateRefreshFunc``: pending ``removing``, target ``active`` after
+RemoveClusterNodes; ``CsKubernetesInstanceStateRefreshFunc``: pending ``updating``, target
+``running`` after ModifyCluster, ...). A first poll that still shows ``active``/``running``
+ends such a wait at once, before anything happened: ACK shows the new state as soon as it
+accepts the task, and so must the emulator, however late the task starts.
+
+Every action of every task here first waits a minute of a manual simulated clock (one fault
+rule), so no task has done anything when the state is read; switching the clock back to
+realtime (at speed 0) lets the task finish.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from alibabacloud_cs20151215 import models as cs_models
+from alibabacloud_cs20151215.client import Client
+
+from tests.acceptance import sdk
+from tests.support import polling, signing
+from tests.support.server import ServerProcess
+
+
+def _emulator(server: ServerProcess, path: str, document: dict[str, Any]) -> None:
+    answer = httpx.post(
+        f"{server.url}/_emulator/{path}", json=document, auth=signing.auth(), trust_env=False
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def _hold_tasks(server: ServerProcess) -> None:
+    _emulator(server, "clock", {"mode": "manual"})
+
+
+def _finish(server: ServerProcess, client: Client, task_id: str) -> None:
+    """Let the task run to its end, then hold the next one again."""
+    _emulator(server, "clock", {"mode": "realtime"})
+    task = sdk.wait_task(client, task_id)
+    assert task.state == "success", (task.task_type, task.error.code, task.error.message)
+    _hold_tasks(server)
+
+
+def _pool_state(client: Client, cluster_id: str, pool_id: str) -> str:
+    body = client.describe_cluster_node_pool_detail(cluster_id, pool_id).body
+    return str(body.status.state)
+
+
+def _cluster_state(client: Client, cluster_id: str) -> str:
+    return str(client.describe_cluster_detail(cluster_id).body.state)
+
+
+def test_each_wait_sees_the_new_state_at_once(server: ServerProcess) -> None:
+    client = sdk.client(server)
+    cluster_id, _ = sdk.create_cluster(client, name="tf-waits", pool_size=2)
+    pools = client.describe_cluster_node_pools(
+        cluster_id, cs_models.DescribeClusterNodePoolsRequest()
+    ).body.nodepools
+    pool_id = pools[0].nodepool_info.nodepool_id
+    # Every action a task makes waits a simulated minute first; the clock stands still.
+    _emulator(
+        server, "faults", {"match": {}, "effect": {"latency_seconds": 60}, "probability": 1.0}
+    )
+    _hold_tasks(server)
+
+    # node_count up: ScaleClusterNodePool.
+    task_id = client.scale_cluster_node_pool(
+        cluster_id, pool_id, cs_models.ScaleClusterNodePoolRequest(count=1)
+    ).body.task_id
+    assert _pool_state(client, cluster_id, pool_id) == "scaling"
+    _finish(server, client, task_id)
+    assert _pool_state(client, cluster_id, pool_id) == "active"
+
+    # node_count down: removeNodePoolNodes = RemoveClusterNodes, then wait removing -> active.
+    nodes = client.describe_cluster_nodes(
+        cluster_id, cs_models.DescribeClusterNodesRequest(nodepool_id=pool_id)
+    ).body.nodes
+    client.remove_cluster_nodes(
+        cluster_id,
+        cs_models.RemoveClusterNodesRequest(
+            nodes=[nodes[0].node_name], release_node=True, drain_node=False
+        ),
+    )
+    assert _pool_state(client, cluster_id, pool_id) == "removing"
+    # The SDK's RemoveClusterNodes answer has no body: the task is the cluster's newest.
+    tasks = client.describe_cluster_tasks(
+        cluster_id, cs_models.DescribeClusterTasksRequest()
+    ).body.tasks
+    task_id = next(t.task_id for t in tasks if t.task_type == "cluster_node_delete")
+    _finish(server, client, task_id)
+    detail = client.describe_cluster_node_pool_detail(cluster_id, pool_id).body
+    assert (detail.status.state, detail.status.total_nodes) == ("active", 2)
+
+    # kubelet_configuration: ModifyNodePoolNodeConfig.
+    task_id = client.modify_node_pool_node_config(
+        cluster_id,
+        pool_id,
+        cs_models.ModifyNodePoolNodeConfigRequest(
+            kubelet_config=cs_models.KubeletConfig(max_pods=64)
+        ),
+    ).body.task_id
+    assert _pool_state(client, cluster_id, pool_id) == "updating"
+    _finish(server, client, task_id)
+
+    # The cluster: ModifyCluster, then wait updating -> running.
+    task_id = client.modify_cluster(
+        cluster_id, cs_models.ModifyClusterRequest(resource_group_id="rg-tf")
+    ).body.task_id
+    assert _cluster_state(client, cluster_id) == "updating"
+    _finish(server, client, task_id)
+    assert _cluster_state(client, cluster_id) == "running"
+
+    # The pool's destroy: DeleteClusterNodepool.
+    task_id = client.delete_cluster_nodepool(
+        cluster_id, pool_id, cs_models.DeleteClusterNodepoolRequest(force=True)
+    ).body.task_id
+    assert _pool_state(client, cluster_id, pool_id) == "deleting"
+    _finish(server, client, task_id)
+
+    # The cluster's destroy: DeleteCluster, then wait running/deleting -> gone.
+    task_id = client.delete_cluster(cluster_id, cs_models.DeleteClusterRequest()).body.task_id
+    assert _cluster_state(client, cluster_id) == "deleting"
+    _finish(server, client, task_id)
+
+
+def _clock_waiters(server: ServerProcess) -> int:
+    answer = httpx.get(f"{server.url}/_emulator/clock", auth=signing.auth(), trust_env=False)
+    assert answer.status_code == 200, answer.text
+    return int(answer.json()["waiting"])
+
+
+def _tags(client: Client, cluster_id: str) -> dict[str, str]:
+    tags = client.describe_cluster_detail(cluster_id).body.tags or []
+    return {str(t.key): str(t.value) for t in tags}
+
+
+def test_tags_changed_while_a_task_writes_the_cluster_are_kept(server: ServerProcess) -> None:
+    """An add-on task and ModifyCluster write the cluster's stored settings; a tag request
+    answered while they are under way (after they read, before they write) is not lost."""
+    client = sdk.client(server)
+    cluster_id, _ = sdk.create_cluster(client, name="tf-tags", pool_size=0)
+    # Each write of the cluster's settings by a task first waits a simulated minute.
+    _emulator(
+        server,
+        "faults",
+        {
+            "match": {"operation": "set_cluster_spec"},
+            "effect": {"latency_seconds": 60},
+            "probability": 1.0,
+        },
+    )
+    _hold_tasks(server)
+
+    install = cs_models.InstallClusterAddonsRequest(
+        body=[cs_models.InstallClusterAddonsRequestBody(name="arms-prometheus", version="1.1.21")]
+    )
+    task_id = client.install_cluster_addons(cluster_id, install).body.task_id
+    polling.until("the add-on task waits on the clock", lambda: _clock_waiters(server) > 0)
+    client.modify_cluster_tags(
+        cluster_id,
+        cs_models.ModifyClusterTagsRequest(body=[cs_models.Tag(key="team", value="web")]),
+    )
+    _finish(server, client, task_id)
+    assert _tags(client, cluster_id) == {"team": "web"}
+    addon = client.describe_cluster_addon_instance(cluster_id, "arms-prometheus").body
+    assert (addon.version, addon.state) == ("1.1.21", "active")
+
+    task_id = client.modify_cluster(
+        cluster_id, cs_models.ModifyClusterRequest(resource_group_id="rg-tf")
+    ).body.task_id
+    polling.until("ModifyCluster's task waits on the clock", lambda: _clock_waiters(server) > 0)
+    client.tag_resources(
+        cs_models.TagResourcesRequest(
+            region_id="cn-hangzhou",
+            resource_type="CLUSTER",
+            resource_ids=[cluster_id],
+            tags=[cs_models.Tag(key="owner", value="ops")],
+        )
+    )
+    _finish(server, client, task_id)
+    assert _tags(client, cluster_id) == {"team": "web", "owner": "ops"}
+    assert client.describe_cluster_detail(cluster_id).body.resource_group_id == "rg-tf"
+    addon = client.describe_cluster_addon_instance(cluster_id, "arms-prometheus").body
+    assert addon.state == "active"
