@@ -17,8 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from alibabacloud_cs20151215 import models as cs_models
 from alibabacloud_cs20151215.client import Client
+from alibabacloud_tea_openapi.exceptions import ClientException
 
 from tests.acceptance import sdk
 from tests.support import polling, signing
@@ -34,6 +36,13 @@ def _emulator(server: ServerProcess, path: str, document: dict[str, Any]) -> Non
 
 def _hold_tasks(server: ServerProcess) -> None:
     _emulator(server, "clock", {"mode": "manual"})
+
+
+def _hold_every_action(server: ServerProcess) -> None:
+    """Every action a task makes first waits a simulated minute; the clock stands still."""
+    rule = {"match": {}, "effect": {"latency_seconds": 60}, "probability": 1.0}
+    _emulator(server, "faults", rule)
+    _hold_tasks(server)
 
 
 def _finish(server: ServerProcess, client: Client, task_id: str) -> None:
@@ -60,11 +69,7 @@ def test_each_wait_sees_the_new_state_at_once(server: ServerProcess) -> None:
         cluster_id, cs_models.DescribeClusterNodePoolsRequest()
     ).body.nodepools
     pool_id = pools[0].nodepool_info.nodepool_id
-    # Every action a task makes waits a simulated minute first; the clock stands still.
-    _emulator(
-        server, "faults", {"match": {}, "effect": {"latency_seconds": 60}, "probability": 1.0}
-    )
-    _hold_tasks(server)
+    _hold_every_action(server)
 
     # node_count up: ScaleClusterNodePool.
     task_id = client.scale_cluster_node_pool(
@@ -185,3 +190,75 @@ def test_tags_changed_while_a_task_writes_the_cluster_are_kept(server: ServerPro
     assert client.describe_cluster_detail(cluster_id).body.resource_group_id == "rg-tf"
     addon = client.describe_cluster_addon_instance(cluster_id, "arms-prometheus").body
     assert addon.state == "active"
+
+
+def test_control_plane_and_audit_logging_as_the_managed_cluster_applies_them(
+    server: ServerProcess,
+) -> None:
+    """resource_alicloud_cs_managed_kubernetes: CreateCluster with control_plane_log_* and
+    audit_log_config; its Read (CheckControlPlaneLogEnable, GetClusterAuditProject) reads
+    them back; its Update calls UpdateControlPlaneLog and UpdateClusterAuditLogConfig, each
+    a task, and waits for the cluster to go from updating back to running."""
+    client = sdk.client(server)
+    create = cs_models.CreateClusterRequest(
+        name="tf-logs",
+        region_id="cn-hangzhou",
+        cluster_type="ManagedKubernetes",
+        kubernetes_version="1.32.1-aliyun.1",
+        vswitch_ids=["vsw-hangzhou-h"],
+        controlplane_log_ttl="30",
+        controlplane_log_project="tf-sls",
+        controlplane_log_components=["apiserver", "kcm"],
+        audit_log_config=cs_models.CreateClusterRequestAuditLogConfig(
+            enabled=True, sls_project_name="tf-audit"
+        ),
+    )
+    answer = client.create_cluster(create).body
+    cluster_id = answer.cluster_id
+    assert sdk.wait_task(client, answer.task_id).state == "success"
+
+    log = client.check_control_plane_log_enable(cluster_id).body
+    assert (log.log_ttl, log.log_project, log.components) == ("30", "tf-sls", ["apiserver", "kcm"])
+    audit = client.get_cluster_audit_project(cluster_id).body
+    assert (audit.audit_enabled, audit.sls_project_name) == (True, "tf-audit")
+
+    _hold_every_action(server)
+    update = cs_models.UpdateControlPlaneLogRequest(
+        log_ttl="90", components=["apiserver", "kcm", "scheduler"]
+    )
+    answer = client.update_control_plane_log(cluster_id, update).body
+    assert answer.cluster_id == cluster_id
+    assert _cluster_state(client, cluster_id) == "updating"
+    _finish(server, client, answer.task_id)
+    assert _cluster_state(client, cluster_id) == "running"
+    log = client.check_control_plane_log_enable(cluster_id).body
+    assert (log.log_ttl, log.log_project, log.components) == (
+        "90",
+        "tf-sls",
+        ["apiserver", "kcm", "scheduler"],
+    )
+
+    disable = cs_models.UpdateClusterAuditLogConfigRequest(disable=True)
+    answer = client.update_cluster_audit_log_config(cluster_id, disable).body
+    assert _cluster_state(client, cluster_id) == "updating"
+    _finish(server, client, answer.task_id)
+    audit = client.get_cluster_audit_project(cluster_id).body
+    assert (audit.audit_enabled, audit.sls_project_name) == (False, "tf-audit")
+    # The logging settings survive a ModifyCluster, which rewrites the others.
+    task_id = client.modify_cluster(
+        cluster_id, cs_models.ModifyClusterRequest(timezone="UTC")
+    ).body.task_id
+    _finish(server, client, task_id)
+    assert client.check_control_plane_log_enable(cluster_id).body.log_ttl == "90"
+
+    # A wrong value is refused naming the field, and changes nothing.
+    for request, field in (
+        (cs_models.UpdateControlPlaneLogRequest(components=["etcd"]), "components"),
+        (cs_models.UpdateControlPlaneLogRequest(log_ttl="forever"), "log_ttl"),
+    ):
+        with pytest.raises(ClientException) as refused:
+            client.update_control_plane_log(cluster_id, request)
+        assert (refused.value.status_code, refused.value.code) == (400, "InvalidParameter")
+        assert field in refused.value.message
+    assert client.check_control_plane_log_enable(cluster_id).body.log_ttl == "90"
+    assert _cluster_state(client, cluster_id) == "running"

@@ -184,12 +184,18 @@ _NOT_MODIFIED = ("addons", "protected_resources", "control_plane_log", "audit_lo
 
 
 async def update_cluster(ctx: base.StageContext) -> None:
-    asked = specs.cluster_spec(ctx.parameters["spec"])
+    """``spec``: ModifyCluster's whole new spec; ``extra``: settings set one by one
+    (UpdateControlPlaneLog, UpdateClusterAuditLogConfig)."""
+    asked = specs.cluster_spec(ctx.parameters["spec"]) if "spec" in ctx.parameters else None
+    patch: Any = ctx.parameters.get("extra") or {}
 
     def apply(current: world.ClusterSpec) -> world.ClusterSpec:
-        kept = {key: current.extra[key] for key in _NOT_MODIFIED if key in current.extra}
-        extra = {k: v for k, v in asked.extra.items() if k not in _NOT_MODIFIED}
-        return dataclasses.replace(asked, tags=current.tags, extra={**extra, **kept})
+        spec = current
+        if asked is not None:
+            kept = {key: current.extra[key] for key in _NOT_MODIFIED if key in current.extra}
+            extra = {k: v for k, v in asked.extra.items() if k not in _NOT_MODIFIED}
+            spec = dataclasses.replace(asked, tags=current.tags, extra={**extra, **kept})
+        return dataclasses.replace(spec, extra={**spec.extra, **dict(patch)})
 
     await ctx.provider.update_cluster(ctx.cluster_id, state="updating")
     await ctx.provider.update_cluster(ctx.cluster_id, edit=apply, state="running")

@@ -113,7 +113,7 @@ class CloudService:
             deletion_protection=params.boolean(body, "deletion_protection"),
             resource_group_id=params.text(body, "resource_group_id"),
             timezone=params.text(body, "timezone"),
-            extra={**cluster_fields.kept(body, {}), **_addons(body)},
+            extra={**cluster_fields.kept(body, {}), **_addons(body), **_logging(body)},
         )
         asked = []
         adding = 0
@@ -486,6 +486,25 @@ def _addons(body: Mapping[str, Any]) -> dict[str, Any]:
             "task_id": "",
         }
     return {"addons": found} if found else {}
+
+
+def _logging(body: Mapping[str, Any]) -> dict[str, Any]:
+    """CreateCluster's control-plane logging (``controlplane_log_*``) and auditing
+    (``audit_log_config``), read back by CheckControlPlaneLogEnable and
+    GetClusterAuditProject."""
+    found: dict[str, Any] = {}
+    control_plane = cluster_fields.control_plane_log(body, {}, prefix="controlplane_")
+    if control_plane:
+        found["control_plane_log"] = control_plane
+    audit = params.obj(body, "audit_log_config")
+    if audit:
+        found["audit_log"] = {
+            "enabled": params.boolean(audit, "enabled", "audit_log_config."),
+            "sls_project_name": params.text(
+                audit, "sls_project_name", "audit_log_config.", max_length=128
+            ),
+        }
+    return found
 
 
 def _id(value: str, not_found: type[errors.ClusterNotFound]) -> str:

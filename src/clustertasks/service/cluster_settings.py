@@ -21,7 +21,6 @@ from clustertasks.service import cloud, control, submission
 
 MAX_TAGS = 20
 PROTECTABLE = ("namespaces", "services")
-CONTROL_PLANE_COMPONENTS = ("apiserver", "kcm", "scheduler", "ccm")
 
 
 class ClusterSettings:
@@ -40,12 +39,7 @@ class ClusterSettings:
     # -- ModifyCluster ---------------------------------------------------------------------
 
     def modify_cluster(self, cluster_id: str, body: Mapping[str, Any]) -> submission.Submitted:
-        cluster = self._clouds.cluster(cluster_id)
-        if cluster.state not in ("running", "updating"):
-            raise errors.ClusterStateError(
-                f"cluster {cluster.cluster_id} is {cluster.state}: only a running cluster "
-                "can be modified"
-            )
+        cluster = self._modifiable(cluster_id)
         spec = cluster.spec
         name = params.text(body, "cluster_name", default=spec.name, max_length=63)
         if name != spec.name:
@@ -85,6 +79,79 @@ class ClusterSettings:
             },
         )
         return submission.Submitted(outcome.task, cluster_id=cluster.cluster_id)
+
+    def _modifiable(self, cluster_id: str) -> world.Cluster:
+        cluster = self._clouds.cluster(cluster_id)
+        if cluster.state not in ("running", "updating"):
+            raise errors.ClusterStateError(
+                f"cluster {cluster.cluster_id} is {cluster.state}: only a running cluster "
+                "can be modified"
+            )
+        return cluster
+
+    def _update_extra(self, cluster: world.Cluster, key: str, value: Any) -> submission.Submitted:
+        """A ``cluster_update`` task that sets ``extra[key]`` (the cluster ``updating`` from
+        the answer on, as Terraform's wait for ``running`` expects)."""
+        outcome = self._control.submit(
+            "cluster_update",
+            cluster_id=cluster.cluster_id,
+            target=records.Target(cluster.cluster_id, "cluster"),
+            parameters={"extra": {key: value}},
+            accepted=self._cloud.shown_at_once(cluster.cluster_id, cluster_state="updating"),
+        )
+        return submission.Submitted(outcome.task, cluster_id=cluster.cluster_id)
+
+    # -- control-plane and audit logging ---------------------------------------------------
+
+    def update_control_plane_log(
+        self, cluster_id: str, body: Mapping[str, Any]
+    ) -> submission.Submitted:
+        """UpdateControlPlaneLog: a task; what is not sent keeps its value."""
+        cluster = self._modifiable(cluster_id)
+        config = cluster_fields.control_plane_log(
+            body, cluster.spec.extra.get("control_plane_log", {})
+        )
+        return self._update_extra(cluster, "control_plane_log", config)
+
+    def control_plane_log(self, cluster_id: str) -> dict[str, Any]:
+        cluster = self._clouds.cluster(cluster_id)
+        config = cluster_fields.merged(
+            {"log_project": "", "log_ttl": "30", "components": []},
+            cluster.spec.extra.get("control_plane_log", {}),
+        )
+        return {
+            "aliuid": str(config.get("aliuid", "")),
+            "components": list(config["components"]),
+            "log_project": config["log_project"] or f"k8s-log-{cluster.cluster_id}",
+            "log_ttl": str(config["log_ttl"]),
+        }
+
+    def update_audit_log_config(
+        self, cluster_id: str, body: Mapping[str, Any]
+    ) -> submission.Submitted:
+        """UpdateClusterAuditLogConfig: a task; ``disable`` turns auditing off."""
+        cluster = self._modifiable(cluster_id)
+        stored = dict(cluster.spec.extra.get("audit_log", {}))
+        config = {
+            "enabled": not params.boolean(body, "disable"),
+            "sls_project_name": params.text(
+                body,
+                "sls_project_name",
+                default=str(stored.get("sls_project_name", "")),
+                max_length=128,
+            ),
+        }
+        return self._update_extra(cluster, "audit_log", config)
+
+    def audit_project(self, cluster_id: str) -> dict[str, Any]:
+        """GetClusterAuditProject: on unless turned off, in the cluster's default project."""
+        cluster = self._clouds.cluster(cluster_id)
+        config = dict(cluster.spec.extra.get("audit_log", {}))
+        enabled = bool(config.get("enabled", False))
+        project = str(config.get("sls_project_name", ""))
+        if enabled and not project:
+            project = f"k8s-log-{cluster.cluster_id}"
+        return {"audit_enabled": enabled, "sls_project_name": project}
 
     # -- tags ------------------------------------------------------------------------------
 
@@ -197,19 +264,6 @@ class ClusterSettings:
         }
 
     # -- what a managed cluster's refresh reads --------------------------------------------
-
-    def control_plane_log(self, cluster_id: str) -> dict[str, Any]:
-        cluster = self._clouds.cluster(cluster_id)
-        config = cluster_fields.merged(
-            {"log_project": "", "log_ttl": "30", "components": []},
-            cluster.spec.extra.get("control_plane_log", {}),
-        )
-        return {
-            "aliuid": "",
-            "components": list(config["components"]),
-            "log_project": config["log_project"] or f"k8s-log-{cluster.cluster_id}",
-            "log_ttl": str(config["log_ttl"]),
-        }
 
     def user_kubeconfig(
         self, cluster_id: str, private: bool, minutes: int | None
