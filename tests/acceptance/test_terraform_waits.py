@@ -14,6 +14,7 @@ realtime (at speed 0) lets the task finish.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -261,4 +262,61 @@ def test_control_plane_and_audit_logging_as_the_managed_cluster_applies_them(
         assert (refused.value.status_code, refused.value.code) == (400, "InvalidParameter")
         assert field in refused.value.message
     assert client.check_control_plane_log_enable(cluster_id).body.log_ttl == "90"
+    assert _cluster_state(client, cluster_id) == "running"
+
+
+def _capabilities(client: Client, cluster_id: str) -> dict[str, Any]:
+    meta_data = client.describe_cluster_detail(cluster_id).body.meta_data
+    found: dict[str, Any] = json.loads(meta_data)["Capabilities"]
+    return found
+
+
+def test_encryption_and_migration_as_the_managed_cluster_applies_them(
+    server: ServerProcess,
+) -> None:
+    """encryption_provider_key is read back from meta_data's Capabilities; changing it is
+    UpdateKMSEncryption (wait updating -> running); cluster_spec from ack.standard is
+    MigrateCluster (wait migrating -> running)."""
+    client = sdk.client(server)
+    create = cs_models.CreateClusterRequest(
+        name="tf-kms",
+        region_id="cn-hangzhou",
+        cluster_type="ManagedKubernetes",
+        cluster_spec="ack.standard",
+        kubernetes_version="1.32.1-aliyun.1",
+        vswitch_ids=["vsw-hangzhou-h"],
+        encryption_provider_key="key-tf-1",
+    )
+    answer = client.create_cluster(create).body
+    cluster_id = answer.cluster_id
+    assert sdk.wait_task(client, answer.task_id).state == "success"
+    assert _capabilities(client, cluster_id) == {
+        "DisableEncryption": False,
+        "EncryptionKMSKeyId": "key-tf-1",
+    }
+
+    _hold_every_action(server)
+    client.update_kmsencryption(
+        cluster_id, cs_models.UpdateKMSEncryptionRequest(disable_encryption=True)
+    )
+    assert _cluster_state(client, cluster_id) == "updating"
+    tasks = client.describe_cluster_tasks(
+        cluster_id, cs_models.DescribeClusterTasksRequest()
+    ).body.tasks
+    _finish(server, client, tasks[0].task_id)
+    assert _cluster_state(client, cluster_id) == "running"
+    assert _capabilities(client, cluster_id)["DisableEncryption"] is True
+
+    client.migrate_cluster(cluster_id, cs_models.MigrateClusterRequest())
+    assert _cluster_state(client, cluster_id) == "migrating"
+    tasks = client.describe_cluster_tasks(
+        cluster_id, cs_models.DescribeClusterTasksRequest()
+    ).body.tasks
+    _finish(server, client, tasks[0].task_id)
+    detail = client.describe_cluster_detail(cluster_id).body
+    assert (detail.state, detail.cluster_spec) == ("running", "ack.pro.small")
+    # A Pro cluster is not migrated again: refused, and nothing changes.
+    with pytest.raises(ClientException) as refused:
+        client.migrate_cluster(cluster_id, cs_models.MigrateClusterRequest())
+    assert (refused.value.status_code, refused.value.code) == (400, "ErrorClusterState")
     assert _cluster_state(client, cluster_id) == "running"

@@ -183,6 +183,24 @@ async def update_cluster_audit_log_config(request: Request, cluster_id: str) -> 
     return _task_answer(request, "UpdateClusterAuditLogConfig", done)
 
 
+@router.put(
+    "/clusters/{cluster_id}/kms", operation_id="UpdateKMSEncryption", summary="UpdateKMSEncryption"
+)
+async def update_kms_encryption(request: Request, cluster_id: str) -> Response:
+    document = await body.json_object(request)
+    done = await run_in_threadpool(_settings(request).update_kms_encryption, cluster_id, document)
+    return _task_answer(request, "UpdateKMSEncryption", done)
+
+
+@router.post(
+    "/clusters/{cluster_id}/migrate", operation_id="MigrateCluster", summary="MigrateCluster"
+)
+async def migrate_cluster(request: Request, cluster_id: str) -> Response:
+    document = await body.json_object(request)
+    done = await run_in_threadpool(_settings(request).migrate_cluster, cluster_id, document)
+    return _task_answer(request, "MigrateCluster", done)
+
+
 def _task_answer(request: Request, operation: str, done: submission.Submitted) -> Response:
     return render.document(
         request,

@@ -20,6 +20,7 @@ CLUSTER_STATES = frozenset(
         "running",
         "updating",
         "upgrading",
+        "migrating",
         "removing",
         "draining",
         "scaling",

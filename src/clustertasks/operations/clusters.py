@@ -180,14 +180,18 @@ async def delete_failed(ctx: base.StageContext) -> None:
 # Spec parts ModifyCluster never changes, which other requests change at once (tags,
 # resource protection) or other tasks own (add-ons, control-plane logging): kept as they
 # are when the spec is written.
-_NOT_MODIFIED = ("addons", "protected_resources", "control_plane_log", "audit_log")
+_NOT_MODIFIED = ("addons", "protected_resources", "control_plane_log", "audit_log", "encryption")
 
 
 async def update_cluster(ctx: base.StageContext) -> None:
     """``spec``: ModifyCluster's whole new spec; ``extra``: settings set one by one
-    (UpdateControlPlaneLog, UpdateClusterAuditLogConfig)."""
+    (UpdateControlPlaneLog, UpdateClusterAuditLogConfig, UpdateKMSEncryption);
+    ``cluster_spec``: MigrateCluster's edition; ``state``: what the cluster shows meanwhile
+    (``updating``, or ``migrating``)."""
     asked = specs.cluster_spec(ctx.parameters["spec"]) if "spec" in ctx.parameters else None
     patch: Any = ctx.parameters.get("extra") or {}
+    edition = str(ctx.parameters.get("cluster_spec") or "")
+    during = str(ctx.parameters.get("state") or "updating")
 
     def apply(current: world.ClusterSpec) -> world.ClusterSpec:
         spec = current
@@ -195,9 +199,10 @@ async def update_cluster(ctx: base.StageContext) -> None:
             kept = {key: current.extra[key] for key in _NOT_MODIFIED if key in current.extra}
             extra = {k: v for k, v in asked.extra.items() if k not in _NOT_MODIFIED}
             spec = dataclasses.replace(asked, tags=current.tags, extra={**extra, **kept})
-        return dataclasses.replace(spec, extra={**spec.extra, **dict(patch)})
+        spec = dataclasses.replace(spec, extra={**spec.extra, **dict(patch)})
+        return dataclasses.replace(spec, cluster_spec=edition) if edition else spec
 
-    await ctx.provider.update_cluster(ctx.cluster_id, state="updating")
+    await ctx.provider.update_cluster(ctx.cluster_id, state=during)
     await ctx.provider.update_cluster(ctx.cluster_id, edit=apply, state="running")
     await ctx.emit("ClusterUpdated", f"settings of cluster {ctx.cluster_id} updated", once=True)
 

@@ -489,13 +489,17 @@ def _addons(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _logging(body: Mapping[str, Any]) -> dict[str, Any]:
-    """CreateCluster's control-plane logging (``controlplane_log_*``) and auditing
-    (``audit_log_config``), read back by CheckControlPlaneLogEnable and
-    GetClusterAuditProject."""
+    """CreateCluster's control-plane logging (``controlplane_log_*``), auditing
+    (``audit_log_config``) and secret encryption (``encryption_provider_key``), read back
+    by CheckControlPlaneLogEnable, GetClusterAuditProject and DescribeClusterDetail's
+    ``meta_data``."""
     found: dict[str, Any] = {}
     control_plane = cluster_fields.control_plane_log(body, {}, prefix="controlplane_")
     if control_plane:
         found["control_plane_log"] = control_plane
+    key = params.text(body, "encryption_provider_key", max_length=128)
+    if key:
+        found["encryption"] = {"disabled": False, "kms_key_id": key}
     audit = params.obj(body, "audit_log_config")
     if audit:
         found["audit_log"] = {

@@ -20,6 +20,7 @@ from clustertasks.providers import inventory
 from clustertasks.service import cloud, control, submission
 
 MAX_TAGS = 20
+PRO_EDITIONS = ("ack.pro.small", "ack.pro.xlarge", "ack.pro.2xlarge", "ack.pro.4xlarge")
 PROTECTABLE = ("namespaces", "services")
 
 
@@ -92,14 +93,50 @@ class ClusterSettings:
     def _update_extra(self, cluster: world.Cluster, key: str, value: Any) -> submission.Submitted:
         """A ``cluster_update`` task that sets ``extra[key]`` (the cluster ``updating`` from
         the answer on, as Terraform's wait for ``running`` expects)."""
+        return self._update(cluster, {"extra": {key: value}}, "updating")
+
+    def _update(
+        self, cluster: world.Cluster, parameters: Mapping[str, Any], during: str
+    ) -> submission.Submitted:
         outcome = self._control.submit(
             "cluster_update",
             cluster_id=cluster.cluster_id,
             target=records.Target(cluster.cluster_id, "cluster"),
-            parameters={"extra": {key: value}},
-            accepted=self._cloud.shown_at_once(cluster.cluster_id, cluster_state="updating"),
+            parameters={**parameters, "state": during},
+            accepted=self._cloud.shown_at_once(cluster.cluster_id, cluster_state=during),
         )
         return submission.Submitted(outcome.task, cluster_id=cluster.cluster_id)
+
+    # -- encryption and edition ------------------------------------------------------------
+
+    def update_kms_encryption(
+        self, cluster_id: str, body: Mapping[str, Any]
+    ) -> submission.Submitted:
+        """UpdateKMSEncryption: turn secret encryption on with ``kms_key_id``, or off with
+        ``disable_encryption``; a task."""
+        cluster = self._modifiable(cluster_id)
+        disable = params.boolean(body, "disable_encryption")
+        stored = dict(cluster.spec.extra.get("encryption", {}))
+        key = params.text(
+            body, "kms_key_id", default=str(stored.get("kms_key_id", "")), max_length=128
+        )
+        if not disable and not key:
+            raise errors.InvalidParameter("kms_key_id", "is required to turn encryption on")
+        return self._update_extra(cluster, "encryption", {"disabled": disable, "kms_key_id": key})
+
+    def migrate_cluster(self, cluster_id: str, body: Mapping[str, Any]) -> submission.Submitted:
+        """MigrateCluster: an ``ack.standard`` cluster becomes ``ack.pro.small`` (or the Pro
+        edition ``spec`` names); ``migrating`` until its task ends, as Terraform waits."""
+        cluster = self._modifiable(cluster_id)
+        edition = params.text(body, "spec", default="ack.pro.small")
+        if edition not in PRO_EDITIONS:
+            raise errors.InvalidParameter("spec", f"must be one of {', '.join(PRO_EDITIONS)}")
+        if cluster.spec.cluster_spec != "ack.standard":
+            raise errors.ClusterStateError(
+                f"cluster {cluster.cluster_id} is {cluster.spec.cluster_spec}: only an "
+                "ack.standard cluster is migrated"
+            )
+        return self._update(cluster, {"cluster_spec": edition}, "migrating")
 
     # -- control-plane and audit logging ---------------------------------------------------
 
