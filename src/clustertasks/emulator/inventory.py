@@ -61,6 +61,22 @@ class SimInventory:
     def node_quota(self) -> int:
         return self._settings.node_quota
 
+    def check_not_in_use(self, instance_ids: Sequence[str]) -> None:
+        for instance_id in instance_ids:
+            try:
+                instance = self._store.get_instance(instance_id)
+            except errors.NotFound:
+                continue
+            if instance.status == world_storage.RELEASED:
+                continue
+            node = self._store.node_of_instance(instance_id)
+            if instance.nodepool_id or node is not None:
+                owner = node.cluster_id if node is not None else instance.cluster_id
+                where = f" (node pool {instance.nodepool_id})" if instance.nodepool_id else ""
+                raise errors.InstanceNotFree(
+                    f"the instance {instance_id} is already in the cluster {owner}{where}"
+                )
+
     def check_node_quota(self, cluster_id: str, adding: int) -> None:
         """The cluster's count is its instances not released, or the sum of its pools'
         desired sizes when that is more: a scale-out raises the desired size before its

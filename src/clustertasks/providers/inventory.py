@@ -54,6 +54,12 @@ class Inventory(Protocol):
         """Most worker nodes one cluster may have."""
         ...
 
+    def check_not_in_use(self, instance_ids: Sequence[str]) -> None:
+        """Raises ``errors.InstanceNotFree`` naming the first instance that is already in a
+        node pool or a node of a cluster. Unknown instances pass: the task reports them,
+        as it reports an instance taken between the request and the task."""
+        ...
+
     def check_node_quota(self, cluster_id: str, adding: int) -> None:
         """Raises ``errors.QuotaExceeded`` if ``adding`` more nodes would pass the quota
         (counting nodes that exist and pools' desired sizes)."""

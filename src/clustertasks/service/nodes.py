@@ -362,6 +362,8 @@ class NodeService:
         instances = list(dict.fromkeys(params.text_list(body, "instances", max_items=100)))
         if not instances:
             raise errors.InvalidParameter("instances", "is required")
+        # Known now: refused before any task exists (the task checks again, for races).
+        self._cloud.check_not_in_use(instances)
         self._cloud.check_node_quota(cluster.cluster_id, len(instances))
         parameters = {
             "nodepool_id": pool.nodepool_id,
