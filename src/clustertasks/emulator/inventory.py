@@ -143,6 +143,16 @@ class SimInventory:
         pool = self._new_nodepool(cluster_id, nodepool_id, spec, basis=nodepool_id)
         return self._store.add_nodepool(pool)
 
+    def registering_cluster(self, cluster_id: str, spec: world.ClusterSpec) -> store.Accepted:
+        cluster = self._new_cluster(cluster_id, spec, basis=cluster_id)
+        return world_storage.recording(cluster=cluster)
+
+    def registering_nodepool(
+        self, cluster_id: str, nodepool_id: str, spec: world.NodePoolSpec
+    ) -> store.Accepted:
+        pool = self._new_nodepool(cluster_id, nodepool_id, spec, basis=nodepool_id)
+        return world_storage.recording(nodepool=pool)
+
     def _new_cluster(
         self, cluster_id: str, spec: world.ClusterSpec, *, basis: str
     ) -> world.Cluster:

@@ -84,20 +84,7 @@ class WorldStore:
     def add_cluster(self, cluster: world.Cluster, key: str | None = None) -> world.Cluster:
         """Insert ``cluster`` unless one with its id (or made with ``key``) exists; return the
         one stored."""
-        row = {
-            "cluster_id": cluster.cluster_id,
-            "idempotency_key": key,
-            "name": cluster.spec.name,
-            "region_id": cluster.spec.region_id,
-            "state": cluster.state,
-            "current_version": cluster.current_version,
-            "vpc_id": cluster.vpc_id,
-            "security_group_id": cluster.security_group_id,
-            "node_quota": cluster.node_quota,
-            "spec": world_rows.plain(cluster.spec),
-            "created_us": cluster.created_us,
-            "updated_us": cluster.updated_us,
-        }
+        row = _cluster_row(cluster, key)
         same = C.c.cluster_id == cluster.cluster_id
         if key is not None:
             same = sa.or_(same, C.c.idempotency_key == key)
@@ -187,19 +174,7 @@ class WorldStore:
     def add_nodepool(self, pool: world.NodePool, key: str | None = None) -> world.NodePool:
         """Insert ``pool`` unless one with its id (or made with ``key``) exists; return the
         one stored."""
-        row = {
-            "nodepool_id": pool.nodepool_id,
-            "cluster_id": pool.cluster_id,
-            "idempotency_key": key,
-            "name": pool.spec.name,
-            "state": pool.state,
-            "desired_size": pool.desired_size,
-            "kubernetes_version": pool.kubernetes_version,
-            "scaling_group_id": pool.scaling_group_id,
-            "spec": world_rows.plain(pool.spec),
-            "created_us": pool.created_us,
-            "updated_us": pool.updated_us,
-        }
+        row = _nodepool_row(pool, key)
         same = P.c.nodepool_id == pool.nodepool_id
         if key is not None:
             same = sa.or_(same, P.c.idempotency_key == key)
@@ -536,6 +511,62 @@ class WorldStore:
         if row is None:
             raise errors.NodePoolNotFound(nodepool_id, cluster_id)
         return world_rows.nodepool_from_row(row._mapping)
+
+
+def _cluster_row(cluster: world.Cluster, key: str | None = None) -> dict[str, Any]:
+    return {
+        "cluster_id": cluster.cluster_id,
+        "idempotency_key": key,
+        "name": cluster.spec.name,
+        "region_id": cluster.spec.region_id,
+        "state": cluster.state,
+        "current_version": cluster.current_version,
+        "vpc_id": cluster.vpc_id,
+        "security_group_id": cluster.security_group_id,
+        "node_quota": cluster.node_quota,
+        "spec": world_rows.plain(cluster.spec),
+        "created_us": cluster.created_us,
+        "updated_us": cluster.updated_us,
+    }
+
+
+def _nodepool_row(pool: world.NodePool, key: str | None = None) -> dict[str, Any]:
+    return {
+        "nodepool_id": pool.nodepool_id,
+        "cluster_id": pool.cluster_id,
+        "idempotency_key": key,
+        "name": pool.spec.name,
+        "state": pool.state,
+        "desired_size": pool.desired_size,
+        "kubernetes_version": pool.kubernetes_version,
+        "scaling_group_id": pool.scaling_group_id,
+        "spec": world_rows.plain(pool.spec),
+        "created_us": pool.created_us,
+        "updated_us": pool.updated_us,
+    }
+
+
+def recording(
+    cluster: world.Cluster | None = None, nodepool: world.NodePool | None = None
+) -> store.Accepted:
+    """What inserts ``cluster`` or ``nodepool`` in the transaction it is given (the one that
+    accepts the task creating it), unless a row with its id is there already."""
+
+    def record(conn: sa.Connection) -> None:
+        if cluster is not None:
+            found = conn.execute(
+                sa.select(C.c.cluster_id).where(C.c.cluster_id == cluster.cluster_id)
+            ).first()
+            if found is None:
+                conn.execute(sa.insert(C).values(**_cluster_row(cluster)))
+        if nodepool is not None:
+            found = conn.execute(
+                sa.select(P.c.nodepool_id).where(P.c.nodepool_id == nodepool.nodepool_id)
+            ).first()
+            if found is None:
+                conn.execute(sa.insert(P).values(**_nodepool_row(nodepool)))
+
+    return record
 
 
 def marking_states(

@@ -73,6 +73,18 @@ class Inventory(Protocol):
         """Record the cluster in state ``initial``; the same id again returns it unchanged."""
         ...
 
+    def registering_cluster(self, cluster_id: str, spec: world.ClusterSpec) -> store.Accepted:
+        """What ``register_cluster`` records, checked now and written in the transaction
+        that accepts the task creating the cluster: nothing is left of a refused request."""
+        ...
+
+    def registering_nodepool(
+        self, cluster_id: str, nodepool_id: str, spec: world.NodePoolSpec
+    ) -> store.Accepted:
+        """What ``register_nodepool`` records, checked now and written in the transaction
+        that accepts the task creating the pool."""
+        ...
+
     def edit_cluster_spec(self, cluster_id: str, edit: world.SpecEdit) -> world.Cluster:
         """Change the cluster's spec at once (what ACK changes without a task: tags and
         resource protection): ``edit`` gets the spec as stored and returns the new one, in

@@ -142,12 +142,11 @@ class CloudService:
             parameters={"cluster_id": cluster_id, "spec": specs.to_json(spec), "nodepools": pools},
             client_token=client_token,
             request={"spec": specs.to_json(spec), "nodepools": asked},
+            # Describable at once, in state initial, if and only if the task exists.
+            accepted=self._cloud.registering_cluster(cluster_id, spec),
         )
         task = outcome.task
-        cluster_id = str(task.parameters["cluster_id"])
-        if outcome.created:
-            self._cloud.register_cluster(cluster_id, spec)
-        return submission.Submitted(task, cluster_id=cluster_id)
+        return submission.Submitted(task, cluster_id=str(task.parameters["cluster_id"]))
 
     def delete_cluster(self, cluster_id: str) -> submission.Submitted:
         cluster = self.cluster(cluster_id)
@@ -224,8 +223,8 @@ class CloudService:
             cluster_id=cluster.cluster_id,
             target=records.Target(nodepool_id, "nodepool"),
             parameters=parameters,
+            accepted=self._cloud.registering_nodepool(cluster.cluster_id, nodepool_id, spec),
         )
-        self._cloud.register_nodepool(cluster.cluster_id, nodepool_id, spec)
         return submission.Submitted(
             outcome.task, cluster_id=cluster.cluster_id, nodepool_id=nodepool_id
         )
