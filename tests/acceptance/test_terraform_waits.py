@@ -320,3 +320,55 @@ def test_encryption_and_migration_as_the_managed_cluster_applies_them(
         client.migrate_cluster(cluster_id, cs_models.MigrateClusterRequest())
     assert (refused.value.status_code, refused.value.code) == (400, "ErrorClusterState")
     assert _cluster_state(client, cluster_id) == "running"
+
+
+def _set_status(server: ServerProcess, cluster_id: str, node_name: str) -> dict[str, Any]:
+    answer = httpx.post(
+        f"{server.url}/_emulator/clusters/{cluster_id}/nodes/{node_name}/status",
+        json={"node_status": "NotReady"},
+        auth=signing.auth(),
+        trust_env=False,
+    )
+    assert answer.status_code == 200, answer.text
+    found: dict[str, Any] = answer.json()
+    return found
+
+
+def _node_statuses(client: Client, cluster_id: str, pool_id: str) -> dict[str, str]:
+    nodes = client.describe_cluster_nodes(
+        cluster_id, cs_models.DescribeClusterNodesRequest(nodepool_id=pool_id)
+    ).body.nodes
+    return {str(n.node_name): str(n.node_status) for n in nodes}
+
+
+def test_a_pool_with_auto_repair_repairs_a_node_that_goes_not_ready(
+    server: ServerProcess,
+) -> None:
+    """management.auto_repair: a node of such a pool that goes NotReady gets a repair task
+    (nodepool_repair) and is Ready again; in a pool without it, the node stays NotReady."""
+    client = sdk.client(server)
+    cluster_id, _ = sdk.create_cluster(client, name="tf-repair", pool_size=1)
+    plain_id = (
+        client.describe_cluster_node_pools(cluster_id, cs_models.DescribeClusterNodePoolsRequest())
+        .body.nodepools[0]
+        .nodepool_info.nodepool_id
+    )
+    request = sdk.pool_request("managed", 2)
+    request.management = cs_models.CreateClusterNodePoolRequestManagement(
+        enable=True, auto_repair=True
+    )
+    created = client.create_cluster_node_pool(cluster_id, request).body
+    assert sdk.wait_task(client, created.task_id).state == "success"
+    managed_id = created.nodepool_id
+
+    sick = sorted(_node_statuses(client, cluster_id, managed_id))[0]
+    answer = _set_status(server, cluster_id, sick)
+    assert answer["node_status"] == "NotReady"
+    task = sdk.wait_task(client, answer["repair_task_id"])
+    assert (task.task_type, task.state) == ("nodepool_repair", "success")
+    assert task.target.id == managed_id
+    assert set(_node_statuses(client, cluster_id, managed_id).values()) == {"Ready"}
+
+    lonely = next(iter(_node_statuses(client, cluster_id, plain_id)))
+    assert _set_status(server, cluster_id, lonely)["repair_task_id"] == ""
+    assert _node_statuses(client, cluster_id, plain_id) == {lonely: "NotReady"}

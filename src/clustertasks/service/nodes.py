@@ -354,6 +354,25 @@ class NodeService:
         )
         return submission.Submitted(outcome.task, cluster.cluster_id, pool.nodepool_id)
 
+    def repair_automatically(self, cluster_id: str, node_name: str) -> records.Task | None:
+        """A node that is not Ready, in a pool with ``management.enable`` and
+        ``management.auto_repair``: a repair task for it, as a managed pool of ACK starts
+        one. None when the pool does not repair itself, or another task holds the pool (the
+        node then stays as it is until someone repairs it)."""
+        node = next(
+            (n for n in self._cloud.list_nodes(cluster_id) if n.node_name == node_name), None
+        )
+        if node is None or node.node_status == "Ready" or not node.nodepool_id:
+            return None
+        pool = self._cloud.get_nodepool(cluster_id, node.nodepool_id)
+        management = pool.spec.extra.get("management") or {}
+        if not (management.get("enable") and management.get("auto_repair")):
+            return None
+        try:
+            return self.repair_nodepool(cluster_id, pool.nodepool_id, {"nodes": [node_name]}).task
+        except errors.TaskConflict:
+            return None
+
     def attach_instances(
         self, cluster_id: str, nodepool_id: str, body: Mapping[str, Any]
     ) -> submission.Submitted:
