@@ -372,3 +372,64 @@ def test_a_pool_with_auto_repair_repairs_a_node_that_goes_not_ready(
     lonely = next(iter(_node_statuses(client, cluster_id, plain_id)))
     assert _set_status(server, cluster_id, lonely)["repair_task_id"] == ""
     assert _node_statuses(client, cluster_id, plain_id) == {lonely: "NotReady"}
+
+
+def test_serverless_and_dedicated_cluster_creation(server: ServerProcess) -> None:
+    """resource_alicloud_cs_serverless_kubernetes sends ManagedKubernetes with profile
+    Serverless (and alibaba-log-controller when sls_project_name is set);
+    resource_alicloud_cs_kubernetes sends cluster_type Kubernetes. Both wait for the task,
+    then for initial -> running, then read the detail and the resources."""
+    client = sdk.client(server)
+    serverless = cs_models.CreateClusterRequest(
+        name="tf-serverless",
+        kubernetes_version="1.32.1-aliyun.1",
+        cluster_type="ManagedKubernetes",
+        profile="Serverless",
+        region_id="cn-hangzhou",
+        vpcid="vpc-tf",
+        vswitch_ids=["vsw-hangzhou-h"],
+        zone_id="cn-hangzhou-h",
+        snat_entry=True,
+        nat_gateway=True,
+        endpoint_public_access=True,
+        service_discovery_types=["PrivateZone"],
+        logging_type="SLS",
+        deletion_protection=False,
+        resource_group_id="rg-tf",
+        tags=[cs_models.Tag(key="kind", value="serverless")],
+        addons=[
+            cs_models.Addon(
+                name="alibaba-log-controller",
+                config='{"sls_project_name":"tf-sls"}',
+                version="",
+                disabled=False,
+            )
+        ],
+    )
+    dedicated = cs_models.CreateClusterRequest(
+        name="tf-dedicated",
+        kubernetes_version="1.32.1-aliyun.1",
+        cluster_type="Kubernetes",
+        region_id="cn-hangzhou",
+        master_vswitch_ids=["vsw-hangzhou-h"] * 3,
+        master_instance_types=["ecs.g7.large"] * 3,
+        worker_vswitch_ids=["vsw-hangzhou-h"],
+        addons=[cs_models.Addon(name="flannel", config="", version="", disabled=False)],
+    )
+    for request, profile in ((serverless, "Serverless"), (dedicated, "Default")):
+        answer = client.create_cluster(request).body
+        assert sdk.wait_task(client, answer.task_id).state == "success"
+        detail = client.describe_cluster_detail(answer.cluster_id).body
+        assert (detail.name, detail.state) == (request.name, "running")
+        assert (detail.cluster_type, detail.profile) == (request.cluster_type, profile)
+        resources = client.describe_cluster_resources(
+            answer.cluster_id, cs_models.DescribeClusterResourcesRequest()
+        ).body
+        assert resources
+    log = client.describe_cluster_addon_instance(
+        client.describe_clusters(cs_models.DescribeClustersRequest(name="tf-serverless"))
+        .body[0]
+        .cluster_id,
+        "alibaba-log-controller",
+    ).body
+    assert (log.state, log.config) == ("active", '{"sls_project_name":"tf-sls"}')
