@@ -5,8 +5,9 @@ up; minutes at realistic speed), ``CreateNodePools`` (the pools asked for in
 ``nodepools[]``), ``CreateInstances`` and ``JoinNodes`` (their nodes, for every pool),
 ``Finish`` (the cluster is ``running``). A failure leaves the cluster ``failed``.
 
-``cluster_update`` — ModifyCluster: ``UpdateCluster`` (the cluster is ``updating`` while its
-new settings are applied, then ``running``).
+``cluster_update`` — ModifyCluster, UpdateControlPlaneLog, UpdateClusterAuditLogConfig,
+UpdateKMSEncryption, MigrateCluster: ``UpdateCluster`` (the cluster is ``updating``, or
+``migrating``, while its new settings are applied, then ``running``).
 
 ``cluster_delete`` — DeleteCluster: ``DeleteNodePools`` (every node removed, its instance
 released, every pool deleted) then ``DeleteControlPlane`` (the cluster is ``deleted``).
