@@ -103,12 +103,17 @@ def test_a_node_of_the_pool_is_not_attached_again(server: ServerProcess) -> None
 
     first = _wait(server, _ok(_call(server, "POST", path, json={"instances": [spare]}))["task_id"])
     assert first["state"] == "success", first["error"]
-    again = _wait(server, _ok(_call(server, "POST", path, json={"instances": [spare]}))["task_id"])
-    assert again["state"] == "fail"
-    assert again["task_result"] == [{"data": spare, "status": "failed"}]
-    assert "InstanceNotFree" in again["error"]["message"] or again["error"]["code"] == (
-        "InstanceNotFree"
-    )
+    # Known at request time: refused in ACK's format, naming the instance; no task.
+    tasks = f"/clusters/{cluster_id}/tasks"
+    before = _ok(_call(server, "GET", tasks))["page_info"]["total_count"]
+    again = _call(server, "POST", path, json={"instances": [spare]})
+    assert again.status_code == 400
+    refusal = again.json()
+    assert refusal["code"] == "InstanceNotFree"
+    assert spare in refusal["message"]
+    assert pool_id in refusal["message"]
+    assert refusal["requestId"]
+    assert _ok(_call(server, "GET", tasks))["page_info"]["total_count"] == before
     nodes = _ok(_call(server, "GET", f"/clusters/{cluster_id}/nodes"))["nodes"]
     assert [n["instance_id"] for n in nodes] == [spare]
     pool = _pools(server, cluster_id)[0]

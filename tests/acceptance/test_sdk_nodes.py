@@ -279,29 +279,47 @@ def test_remove_without_release_then_attach_to_another_pool(server: ServerProces
     assert (pool.status.total_nodes, pool.scaling_group.desired_size) == (2, 2)
     assert _emulator(server, "GET", "/_emulator/instances")["instances"] == []
 
-    # Instances that are not free fail one by one, each with its reason.
+    # A node of a pool is refused before any task exists, naming it; nothing changes.
     made = _emulator(server, "POST", "/_emulator/instances", json={"cluster_id": cluster_id})
     spare = made["instances"][0]["instance_id"]
+    tasks_before = client.describe_cluster_tasks(
+        cluster_id, cs_models.DescribeClusterTasksRequest()
+    ).body.page_info.total_count
+    with pytest.raises(ClientException) as refused:
+        client.attach_instances_to_node_pool(
+            cluster_id,
+            pool_b,
+            cs_models.AttachInstancesToNodePoolRequest(instances=[spare, busy.instance_id]),
+        )
+    assert (refused.value.status_code, refused.value.code) == (400, "InstanceNotFree")
+    assert busy.instance_id in refused.value.message
+    assert pool_a in refused.value.message
+    assert (
+        client.describe_cluster_tasks(
+            cluster_id, cs_models.DescribeClusterTasksRequest()
+        ).body.page_info.total_count
+        == tasks_before
+    )
+    assert [
+        i["instance_id"] for i in _emulator(server, "GET", "/_emulator/instances")["instances"]
+    ] == [spare]
+
+    # Instances unknown at request time fail in the task, one by one, each with its reason.
     bad = client.attach_instances_to_node_pool(
         cluster_id,
         pool_b,
-        cs_models.AttachInstancesToNodePoolRequest(
-            instances=[spare, "i-doesnotexist000000", busy.instance_id]
-        ),
+        cs_models.AttachInstancesToNodePoolRequest(instances=[spare, "i-doesnotexist000000"]),
     ).body
     task = sdk.wait_task(client, bad.task_id)
     assert task.state == "fail"
     assert {r.data: r.status for r in task.task_result} == {
         spare: "success",
         "i-doesnotexist000000": "failed",
-        busy.instance_id: "failed",
     }
     failures = [e.message for e in task.events if e.reason == "InstanceAttachFailed"]
     assert any("InstanceNotFound" in m and "i-doesnotexist000000" in m for m in failures)
-    assert any("InstanceNotFree" in m and busy.instance_id in m and pool_a in m for m in failures)
     assert task.error.code == "InstanceNotFound"
     assert "i-doesnotexist000000" in task.error.message
-    assert busy.instance_id in task.error.message
 
 
 def test_shrinking_desired_size_removes_the_newest_nodes(server: ServerProcess) -> None:

@@ -113,12 +113,12 @@ class FakeCloud:
         *,
         state: str | None = None,
         kubernetes_version: str | None = None,
-        spec: world.ClusterSpec | None = None,
+        edit: world.SpecEdit | None = None,
     ) -> world.Cluster:
         self.actions.append(("update_cluster", cluster_id, state or "", kubernetes_version or ""))
         cluster = self._cluster(cluster_id)
-        if spec is not None:
-            cluster = self._set(self.clusters, cluster_id, spec=spec)
+        if edit is not None:
+            cluster = self._set(self.clusters, cluster_id, spec=edit(cluster.spec))
         if state is not None:
             cluster = self._set(self.clusters, cluster_id, state=state)
         if kubernetes_version is not None:

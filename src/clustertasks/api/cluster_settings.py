@@ -1,7 +1,8 @@
 """A cluster's settings as the official SDK calls them (what Terraform's cluster resources
 send): ModifyCluster, the legacy DescribeClusters, tags, resource deletion protection, and
-the reads of a managed cluster's refresh (CheckControlPlaneLogEnable,
-DescribeClusterUserKubeconfig, DescribeClusterResources)."""
+control-plane and audit logging (UpdateControlPlaneLog and UpdateClusterAuditLogConfig,
+tasks), and the reads of a managed cluster's refresh (CheckControlPlaneLogEnable,
+GetClusterAuditProject, DescribeClusterUserKubeconfig, DescribeClusterResources)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from clustertasks.api import body, deps, render
 from clustertasks.api import errors as api_errors
 from clustertasks.domain import params, world_wire
-from clustertasks.service import cluster_settings
+from clustertasks.service import cluster_settings, submission
 
 router = APIRouter(tags=["clusters"])
 
@@ -146,6 +147,66 @@ async def update_resources_delete_protection(request: Request, cluster_id: str) 
 def check_control_plane_log_enable(request: Request, cluster_id: str) -> Response:
     answer = _settings(request).control_plane_log(cluster_id)
     return render.document(request, "CheckControlPlaneLogEnable", answer)
+
+
+@router.put(
+    "/clusters/{cluster_id}/controlplanelog",
+    operation_id="UpdateControlPlaneLog",
+    summary="UpdateControlPlaneLog",
+)
+async def update_control_plane_log(request: Request, cluster_id: str) -> Response:
+    document = await body.json_object(request)
+    done = await run_in_threadpool(
+        _settings(request).update_control_plane_log, cluster_id, document
+    )
+    return _task_answer(request, "UpdateControlPlaneLog", done)
+
+
+@router.get(
+    "/clusters/{cluster_id}/audit",
+    operation_id="GetClusterAuditProject",
+    summary="GetClusterAuditProject",
+)
+def get_cluster_audit_project(request: Request, cluster_id: str) -> Response:
+    answer = _settings(request).audit_project(cluster_id)
+    return render.document(request, "GetClusterAuditProject", answer)
+
+
+@router.put(
+    "/clusters/{cluster_id}/audit_log",
+    operation_id="UpdateClusterAuditLogConfig",
+    summary="UpdateClusterAuditLogConfig",
+)
+async def update_cluster_audit_log_config(request: Request, cluster_id: str) -> Response:
+    document = await body.json_object(request)
+    done = await run_in_threadpool(_settings(request).update_audit_log_config, cluster_id, document)
+    return _task_answer(request, "UpdateClusterAuditLogConfig", done)
+
+
+@router.put(
+    "/clusters/{cluster_id}/kms", operation_id="UpdateKMSEncryption", summary="UpdateKMSEncryption"
+)
+async def update_kms_encryption(request: Request, cluster_id: str) -> Response:
+    document = await body.json_object(request)
+    done = await run_in_threadpool(_settings(request).update_kms_encryption, cluster_id, document)
+    return _task_answer(request, "UpdateKMSEncryption", done)
+
+
+@router.post(
+    "/clusters/{cluster_id}/migrate", operation_id="MigrateCluster", summary="MigrateCluster"
+)
+async def migrate_cluster(request: Request, cluster_id: str) -> Response:
+    document = await body.json_object(request)
+    done = await run_in_threadpool(_settings(request).migrate_cluster, cluster_id, document)
+    return _task_answer(request, "MigrateCluster", done)
+
+
+def _task_answer(request: Request, operation: str, done: submission.Submitted) -> Response:
+    return render.document(
+        request,
+        operation,
+        {"cluster_id": done.cluster_id, "request_id": _rid(request), "task_id": done.task.task_id},
+    )
 
 
 @router.get(

@@ -85,12 +85,17 @@ def list_free_instances(request: Request) -> Response:
 async def set_node_status(request: Request, cluster_id: str, node_name: str) -> Response:
     document = await body.json_object(request)
     node = await run_in_threadpool(_world(request).set_node_status, cluster_id, node_name, document)
+    # A pool with auto repair on starts repairing a node that is not Ready.
+    repair = await run_in_threadpool(
+        deps.services(request).nodes.repair_automatically, node.cluster_id, node.node_name
+    )
     return render.document(
         request,
         "SetNodeStatus",
         {
             "node_name": node.node_name,
             "node_status": node.node_status,
+            "repair_task_id": repair.task_id if repair else "",
             "request_id": api_errors.request_id(request),
         },
     )

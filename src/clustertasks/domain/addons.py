@@ -37,6 +37,8 @@ class AddonInfo:
 
 CATALOGUE: tuple[AddonInfo, ...] = (
     AddonInfo("ack-node-problem-detector", "logging", ("1.2.19", "1.2.20")),
+    # What Terraform's serverless cluster adds when sls_project_name is set.
+    AddonInfo("alibaba-log-controller", "logging", ("v0.5.0.0-aliyun", "v0.6.0.0-aliyun")),
     AddonInfo("arms-prometheus", "monitor", ("1.1.20", "1.1.21")),
     AddonInfo(
         "coredns",
@@ -58,6 +60,7 @@ CATALOGUE: tuple[AddonInfo, ...] = (
         install_by_default=True,
         managed=True,
     ),
+    AddonInfo("flannel", "network", ("v0.15.1.22-20a397e6-aliyun", "v0.15.1.24-aliyun")),
     AddonInfo("logtail-ds", "logging", ("v1.7.4.0-aliyun", "v1.8.0.0-aliyun")),
     AddonInfo(
         "metrics-server",

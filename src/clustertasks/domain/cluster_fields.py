@@ -25,6 +25,16 @@ FLAGS = (
     "enable_rrsa",
     "endpoint_public_access",
 )
+# Control-plane components whose logs ACK can ship (UpdateControlPlaneLog).
+CONTROL_PLANE_COMPONENTS = (
+    "apiserver",
+    "kcm",
+    "scheduler",
+    "ccm",
+    "controlplane-events",
+    "alb",
+    "ack-goatscaler",
+)
 # Never kept, so never echoed.
 SECRETS = frozenset({"login_password"})
 TEXTS = ("api_server_eip_id", "ingress_loadbalancer_id", "security_group_id")
@@ -54,6 +64,39 @@ def kept(body: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
         # CreateCluster's form: one comma-separated string.
         extra["extra_sans"] = [name.strip() for name in custom_san.split(",") if name.strip()]
     return extra
+
+
+def control_plane_log(
+    body: Mapping[str, Any], stored: Mapping[str, Any], prefix: str = ""
+) -> dict[str, Any]:
+    """Control-plane logging as UpdateControlPlaneLog (``log_ttl``, ``log_project``,
+    ``components``) or CreateCluster (``prefix`` ``controlplane_``) sends it; what is not
+    sent keeps its ``stored`` value."""
+    config = dict(stored)
+    ttl_key, project_key, components_key = (
+        f"{prefix}log_ttl",
+        f"{prefix}log_project",
+        f"{prefix}log_components" if prefix else "components",
+    )
+    if body.get(ttl_key) is not None:
+        ttl = params.text(body, ttl_key, max_length=8)
+        if not ttl.isdigit() or not 1 <= int(ttl) <= 3650:
+            raise errors.InvalidParameter(ttl_key, "must be a number of days from 1 to 3650")
+        config["log_ttl"] = ttl
+    if body.get(project_key) is not None:
+        config["log_project"] = params.text(body, project_key, max_length=128)
+    if body.get(components_key) is not None:
+        components = params.text_list(body, components_key, max_items=20)
+        unknown = [c for c in components if c not in CONTROL_PLANE_COMPONENTS]
+        if unknown:
+            raise errors.InvalidParameter(
+                components_key,
+                f"unknown component {unknown[0]!r}; known: {', '.join(CONTROL_PLANE_COMPONENTS)}",
+            )
+        config["components"] = list(dict.fromkeys(components))
+    if body.get("aliuid") is not None and not prefix:
+        config["aliuid"] = params.text(body, "aliuid", max_length=64)
+    return config
 
 
 def merged(stored: Any, changes: Mapping[str, Any]) -> dict[str, Any]:

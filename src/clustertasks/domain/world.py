@@ -6,7 +6,7 @@ Pure data, like the task records. Providers return these; the API renders them w
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ CLUSTER_STATES = frozenset(
         "running",
         "updating",
         "upgrading",
+        "migrating",
         "removing",
         "draining",
         "scaling",
@@ -73,6 +74,11 @@ class ClusterSpec:
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Accepted settings clustertasks stores and echoes but does not act on (maintenance
     window, operation policy, endpoints, security group, ...)."""
+
+
+SpecEdit = Callable[[ClusterSpec], ClusterSpec]
+"""A change of a cluster's spec: given the spec as stored, the spec to store. Applied by
+the store under the cluster's row lock, so two edits never lose each other's change."""
 
 
 @dataclass(frozen=True, slots=True)

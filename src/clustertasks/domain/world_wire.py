@@ -85,7 +85,7 @@ def cluster_document(cluster: world.Cluster, tz: str = "UTC") -> dict[str, Any]:
         "meta_data": json.dumps(
             {
                 "Addons": [],
-                "Capabilities": {},
+                "Capabilities": _capabilities(extra),
                 "KubernetesVersion": cluster.current_version,
                 "ServiceCIDR": spec.service_cidr,
             }
@@ -543,3 +543,14 @@ def _node_time(us: int, tz: str) -> str:
     if moment.utcoffset() == dt.timedelta(0):
         return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
     return moment.isoformat()
+
+
+def _capabilities(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``meta_data.Capabilities``: where Terraform reads a cluster's secret encryption."""
+    encryption = extra.get("encryption")
+    if not isinstance(encryption, Mapping):
+        return {}
+    return {
+        "DisableEncryption": bool(encryption.get("disabled", False)),
+        "EncryptionKMSKeyId": str(encryption.get("kms_key_id", "")),
+    }

@@ -120,16 +120,16 @@ class SimCloud(inventory.SimInventory):
         *,
         state: str | None = None,
         kubernetes_version: str | None = None,
-        spec: world.ClusterSpec | None = None,
+        edit: world.SpecEdit | None = None,
     ) -> world.Cluster:
         """The spec, the state, then the version; each passes the fault rules under the
         name it has as an action of its own (``set_cluster_spec``, ``set_cluster_state``,
         ``upgrade_control_plane``)."""
         cluster: world.Cluster | None = None
-        if spec is not None:
-            await self._faults.before("set_cluster_spec", subject=spec.name, cluster_id=cluster_id)
+        if edit is not None:
+            await self._faults.before("set_cluster_spec", subject=cluster_id, cluster_id=cluster_id)
             cluster = await asyncio.to_thread(
-                self._store.set_cluster_spec, cluster_id, spec, self._clock.now_us()
+                self._store.edit_cluster_spec, cluster_id, edit, self._clock.now_us()
             )
         if state is not None:
             cluster = await self._set_cluster_state(cluster_id, state)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from clustertasks import clock, errors, settings
 from clustertasks.domain import world
 from clustertasks.emulator import catalogue, names, versions
 from clustertasks.emulator import world_store as world_storage
+from clustertasks.storage import store
 
 
 class SimInventory:
@@ -60,6 +61,22 @@ class SimInventory:
     def node_quota(self) -> int:
         return self._settings.node_quota
 
+    def check_not_in_use(self, instance_ids: Sequence[str]) -> None:
+        for instance_id in instance_ids:
+            try:
+                instance = self._store.get_instance(instance_id)
+            except errors.NotFound:
+                continue
+            if instance.status == world_storage.RELEASED:
+                continue
+            node = self._store.node_of_instance(instance_id)
+            if instance.nodepool_id or node is not None:
+                owner = node.cluster_id if node is not None else instance.cluster_id
+                where = f" (node pool {instance.nodepool_id})" if instance.nodepool_id else ""
+                raise errors.InstanceNotFree(
+                    f"the instance {instance_id} is already in the cluster {owner}{where}"
+                )
+
     def check_node_quota(self, cluster_id: str, adding: int) -> None:
         """The cluster's count is its instances not released, or the sum of its pools'
         desired sizes when that is more: a scale-out raises the desired size before its
@@ -103,14 +120,38 @@ class SimInventory:
     def register_cluster(self, cluster_id: str, spec: world.ClusterSpec) -> world.Cluster:
         return self._store.add_cluster(self._new_cluster(cluster_id, spec, basis=cluster_id))
 
-    def set_cluster_spec(self, cluster_id: str, spec: world.ClusterSpec) -> world.Cluster:
-        return self._store.set_cluster_spec(cluster_id, spec, self._clock.now_us())
+    def edit_cluster_spec(self, cluster_id: str, edit: world.SpecEdit) -> world.Cluster:
+        return self._store.edit_cluster_spec(cluster_id, edit, self._clock.now_us())
+
+    def shown_at_once(
+        self,
+        cluster_id: str,
+        *,
+        cluster_state: str | None = None,
+        nodepool_states: Mapping[str, str] | None = None,
+    ) -> store.Accepted:
+        return world_storage.marking_states(
+            cluster_id,
+            self._clock.now_us,
+            cluster_state=cluster_state,
+            nodepool_states=nodepool_states,
+        )
 
     def register_nodepool(
         self, cluster_id: str, nodepool_id: str, spec: world.NodePoolSpec
     ) -> world.NodePool:
         pool = self._new_nodepool(cluster_id, nodepool_id, spec, basis=nodepool_id)
         return self._store.add_nodepool(pool)
+
+    def registering_cluster(self, cluster_id: str, spec: world.ClusterSpec) -> store.Accepted:
+        cluster = self._new_cluster(cluster_id, spec, basis=cluster_id)
+        return world_storage.recording(cluster=cluster)
+
+    def registering_nodepool(
+        self, cluster_id: str, nodepool_id: str, spec: world.NodePoolSpec
+    ) -> store.Accepted:
+        pool = self._new_nodepool(cluster_id, nodepool_id, spec, basis=nodepool_id)
+        return world_storage.recording(nodepool=pool)
 
     def _new_cluster(
         self, cluster_id: str, spec: world.ClusterSpec, *, basis: str

@@ -17,10 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from clustertasks import errors
-from clustertasks.domain import world
+from clustertasks.domain import specs, world
 from clustertasks.emulator import fault_store as faults
 from clustertasks.emulator import world_rows
-from clustertasks.storage import dialects, schema, transactions
+from clustertasks.storage import dialects, schema, store, transactions
 
 C = schema.sim_clusters
 P = schema.sim_nodepools
@@ -84,20 +84,7 @@ class WorldStore:
     def add_cluster(self, cluster: world.Cluster, key: str | None = None) -> world.Cluster:
         """Insert ``cluster`` unless one with its id (or made with ``key``) exists; return the
         one stored."""
-        row = {
-            "cluster_id": cluster.cluster_id,
-            "idempotency_key": key,
-            "name": cluster.spec.name,
-            "region_id": cluster.spec.region_id,
-            "state": cluster.state,
-            "current_version": cluster.current_version,
-            "vpc_id": cluster.vpc_id,
-            "security_group_id": cluster.security_group_id,
-            "node_quota": cluster.node_quota,
-            "spec": world_rows.plain(cluster.spec),
-            "created_us": cluster.created_us,
-            "updated_us": cluster.updated_us,
-        }
+        row = _cluster_row(cluster, key)
         same = C.c.cluster_id == cluster.cluster_id
         if key is not None:
             same = sa.or_(same, C.c.idempotency_key == key)
@@ -132,12 +119,21 @@ class WorldStore:
             conn.execute(sa.update(C).where(*where).values(state=state, updated_us=now_us))
             return self._live_cluster(conn, cluster_id)
 
-    def set_cluster_spec(
-        self, cluster_id: str, spec: world.ClusterSpec, now_us: int
+    def edit_cluster_spec(
+        self, cluster_id: str, edit: world.SpecEdit, now_us: int
     ) -> world.Cluster:
-        """Replace the spec (and the name kept beside it); return the cluster."""
+        """Store ``edit(spec)`` (and the name kept beside it); return the cluster. The row
+        is locked from the read to the write (SQLite's one writer holds the database), so
+        concurrent edits (a tag request, an add-on task) apply one after the other."""
         with self._tx.write() as conn:
-            self._live_cluster(conn, cluster_id)
+            stored = conn.execute(
+                sa.select(C.c.spec)
+                .where(C.c.cluster_id == cluster_id, C.c.state != "deleted")
+                .with_for_update()
+            ).one_or_none()
+            if stored is None:
+                raise errors.ClusterNotFound(cluster_id)
+            spec = edit(specs.cluster_spec(stored.spec))
             conn.execute(
                 sa.update(C)
                 .where(C.c.cluster_id == cluster_id)
@@ -178,19 +174,7 @@ class WorldStore:
     def add_nodepool(self, pool: world.NodePool, key: str | None = None) -> world.NodePool:
         """Insert ``pool`` unless one with its id (or made with ``key``) exists; return the
         one stored."""
-        row = {
-            "nodepool_id": pool.nodepool_id,
-            "cluster_id": pool.cluster_id,
-            "idempotency_key": key,
-            "name": pool.spec.name,
-            "state": pool.state,
-            "desired_size": pool.desired_size,
-            "kubernetes_version": pool.kubernetes_version,
-            "scaling_group_id": pool.scaling_group_id,
-            "spec": world_rows.plain(pool.spec),
-            "created_us": pool.created_us,
-            "updated_us": pool.updated_us,
-        }
+        row = _nodepool_row(pool, key)
         same = P.c.nodepool_id == pool.nodepool_id
         if key is not None:
             same = sa.or_(same, P.c.idempotency_key == key)
@@ -527,6 +511,96 @@ class WorldStore:
         if row is None:
             raise errors.NodePoolNotFound(nodepool_id, cluster_id)
         return world_rows.nodepool_from_row(row._mapping)
+
+
+def _cluster_row(cluster: world.Cluster, key: str | None = None) -> dict[str, Any]:
+    return {
+        "cluster_id": cluster.cluster_id,
+        "idempotency_key": key,
+        "name": cluster.spec.name,
+        "region_id": cluster.spec.region_id,
+        "state": cluster.state,
+        "current_version": cluster.current_version,
+        "vpc_id": cluster.vpc_id,
+        "security_group_id": cluster.security_group_id,
+        "node_quota": cluster.node_quota,
+        "spec": world_rows.plain(cluster.spec),
+        "created_us": cluster.created_us,
+        "updated_us": cluster.updated_us,
+    }
+
+
+def _nodepool_row(pool: world.NodePool, key: str | None = None) -> dict[str, Any]:
+    return {
+        "nodepool_id": pool.nodepool_id,
+        "cluster_id": pool.cluster_id,
+        "idempotency_key": key,
+        "name": pool.spec.name,
+        "state": pool.state,
+        "desired_size": pool.desired_size,
+        "kubernetes_version": pool.kubernetes_version,
+        "scaling_group_id": pool.scaling_group_id,
+        "spec": world_rows.plain(pool.spec),
+        "created_us": pool.created_us,
+        "updated_us": pool.updated_us,
+    }
+
+
+def recording(
+    cluster: world.Cluster | None = None, nodepool: world.NodePool | None = None
+) -> store.Accepted:
+    """What inserts ``cluster`` or ``nodepool`` in the transaction it is given (the one that
+    accepts the task creating it), unless a row with its id is there already."""
+
+    def record(conn: sa.Connection) -> None:
+        if cluster is not None:
+            found = conn.execute(
+                sa.select(C.c.cluster_id).where(C.c.cluster_id == cluster.cluster_id)
+            ).first()
+            if found is None:
+                conn.execute(sa.insert(C).values(**_cluster_row(cluster)))
+        if nodepool is not None:
+            found = conn.execute(
+                sa.select(P.c.nodepool_id).where(P.c.nodepool_id == nodepool.nodepool_id)
+            ).first()
+            if found is None:
+                conn.execute(sa.insert(P).values(**_nodepool_row(nodepool)))
+
+    return record
+
+
+def marking_states(
+    cluster_id: str,
+    now_us: Callable[[], int],
+    *,
+    cluster_state: str | None = None,
+    nodepool_states: Mapping[str, str] | None = None,
+) -> store.Accepted:
+    """What sets the cluster's and pools' states in the transaction it is given (the one
+    that accepts a task); a pool or cluster already gone is left alone: the task reports
+    it."""
+    pools = dict(nodepool_states or {})
+
+    def mark(conn: sa.Connection) -> None:
+        now = now_us()
+        if cluster_state is not None:
+            conn.execute(
+                sa.update(C)
+                .where(C.c.cluster_id == cluster_id, C.c.state != "deleted")
+                .values(state=cluster_state, updated_us=now)
+            )
+        for nodepool_id, state in pools.items():
+            conn.execute(
+                sa.update(P)
+                .where(
+                    P.c.cluster_id == cluster_id,
+                    P.c.nodepool_id == nodepool_id,
+                    P.c.deleted_us.is_(None),
+                )
+                .values(state=state, updated_us=now)
+            )
+
+    return mark
 
 
 def _take_stock(

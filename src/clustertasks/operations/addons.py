@@ -18,7 +18,7 @@ import dataclasses
 from typing import Any
 
 from clustertasks import errors
-from clustertasks.domain import addons, states
+from clustertasks.domain import addons, states, world
 from clustertasks.operations import base
 
 DEPLOY_SECONDS = 20.0
@@ -30,16 +30,19 @@ def _items(ctx: base.StageContext) -> list[dict[str, Any]]:
 
 
 async def _write(ctx: base.StageContext, change: dict[str, dict[str, Any] | None]) -> None:
-    """Apply ``change`` (a record, or None to remove) to the cluster's add-ons."""
-    cluster = (await ctx.provider.describe(ctx.cluster_id)).cluster
-    current = addons.installed(cluster.spec.extra)
-    for name, record in change.items():
-        if record is None:
-            current.pop(name, None)
-        else:
-            current[name] = record
-    spec = dataclasses.replace(cluster.spec, extra={**cluster.spec.extra, "addons": current})
-    await ctx.provider.update_cluster(ctx.cluster_id, spec=spec)
+    """Apply ``change`` (a record, or None to remove) to the cluster's add-ons, as one
+    edit of the stored spec: a tag or another setting changed meanwhile is kept."""
+
+    def apply(spec: world.ClusterSpec) -> world.ClusterSpec:
+        current = addons.installed(spec.extra)
+        for name, record in change.items():
+            if record is None:
+                current.pop(name, None)
+            else:
+                current[name] = record
+        return dataclasses.replace(spec, extra={**spec.extra, "addons": current})
+
+    await ctx.provider.update_cluster(ctx.cluster_id, edit=apply)
 
 
 _UNDER_WAY = {

@@ -5,8 +5,9 @@ up; minutes at realistic speed), ``CreateNodePools`` (the pools asked for in
 ``nodepools[]``), ``CreateInstances`` and ``JoinNodes`` (their nodes, for every pool),
 ``Finish`` (the cluster is ``running``). A failure leaves the cluster ``failed``.
 
-``cluster_update`` — ModifyCluster: ``UpdateCluster`` (the cluster is ``updating`` while its
-new settings are applied, then ``running``).
+``cluster_update`` — ModifyCluster, UpdateControlPlaneLog, UpdateClusterAuditLogConfig,
+UpdateKMSEncryption, MigrateCluster: ``UpdateCluster`` (the cluster is ``updating``, or
+``migrating``, while its new settings are applied, then ``running``).
 
 ``cluster_delete`` — DeleteCluster: ``DeleteNodePools`` (every node removed, its instance
 released, every pool deleted) then ``DeleteControlPlane`` (the cluster is ``deleted``).
@@ -19,7 +20,7 @@ import dataclasses
 from typing import Any
 
 from clustertasks import errors
-from clustertasks.domain import specs, states
+from clustertasks.domain import specs, states, world
 from clustertasks.operations import base
 from clustertasks.providers import base as providers
 
@@ -178,17 +179,32 @@ async def delete_failed(ctx: base.StageContext) -> None:
 
 
 # Spec parts ModifyCluster never changes, which other requests change at once (tags,
-# resource protection) or other tasks own (add-ons): kept as they are when the stage runs.
-_NOT_MODIFIED = ("addons", "protected_resources")
+# resource protection) or other tasks own (add-ons, control-plane logging): kept as they
+# are when the spec is written.
+_NOT_MODIFIED = ("addons", "protected_resources", "control_plane_log", "audit_log", "encryption")
 
 
 async def update_cluster(ctx: base.StageContext) -> None:
-    asked = specs.cluster_spec(ctx.parameters["spec"])
-    current = (await ctx.provider.describe(ctx.cluster_id)).cluster.spec
-    kept = {key: current.extra[key] for key in _NOT_MODIFIED if key in current.extra}
-    spec = dataclasses.replace(asked, tags=current.tags, extra={**asked.extra, **kept})
-    await ctx.provider.update_cluster(ctx.cluster_id, state="updating")
-    await ctx.provider.update_cluster(ctx.cluster_id, spec=spec, state="running")
+    """``spec``: ModifyCluster's whole new spec; ``extra``: settings set one by one
+    (UpdateControlPlaneLog, UpdateClusterAuditLogConfig, UpdateKMSEncryption);
+    ``cluster_spec``: MigrateCluster's edition; ``state``: what the cluster shows meanwhile
+    (``updating``, or ``migrating``)."""
+    asked = specs.cluster_spec(ctx.parameters["spec"]) if "spec" in ctx.parameters else None
+    patch: Any = ctx.parameters.get("extra") or {}
+    edition = str(ctx.parameters.get("cluster_spec") or "")
+    during = str(ctx.parameters.get("state") or "updating")
+
+    def apply(current: world.ClusterSpec) -> world.ClusterSpec:
+        spec = current
+        if asked is not None:
+            kept = {key: current.extra[key] for key in _NOT_MODIFIED if key in current.extra}
+            extra = {k: v for k, v in asked.extra.items() if k not in _NOT_MODIFIED}
+            spec = dataclasses.replace(asked, tags=current.tags, extra={**extra, **kept})
+        spec = dataclasses.replace(spec, extra={**spec.extra, **dict(patch)})
+        return dataclasses.replace(spec, cluster_spec=edition) if edition else spec
+
+    await ctx.provider.update_cluster(ctx.cluster_id, state=during)
+    await ctx.provider.update_cluster(ctx.cluster_id, edit=apply, state="running")
     await ctx.emit("ClusterUpdated", f"settings of cluster {ctx.cluster_id} updated", once=True)
 
 

@@ -122,11 +122,12 @@ class CloudPort(Protocol):
         *,
         state: str | None = None,
         kubernetes_version: str | None = None,
-        spec: world.ClusterSpec | None = None,
+        edit: world.SpecEdit | None = None,
     ) -> world.Cluster:
-        """Set the cluster's state (never ``deleted``: see :meth:`delete_cluster`), replace
-        its spec (ModifyCluster), and/or upgrade its control plane to ``kubernetes_version``
-        and wait for it."""
+        """Set the cluster's state (never ``deleted``: see :meth:`delete_cluster`), change
+        its spec (``edit`` gets the spec as stored and returns the new one, applied so that
+        no other change of the spec is lost), and/or upgrade its control plane to
+        ``kubernetes_version`` and wait for it."""
         ...
 
     async def delete_cluster(self, key: str, cluster_id: str) -> None:

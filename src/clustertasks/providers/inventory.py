@@ -8,10 +8,11 @@ describable from then on in state ``initial``); the task does the slow part.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from clustertasks.domain import world
+from clustertasks.storage import store
 
 
 class Inventory(Protocol):
@@ -53,6 +54,12 @@ class Inventory(Protocol):
         """Most worker nodes one cluster may have."""
         ...
 
+    def check_not_in_use(self, instance_ids: Sequence[str]) -> None:
+        """Raises ``errors.InstanceNotFree`` naming the first instance that is already in a
+        node pool or a node of a cluster. Unknown instances pass: the task reports them,
+        as it reports an instance taken between the request and the task."""
+        ...
+
     def check_node_quota(self, cluster_id: str, adding: int) -> None:
         """Raises ``errors.QuotaExceeded`` if ``adding`` more nodes would pass the quota
         (counting nodes that exist and pools' desired sizes)."""
@@ -66,9 +73,35 @@ class Inventory(Protocol):
         """Record the cluster in state ``initial``; the same id again returns it unchanged."""
         ...
 
-    def set_cluster_spec(self, cluster_id: str, spec: world.ClusterSpec) -> world.Cluster:
-        """Replace the cluster's spec at once (what ACK changes without a task: tags and
-        resource protection); ``errors.ClusterNotFound``."""
+    def registering_cluster(self, cluster_id: str, spec: world.ClusterSpec) -> store.Accepted:
+        """What ``register_cluster`` records, checked now and written in the transaction
+        that accepts the task creating the cluster: nothing is left of a refused request."""
+        ...
+
+    def registering_nodepool(
+        self, cluster_id: str, nodepool_id: str, spec: world.NodePoolSpec
+    ) -> store.Accepted:
+        """What ``register_nodepool`` records, checked now and written in the transaction
+        that accepts the task creating the pool."""
+        ...
+
+    def edit_cluster_spec(self, cluster_id: str, edit: world.SpecEdit) -> world.Cluster:
+        """Change the cluster's spec at once (what ACK changes without a task: tags and
+        resource protection): ``edit`` gets the spec as stored and returns the new one, in
+        one transaction that no other change of the spec interleaves with (an error it
+        raises changes nothing); ``errors.ClusterNotFound``."""
+        ...
+
+    def shown_at_once(
+        self,
+        cluster_id: str,
+        *,
+        cluster_state: str | None = None,
+        nodepool_states: Mapping[str, str] | None = None,
+    ) -> store.Accepted:
+        """The states ACK shows as soon as it accepts a task (a pool ``removing``, a
+        cluster ``updating``), written in the transaction that accepts it: a client polling
+        right after the answer never sees the state from before the task."""
         ...
 
     def register_nodepool(

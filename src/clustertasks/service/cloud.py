@@ -113,7 +113,7 @@ class CloudService:
             deletion_protection=params.boolean(body, "deletion_protection"),
             resource_group_id=params.text(body, "resource_group_id"),
             timezone=params.text(body, "timezone"),
-            extra={**cluster_fields.kept(body, {}), **_addons(body)},
+            extra={**cluster_fields.kept(body, {}), **_addons(body), **_logging(body)},
         )
         asked = []
         adding = 0
@@ -142,12 +142,11 @@ class CloudService:
             parameters={"cluster_id": cluster_id, "spec": specs.to_json(spec), "nodepools": pools},
             client_token=client_token,
             request={"spec": specs.to_json(spec), "nodepools": asked},
+            # Describable at once, in state initial, if and only if the task exists.
+            accepted=self._cloud.registering_cluster(cluster_id, spec),
         )
         task = outcome.task
-        cluster_id = str(task.parameters["cluster_id"])
-        if outcome.created:
-            self._cloud.register_cluster(cluster_id, spec)
-        return submission.Submitted(task, cluster_id=cluster_id)
+        return submission.Submitted(task, cluster_id=str(task.parameters["cluster_id"]))
 
     def delete_cluster(self, cluster_id: str) -> submission.Submitted:
         cluster = self.cluster(cluster_id)
@@ -160,6 +159,7 @@ class CloudService:
             cluster_id=cluster.cluster_id,
             target=records.Target(cluster.cluster_id, "cluster"),
             parameters={},
+            accepted=self._cloud.shown_at_once(cluster.cluster_id, cluster_state="deleting"),
         )
         return submission.Submitted(outcome.task, cluster_id=cluster.cluster_id)
 
@@ -223,8 +223,8 @@ class CloudService:
             cluster_id=cluster.cluster_id,
             target=records.Target(nodepool_id, "nodepool"),
             parameters=parameters,
+            accepted=self._cloud.registering_nodepool(cluster.cluster_id, nodepool_id, spec),
         )
-        self._cloud.register_nodepool(cluster.cluster_id, nodepool_id, spec)
         return submission.Submitted(
             outcome.task, cluster_id=cluster.cluster_id, nodepool_id=nodepool_id
         )
@@ -278,7 +278,11 @@ class CloudService:
             "update_nodes": params.boolean(body, "update_nodes"),
             "spec": specs.to_json(spec),
         }
+        shown = {}
+        if count:
+            shown = {pool.nodepool_id: "scaling"}
         if removing:
+            shown = {pool.nodepool_id: "removing"}
             parameters.update(
                 desired_size=desired,
                 nodes=removing,
@@ -291,6 +295,7 @@ class CloudService:
             cluster_id=cluster.cluster_id,
             target=records.Target(pool.nodepool_id, "nodepool"),
             parameters=parameters,
+            accepted=self._cloud.shown_at_once(cluster.cluster_id, nodepool_states=shown),
         )
         return submission.Submitted(
             outcome.task, cluster_id=cluster.cluster_id, nodepool_id=pool.nodepool_id
@@ -311,6 +316,9 @@ class CloudService:
             cluster_id=cluster.cluster_id,
             target=records.Target(nodepool_id, "nodepool"),
             parameters={"nodepool_id": nodepool_id, "force": force},
+            accepted=self._cloud.shown_at_once(
+                cluster.cluster_id, nodepool_states={nodepool_id: "deleting"}
+            ),
         )
         return submission.Submitted(
             outcome.task, cluster_id=cluster.cluster_id, nodepool_id=nodepool_id
@@ -339,7 +347,13 @@ class CloudService:
             else records.Target(pool.nodepool_id, "nodepool")
         )
         outcome = self._control.submit(
-            "cluster_scaleout", cluster_id=cluster_id, target=target, parameters=parameters
+            "cluster_scaleout",
+            cluster_id=cluster_id,
+            target=target,
+            parameters=parameters,
+            accepted=self._cloud.shown_at_once(
+                cluster_id, nodepool_states={pool.nodepool_id: "scaling"}
+            ),
         )
         return submission.Submitted(
             outcome.task, cluster_id=cluster_id, nodepool_id=pool.nodepool_id
@@ -471,6 +485,29 @@ def _addons(body: Mapping[str, Any]) -> dict[str, Any]:
             "task_id": "",
         }
     return {"addons": found} if found else {}
+
+
+def _logging(body: Mapping[str, Any]) -> dict[str, Any]:
+    """CreateCluster's control-plane logging (``controlplane_log_*``), auditing
+    (``audit_log_config``) and secret encryption (``encryption_provider_key``), read back
+    by CheckControlPlaneLogEnable, GetClusterAuditProject and DescribeClusterDetail's
+    ``meta_data``."""
+    found: dict[str, Any] = {}
+    control_plane = cluster_fields.control_plane_log(body, {}, prefix="controlplane_")
+    if control_plane:
+        found["control_plane_log"] = control_plane
+    key = params.text(body, "encryption_provider_key", max_length=128)
+    if key:
+        found["encryption"] = {"disabled": False, "kms_key_id": key}
+    audit = params.obj(body, "audit_log_config")
+    if audit:
+        found["audit_log"] = {
+            "enabled": params.boolean(audit, "enabled", "audit_log_config."),
+            "sls_project_name": params.text(
+                audit, "sls_project_name", "audit_log_config.", max_length=128
+            ),
+        }
+    return found
 
 
 def _id(value: str, not_found: type[errors.ClusterNotFound]) -> str:

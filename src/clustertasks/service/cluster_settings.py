@@ -11,7 +11,7 @@ import base64
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from clustertasks import clock, errors
@@ -20,8 +20,8 @@ from clustertasks.providers import inventory
 from clustertasks.service import cloud, control, submission
 
 MAX_TAGS = 20
+PRO_EDITIONS = ("ack.pro.small", "ack.pro.xlarge", "ack.pro.2xlarge", "ack.pro.4xlarge")
 PROTECTABLE = ("namespaces", "services")
-CONTROL_PLANE_COMPONENTS = ("apiserver", "kcm", "scheduler", "ccm")
 
 
 class ClusterSettings:
@@ -40,12 +40,7 @@ class ClusterSettings:
     # -- ModifyCluster ---------------------------------------------------------------------
 
     def modify_cluster(self, cluster_id: str, body: Mapping[str, Any]) -> submission.Submitted:
-        cluster = self._clouds.cluster(cluster_id)
-        if cluster.state not in ("running", "updating"):
-            raise errors.ClusterStateError(
-                f"cluster {cluster.cluster_id} is {cluster.state}: only a running cluster "
-                "can be modified"
-            )
+        cluster = self._modifiable(cluster_id)
         spec = cluster.spec
         name = params.text(body, "cluster_name", default=spec.name, max_length=63)
         if name != spec.name:
@@ -73,6 +68,7 @@ class ClusterSettings:
             cluster_id=cluster.cluster_id,
             target=records.Target(cluster.cluster_id, "cluster"),
             parameters={"spec": specs.to_json(new)},
+            accepted=self._cloud.shown_at_once(cluster.cluster_id, cluster_state="updating"),
             client_token=params.text(body, "client_token", max_length=64) or None,
             # What the client asked for, not the spec it makes: a retry after the change
             # (or after another one) asks for the same. No password goes into the digest.
@@ -85,6 +81,115 @@ class ClusterSettings:
         )
         return submission.Submitted(outcome.task, cluster_id=cluster.cluster_id)
 
+    def _modifiable(self, cluster_id: str) -> world.Cluster:
+        cluster = self._clouds.cluster(cluster_id)
+        if cluster.state not in ("running", "updating"):
+            raise errors.ClusterStateError(
+                f"cluster {cluster.cluster_id} is {cluster.state}: only a running cluster "
+                "can be modified"
+            )
+        return cluster
+
+    def _update_extra(self, cluster: world.Cluster, key: str, value: Any) -> submission.Submitted:
+        """A ``cluster_update`` task that sets ``extra[key]`` (the cluster ``updating`` from
+        the answer on, as Terraform's wait for ``running`` expects)."""
+        return self._update(cluster, {"extra": {key: value}}, "updating")
+
+    def _update(
+        self, cluster: world.Cluster, parameters: Mapping[str, Any], during: str
+    ) -> submission.Submitted:
+        outcome = self._control.submit(
+            "cluster_update",
+            cluster_id=cluster.cluster_id,
+            target=records.Target(cluster.cluster_id, "cluster"),
+            parameters={**parameters, "state": during},
+            accepted=self._cloud.shown_at_once(cluster.cluster_id, cluster_state=during),
+        )
+        return submission.Submitted(outcome.task, cluster_id=cluster.cluster_id)
+
+    # -- encryption and edition ------------------------------------------------------------
+
+    def update_kms_encryption(
+        self, cluster_id: str, body: Mapping[str, Any]
+    ) -> submission.Submitted:
+        """UpdateKMSEncryption: turn secret encryption on with ``kms_key_id``, or off with
+        ``disable_encryption``; a task."""
+        cluster = self._modifiable(cluster_id)
+        disable = params.boolean(body, "disable_encryption")
+        stored = dict(cluster.spec.extra.get("encryption", {}))
+        key = params.text(
+            body, "kms_key_id", default=str(stored.get("kms_key_id", "")), max_length=128
+        )
+        if not disable and not key:
+            raise errors.InvalidParameter("kms_key_id", "is required to turn encryption on")
+        return self._update_extra(cluster, "encryption", {"disabled": disable, "kms_key_id": key})
+
+    def migrate_cluster(self, cluster_id: str, body: Mapping[str, Any]) -> submission.Submitted:
+        """MigrateCluster: an ``ack.standard`` cluster becomes ``ack.pro.small`` (or the Pro
+        edition ``spec`` names); ``migrating`` until its task ends, as Terraform waits."""
+        cluster = self._modifiable(cluster_id)
+        edition = params.text(body, "spec", default="ack.pro.small")
+        if edition not in PRO_EDITIONS:
+            raise errors.InvalidParameter("spec", f"must be one of {', '.join(PRO_EDITIONS)}")
+        if cluster.spec.cluster_spec != "ack.standard":
+            raise errors.ClusterStateError(
+                f"cluster {cluster.cluster_id} is {cluster.spec.cluster_spec}: only an "
+                "ack.standard cluster is migrated"
+            )
+        return self._update(cluster, {"cluster_spec": edition}, "migrating")
+
+    # -- control-plane and audit logging ---------------------------------------------------
+
+    def update_control_plane_log(
+        self, cluster_id: str, body: Mapping[str, Any]
+    ) -> submission.Submitted:
+        """UpdateControlPlaneLog: a task; what is not sent keeps its value."""
+        cluster = self._modifiable(cluster_id)
+        config = cluster_fields.control_plane_log(
+            body, cluster.spec.extra.get("control_plane_log", {})
+        )
+        return self._update_extra(cluster, "control_plane_log", config)
+
+    def control_plane_log(self, cluster_id: str) -> dict[str, Any]:
+        cluster = self._clouds.cluster(cluster_id)
+        config = cluster_fields.merged(
+            {"log_project": "", "log_ttl": "30", "components": []},
+            cluster.spec.extra.get("control_plane_log", {}),
+        )
+        return {
+            "aliuid": str(config.get("aliuid", "")),
+            "components": list(config["components"]),
+            "log_project": config["log_project"] or f"k8s-log-{cluster.cluster_id}",
+            "log_ttl": str(config["log_ttl"]),
+        }
+
+    def update_audit_log_config(
+        self, cluster_id: str, body: Mapping[str, Any]
+    ) -> submission.Submitted:
+        """UpdateClusterAuditLogConfig: a task; ``disable`` turns auditing off."""
+        cluster = self._modifiable(cluster_id)
+        stored = dict(cluster.spec.extra.get("audit_log", {}))
+        config = {
+            "enabled": not params.boolean(body, "disable"),
+            "sls_project_name": params.text(
+                body,
+                "sls_project_name",
+                default=str(stored.get("sls_project_name", "")),
+                max_length=128,
+            ),
+        }
+        return self._update_extra(cluster, "audit_log", config)
+
+    def audit_project(self, cluster_id: str) -> dict[str, Any]:
+        """GetClusterAuditProject: on unless turned off, in the cluster's default project."""
+        cluster = self._clouds.cluster(cluster_id)
+        config = dict(cluster.spec.extra.get("audit_log", {}))
+        enabled = bool(config.get("enabled", False))
+        project = str(config.get("sls_project_name", ""))
+        if enabled and not project:
+            project = f"k8s-log-{cluster.cluster_id}"
+        return {"audit_enabled": enabled, "sls_project_name": project}
+
     # -- tags ------------------------------------------------------------------------------
 
     def modify_cluster_tags(self, cluster_id: str, tags: Any) -> None:
@@ -92,7 +197,8 @@ class ClusterSettings:
         cluster = self._clouds.cluster(cluster_id)
         if not isinstance(tags, list):
             raise errors.InvalidParameter("body", "must be a list of tags")
-        self._set_tags(cluster, _upsert(cluster.spec.tags, _tags({"tags": tags}, "tags")))
+        changes = _tags({"tags": tags}, "tags")
+        self._edit_tags(cluster, lambda current: _upsert(current, changes))
 
     def tag_resources(self, body: Mapping[str, Any]) -> None:
         clusters = self._targets(body, params.text_list)
@@ -100,7 +206,7 @@ class ClusterSettings:
         if not tags:
             raise errors.InvalidParameter("tags", "is required")
         for cluster in clusters:
-            self._set_tags(cluster, _upsert(cluster.spec.tags, tags))
+            self._edit_tags(cluster, lambda current: _upsert(current, tags))
 
     def untag_resources(self, query: Mapping[str, Any]) -> None:
         clusters = self._targets(query, _json_texts)
@@ -109,8 +215,10 @@ class ClusterSettings:
         if not keys and not remove_all:
             raise errors.InvalidParameter("tag_keys", "name at least one key, or set all=true")
         for cluster in clusters:
-            kept = () if remove_all else tuple(t for t in cluster.spec.tags if t.key not in keys)
-            self._set_tags(cluster, kept)
+            self._edit_tags(
+                cluster,
+                lambda current: [] if remove_all else [t for t in current if t.key not in keys],
+            )
 
     def list_tag_resources(self, query: Mapping[str, Any]) -> list[dict[str, str]]:
         clusters = self._targets(query, _json_texts)
@@ -142,12 +250,21 @@ class ClusterSettings:
             raise errors.InvalidParameter("resource_ids", "is required")
         return [self._clouds.cluster(cluster_id) for cluster_id in ids]
 
-    def _set_tags(self, cluster: world.Cluster, tags: Sequence[world.Label]) -> None:
-        if len(tags) > MAX_TAGS:
-            raise errors.InvalidParameter("tags", f"a cluster has at most {MAX_TAGS} tags")
-        self._cloud.set_cluster_spec(
-            cluster.cluster_id, dataclasses.replace(cluster.spec, tags=tuple(tags))
-        )
+    def _edit_tags(
+        self,
+        cluster: world.Cluster,
+        change: Callable[[Sequence[world.Label]], Sequence[world.Label]],
+    ) -> None:
+        """Tags are changed on the spec as stored, not as read before: an add-on task
+        writing the spec meanwhile loses nothing, nor does this."""
+
+        def apply(spec: world.ClusterSpec) -> world.ClusterSpec:
+            tags = tuple(change(spec.tags))
+            if len(tags) > MAX_TAGS:
+                raise errors.InvalidParameter("tags", f"a cluster has at most {MAX_TAGS} tags")
+            return dataclasses.replace(spec, tags=tags)
+
+        self._cloud.edit_cluster_spec(cluster.cluster_id, apply)
 
     # -- deletion protection of Kubernetes resources ---------------------------------------
 
@@ -163,18 +280,19 @@ class ClusterSettings:
         if not names:
             raise errors.InvalidParameter("resources", "is required")
         enable = params.boolean(body, "enable")
-        protected = {
-            key: list(value)
-            for key, value in dict(cluster.spec.extra.get("protected_resources", {})).items()
-        }
         scope = kind if kind == "namespaces" else f"services/{namespace}"
-        current = set(protected.get(scope, []))
-        current = current | set(names) if enable else current - set(names)
-        protected[scope] = sorted(current)
-        extra = {**cluster.spec.extra, "protected_resources": protected}
-        self._cloud.set_cluster_spec(
-            cluster.cluster_id, dataclasses.replace(cluster.spec, extra=extra)
-        )
+
+        def apply(spec: world.ClusterSpec) -> world.ClusterSpec:
+            protected = {
+                key: list(value)
+                for key, value in dict(spec.extra.get("protected_resources", {})).items()
+            }
+            current = set(protected.get(scope, []))
+            current = current | set(names) if enable else current - set(names)
+            protected[scope] = sorted(current)
+            return dataclasses.replace(spec, extra={**spec.extra, "protected_resources": protected})
+
+        self._cloud.edit_cluster_spec(cluster.cluster_id, apply)
         return {
             "namespace": namespace if kind == "services" else "",
             "protection": "enabled" if enable else "disabled",
@@ -183,19 +301,6 @@ class ClusterSettings:
         }
 
     # -- what a managed cluster's refresh reads --------------------------------------------
-
-    def control_plane_log(self, cluster_id: str) -> dict[str, Any]:
-        cluster = self._clouds.cluster(cluster_id)
-        config = cluster_fields.merged(
-            {"log_project": "", "log_ttl": "30", "components": []},
-            cluster.spec.extra.get("control_plane_log", {}),
-        )
-        return {
-            "aliuid": "",
-            "components": list(config["components"]),
-            "log_project": config["log_project"] or f"k8s-log-{cluster.cluster_id}",
-            "log_ttl": str(config["log_ttl"]),
-        }
 
     def user_kubeconfig(
         self, cluster_id: str, private: bool, minutes: int | None

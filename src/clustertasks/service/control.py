@@ -58,12 +58,13 @@ class TaskControl:
         parameters: Mapping[str, Any],
         client_token: str | None = None,
         request: Mapping[str, Any] | None = None,
+        accepted: store.Accepted | None = None,
     ) -> store.SubmitOutcome:
         """Create a task of ``task_type`` (or return the one ``client_token`` created).
 
         ``request``: what the client sent, normalised, without anything the server drew
         (new ids): a retry with the token must ask for the same. By default the target and
-        the parameters.
+        the parameters. ``accepted``: what the cloud shows at once, committed with the task.
         """
         operation = self._operation(task_type)
         if client_token is not None and (len(client_token) > 64 or not client_token.isprintable()):
@@ -92,7 +93,9 @@ class TaskControl:
             trace_parent=tracing.current_traceparent(),
             request_digest=digest,
         )
-        outcome = self._store.submit_task(task, records.plan_stages(operation.stage_names()))
+        outcome = self._store.submit_task(
+            task, records.plan_stages(operation.stage_names()), accepted
+        )
         tracing.annotate(**{"clustertasks.task_id": outcome.task.task_id})
         logs.bind(task_id=outcome.task.task_id)
         if outcome.created:

@@ -15,6 +15,7 @@ from clustertasks import errors
 from clustertasks.domain import json_text, params, pool_fields, records, rollout, specs, versions
 from clustertasks.providers import inventory
 from clustertasks.service import cloud, control, submission
+from clustertasks.storage import store
 
 REPAIR_OPERATIONS = (
     "restart.kubelet",
@@ -89,8 +90,13 @@ class NodeService:
             "concurrency": params.boolean(source, "concurrency"),
             **submission.drain_options(source),
         }
+        pools = {n["nodepool_id"]: "removing" for n in nodes if n["nodepool_id"]}
         outcome = self._control.submit(
-            "cluster_node_delete", cluster_id=cluster_id, target=target, parameters=parameters
+            "cluster_node_delete",
+            cluster_id=cluster_id,
+            target=target,
+            parameters=parameters,
+            accepted=self._cloud.shown_at_once(cluster_id, nodepool_states=pools),
         )
         return submission.Submitted(outcome.task, cluster_id=cluster_id, nodepool_id=nodepool_id)
 
@@ -179,6 +185,7 @@ class NodeService:
             cluster_id=cluster.cluster_id,
             target=records.Target(pool.nodepool_id, "nodepool"),
             parameters=parameters,
+            accepted=self._updating(cluster.cluster_id, pool.nodepool_id),
         )
         return submission.Submitted(outcome.task, cluster.cluster_id, pool.nodepool_id)
 
@@ -218,6 +225,9 @@ class NodeService:
             cluster_id=cluster.cluster_id,
             target=records.Target(cluster.cluster_id, "cluster"),
             parameters=parameters,
+            accepted=self._cloud.shown_at_once(
+                cluster.cluster_id, cluster_state="upgrading" if version != current else None
+            ),
         )
         return submission.Submitted(outcome.task, cluster.cluster_id)
 
@@ -263,8 +273,12 @@ class NodeService:
             cluster_id=cluster.cluster_id,
             target=records.Target(pool.nodepool_id, "nodepool"),
             parameters=parameters,
+            accepted=self._updating(cluster.cluster_id, pool.nodepool_id),
         )
         return submission.Submitted(outcome.task, cluster.cluster_id, pool.nodepool_id)
+
+    def _updating(self, cluster_id: str, nodepool_id: str) -> store.Accepted:
+        return self._cloud.shown_at_once(cluster_id, nodepool_states={nodepool_id: "updating"})
 
     def _check_version(self, field: str, version: str) -> None:
         known = list(self._cloud.kubernetes_versions())
@@ -336,8 +350,28 @@ class NodeService:
             cluster_id=cluster.cluster_id,
             target=records.Target(pool.nodepool_id, "nodepool"),
             parameters={"nodepool_id": pool.nodepool_id, "nodes": nodes, "operations": operations},
+            accepted=self._updating(cluster.cluster_id, pool.nodepool_id),
         )
         return submission.Submitted(outcome.task, cluster.cluster_id, pool.nodepool_id)
+
+    def repair_automatically(self, cluster_id: str, node_name: str) -> records.Task | None:
+        """A node that is not Ready, in a pool with ``management.enable`` and
+        ``management.auto_repair``: a repair task for it, as a managed pool of ACK starts
+        one. None when the pool does not repair itself, or another task holds the pool (the
+        node then stays as it is until someone repairs it)."""
+        node = next(
+            (n for n in self._cloud.list_nodes(cluster_id) if n.node_name == node_name), None
+        )
+        if node is None or node.node_status == "Ready" or not node.nodepool_id:
+            return None
+        pool = self._cloud.get_nodepool(cluster_id, node.nodepool_id)
+        management = pool.spec.extra.get("management") or {}
+        if not (management.get("enable") and management.get("auto_repair")):
+            return None
+        try:
+            return self.repair_nodepool(cluster_id, pool.nodepool_id, {"nodes": [node_name]}).task
+        except errors.TaskConflict:
+            return None
 
     def attach_instances(
         self, cluster_id: str, nodepool_id: str, body: Mapping[str, Any]
@@ -347,6 +381,8 @@ class NodeService:
         instances = list(dict.fromkeys(params.text_list(body, "instances", max_items=100)))
         if not instances:
             raise errors.InvalidParameter("instances", "is required")
+        # Known now: refused before any task exists (the task checks again, for races).
+        self._cloud.check_not_in_use(instances)
         self._cloud.check_node_quota(cluster.cluster_id, len(instances))
         parameters = {
             "nodepool_id": pool.nodepool_id,
@@ -359,6 +395,9 @@ class NodeService:
             cluster_id=cluster.cluster_id,
             target=records.Target(pool.nodepool_id, "nodepool"),
             parameters=parameters,
+            accepted=self._cloud.shown_at_once(
+                cluster.cluster_id, nodepool_states={pool.nodepool_id: "scaling"}
+            ),
         )
         return submission.Submitted(outcome.task, cluster.cluster_id, pool.nodepool_id)
 

@@ -9,7 +9,7 @@ task's ``version`` and ``updated``; it never rewrites the task or its other part
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, overload
 
@@ -44,6 +44,11 @@ class TaskQuery:
     task_type: str | None = None
     after: tuple[int, str] | None = None
     """Keyset cursor: list only tasks older than this ``(created_us, task_id)``."""
+
+
+Accepted = Callable[[sa.Connection], None]
+"""What else a task's acceptance changes, run in the transaction that inserts the task (a
+node pool shown ``removing`` at once): committed with the task, or not at all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,17 +181,23 @@ class TaskStore:
 
     # -- submissions and requests --------------------------------------------------------------
 
-    def submit_task(self, task: records.Task, stages: Sequence[records.Stage]) -> SubmitOutcome:
+    def submit_task(
+        self,
+        task: records.Task,
+        stages: Sequence[records.Stage],
+        accepted: Accepted | None = None,
+    ) -> SubmitOutcome:
         """Create ``task`` unless its client token or a conflicting task says otherwise.
 
         In one transaction: a known ``client_token`` returns its task (same type, cluster
         and parameters) or raises ``IdempotentParameterMismatch``; an unfinished task on
         the same target, or any unfinished task on the cluster when either task targets
-        the whole cluster, raises ``TaskConflict`` naming it. Otherwise the task is created.
+        the whole cluster, raises ``TaskConflict`` naming it. Otherwise the task is created
+        and ``accepted`` runs in the same transaction.
         """
         try:
             with self._write() as conn:
-                return _submit(conn, task, stages)
+                return _submit(conn, task, stages, accepted)
         except errors.RowConflict as exc:
             # Serialised submissions never get here; another writer (or a token reused
             # across processes on SQLite's busy timeout) may. The row that won answers.
@@ -598,7 +609,10 @@ def _bump(conn: sa.Connection, task_id: str, now_us: int, **values: Any) -> int:
 
 
 def _submit(
-    conn: sa.Connection, task: records.Task, stages: Sequence[records.Stage]
+    conn: sa.Connection,
+    task: records.Task,
+    stages: Sequence[records.Stage],
+    accepted: Accepted | None = None,
 ) -> SubmitOutcome:
     if task.client_token is not None:
         # Requests with one token wait for each other before anything else: the first
@@ -626,6 +640,8 @@ def _submit(
     conn.execute(sa.insert(T).values(**values))
     if stages:
         conn.execute(sa.insert(S), [rows.stage_row(task.task_id, s) for s in stages])
+    if accepted is not None:
+        accepted(conn)
     return SubmitOutcome(task, created=True)
 
 
