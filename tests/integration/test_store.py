@@ -198,6 +198,7 @@ def _changes_for(first: str, second: str) -> list[changes.Change]:
         event(second, NOW + 7),
         event(second, NOW + 2),  # read the clock earlier than the one before it
         changes.UpdateStage(first, two, NOW + 8),
+        changes.ReadView(first),  # sees the stage rows written so far
         changes.SetResult(second, "i-1", states.ResultStatus.INITIAL, NOW + 9),
         changes.UpdateStage(second, two, NOW + 10),
         changes.UpdateStage(first, dataclasses.replace(two, outputs={"done": 1}), NOW + 11),
@@ -220,11 +221,14 @@ def test_a_batch_commits_and_returns_what_its_changes_would_one_by_one(
     one_by_one = [task_store.apply(change) for change in _changes_for(*alone)]
 
     def same_ids(value: object) -> object:
+        if isinstance(value, records.TaskView):
+            return dataclasses.replace(value, task=same_task_ids(value.task))
         if isinstance(value, records.Task):
-            return dataclasses.replace(
-                value, task_id="x", cluster_id="x", target=records.Target("x")
-            )
+            return same_task_ids(value)
         return value
+
+    def same_task_ids(task: records.Task) -> records.Task:
+        return dataclasses.replace(task, task_id="x", cluster_id="x", target=records.Target("x"))
 
     assert [same_ids(o.value) for o in outcomes] == [same_ids(v) for v in one_by_one]
     for batched, single in zip(grouped, alone, strict=True):

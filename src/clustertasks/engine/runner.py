@@ -71,7 +71,7 @@ class TaskRunner:
         self.poked = asyncio.Event()
 
     async def run(self) -> None:
-        view = await self._db(self._store.describe_task, self.task_id)
+        view = await self._commit(changes.ReadView(self.task_id))
         state = context.RunState(view)
         task = state.task
         if task.state.terminal:

@@ -30,11 +30,6 @@ _TASK_ID = _param("p_task_id", T.c.task_id)
 _BUMPS = _param("p_bumps", T.c.version)
 _BUMP_VALUES = {"version": T.c.version + _BUMPS, "updated_us": _param("p_now", T.c.updated_us)}
 BUMP = sa.update(T).where(T.c.task_id == _TASK_ID).values(**_BUMP_VALUES).returning(T.c.version)
-# For executemany (no RETURNING there): the versions are read back with TASK_VERSIONS.
-BUMP_MANY = sa.update(T).where(T.c.task_id == _TASK_ID).values(**_BUMP_VALUES)
-TASK_VERSIONS = sa.select(T.c.task_id, T.c.version).where(
-    T.c.task_id.in_(sa.bindparam("p_task_ids", expanding=True))
-)
 _TASK_FIELDS = {
     "version": T.c.version + _BUMPS,
     "updated_us": _param("p_now", T.c.updated_us),

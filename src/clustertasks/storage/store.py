@@ -101,12 +101,14 @@ class TaskStore:
     @overload
     def apply(self, change: changes.ReadTask) -> records.Task: ...
     @overload
+    def apply(self, change: changes.ReadView) -> records.TaskView: ...
+    @overload
     def apply(self, change: changes.Change) -> changes.Applied: ...
     def apply(self, change: changes.Change) -> changes.Applied:
         """Apply one change in a transaction of its own (see ``changes`` for what it returns)."""
-        if isinstance(change, changes.ReadTask):
-            with self._read() as conn:
-                return writes.read_task(conn, change.task_id)
+        if isinstance(change, changes.ReadTask | changes.ReadView):
+            with self._read(snapshot=True) as conn:
+                return writes.apply(conn, change)
         with self._write() as conn:
             return writes.apply(conn, change)
 
@@ -284,23 +286,8 @@ class TaskStore:
         ``events_after``: leave out the events numbered up to this one (a reader that has
         them already: the history is append-only).
         """
-        params = {"p_task_id": task_id}
         with self._read(snapshot=True) as conn:
-            row = conn.execute(sql.GET_TASK, params).one_or_none()
-            if row is None:
-                raise errors.TaskNotFound(task_id)
-            stage_rows = conn.execute(sql.TASK_STAGES, params).all()
-            event_rows = conn.execute(sql.TASK_EVENTS, {**params, "p_after": events_after}).all()
-            result_rows = conn.execute(sql.TASK_RESULTS, params).all()
-        return records.TaskView(
-            task=rows.task_from_row(row._mapping),
-            stages=tuple(rows.stage_from_row(r._mapping) for r in stage_rows),
-            events=tuple(rows.event_from_row(r._mapping) for r in event_rows),
-            results=tuple(
-                records.TaskResult(data=r.data, status=states.ResultStatus(r.status))
-                for r in result_rows
-            ),
-        )
+            return writes.read_view(conn, task_id, events_after=events_after)
 
     def task_version(self, task_id: str) -> int:
         """The task's version alone (one primary-key lookup): it changes with every write

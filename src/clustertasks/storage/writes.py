@@ -1,13 +1,15 @@
-"""The engine's changes, applied in a transaction the caller holds.
+"""The engine's changes (and the reads of a task it makes), applied in a transaction the
+caller holds.
 
 ``apply`` applies one change; ``apply_grouped`` a group commit's batch, in order. Every
 write to a task or one of its parts moves the task's ``version`` on by one and sets its
 ``updated``. Grouped changes share statements: the version bumps of a task's stage writes
 are folded into the next statement that writes the task row anyway (its update, its next
-event) or into one ``executemany`` at the end, and every stage row of the batch is written
-by one ``executemany``. Nothing can tell the difference: what commits, and what each change
-returns, is what applying the changes one by one, in order, would have committed and
-returned (no other transaction sees the rows before the commit).
+event, or one bump at the end of the batch), and every stage row of the batch is written
+by one ``executemany``. Nothing can tell the difference: what commits, and what each
+change returns, is what applying the changes one by one, in order, would have committed
+and returned (no other transaction sees the rows before the commit). The hot statements
+run prepared (``storage/prepared.py``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,22 @@ import sqlalchemy as sa
 
 from clustertasks import errors
 from clustertasks.domain import records, states
-from clustertasks.storage import changes, notices, rows, schema
+from clustertasks.storage import changes, notices, prepared, rows, schema
 from clustertasks.storage import statements as sql
 
 T = schema.tasks
 R = schema.results
+
+_UPDATE_TASK = prepared.Prepared(sql.UPDATE_TASK)
+_UPDATE_TASK_ACTED_ON = prepared.Prepared(sql.UPDATE_TASK_ACTED_ON)
+_UPDATE_STAGE = prepared.Prepared(sql.UPDATE_STAGE)
+_BUMP = prepared.Prepared(sql.BUMP)
+_NEXT_EVENT = prepared.Prepared(sql.NEXT_EVENT)
+_INSERT_EVENT = prepared.Prepared(sql.INSERT_EVENT)
+_GET_TASK = prepared.Prepared(sql.GET_TASK)
+_TASK_STAGES = prepared.Prepared(sql.TASK_STAGES)
+_TASK_EVENTS = prepared.Prepared(sql.TASK_EVENTS)
+_TASK_RESULTS = prepared.Prepared(sql.TASK_RESULTS)
 
 
 def apply(conn: sa.Connection, change: changes.Change) -> changes.Applied:
@@ -34,7 +47,7 @@ def apply(conn: sa.Connection, change: changes.Change) -> changes.Applied:
             return update_task(conn, change)
         case changes.UpdateStage():
             version = bump(conn, change.task_id, change.now_us)
-            conn.execute(sql.UPDATE_STAGE, _stage_params(change))
+            _UPDATE_STAGE.rows(conn, _stage_params(change))
             return version
         case changes.AppendEvent():
             return _append_event(conn, change)[0]
@@ -43,6 +56,8 @@ def apply(conn: sa.Connection, change: changes.Change) -> changes.Applied:
             return None
         case changes.ReadTask():
             return read_task(conn, change.task_id)
+        case changes.ReadView():
+            return read_view(conn, change.task_id)
 
 
 def apply_grouped(conn: sa.Connection, batch: Sequence[changes.Change]) -> list[changes.Applied]:
@@ -67,15 +82,15 @@ def update_task(conn: sa.Connection, change: changes.UpdateTask, *, bumps: int =
         "p_error_code": task.error.code,
         "p_error_message": task.error.message,
     }
-    statement = sql.UPDATE_TASK
+    statement = _UPDATE_TASK
     if change.acted_on is not None:
-        statement = sql.UPDATE_TASK_ACTED_ON
+        statement = _UPDATE_TASK_ACTED_ON
         params["p_acted_on"] = change.acted_on
-    version = conn.execute(statement, params).scalar_one_or_none()
-    if version is None:
+    row = statement.first(conn, params)
+    if row is None:
         raise errors.TaskNotFound(task.task_id)
     notices.touched(conn, task.task_id)
-    return int(version)
+    return int(row[0])
 
 
 def set_result(conn: sa.Connection, change: changes.SetResult) -> None:
@@ -115,10 +130,31 @@ def set_result(conn: sa.Connection, change: changes.SetResult) -> None:
 
 
 def read_task(conn: sa.Connection, task_id: str) -> records.Task:
-    row = conn.execute(sql.GET_TASK, {"p_task_id": task_id}).one_or_none()
+    row = _GET_TASK.mapping(conn, {"p_task_id": task_id})
     if row is None:
         raise errors.TaskNotFound(task_id)
-    return rows.task_from_row(row._mapping)
+    return rows.task_from_row(row)
+
+
+def read_view(conn: sa.Connection, task_id: str, *, events_after: int = 0) -> records.TaskView:
+    """The task with its stages, events (those numbered after ``events_after``) and
+    results; in one snapshot when ``conn``'s transaction gives one."""
+    params = {"p_task_id": task_id}
+    row = _GET_TASK.mapping(conn, params)
+    if row is None:
+        raise errors.TaskNotFound(task_id)
+    return records.TaskView(
+        task=rows.task_from_row(row),
+        stages=tuple(rows.stage_from_row(r) for r in _TASK_STAGES.mappings(conn, params)),
+        events=tuple(
+            rows.event_from_row(r)
+            for r in _TASK_EVENTS.mappings(conn, {**params, "p_after": events_after})
+        ),
+        results=tuple(
+            records.TaskResult(data=data, status=states.ResultStatus(status))
+            for data, status in _TASK_RESULTS.rows(conn, params)
+        ),
+    )
 
 
 def insert_event(
@@ -160,15 +196,13 @@ def _insert_event(
     bumps: int,
 ) -> tuple[records.Event, int]:
     """The event as stored, and the task's version after it."""
-    numbered = conn.execute(
-        sql.NEXT_EVENT, {"p_task_id": task_id, "p_now": now_us, "p_bumps": bumps}
-    ).one_or_none()
+    numbered = _NEXT_EVENT.first(conn, {"p_task_id": task_id, "p_now": now_us, "p_bumps": bumps})
     if numbered is None:
         raise errors.TaskNotFound(task_id)
     seq, version = int(numbered[0]), int(numbered[1])
     notices.touched(conn, task_id)
-    stored_us = conn.execute(
-        sql.INSERT_EVENT,
+    ((stored_us,),) = _INSERT_EVENT.rows(
+        conn,
         {
             "p_task_id": task_id,
             "p_seq": seq,
@@ -179,7 +213,7 @@ def _insert_event(
             "p_source": source,
             "p_timestamp_us": now_us,
         },
-    ).scalar_one()
+    )
     event = records.Event(
         seq=seq,
         action=action,
@@ -203,9 +237,8 @@ def bump(conn: sa.Connection, task_id: str, now_us: int, *, bumps: int = 1, **va
         )
         version = conn.execute(statement).scalar_one_or_none()
     else:
-        version = conn.execute(
-            sql.BUMP, {"p_task_id": task_id, "p_now": now_us, "p_bumps": bumps}
-        ).scalar_one_or_none()
+        row = _BUMP.first(conn, {"p_task_id": task_id, "p_now": now_us, "p_bumps": bumps})
+        version = None if row is None else row[0]
     if version is None:
         raise errors.TaskNotFound(task_id)
     notices.touched(conn, task_id)
@@ -261,17 +294,22 @@ class _Grouped:
         for change in batch:
             self._values.append(self._one(change))
         self._settle_all()
-        if len(self._stage_rows) == 1:
-            self._conn.execute(sql.UPDATE_STAGE, self._stage_rows[0])
-        elif self._stage_rows:
-            self._conn.execute(sql.UPDATE_STAGE, self._stage_rows)
+        self._write_stages()
         return self._values
+
+    def _write_stages(self) -> None:
+        if len(self._stage_rows) == 1:
+            _UPDATE_STAGE.rows(self._conn, self._stage_rows[0])
+        elif self._stage_rows:
+            _UPDATE_STAGE.many(self._conn, self._stage_rows)
+        self._stage_rows = []
 
     def _one(self, change: changes.Change) -> changes.Applied:
         conn = self._conn
         match change:
             case changes.UpdateStage():
-                # Stage rows are read by no change of a batch: written together at the end.
+                # Stage rows are read only by a ReadView: written together before it or at
+                # the end.
                 later = self._owed.setdefault(change.task_id, _Owed())
                 later.changes.append(len(self._values))
                 later.now_us = change.now_us
@@ -291,6 +329,10 @@ class _Grouped:
                 # These read the task row (or write it their own way): it must be current.
                 self._settle(change.task_id)
                 return apply(conn, change)
+            case changes.ReadView():
+                self._settle(change.task_id)
+                self._write_stages()
+                return apply(conn, change)
 
     def _settle(self, task_id: str) -> None:
         owed = self._owed.pop(task_id, None)
@@ -299,27 +341,8 @@ class _Grouped:
             self._settled(owed, version)
 
     def _settle_all(self) -> None:
-        if len(self._owed) <= 1:
-            for task_id in list(self._owed):
-                self._settle(task_id)
-            return
-        owed = self._owed
-        self._owed = {}
-        bumped = self._conn.execute(
-            sql.BUMP_MANY,
-            [
-                {"p_task_id": task_id, "p_now": o.now_us, "p_bumps": len(o.changes)}
-                for task_id, o in owed.items()
-            ],
-        )
-        if bumped.rowcount != len(owed):
-            missing = next(iter(owed))  # which one: the caller applies each change alone
-            raise errors.TaskNotFound(missing)
-        for task_id in owed:
-            notices.touched(self._conn, task_id)
-        versions = self._conn.execute(sql.TASK_VERSIONS, {"p_task_ids": list(owed)}).all()
-        for task_id, version in versions:
-            self._settled(owed[task_id], int(version))
+        for task_id in list(self._owed):
+            self._settle(task_id)
 
     def _settled(self, owed: _Owed | None, version: int) -> None:
         """``version``: the task's version once ``owed``'s bumps are written."""
