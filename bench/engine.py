@@ -111,12 +111,13 @@ async def _clustertasks(url: str, tasks: int, max_running: int) -> dict[str, Any
             lock=db.executor_lock(),
             max_running_tasks=max_running,
         )
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         await engine.start()
         deadline = started + WAIT_LIMIT
         while await asyncio.to_thread(left) and time.perf_counter() < deadline:
             await asyncio.sleep(0.02)
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
         await engine.stop()
         s = schema.stages
         done = sa.select(sa.func.count()).where(
@@ -137,6 +138,7 @@ async def _clustertasks(url: str, tasks: int, max_running: int) -> dict[str, Any
         "transitions": stages_done * 2,
         "tasks": tasks_done,
         "submit_per_s": tasks / submit_seconds if submit_seconds else 0.0,
+        "cpu_seconds": cpu,
     }
 
 

@@ -12,8 +12,9 @@ them, so ``transactions.translated`` sees no difference.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ class _Compiled:
 
 
 _NO_VALUE = object()
+_PIPELINE = "clustertasks_pipeline"
 
 
 class Prepared:
@@ -48,38 +50,23 @@ class Prepared:
 
     def rows(self, conn: sa.Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Every row the statement returns (none for a plain UPDATE), processed."""
+        return self.send(conn, params).rows()
+
+    def send(self, conn: sa.Connection, params: dict[str, Any]) -> Sent:
+        """Run the statement; inside :func:`pipeline` its rows may arrive only later (ask
+        :meth:`Sent.rows` once every statement that does not need them has been sent)."""
         compiled = self._for(conn.dialect)
         cursor = _cursor(conn)
+        bound = _bind(compiled, params)
         try:
-            cursor.execute(compiled.text, _bind(compiled, params))
-            found = cursor.fetchall() if cursor.description else []
+            cursor.execute(compiled.text, bound)
         except compiled.dbapi_error as exc:
-            raise _translated(compiled, params, exc) from exc
-        finally:
             cursor.close()
-        if not any(compiled.results):
-            return [tuple(row) for row in found]
-        return [
-            tuple(
-                value if fn is None else fn(value)
-                for fn, value in zip(compiled.results, row, strict=True)
-            )
-            for row in found
-        ]
-
-    def first(self, conn: sa.Connection, params: dict[str, Any]) -> tuple[Any, ...] | None:
-        found = self.rows(conn, params)
-        return found[0] if found else None
-
-    def mapping(self, conn: sa.Connection, params: dict[str, Any]) -> dict[str, Any] | None:
-        """The first row by column name, or None."""
-        row = self.first(conn, params)
-        return None if row is None else dict(zip(self._for(conn.dialect).keys, row, strict=True))
-
-    def mappings(self, conn: sa.Connection, params: dict[str, Any]) -> list[dict[str, Any]]:
-        """Every row by column name."""
-        keys = self._for(conn.dialect).keys
-        return [dict(zip(keys, row, strict=True)) for row in self.rows(conn, params)]
+            raise _translated(compiled, bound, exc) from exc
+        sent = Sent(compiled, cursor, bound)
+        if not conn.info.get(_PIPELINE):
+            sent.rows()
+        return sent
 
     def many(self, conn: sa.Connection, params: Sequence[dict[str, Any]]) -> int:
         """Run once per parameter set (``executemany``); returns the rows changed in all."""
@@ -101,6 +88,71 @@ class Prepared:
                 if compiled is None:
                     compiled = self._compiled[dialect] = _compile(self.statement, dialect)
         return compiled
+
+
+class Sent:
+    """A statement sent to the database, and the rows it returns."""
+
+    def __init__(self, compiled: _Compiled, cursor: Any, bound: Any) -> None:
+        self._compiled = compiled
+        self._cursor = cursor
+        self._bound = bound
+        self._rows: list[tuple[Any, ...]] | None = None
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        if self._rows is None:
+            compiled, cursor = self._compiled, self._cursor
+            try:
+                found = cursor.fetchall() if cursor.description else []
+            except compiled.dbapi_error as exc:
+                raise _translated(compiled, self._bound, exc) from exc
+            finally:
+                cursor.close()
+            if any(compiled.results):
+                found = [
+                    tuple(
+                        value if fn is None else fn(value)
+                        for fn, value in zip(compiled.results, row, strict=True)
+                    )
+                    for row in found
+                ]
+            self._rows = [tuple(row) for row in found]
+        return self._rows
+
+    def first(self) -> tuple[Any, ...] | None:
+        found = self.rows()
+        return found[0] if found else None
+
+    def mapping(self) -> dict[str, Any] | None:
+        """The first row by column name, or None."""
+        row = self.first()
+        return None if row is None else dict(zip(self._compiled.keys, row, strict=True))
+
+    def mappings(self) -> list[dict[str, Any]]:
+        """Every row by column name."""
+        keys = self._compiled.keys
+        return [dict(zip(keys, row, strict=True)) for row in self.rows()]
+
+
+@contextlib.contextmanager
+def pipeline(conn: sa.Connection) -> Iterator[None]:
+    """Statements sent inside go out together where the driver can (psycopg's pipeline
+    mode: one round trip to PostgreSQL instead of one per statement); reading a statement's
+    rows waits for everything sent before it. Elsewhere (SQLite) it changes nothing."""
+    if conn.dialect.driver != "psycopg" or conn.info.get(_PIPELINE):
+        yield
+        return
+    driver = conn.connection.dbapi_connection
+    conn.info[_PIPELINE] = True
+    try:
+        with driver.pipeline():  # type: ignore[union-attr]
+            yield
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise sa.exc.DBAPIError.instance(
+            "(pipeline)", None, exc, conn.dialect.loaded_dbapi.Error
+        ) from exc
+    finally:
+        conn.info.pop(_PIPELINE, None)
 
 
 def _compile(statement: sa.ClauseElement, dialect: Dialect) -> _Compiled:

@@ -64,9 +64,10 @@ NEXT_EVENT = (
     sa.update(T)
     .where(T.c.task_id == _TASK_ID)
     .values(event_count=T.c.event_count + 1, **_BUMP_VALUES)
-    .returning(T.c.event_count, T.c.version)
+    .returning(T.c.version)
 )
-_EVENT_SEQ = _param("p_seq", E.c.seq)
+# The number NEXT_EVENT gave the event, read in SQL: both statements can be sent at once.
+_EVENT_SEQ = sa.select(T.c.event_count).where(T.c.task_id == _TASK_ID).scalar_subquery()
 _EVENT_TIME = _param("p_timestamp_us", E.c.timestamp_us)
 _PREVIOUS_TIME = (
     sa.select(E.c.timestamp_us)
@@ -75,7 +76,7 @@ _PREVIOUS_TIME = (
 )
 # Concurrent writers may have read the clock in another order than they got the lock: an
 # event never carries an earlier timestamp than the one before it (read in the same
-# statement, which returns the timestamp it stored).
+# statement, which returns the number and timestamp it stored).
 INSERT_EVENT = (
     sa.insert(E)
     .from_select(
@@ -91,7 +92,7 @@ INSERT_EVENT = (
             sa.case((_PREVIOUS_TIME > _EVENT_TIME, _PREVIOUS_TIME), else_=_EVENT_TIME),
         ),
     )
-    .returning(E.c.timestamp_us)
+    .returning(E.c.seq, E.c.timestamp_us)
 )
 GET_TASK = sa.select(T).where(T.c.task_id == _TASK_ID)
 # SQLite renders no FOR UPDATE: its one writer holds the whole database already.

@@ -9,12 +9,13 @@ event, or one bump at the end of the batch), and every stage row of the batch is
 by one ``executemany``. Nothing can tell the difference: what commits, and what each
 change returns, is what applying the changes one by one, in order, would have committed
 and returned (no other transaction sees the rows before the commit). The hot statements
-run prepared (``storage/prepared.py``).
+run prepared (``storage/prepared.py``), and on PostgreSQL a batch's statements go out in
+one pipeline: a round trip per batch, not per statement.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +51,7 @@ def apply(conn: sa.Connection, change: changes.Change) -> changes.Applied:
             _UPDATE_STAGE.rows(conn, _stage_params(change))
             return version
         case changes.AppendEvent():
-            return _append_event(conn, change)[0]
+            return _append_event(conn, change)
         case changes.SetResult():
             set_result(conn, change)
             return None
@@ -63,7 +64,7 @@ def apply(conn: sa.Connection, change: changes.Change) -> changes.Applied:
 def apply_grouped(conn: sa.Connection, batch: Sequence[changes.Change]) -> list[changes.Applied]:
     """Apply ``batch`` in order, sharing statements; one value per change.
 
-    Raises the first change's error; the transaction must then be rolled back (what was
+    Raises the first error met; the transaction must then be rolled back (what was
     written so far is incomplete).
     """
     return _Grouped(conn).apply(batch)
@@ -71,26 +72,7 @@ def apply_grouped(conn: sa.Connection, batch: Sequence[changes.Change]) -> list[
 
 def update_task(conn: sa.Connection, change: changes.UpdateTask, *, bumps: int = 1) -> int:
     """Write the task row's mutable fields; ``bumps``: the writes this statement stands for."""
-    task = change.task
-    params = {
-        "p_task_id": task.task_id,
-        "p_now": task.updated_us,
-        "p_bumps": bumps,
-        "p_state": task.state.value,
-        "p_current_stage": task.current_stage,
-        "p_outputs": dict(task.outputs),
-        "p_error_code": task.error.code,
-        "p_error_message": task.error.message,
-    }
-    statement = _UPDATE_TASK
-    if change.acted_on is not None:
-        statement = _UPDATE_TASK_ACTED_ON
-        params["p_acted_on"] = change.acted_on
-    row = statement.first(conn, params)
-    if row is None:
-        raise errors.TaskNotFound(task.task_id)
-    notices.touched(conn, task.task_id)
-    return int(row[0])
+    return _version(_send_update_task(conn, change, bumps), change.task_id)
 
 
 def set_result(conn: sa.Connection, change: changes.SetResult) -> None:
@@ -130,31 +112,13 @@ def set_result(conn: sa.Connection, change: changes.SetResult) -> None:
 
 
 def read_task(conn: sa.Connection, task_id: str) -> records.Task:
-    row = _GET_TASK.mapping(conn, {"p_task_id": task_id})
-    if row is None:
-        raise errors.TaskNotFound(task_id)
-    return rows.task_from_row(row)
+    return _task(_GET_TASK.send(conn, {"p_task_id": task_id}), task_id)
 
 
 def read_view(conn: sa.Connection, task_id: str, *, events_after: int = 0) -> records.TaskView:
     """The task with its stages, events (those numbered after ``events_after``) and
     results; in one snapshot when ``conn``'s transaction gives one."""
-    params = {"p_task_id": task_id}
-    row = _GET_TASK.mapping(conn, params)
-    if row is None:
-        raise errors.TaskNotFound(task_id)
-    return records.TaskView(
-        task=rows.task_from_row(row),
-        stages=tuple(rows.stage_from_row(r) for r in _TASK_STAGES.mappings(conn, params)),
-        events=tuple(
-            rows.event_from_row(r)
-            for r in _TASK_EVENTS.mappings(conn, {**params, "p_after": events_after})
-        ),
-        results=tuple(
-            records.TaskResult(data=data, status=states.ResultStatus(status))
-            for data, status in _TASK_RESULTS.rows(conn, params)
-        ),
-    )
+    return _send_read_view(conn, task_id, events_after)()
 
 
 def insert_event(
@@ -167,98 +131,138 @@ def insert_event(
     reason: str,
     message: str,
     source: str = records.EVENT_SOURCE,
-    bumps: int = 1,
 ) -> records.Event:
-    """Append an event numbered after the task's last one; ``bumps`` as in ``update_task``."""
-    return _insert_event(
-        conn,
-        task_id,
-        now_us,
-        action=action,
-        level=level,
-        reason=reason,
-        message=message,
-        source=source,
-        bumps=bumps,
-    )[0]
+    """Append an event numbered after the task's last one."""
+    change = changes.AppendEvent(task_id, action, level, reason, message, now_us, source)
+    return _append_event(conn, change)
 
 
-def _insert_event(
-    conn: sa.Connection,
-    task_id: str,
-    now_us: int,
-    *,
-    action: str,
-    level: states.EventLevel,
-    reason: str,
-    message: str,
-    source: str,
-    bumps: int,
-) -> tuple[records.Event, int]:
-    """The event as stored, and the task's version after it."""
-    numbered = _NEXT_EVENT.first(conn, {"p_task_id": task_id, "p_now": now_us, "p_bumps": bumps})
-    if numbered is None:
-        raise errors.TaskNotFound(task_id)
-    seq, version = int(numbered[0]), int(numbered[1])
-    notices.touched(conn, task_id)
-    ((stored_us,),) = _INSERT_EVENT.rows(
-        conn,
-        {
-            "p_task_id": task_id,
-            "p_seq": seq,
-            "p_action": action,
-            "p_level": level.value,
-            "p_reason": reason,
-            "p_message": message,
-            "p_source": source,
-            "p_timestamp_us": now_us,
-        },
-    )
-    event = records.Event(
-        seq=seq,
-        action=action,
-        level=level,
-        reason=reason,
-        message=message,
-        timestamp_us=int(stored_us),
-        source=source,
-    )
-    return event, version
-
-
-def bump(conn: sa.Connection, task_id: str, now_us: int, *, bumps: int = 1, **values: Any) -> int:
+def bump(conn: sa.Connection, task_id: str, now_us: int, **values: Any) -> int:
     """Move the task's version on (and set ``values`` on its row); returns the new version."""
     if values:
         statement: Any = (
             sa.update(T)
             .where(T.c.task_id == task_id)
-            .values(version=T.c.version + bumps, updated_us=now_us, **values)
+            .values(version=T.c.version + 1, updated_us=now_us, **values)
             .returning(T.c.version)
         )
         version = conn.execute(statement).scalar_one_or_none()
-    else:
-        row = _BUMP.first(conn, {"p_task_id": task_id, "p_now": now_us, "p_bumps": bumps})
-        version = None if row is None else row[0]
-    if version is None:
-        raise errors.TaskNotFound(task_id)
+        if version is None:
+            raise errors.TaskNotFound(task_id)
+        notices.touched(conn, task_id)
+        return int(version)
+    return _version(_send_bump(conn, task_id, now_us, 1), task_id)
+
+
+# -- statements sent now, read later (a pipeline's rows arrive at its end) -------------------
+
+
+def _send_update_task(conn: sa.Connection, change: changes.UpdateTask, bumps: int) -> prepared.Sent:
+    task = change.task
+    params = {
+        "p_task_id": task.task_id,
+        "p_now": task.updated_us,
+        "p_bumps": bumps,
+        "p_state": task.state.value,
+        "p_current_stage": task.current_stage,
+        "p_outputs": dict(task.outputs),
+        "p_error_code": task.error.code,
+        "p_error_message": task.error.message,
+    }
+    statement = _UPDATE_TASK
+    if change.acted_on is not None:
+        statement = _UPDATE_TASK_ACTED_ON
+        params["p_acted_on"] = change.acted_on
+    notices.touched(conn, task.task_id)
+    return statement.send(conn, params)
+
+
+def _send_bump(conn: sa.Connection, task_id: str, now_us: int, bumps: int) -> prepared.Sent:
     notices.touched(conn, task_id)
-    return int(version)
+    return _BUMP.send(conn, {"p_task_id": task_id, "p_now": now_us, "p_bumps": bumps})
 
 
-def _append_event(
-    conn: sa.Connection, change: changes.AppendEvent, *, bumps: int = 1
-) -> tuple[records.Event, int]:
-    return _insert_event(
+def _version(sent: prepared.Sent, task_id: str) -> int:
+    """The new version a statement on the task row returned."""
+    row = sent.first()
+    if row is None:
+        raise errors.TaskNotFound(task_id)
+    return int(row[0])
+
+
+def _task(sent: prepared.Sent, task_id: str) -> records.Task:
+    row = sent.mapping()
+    if row is None:
+        raise errors.TaskNotFound(task_id)
+    return rows.task_from_row(row)
+
+
+def _append_event(conn: sa.Connection, change: changes.AppendEvent) -> records.Event:
+    numbered = _send_next_event(conn, change, 1)
+    _version(numbered, change.task_id)  # unknown task: nothing more to send
+    return _event(change, _send_insert_event(conn, change))
+
+
+def _send_next_event(conn: sa.Connection, change: changes.AppendEvent, bumps: int) -> prepared.Sent:
+    """Number the event (the task's event count and version move on); returns the version."""
+    notices.touched(conn, change.task_id)
+    params = {"p_task_id": change.task_id, "p_now": change.now_us, "p_bumps": bumps}
+    return _NEXT_EVENT.send(conn, params)
+
+
+def _send_insert_event(conn: sa.Connection, change: changes.AppendEvent) -> prepared.Sent:
+    """Insert the event numbered by ``_send_next_event`` (its number read in SQL)."""
+    return _INSERT_EVENT.send(
         conn,
-        change.task_id,
-        change.now_us,
+        {
+            "p_task_id": change.task_id,
+            "p_action": change.action,
+            "p_level": change.level.value,
+            "p_reason": change.reason,
+            "p_message": change.message,
+            "p_source": change.source,
+            "p_timestamp_us": change.now_us,
+        },
+    )
+
+
+def _event(change: changes.AppendEvent, inserted: prepared.Sent) -> records.Event:
+    row = inserted.first()
+    if row is None:
+        raise errors.TaskNotFound(change.task_id)
+    seq, stored_us = row
+    return records.Event(
+        seq=int(seq),
         action=change.action,
         level=change.level,
         reason=change.reason,
         message=change.message,
+        timestamp_us=int(stored_us),
         source=change.source,
-        bumps=bumps,
     )
+
+
+def _send_read_view(
+    conn: sa.Connection, task_id: str, events_after: int
+) -> Callable[[], records.TaskView]:
+    params = {"p_task_id": task_id}
+    task = _GET_TASK.send(conn, params)
+    stages = _TASK_STAGES.send(conn, params)
+    events = _TASK_EVENTS.send(conn, {**params, "p_after": events_after})
+    results = _TASK_RESULTS.send(conn, params)
+
+    def view() -> records.TaskView:
+        return records.TaskView(
+            task=_task(task, task_id),
+            stages=tuple(rows.stage_from_row(r) for r in stages.mappings()),
+            events=tuple(rows.event_from_row(r) for r in events.mappings()),
+            results=tuple(
+                records.TaskResult(data=data, status=states.ResultStatus(status))
+                for data, status in results.rows()
+            ),
+        )
+
+    return view
 
 
 def _stage_params(change: changes.UpdateStage) -> dict[str, Any]:
@@ -272,6 +276,9 @@ def _stage_params(change: changes.UpdateStage) -> dict[str, Any]:
         "p_message": stage.message,
         "p_outputs": dict(stage.outputs),
     }
+
+
+# -- a group commit's batch --------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -289,68 +296,94 @@ class _Grouped:
         self._values: list[changes.Applied] = []
         self._owed: dict[str, _Owed] = {}
         self._stage_rows: list[dict[str, Any]] = []
+        # Run once every statement is sent: each reads its statements' rows into _values.
+        self._after: list[Callable[[], None]] = []
 
     def apply(self, batch: Sequence[changes.Change]) -> list[changes.Applied]:
-        for change in batch:
-            self._values.append(self._one(change))
-        self._settle_all()
-        self._write_stages()
+        self._values = [None] * len(batch)
+        with prepared.pipeline(self._conn):
+            for index, change in enumerate(batch):
+                self._send(index, change)
+            for task_id in list(self._owed):
+                self._settle(task_id)
+            self._write_stages()
+        for read in self._after:
+            read()
         return self._values
 
-    def _write_stages(self) -> None:
-        if len(self._stage_rows) == 1:
-            _UPDATE_STAGE.rows(self._conn, self._stage_rows[0])
-        elif self._stage_rows:
-            _UPDATE_STAGE.many(self._conn, self._stage_rows)
-        self._stage_rows = []
-
-    def _one(self, change: changes.Change) -> changes.Applied:
+    def _send(self, index: int, change: changes.Change) -> None:
         conn = self._conn
         match change:
             case changes.UpdateStage():
                 # Stage rows are read only by a ReadView: written together before it or at
-                # the end.
+                # the end of the batch.
                 later = self._owed.setdefault(change.task_id, _Owed())
-                later.changes.append(len(self._values))
+                later.changes.append(index)
                 later.now_us = change.now_us
                 self._stage_rows.append(_stage_params(change))
-                return None  # the version, filled in once its bump is written
             case changes.UpdateTask():
                 owed = self._owed.pop(change.task_id, None)
-                version = update_task(conn, change, bumps=1 + _count(owed))
-                self._settled(owed, version - 1)
-                return version
+                sent = _send_update_task(conn, change, 1 + _count(owed))
+                self._then(index, owed, lambda: _version(sent, change.task_id))
             case changes.AppendEvent():
                 owed = self._owed.pop(change.task_id, None)
-                event, version = _append_event(conn, change, bumps=1 + _count(owed))
-                self._settled(owed, version - 1)
-                return event
-            case changes.SetResult() | changes.ReadTask():
-                # These read the task row (or write it their own way): it must be current.
+                numbered = _send_next_event(conn, change, 1 + _count(owed))
+                inserted = _send_insert_event(conn, change)
+                self._then(None, owed, lambda: _version(numbered, change.task_id))
+                self._after.append(lambda: self._set(index, _event(change, inserted)))
+            case changes.ReadTask():
                 self._settle(change.task_id)
-                return apply(conn, change)
+                task = _GET_TASK.send(conn, {"p_task_id": change.task_id})
+                self._after.append(lambda: self._set(index, _task(task, change.task_id)))
             case changes.ReadView():
                 self._settle(change.task_id)
                 self._write_stages()
-                return apply(conn, change)
+                view = _send_read_view(conn, change.task_id, 0)
+                self._after.append(lambda: self._set(index, view()))
+            case changes.SetResult():
+                # Reads and decides as it goes: applied at once, after the task row's
+                # pending bumps.
+                self._settle(change.task_id)
+                set_result(conn, change)
+
+    def _then(self, index: int | None, owed: _Owed | None, version: Callable[[], int]) -> None:
+        """Once sent: a statement moved the version to ``version()`` (the value of the change
+        at ``index``, if given); ``owed``'s changes, folded into it, the versions before."""
+
+        def read() -> None:
+            new = version()
+            if index is not None:
+                self._values[index] = new
+            if owed is not None:
+                first = new - 1 - len(owed.changes)
+                for offset, owed_index in enumerate(owed.changes, 1):
+                    self._values[owed_index] = first + offset
+
+        self._after.append(read)
+
+    def _set(self, index: int, value: changes.Applied) -> None:
+        self._values[index] = value
 
     def _settle(self, task_id: str) -> None:
         owed = self._owed.pop(task_id, None)
-        if owed is not None:
-            version = bump(self._conn, task_id, owed.now_us, bumps=len(owed.changes))
-            self._settled(owed, version)
-
-    def _settle_all(self) -> None:
-        for task_id in list(self._owed):
-            self._settle(task_id)
-
-    def _settled(self, owed: _Owed | None, version: int) -> None:
-        """``version``: the task's version once ``owed``'s bumps are written."""
         if owed is None:
             return
-        first = version - len(owed.changes)
-        for offset, index in enumerate(owed.changes, 1):
-            self._values[index] = first + offset
+        sent = _send_bump(self._conn, task_id, owed.now_us, len(owed.changes))
+
+        def read() -> None:
+            new = _version(sent, task_id)
+            first = new - len(owed.changes)
+            for offset, owed_index in enumerate(owed.changes, 1):
+                self._values[owed_index] = first + offset
+
+        self._after.append(read)
+
+    def _write_stages(self) -> None:
+        if len(self._stage_rows) == 1:
+            _UPDATE_STAGE.send(self._conn, self._stage_rows[0])
+        elif self._stage_rows:
+            _UPDATE_STAGE.many(self._conn, self._stage_rows)
+        self._stage_rows = []
 
 
 def _count(owed: _Owed | None) -> int:
