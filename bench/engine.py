@@ -12,7 +12,8 @@ each one before going on (plus the task's own start, current stage and end); DBO
 one row per step (its completion) and the workflow's status; Temporal records scheduled,
 started and completed events per activity.
 
-    .venv/bin/python bench/engine.py --tasks 1000
+    .venv/bin/python bench/engine.py                  # each system sized to run >= 20 s
+    .venv/bin/python bench/engine.py --seconds 5 --skip-dbos --skip-temporal
     .venv/bin/python bench/engine.py --tasks 3 --skip-postgres --skip-dbos --skip-temporal
 """
 
@@ -22,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import shutil
 import socket
 import sqlite3
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,13 @@ from bench import common, no_cloud  # noqa: E402
 STAGES = 5
 CLUSTER = "c" + "0" * 32
 WAIT_LIMIT = 600.0  # seconds: no run is allowed to hang the bench
+# Sizing by --seconds: a probe run of this many tasks measures each system's rate, and the
+# measured run is made that much longer than --seconds (the probe runs warmer or colder).
+PROBE_TASKS = 100
+HEADROOM = 1.25
+# The Temporal executor beside bare Temporal activities (bench/temporal_executor.py) runs at
+# this size unless --tasks is given.
+TEMPORAL_EXECUTOR_TASKS = 300
 
 
 # -- children: one system each, printing one JSON line -------------------------------------
@@ -111,12 +121,13 @@ async def _clustertasks(url: str, tasks: int, max_running: int) -> dict[str, Any
             lock=db.executor_lock(),
             max_running_tasks=max_running,
         )
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         await engine.start()
         deadline = started + WAIT_LIMIT
         while await asyncio.to_thread(left) and time.perf_counter() < deadline:
             await asyncio.sleep(0.02)
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
         await engine.stop()
         s = schema.stages
         done = sa.select(sa.func.count()).where(
@@ -137,6 +148,7 @@ async def _clustertasks(url: str, tasks: int, max_running: int) -> dict[str, Any
         "transitions": stages_done * 2,
         "tasks": tasks_done,
         "submit_per_s": tasks / submit_seconds if submit_seconds else 0.0,
+        "cpu_seconds": cpu,
     }
 
 
@@ -278,7 +290,15 @@ def installed(module: str) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--tasks", type=int, default=1000, help="tasks per system")
+    parser.add_argument(
+        "--tasks", type=int, default=0, help="tasks per system (default: sized by --seconds)"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="without --tasks: size each system's run to last at least this long",
+    )
     parser.add_argument("--max-running", type=int, default=64, help="LocalExecutor concurrency")
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-dbos", action="store_true")
@@ -305,49 +325,78 @@ def main() -> int:
         print(json.dumps(outcome))
         return 0
 
-    print(f"engine bench: {args.tasks} tasks x {STAGES} no-op stages; {common.machine()}")
+    if args.tasks:
+        print(f"engine bench: {args.tasks} tasks x {STAGES} no-op stages; {common.machine()}")
+    else:
+        print(
+            f"engine bench: each system sized to run >= {args.seconds:g} s (a probe of "
+            f"{PROBE_TASKS} tasks first), tasks x {STAGES} no-op stages; {common.machine()}"
+        )
     timeout = WAIT_LIMIT + 120
     results: dict[str, dict[str, Any]] = {}
+    running = ["--max-running", str(args.max_running)]
     with tempfile.TemporaryDirectory(prefix="ct-bench-engine-") as tmp:
         work = Path(tmp)
-        common_args = ["--tasks", str(args.tasks), "--max-running", str(args.max_running)]
+        runs = iter(range(1_000_000))
 
         def workdir(name: str) -> str:
-            path = work / name
+            path = work / f"{name}-{next(runs)}"
             path.mkdir()
             return str(path)
 
-        results["raw SQLite commit loop"] = run_child(
-            ["raw", workdir("raw"), *common_args], timeout
-        )
-        sqlite_url = f"sqlite:///{workdir('ct-sqlite')}/clustertasks.db"
-        results["clustertasks (SQLite)"] = run_child(
-            ["clustertasks", sqlite_url, *common_args], timeout
+        def sized(run: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
+            """``run`` at ``--tasks``, or at the size a probe says lasts ``--seconds``."""
+            if args.tasks:
+                return run(args.tasks)
+            probe = run(PROBE_TASKS)
+            if "seconds" not in probe or not probe["transitions"]:
+                return probe
+            figures = probe
+            tasks = PROBE_TASKS
+            # Twice at most: a long run can be slower than its probe (a bigger database, a
+            # busier minute); the second is sized from the first.
+            for _ in range(2):
+                if "seconds" not in figures or not figures["transitions"]:
+                    return figures
+                if figures is not probe and figures["seconds"] >= args.seconds:
+                    return figures
+                rate = figures["transitions"] / figures["seconds"]
+                wanted = math.ceil(args.seconds * rate * HEADROOM / (STAGES * 2))
+                tasks = max(tasks + 1, wanted)
+                figures = run(tasks)
+            return figures
+
+        def child(kind: str, where: Callable[[], str]) -> Callable[[int], dict[str, Any]]:
+            def run(tasks: int) -> dict[str, Any]:
+                return run_child([kind, where(), "--tasks", str(tasks), *running], timeout)
+
+            return run
+
+        results["raw SQLite commit loop"] = sized(child("raw", lambda: workdir("raw")))
+        results["clustertasks (SQLite)"] = sized(
+            child("clustertasks", lambda: f"sqlite:///{workdir('ct-sqlite')}/clustertasks.db")
         )
         if args.skip_postgres:
             results["clustertasks (PostgreSQL)"] = {"skipped": "--skip-postgres"}
         else:
-            results["clustertasks (PostgreSQL)"] = _on_postgres(common_args, timeout)
+            results["clustertasks (PostgreSQL)"] = _on_postgres(sized, running, timeout)
         if args.skip_dbos:
             results["DBOS Transact (SQLite)"] = {"skipped": "--skip-dbos"}
         elif not installed("dbos"):
             results["DBOS Transact (SQLite)"] = {"skipped": "not installed (make bench)"}
         else:
-            results["DBOS Transact (SQLite)"] = run_child(
-                ["dbos", workdir("dbos"), *common_args], timeout
-            )
+            results["DBOS Transact (SQLite)"] = sized(child("dbos", lambda: workdir("dbos")))
         if args.skip_temporal:
             results["Temporal dev server"] = {"skipped": "--skip-temporal"}
         elif not installed("temporalio"):
             results["Temporal dev server"] = {"skipped": "not installed (make bench)"}
         else:
-            results["Temporal dev server"] = run_child(
-                ["temporal", workdir("temporal"), *common_args], timeout
-            )
+            results["Temporal dev server"] = sized(child("temporal", lambda: workdir("temporal")))
         if args.skip_temporal or args.skip_postgres or not installed("temporalio"):
             on_temporal: dict[str, Any] = {"skipped": "needs Temporal and PostgreSQL"}
         else:
-            on_temporal = _temporal_executor(common_args, timeout)
+            pair_tasks = args.tasks or TEMPORAL_EXECUTOR_TASKS
+            on_temporal = _temporal_executor(["--tasks", str(pair_tasks), *running], timeout)
 
     for figures in results.values():
         if "seconds" in figures:
@@ -366,6 +415,7 @@ def main() -> int:
             f"{figures['seconds']:>8.2f} {rate:>9.0f}  clustertasks(SQLite)/this = "
             f"{figures['clustertasks_sqlite_ratio']:.2f}x"
         )
+    _print_targets(results)
     submitted = results["clustertasks (SQLite)"].get("submit_per_s")
     if submitted:
         print(f"clustertasks (SQLite) submissions: {submitted:.0f}/s (not in the figures above)")
@@ -382,9 +432,34 @@ def main() -> int:
     common.save(
         args.json,
         "engine",
-        {"tasks": args.tasks, "systems": results, "temporal_executor": on_temporal},
+        {
+            "tasks": args.tasks,
+            "seconds": args.seconds,
+            "systems": results,
+            "temporal_executor": on_temporal,
+        },
     )
     return 0 if "transitions_per_s" in results["clustertasks (SQLite)"] else 1
+
+
+def _print_targets(results: dict[str, dict[str, Any]]) -> None:
+    """The issue's engine targets, from this run's figures."""
+
+    def rate(name: str) -> float | None:
+        value = results[name].get("transitions_per_s")
+        return float(value) if value is not None else None
+
+    ours, postgres_rate, dbos = (
+        rate("clustertasks (SQLite)"),
+        rate("clustertasks (PostgreSQL)"),
+        rate("DBOS Transact (SQLite)"),
+    )
+    if ours is not None:
+        print(f"target: clustertasks (SQLite) >= 2,000 trans/s: {ours:,.0f}")
+    if ours is not None and dbos:
+        print(f"target: clustertasks (SQLite) / DBOS (SQLite) >= 10x: {ours / dbos:.2f}x")
+    if postgres_rate is not None:
+        print(f"target: clustertasks (PostgreSQL) >= 1,000 trans/s: {postgres_rate:,.0f}")
 
 
 def _temporal_executor(common_args: list[str], timeout: float) -> dict[str, Any]:
@@ -412,7 +487,11 @@ def _temporal_executor(common_args: list[str], timeout: float) -> dict[str, Any]
     return figures
 
 
-def _on_postgres(common_args: list[str], timeout: float) -> dict[str, Any]:
+def _on_postgres(
+    sized: Callable[[Callable[[int], dict[str, Any]]], dict[str, Any]],
+    running: list[str],
+    timeout: float,
+) -> dict[str, Any]:
     from tests.support import postgres
 
     if postgres.find_bindir() is None:
@@ -421,12 +500,18 @@ def _on_postgres(common_args: list[str], timeout: float) -> dict[str, Any]:
 
     try:
         with postgres.PostgresServer() as server:
-            url = server.create_database("bench_engine")
-            # The test server runs with fsync=off; commits still wait for the WAL write
-            # (survives kill -9, like SQLite's synchronous=NORMAL), not for the disk.
-            with psycopg.connect(server.admin_url, autocommit=True) as conn:
-                conn.execute("ALTER DATABASE bench_engine SET synchronous_commit = on")
-            return run_child(["clustertasks", url, *common_args], timeout)
+            names = (f"bench_engine_{n}" for n in range(1_000_000))
+
+            def run(tasks: int) -> dict[str, Any]:
+                name = next(names)  # a database per run: the counts are of the whole database
+                url = server.create_database(name)
+                # The test server runs with fsync=off; commits still wait for the WAL write
+                # (survives kill -9, like SQLite's synchronous=NORMAL), not for the disk.
+                with psycopg.connect(server.admin_url, autocommit=True) as conn:
+                    conn.execute(f"ALTER DATABASE {name} SET synchronous_commit = on")
+                return run_child(["clustertasks", url, "--tasks", str(tasks), *running], timeout)
+
+            return sized(run)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         return {"error": str(exc).splitlines()[0]}
 

@@ -27,8 +27,13 @@ def tables(data: dict[str, Any]) -> str:
     engine = data.get("engine")
     if engine:
         out += [
-            f"**Engine** — {engine['tasks']} tasks × 5 no-op stages, each system in the same "
-            "run (bench/engine.py):",
+            (
+                f"**Engine** — {engine['tasks']} tasks × 5 no-op stages"
+                if engine.get("tasks")
+                else f"**Engine** — N tasks × 5 no-op stages, N sized for each system to run "
+                f"≥ {engine.get('seconds', 20):g} s"
+            )
+            + ", each system in the same run (bench/engine.py):",
             "",
             "| system | tasks done | stage transitions | seconds | transitions/s "
             "| clustertasks (SQLite) ÷ this |",

@@ -174,6 +174,95 @@ def test_a_batch_commits_together_and_each_change_gets_its_own_outcome(
     assert [e.seq for e in task_store.describe_task(task_id).events] == [1, 2, 3]
 
 
+def _changes_for(first: str, second: str) -> list[changes.Change]:
+    """Two tasks' writes interleaved as a busy executor's group commit would see them."""
+    planned = records.plan_stages(["S1", "S2"])
+    one, two = (s.with_state(first, states.StageState.RUNNING, NOW) for s in planned)
+
+    def event(task_id: str, now_us: int) -> changes.AppendEvent:
+        level = states.EventLevel.NORMAL
+        return changes.AppendEvent(task_id, "a", level, "R", f"at {now_us}", now_us)
+
+    return [
+        changes.UpdateStage(first, one, NOW + 1),
+        changes.UpdateTask(_task(first, first).with_current_stage("S1", NOW + 2)),
+        changes.UpdateStage(second, one, NOW + 3),
+        event(first, NOW + 4),
+        changes.UpdateStage(
+            first, one.with_state(first, states.StageState.SUCCESS, NOW + 5), NOW + 5
+        ),
+        changes.ReadTask(first),
+        changes.UpdateStage(
+            second, one.with_state(second, states.StageState.SUCCESS, NOW + 6), NOW + 6
+        ),
+        event(second, NOW + 7),
+        event(second, NOW + 2),  # read the clock earlier than the one before it
+        changes.UpdateStage(first, two, NOW + 8),
+        changes.ReadView(first),  # sees the stage rows written so far
+        changes.SetResult(second, "i-1", states.ResultStatus.INITIAL, NOW + 9),
+        changes.UpdateStage(second, two, NOW + 10),
+        changes.UpdateStage(first, dataclasses.replace(two, outputs={"done": 1}), NOW + 11),
+        changes.UpdateStage(first, dataclasses.replace(two, outputs={"done": 2}), NOW + 12),
+    ]
+
+
+def test_a_batch_commits_and_returns_what_its_changes_would_one_by_one(
+    task_store: store.TaskStore,
+) -> None:
+    """A group commit shares statements between its changes (version bumps folded, stage
+    rows written together); the outcome must be exactly that of applying them in order."""
+    grouped = ["T-00000000000000000000000a", "T-00000000000000000000000b"]
+    alone = ["T-00000000000000000000000c", "T-00000000000000000000000d"]
+    for task_id in grouped + alone:
+        task_store.submit_task(_task(task_id, task_id), records.plan_stages(["S1", "S2"]))
+
+    outcomes = task_store.apply_batch(_changes_for(*grouped))
+    assert [o.error for o in outcomes] == [None] * len(outcomes)
+    one_by_one = [task_store.apply(change) for change in _changes_for(*alone)]
+
+    def same_ids(value: object) -> object:
+        if isinstance(value, records.TaskView):
+            return dataclasses.replace(value, task=same_task_ids(value.task))
+        if isinstance(value, records.Task):
+            return same_task_ids(value)
+        return value
+
+    def same_task_ids(task: records.Task) -> records.Task:
+        return dataclasses.replace(task, task_id="x", cluster_id="x", target=records.Target("x"))
+
+    assert [same_ids(o.value) for o in outcomes] == [same_ids(v) for v in one_by_one]
+    for batched, single in zip(grouped, alone, strict=True):
+        view, expected = task_store.describe_task(batched), task_store.describe_task(single)
+        assert same_ids(view.task) == same_ids(expected.task)
+        assert (view.stages, view.events, view.results) == (
+            expected.stages,
+            expected.events,
+            expected.results,
+        )
+    events = task_store.describe_task(grouped[1]).events
+    assert [e.timestamp_us for e in events] == [NOW + 7, NOW + 7]
+
+
+def test_a_batch_with_a_stage_of_an_unknown_task_fails_only_that_change(
+    task_store: store.TaskStore,
+) -> None:
+    task_store.submit_task(_task(), records.plan_stages(["A"]))
+    stage = records.plan_stages(["A"])[0]
+    before = task_store.task_version(_task().task_id)
+    outcomes = task_store.apply_batch(
+        [
+            changes.UpdateStage("T-ffffffffffffffffffffffff", stage, NOW),
+            changes.UpdateStage(
+                _task().task_id, stage.with_state("t", states.StageState.RUNNING, NOW), NOW
+            ),
+        ]
+    )
+    assert isinstance(outcomes[0].error, errors.TaskNotFound)
+    assert (outcomes[1].error, outcomes[1].value) == (None, before + 1)
+    stored = task_store.describe_task(_task().task_id).stages[0]
+    assert stored.state is states.StageState.RUNNING
+
+
 def test_describe_task_can_leave_out_the_events_already_read(task_store: store.TaskStore) -> None:
     view = factories.seed_task(task_store)
     assert len(view.events) >= 2

@@ -41,8 +41,10 @@ def test_a_commit_in_another_process_is_heard(pg_url: str) -> None:
     listener = here.listen_for_task_changes(on_change)
     assert listener is not None
     try:
-        task_id = factories.seed_task(here.tasks).task.task_id
+        # Notifications arrive in commit order: once the last seeded task is heard, so is
+        # every commit of the one seeded before it.
         quiet = factories.seed_task(here.tasks, cluster_id="c" + "1" * 32).task.task_id
+        task_id = factories.seed_task(here.tasks).task.task_id
         polling.until("the seeding heard", lambda: task_id in heard)
         with guard:
             heard.clear()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
+import sys
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -92,6 +93,7 @@ class LogFormat(enum.StrEnum):
 
 
 EXIT_FAILED = 1
+SWITCH_INTERVAL_SECONDS = 0.0005
 EXIT_USAGE = 4
 
 DbOption = Annotated[
@@ -370,6 +372,12 @@ def serve(
             ),
         )
     )
+    # The server's threads (API workers, the executor's database threads, the simulated
+    # cloud's calls) hand the GIL over on every SQLite statement and socket write. With the
+    # default 5 ms switch interval a thread back from SQLite waits up to 5 ms for the GIL
+    # while it holds the database's one write lock, and every other writer waits behind it
+    # (measured: 200 concurrent scale-outs in 45 s at 5 ms, 40 s at 0.5 ms, same run).
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     # soft_wrap: a log line (a path, a key) must stay whole, whatever the terminal's width.
     _guard(
         lambda: bootstrap.serve(

@@ -21,6 +21,9 @@ F = schema.sim_fault_rules
 _ATTEMPTS = 5
 _LIVE = F.c.deleted_us.is_(None)
 _ARMED = sa.and_(_LIVE, sa.or_(F.c.remaining.is_(None), F.c.remaining > 0))
+# Read before every call the simulated cloud answers: built once (building a statement and
+# its cache key costs more than SQLite running it).
+_ARMED_RULES = sa.select(F).where(_ARMED).order_by(F.c.seq)
 
 
 class FaultStore:
@@ -61,7 +64,7 @@ class FaultStore:
     def armed(self) -> list[emulator.FaultRule]:
         """The rules that may still fire, in creation order."""
         with self._tx.read() as conn:
-            return [_rule(r) for r in conn.execute(sa.select(F).where(_ARMED).order_by(F.c.seq))]
+            return [_rule(r) for r in conn.execute(_ARMED_RULES)]
 
     def take(self, fault_id: str) -> bool:
         """Fire the rule once: one less remaining, one more hit. False when it has none

@@ -490,9 +490,7 @@ class WorldStore:
         raise errors.StorageError(f"could not record a row in {table.name}")
 
     def _live_cluster(self, conn: sa.Connection, cluster_id: str) -> world.Cluster:
-        row = conn.execute(
-            sa.select(C, _SIZE).where(C.c.cluster_id == cluster_id, C.c.state != "deleted")
-        ).one_or_none()
+        row = conn.execute(_LIVE_CLUSTER, {"p_cluster_id": cluster_id}).one_or_none()
         if row is None:
             raise errors.ClusterNotFound(cluster_id)
         return world_rows.cluster_from_row(row._mapping)
@@ -502,11 +500,7 @@ class WorldStore:
     ) -> world.NodePool:
         self._live_cluster(conn, cluster_id)
         row = conn.execute(
-            sa.select(P).where(
-                P.c.cluster_id == cluster_id,
-                P.c.nodepool_id == nodepool_id,
-                P.c.deleted_us.is_(None),
-            )
+            _LIVE_NODEPOOL, {"p_cluster_id": cluster_id, "p_nodepool_id": nodepool_id}
         ).one_or_none()
         if row is None:
             raise errors.NodePoolNotFound(nodepool_id, cluster_id)
@@ -601,6 +595,18 @@ def marking_states(
             )
 
     return mark
+
+
+# Read by nearly every call of the simulated cloud: built once, bound by parameters.
+_LIVE_CLUSTER = sa.select(C, _SIZE).where(
+    C.c.cluster_id == sa.bindparam("p_cluster_id", type_=C.c.cluster_id.type),
+    C.c.state != "deleted",
+)
+_LIVE_NODEPOOL = sa.select(P).where(
+    P.c.cluster_id == sa.bindparam("p_cluster_id", type_=P.c.cluster_id.type),
+    P.c.nodepool_id == sa.bindparam("p_nodepool_id", type_=P.c.nodepool_id.type),
+    P.c.deleted_us.is_(None),
+)
 
 
 def _take_stock(

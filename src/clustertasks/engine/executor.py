@@ -234,8 +234,11 @@ class LocalExecutor:
         finally:
             self._running.pop(task_id, None)
             self._runners.pop(task_id, None)
-            if not self._stopping:
+            if not self._stopping and not task_runner.ended:
                 # It may have stopped because of a new request (resume, cancel): look again.
+                # (A task that ended needs no look: every unfinished task has a runner
+                # already, waiting for a slot, and a submission wakes the executor itself.
+                # With thousands queued, a scan after every task read them all each time.)
                 self._wake.set()
 
     async def _db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -289,6 +292,8 @@ class GroupCommit:
     async def commit(self, change: changes.SetResult) -> None: ...
     @overload
     async def commit(self, change: changes.ReadTask) -> records.Task: ...
+    @overload
+    async def commit(self, change: changes.ReadView) -> records.TaskView: ...
     async def commit(self, change: changes.Change) -> changes.Applied:
         """Apply ``change`` in the next batch; returns once that batch has committed."""
         loop = asyncio.get_running_loop()

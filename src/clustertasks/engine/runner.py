@@ -69,16 +69,20 @@ class TaskRunner:
         self._telemetry = telemetry
         self._rng = rng or random.Random()
         self.poked = asyncio.Event()
+        self.ended = False
+        """True once the run has seen the task in a final state: no request can move it on."""
 
     async def run(self) -> None:
-        view = await self._db(self._store.describe_task, self.task_id)
+        view = await self._commit(changes.ReadView(self.task_id))
         state = context.RunState(view)
         task = state.task
         if task.state.terminal:
+            self.ended = True
             return
         with self._telemetry.task_run(self.task_id, task.task_type, task.trace_parent):
             await self._run(state)
             if state.task.state.terminal:
+                self.ended = True
                 self._telemetry.finished(task.task_type, state.task.state.value)
 
     async def _run(self, state: context.RunState) -> None:

@@ -5,7 +5,8 @@ transition), so ``TaskStore.apply_batch`` can tell every change its own outcome.
 (``ReadTask``) in a batch sees every commit before it and the batch's earlier changes.
 
 What ``TaskStore.apply`` returns for each: ``UpdateTask`` and ``UpdateStage`` the task's new
-version, ``AppendEvent`` the event as numbered, ``SetResult`` nothing, ``ReadTask`` the task.
+version, ``AppendEvent`` the event as numbered, ``SetResult`` nothing, ``ReadTask`` the task,
+``ReadView`` the task's view.
 """
 
 from __future__ import annotations
@@ -76,10 +77,18 @@ class ReadTask:
     task_id: str
 
 
-Write = UpdateTask | UpdateStage | AppendEvent | SetResult
-Change = Write | ReadTask
+@dataclass(frozen=True, slots=True)
+class ReadView:
+    """Read the whole task, with its stages, events and results (a runner's start)."""
 
-Applied = int | records.Event | records.Task | None
+    task_id: str
+
+
+Write = UpdateTask | UpdateStage | AppendEvent | SetResult
+Read = ReadTask | ReadView
+Change = Write | Read
+
+Applied = int | records.Event | records.Task | records.TaskView | None
 """What applying a change returns (see the module's docstring)."""
 
 
@@ -93,4 +102,4 @@ class BatchOutcome:
 
 def written_tasks(changes: Iterable[Change]) -> set[str]:
     """The ids of the tasks that ``changes`` write to (reads left out)."""
-    return {change.task_id for change in changes if not isinstance(change, ReadTask)}
+    return {change.task_id for change in changes if not isinstance(change, ReadTask | ReadView)}

@@ -24,14 +24,14 @@ def _param(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
 
 
 _TASK_ID = _param("p_task_id", T.c.task_id)
-BUMP = (
-    sa.update(T)
-    .where(T.c.task_id == _TASK_ID)
-    .values(version=T.c.version + 1, updated_us=_param("p_now", T.c.updated_us))
-    .returning(T.c.version)
-)
+# How many writes a statement stands for: 1, or more when a transaction of grouped changes
+# folds the version bumps of a task's earlier changes into it (the version still moves by
+# exactly one per write, as if each had been its own statement).
+_BUMPS = _param("p_bumps", T.c.version)
+_BUMP_VALUES = {"version": T.c.version + _BUMPS, "updated_us": _param("p_now", T.c.updated_us)}
+BUMP = sa.update(T).where(T.c.task_id == _TASK_ID).values(**_BUMP_VALUES).returning(T.c.version)
 _TASK_FIELDS = {
-    "version": T.c.version + 1,
+    "version": T.c.version + _BUMPS,
     "updated_us": _param("p_now", T.c.updated_us),
     "state": _param("p_state", T.c.state),
     "current_stage": _param("p_current_stage", T.c.current_stage),
@@ -63,17 +63,37 @@ UPDATE_STAGE = (
 NEXT_EVENT = (
     sa.update(T)
     .where(T.c.task_id == _TASK_ID)
-    .values(
-        event_count=T.c.event_count + 1,
-        version=T.c.version + 1,
-        updated_us=_param("p_now", T.c.updated_us),
+    .values(event_count=T.c.event_count + 1, **_BUMP_VALUES)
+    .returning(T.c.version)
+)
+# The number NEXT_EVENT gave the event, read in SQL: both statements can be sent at once.
+_EVENT_SEQ = sa.select(T.c.event_count).where(T.c.task_id == _TASK_ID).scalar_subquery()
+_EVENT_TIME = _param("p_timestamp_us", E.c.timestamp_us)
+_PREVIOUS_TIME = (
+    sa.select(E.c.timestamp_us)
+    .where(E.c.task_id == _param("p_task_id", E.c.task_id), E.c.seq == _EVENT_SEQ - 1)
+    .scalar_subquery()
+)
+# Concurrent writers may have read the clock in another order than they got the lock: an
+# event never carries an earlier timestamp than the one before it (read in the same
+# statement, which returns the number and timestamp it stored).
+INSERT_EVENT = (
+    sa.insert(E)
+    .from_select(
+        ["task_id", "seq", "action", "level", "reason", "message", "source", "timestamp_us"],
+        sa.select(
+            _param("p_task_id", E.c.task_id),
+            _EVENT_SEQ,
+            _param("p_action", E.c.action),
+            _param("p_level", E.c.level),
+            _param("p_reason", E.c.reason),
+            _param("p_message", E.c.message),
+            _param("p_source", E.c.source),
+            sa.case((_PREVIOUS_TIME > _EVENT_TIME, _PREVIOUS_TIME), else_=_EVENT_TIME),
+        ),
     )
-    .returning(T.c.event_count)
+    .returning(E.c.seq, E.c.timestamp_us)
 )
-EVENT_TIME = sa.select(E.c.timestamp_us).where(
-    E.c.task_id == _param("p_task_id", E.c.task_id), E.c.seq == _param("p_seq", E.c.seq)
-)
-INSERT_EVENT = sa.insert(E)
 GET_TASK = sa.select(T).where(T.c.task_id == _TASK_ID)
 # SQLite renders no FOR UPDATE: its one writer holds the whole database already.
 LOCK_TASK = GET_TASK.with_for_update()

@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, overload
+from typing import NamedTuple, overload
 
 import sqlalchemy as sa
 
 from clustertasks import errors
 from clustertasks.domain import records, states
-from clustertasks.storage import changes, dialects, notices, rows, schema, transactions
+from clustertasks.storage import changes, dialects, notices, rows, schema, transactions, writes
 from clustertasks.storage import statements as sql
 
 T = schema.tasks
@@ -106,14 +106,16 @@ class TaskStore:
     @overload
     def apply(self, change: changes.ReadTask) -> records.Task: ...
     @overload
+    def apply(self, change: changes.ReadView) -> records.TaskView: ...
+    @overload
     def apply(self, change: changes.Change) -> changes.Applied: ...
     def apply(self, change: changes.Change) -> changes.Applied:
         """Apply one change in a transaction of its own (see ``changes`` for what it returns)."""
-        if isinstance(change, changes.ReadTask):
-            with self._read() as conn:
-                return _read_task(conn, change.task_id)
+        if isinstance(change, changes.ReadTask | changes.ReadView):
+            with self._read(snapshot=True) as conn:
+                return writes.apply(conn, change)
         with self._write() as conn:
-            return _apply(conn, change)
+            return writes.apply(conn, change)
 
     def apply_batch(self, batch: Sequence[changes.Change]) -> list[changes.BatchOutcome]:
         """Apply several changes in one transaction (group commit); one outcome per change.
@@ -126,7 +128,7 @@ class TaskStore:
         # Any failure, the commit's included: each change gets its own outcome below.
         with contextlib.suppress(Exception):
             with self._write() as conn:
-                done = [_apply(conn, change) for change in batch]
+                done = writes.apply_grouped(conn, batch)
             values = done  # only once committed
         if values is not None:
             return [changes.BatchOutcome(value=value) for value in values]
@@ -211,7 +213,7 @@ class TaskStore:
     def add_stages(self, task_id: str, names: Sequence[str], now_us: int) -> list[records.Stage]:
         """Plan stages a task does not list yet, ``pending``, after its last one."""
         with self._write() as conn:
-            _bump(conn, task_id, now_us)
+            writes.bump(conn, task_id, now_us)
             last = conn.execute(
                 sa.select(sa.func.max(S.c.position)).where(S.c.task_id == task_id)
             ).scalar_one_or_none()
@@ -232,7 +234,7 @@ class TaskStore:
             states.check_task_transition(task_id, task.state, target)
             if action == records.PAUSE and task.requested_action == records.CANCEL:
                 raise errors.IllegalTransition(task_id, "being canceled", target.value)
-            _bump(conn, task_id, now_us, requested_action=action)
+            writes.bump(conn, task_id, now_us, requested_action=action)
             return _lock_task(conn, task_id)
 
     def resume(self, task_id: str, now_us: int) -> records.Task:
@@ -242,8 +244,8 @@ class TaskStore:
             if task.requested_action == records.CANCEL:
                 raise errors.IllegalTransition(task_id, "being canceled", "running")
             resumed = task.with_state(states.TaskState.RUNNING, now_us)
-            _bump(conn, task_id, now_us, state=resumed.state.value, requested_action=None)
-            _insert_event(
+            writes.bump(conn, task_id, now_us, state=resumed.state.value, requested_action=None)
+            writes.insert_event(
                 conn,
                 task_id,
                 now_us,
@@ -295,23 +297,8 @@ class TaskStore:
         ``events_after``: leave out the events numbered up to this one (a reader that has
         them already: the history is append-only).
         """
-        params = {"p_task_id": task_id}
         with self._read(snapshot=True) as conn:
-            row = conn.execute(sql.GET_TASK, params).one_or_none()
-            if row is None:
-                raise errors.TaskNotFound(task_id)
-            stage_rows = conn.execute(sql.TASK_STAGES, params).all()
-            event_rows = conn.execute(sql.TASK_EVENTS, {**params, "p_after": events_after}).all()
-            result_rows = conn.execute(sql.TASK_RESULTS, params).all()
-        return records.TaskView(
-            task=rows.task_from_row(row._mapping),
-            stages=tuple(rows.stage_from_row(r._mapping) for r in stage_rows),
-            events=tuple(rows.event_from_row(r._mapping) for r in event_rows),
-            results=tuple(
-                records.TaskResult(data=r.data, status=states.ResultStatus(r.status))
-                for r in result_rows
-            ),
-        )
+            return writes.read_view(conn, task_id, events_after=events_after)
 
     def task_version(self, task_id: str) -> int:
         """The task's version alone (one primary-key lookup): it changes with every write
@@ -429,112 +416,7 @@ class TaskStore:
                 yield conn
 
 
-# -- changes, applied in a transaction the caller holds ----------------------------------------
-
-
-def _apply(conn: sa.Connection, change: changes.Change) -> changes.Applied:
-    match change:
-        case changes.UpdateTask():
-            return _update_task(conn, change)
-        case changes.UpdateStage():
-            return _update_stage(conn, change)
-        case changes.AppendEvent():
-            return _insert_event(
-                conn,
-                change.task_id,
-                change.now_us,
-                action=change.action,
-                level=change.level,
-                reason=change.reason,
-                message=change.message,
-                source=change.source,
-            )
-        case changes.SetResult():
-            _set_result(conn, change)
-            return None
-        case changes.ReadTask():
-            return _read_task(conn, change.task_id)
-
-
-def _update_task(conn: sa.Connection, change: changes.UpdateTask) -> int:
-    task = change.task
-    params = {
-        "p_task_id": task.task_id,
-        "p_now": task.updated_us,
-        "p_state": task.state.value,
-        "p_current_stage": task.current_stage,
-        "p_outputs": dict(task.outputs),
-        "p_error_code": task.error.code,
-        "p_error_message": task.error.message,
-    }
-    statement = sql.UPDATE_TASK
-    if change.acted_on is not None:
-        statement = sql.UPDATE_TASK_ACTED_ON
-        params["p_acted_on"] = change.acted_on
-    version = conn.execute(statement, params).scalar_one_or_none()
-    if version is None:
-        raise errors.TaskNotFound(task.task_id)
-    return int(version)
-
-
-def _update_stage(conn: sa.Connection, change: changes.UpdateStage) -> int:
-    version = _bump(conn, change.task_id, change.now_us)
-    stage = change.stage
-    conn.execute(
-        sql.UPDATE_STAGE,
-        {
-            "p_task_id": change.task_id,
-            "p_position": stage.position,
-            "p_state": stage.state.value,
-            "p_start_us": stage.start_us,
-            "p_end_us": stage.end_us,
-            "p_message": stage.message,
-            "p_outputs": dict(stage.outputs),
-        },
-    )
-    return version
-
-
-def _set_result(conn: sa.Connection, change: changes.SetResult) -> None:
-    task_id, data, status, now_us = change.task_id, change.data, change.status, change.now_us
-    if change.event is not None:
-        _insert_event(
-            conn,
-            task_id,
-            now_us,
-            action=change.event.action,
-            level=change.event.level,
-            reason=change.event.reason,
-            message=change.event.message,
-        )
-    current = conn.execute(
-        sa.select(R.c.status).where(R.c.task_id == task_id, R.c.data == data)
-    ).scalar_one_or_none()
-    if current is not None:
-        states.check_result_transition(task_id, data, states.ResultStatus(current), status)
-        _bump(conn, task_id, now_us)
-        conn.execute(
-            sa.update(R).where(R.c.task_id == task_id, R.c.data == data).values(status=status.value)
-        )
-        return
-    position = conn.execute(
-        sa.update(T)
-        .where(T.c.task_id == task_id)
-        .values(result_count=T.c.result_count + 1, version=T.c.version + 1, updated_us=now_us)
-        .returning(T.c.result_count)
-    ).scalar_one_or_none()
-    if position is None:
-        raise errors.TaskNotFound(task_id)
-    conn.execute(
-        sa.insert(R).values(task_id=task_id, data=data, position=position - 1, status=status.value)
-    )
-
-
-def _read_task(conn: sa.Connection, task_id: str) -> records.Task:
-    row = conn.execute(sql.GET_TASK, {"p_task_id": task_id}).one_or_none()
-    if row is None:
-        raise errors.TaskNotFound(task_id)
-    return rows.task_from_row(row._mapping)
+# -- submissions ----------------------------------------------------------------------------
 
 
 def _lock_task(conn: sa.Connection, task_id: str) -> records.Task:
@@ -542,70 +424,6 @@ def _lock_task(conn: sa.Connection, task_id: str) -> records.Task:
     if row is None:
         raise errors.TaskNotFound(task_id)
     return rows.task_from_row(row._mapping)
-
-
-def _insert_event(
-    conn: sa.Connection,
-    task_id: str,
-    now_us: int,
-    *,
-    action: str,
-    level: states.EventLevel,
-    reason: str,
-    message: str,
-    source: str = records.EVENT_SOURCE,
-) -> records.Event:
-    seq = conn.execute(sql.NEXT_EVENT, {"p_task_id": task_id, "p_now": now_us}).scalar_one_or_none()
-    if seq is None:
-        raise errors.TaskNotFound(task_id)
-    # Concurrent writers may have read the clock in another order than they got the
-    # lock: keep timestamps in step with the order of the events.
-    previous = conn.execute(
-        sql.EVENT_TIME, {"p_task_id": task_id, "p_seq": seq - 1}
-    ).scalar_one_or_none()
-    if previous is not None and previous > now_us:
-        now_us = previous
-    conn.execute(
-        sql.INSERT_EVENT,
-        {
-            "task_id": task_id,
-            "seq": seq,
-            "action": action,
-            "level": level.value,
-            "reason": reason,
-            "message": message,
-            "source": source,
-            "timestamp_us": now_us,
-        },
-    )
-    return records.Event(
-        seq=seq,
-        action=action,
-        level=level,
-        reason=reason,
-        message=message,
-        timestamp_us=now_us,
-        source=source,
-    )
-
-
-def _bump(conn: sa.Connection, task_id: str, now_us: int, **values: Any) -> int:
-    if values:
-        statement: Any = (
-            sa.update(T)
-            .where(T.c.task_id == task_id)
-            .values(version=T.c.version + 1, updated_us=now_us, **values)
-            .returning(T.c.version)
-        )
-        version = conn.execute(statement).scalar_one_or_none()
-    else:
-        version = conn.execute(
-            sql.BUMP, {"p_task_id": task_id, "p_now": now_us}
-        ).scalar_one_or_none()
-    if version is None:
-        raise errors.TaskNotFound(task_id)
-    notices.touched(conn, task_id)
-    return int(version)
 
 
 def _submit(

@@ -1,0 +1,390 @@
+"""The engine's changes (and the reads of a task it makes), applied in a transaction the
+caller holds.
+
+``apply`` applies one change; ``apply_grouped`` a group commit's batch, in order. Every
+write to a task or one of its parts moves the task's ``version`` on by one and sets its
+``updated``. Grouped changes share statements: the version bumps of a task's stage writes
+are folded into the next statement that writes the task row anyway (its update, its next
+event, or one bump at the end of the batch), and every stage row of the batch is written
+by one ``executemany``. Nothing can tell the difference: what commits, and what each
+change returns, is what applying the changes one by one, in order, would have committed
+and returned (no other transaction sees the rows before the commit). The hot statements
+run prepared (``storage/prepared.py``), and on PostgreSQL a batch's statements go out in
+one pipeline: a round trip per batch, not per statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from clustertasks import errors
+from clustertasks.domain import records, states
+from clustertasks.storage import changes, notices, prepared, rows, schema
+from clustertasks.storage import statements as sql
+
+T = schema.tasks
+R = schema.results
+
+_UPDATE_TASK = prepared.Prepared(sql.UPDATE_TASK)
+_UPDATE_TASK_ACTED_ON = prepared.Prepared(sql.UPDATE_TASK_ACTED_ON)
+_UPDATE_STAGE = prepared.Prepared(sql.UPDATE_STAGE)
+_BUMP = prepared.Prepared(sql.BUMP)
+_NEXT_EVENT = prepared.Prepared(sql.NEXT_EVENT)
+_INSERT_EVENT = prepared.Prepared(sql.INSERT_EVENT)
+_GET_TASK = prepared.Prepared(sql.GET_TASK)
+_TASK_STAGES = prepared.Prepared(sql.TASK_STAGES)
+_TASK_EVENTS = prepared.Prepared(sql.TASK_EVENTS)
+_TASK_RESULTS = prepared.Prepared(sql.TASK_RESULTS)
+
+
+def apply(conn: sa.Connection, change: changes.Change) -> changes.Applied:
+    """Apply one change (see ``changes`` for what it returns)."""
+    match change:
+        case changes.UpdateTask():
+            return update_task(conn, change)
+        case changes.UpdateStage():
+            version = bump(conn, change.task_id, change.now_us)
+            _UPDATE_STAGE.rows(conn, _stage_params(change))
+            return version
+        case changes.AppendEvent():
+            return _append_event(conn, change)
+        case changes.SetResult():
+            set_result(conn, change)
+            return None
+        case changes.ReadTask():
+            return read_task(conn, change.task_id)
+        case changes.ReadView():
+            return read_view(conn, change.task_id)
+
+
+def apply_grouped(conn: sa.Connection, batch: Sequence[changes.Change]) -> list[changes.Applied]:
+    """Apply ``batch`` in order, sharing statements; one value per change.
+
+    Raises the first error met; the transaction must then be rolled back (what was
+    written so far is incomplete).
+    """
+    return _Grouped(conn).apply(batch)
+
+
+def update_task(conn: sa.Connection, change: changes.UpdateTask, *, bumps: int = 1) -> int:
+    """Write the task row's mutable fields; ``bumps``: the writes this statement stands for."""
+    return _version(_send_update_task(conn, change, bumps), change.task_id)
+
+
+def set_result(conn: sa.Connection, change: changes.SetResult) -> None:
+    task_id, data, status, now_us = change.task_id, change.data, change.status, change.now_us
+    if change.event is not None:
+        insert_event(
+            conn,
+            task_id,
+            now_us,
+            action=change.event.action,
+            level=change.event.level,
+            reason=change.event.reason,
+            message=change.event.message,
+        )
+    current = conn.execute(
+        sa.select(R.c.status).where(R.c.task_id == task_id, R.c.data == data)
+    ).scalar_one_or_none()
+    if current is not None:
+        states.check_result_transition(task_id, data, states.ResultStatus(current), status)
+        bump(conn, task_id, now_us)
+        conn.execute(
+            sa.update(R).where(R.c.task_id == task_id, R.c.data == data).values(status=status.value)
+        )
+        return
+    position = conn.execute(
+        sa.update(T)
+        .where(T.c.task_id == task_id)
+        .values(result_count=T.c.result_count + 1, version=T.c.version + 1, updated_us=now_us)
+        .returning(T.c.result_count)
+    ).scalar_one_or_none()
+    if position is None:
+        raise errors.TaskNotFound(task_id)
+    notices.touched(conn, task_id)
+    conn.execute(
+        sa.insert(R).values(task_id=task_id, data=data, position=position - 1, status=status.value)
+    )
+
+
+def read_task(conn: sa.Connection, task_id: str) -> records.Task:
+    return _task(_GET_TASK.send(conn, {"p_task_id": task_id}), task_id)
+
+
+def read_view(conn: sa.Connection, task_id: str, *, events_after: int = 0) -> records.TaskView:
+    """The task with its stages, events (those numbered after ``events_after``) and
+    results; in one snapshot when ``conn``'s transaction gives one."""
+    return _send_read_view(conn, task_id, events_after)()
+
+
+def insert_event(
+    conn: sa.Connection,
+    task_id: str,
+    now_us: int,
+    *,
+    action: str,
+    level: states.EventLevel,
+    reason: str,
+    message: str,
+    source: str = records.EVENT_SOURCE,
+) -> records.Event:
+    """Append an event numbered after the task's last one."""
+    change = changes.AppendEvent(task_id, action, level, reason, message, now_us, source)
+    return _append_event(conn, change)
+
+
+def bump(conn: sa.Connection, task_id: str, now_us: int, **values: Any) -> int:
+    """Move the task's version on (and set ``values`` on its row); returns the new version."""
+    if values:
+        statement: Any = (
+            sa.update(T)
+            .where(T.c.task_id == task_id)
+            .values(version=T.c.version + 1, updated_us=now_us, **values)
+            .returning(T.c.version)
+        )
+        version = conn.execute(statement).scalar_one_or_none()
+        if version is None:
+            raise errors.TaskNotFound(task_id)
+        notices.touched(conn, task_id)
+        return int(version)
+    return _version(_send_bump(conn, task_id, now_us, 1), task_id)
+
+
+# -- statements sent now, read later (a pipeline's rows arrive at its end) -------------------
+
+
+def _send_update_task(conn: sa.Connection, change: changes.UpdateTask, bumps: int) -> prepared.Sent:
+    task = change.task
+    params = {
+        "p_task_id": task.task_id,
+        "p_now": task.updated_us,
+        "p_bumps": bumps,
+        "p_state": task.state.value,
+        "p_current_stage": task.current_stage,
+        "p_outputs": dict(task.outputs),
+        "p_error_code": task.error.code,
+        "p_error_message": task.error.message,
+    }
+    statement = _UPDATE_TASK
+    if change.acted_on is not None:
+        statement = _UPDATE_TASK_ACTED_ON
+        params["p_acted_on"] = change.acted_on
+    notices.touched(conn, task.task_id)
+    return statement.send(conn, params)
+
+
+def _send_bump(conn: sa.Connection, task_id: str, now_us: int, bumps: int) -> prepared.Sent:
+    notices.touched(conn, task_id)
+    return _BUMP.send(conn, {"p_task_id": task_id, "p_now": now_us, "p_bumps": bumps})
+
+
+def _version(sent: prepared.Sent, task_id: str) -> int:
+    """The new version a statement on the task row returned."""
+    row = sent.first()
+    if row is None:
+        raise errors.TaskNotFound(task_id)
+    return int(row[0])
+
+
+def _task(sent: prepared.Sent, task_id: str) -> records.Task:
+    row = sent.mapping()
+    if row is None:
+        raise errors.TaskNotFound(task_id)
+    return rows.task_from_row(row)
+
+
+def _append_event(conn: sa.Connection, change: changes.AppendEvent) -> records.Event:
+    numbered = _send_next_event(conn, change, 1)
+    _version(numbered, change.task_id)  # unknown task: nothing more to send
+    return _event(change, _send_insert_event(conn, change))
+
+
+def _send_next_event(conn: sa.Connection, change: changes.AppendEvent, bumps: int) -> prepared.Sent:
+    """Number the event (the task's event count and version move on); returns the version."""
+    notices.touched(conn, change.task_id)
+    params = {"p_task_id": change.task_id, "p_now": change.now_us, "p_bumps": bumps}
+    return _NEXT_EVENT.send(conn, params)
+
+
+def _send_insert_event(conn: sa.Connection, change: changes.AppendEvent) -> prepared.Sent:
+    """Insert the event numbered by ``_send_next_event`` (its number read in SQL)."""
+    return _INSERT_EVENT.send(
+        conn,
+        {
+            "p_task_id": change.task_id,
+            "p_action": change.action,
+            "p_level": change.level.value,
+            "p_reason": change.reason,
+            "p_message": change.message,
+            "p_source": change.source,
+            "p_timestamp_us": change.now_us,
+        },
+    )
+
+
+def _event(change: changes.AppendEvent, inserted: prepared.Sent) -> records.Event:
+    row = inserted.first()
+    if row is None:
+        raise errors.TaskNotFound(change.task_id)
+    seq, stored_us = row
+    return records.Event(
+        seq=int(seq),
+        action=change.action,
+        level=change.level,
+        reason=change.reason,
+        message=change.message,
+        timestamp_us=int(stored_us),
+        source=change.source,
+    )
+
+
+def _send_read_view(
+    conn: sa.Connection, task_id: str, events_after: int
+) -> Callable[[], records.TaskView]:
+    params = {"p_task_id": task_id}
+    task = _GET_TASK.send(conn, params)
+    stages = _TASK_STAGES.send(conn, params)
+    events = _TASK_EVENTS.send(conn, {**params, "p_after": events_after})
+    results = _TASK_RESULTS.send(conn, params)
+
+    def view() -> records.TaskView:
+        return records.TaskView(
+            task=_task(task, task_id),
+            stages=tuple(rows.stage_from_row(r) for r in stages.mappings()),
+            events=tuple(rows.event_from_row(r) for r in events.mappings()),
+            results=tuple(
+                records.TaskResult(data=data, status=states.ResultStatus(status))
+                for data, status in results.rows()
+            ),
+        )
+
+    return view
+
+
+def _stage_params(change: changes.UpdateStage) -> dict[str, Any]:
+    stage = change.stage
+    return {
+        "p_task_id": change.task_id,
+        "p_position": stage.position,
+        "p_state": stage.state.value,
+        "p_start_us": stage.start_us,
+        "p_end_us": stage.end_us,
+        "p_message": stage.message,
+        "p_outputs": dict(stage.outputs),
+    }
+
+
+# -- a group commit's batch --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Owed:
+    """A task's version bumps not written yet: the changes (by index) they belong to, in
+    order, and the time of the latest (what ``updated`` becomes)."""
+
+    changes: list[int] = field(default_factory=list)
+    now_us: int = 0
+
+
+class _Grouped:
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+        self._values: list[changes.Applied] = []
+        self._owed: dict[str, _Owed] = {}
+        self._stage_rows: list[dict[str, Any]] = []
+        # Run once every statement is sent: each reads its statements' rows into _values.
+        self._after: list[Callable[[], None]] = []
+
+    def apply(self, batch: Sequence[changes.Change]) -> list[changes.Applied]:
+        self._values = [None] * len(batch)
+        with prepared.pipeline(self._conn):
+            for index, change in enumerate(batch):
+                self._send(index, change)
+            for task_id in list(self._owed):
+                self._settle(task_id)
+            self._write_stages()
+        for read in self._after:
+            read()
+        return self._values
+
+    def _send(self, index: int, change: changes.Change) -> None:
+        conn = self._conn
+        match change:
+            case changes.UpdateStage():
+                # Stage rows are read only by a ReadView: written together before it or at
+                # the end of the batch.
+                later = self._owed.setdefault(change.task_id, _Owed())
+                later.changes.append(index)
+                later.now_us = change.now_us
+                self._stage_rows.append(_stage_params(change))
+            case changes.UpdateTask():
+                owed = self._owed.pop(change.task_id, None)
+                sent = _send_update_task(conn, change, 1 + _count(owed))
+                self._then(index, owed, lambda: _version(sent, change.task_id))
+            case changes.AppendEvent():
+                owed = self._owed.pop(change.task_id, None)
+                numbered = _send_next_event(conn, change, 1 + _count(owed))
+                inserted = _send_insert_event(conn, change)
+                self._then(None, owed, lambda: _version(numbered, change.task_id))
+                self._after.append(lambda: self._set(index, _event(change, inserted)))
+            case changes.ReadTask():
+                self._settle(change.task_id)
+                task = _GET_TASK.send(conn, {"p_task_id": change.task_id})
+                self._after.append(lambda: self._set(index, _task(task, change.task_id)))
+            case changes.ReadView():
+                self._settle(change.task_id)
+                self._write_stages()
+                view = _send_read_view(conn, change.task_id, 0)
+                self._after.append(lambda: self._set(index, view()))
+            case changes.SetResult():
+                # Reads and decides as it goes: applied at once, after the task row's
+                # pending bumps.
+                self._settle(change.task_id)
+                set_result(conn, change)
+
+    def _then(self, index: int | None, owed: _Owed | None, version: Callable[[], int]) -> None:
+        """Once sent: a statement moved the version to ``version()`` (the value of the change
+        at ``index``, if given); ``owed``'s changes, folded into it, the versions before."""
+
+        def read() -> None:
+            new = version()
+            if index is not None:
+                self._values[index] = new
+            if owed is not None:
+                first = new - 1 - len(owed.changes)
+                for offset, owed_index in enumerate(owed.changes, 1):
+                    self._values[owed_index] = first + offset
+
+        self._after.append(read)
+
+    def _set(self, index: int, value: changes.Applied) -> None:
+        self._values[index] = value
+
+    def _settle(self, task_id: str) -> None:
+        owed = self._owed.pop(task_id, None)
+        if owed is None:
+            return
+        sent = _send_bump(self._conn, task_id, owed.now_us, len(owed.changes))
+
+        def read() -> None:
+            new = _version(sent, task_id)
+            first = new - len(owed.changes)
+            for offset, owed_index in enumerate(owed.changes, 1):
+                self._values[owed_index] = first + offset
+
+        self._after.append(read)
+
+    def _write_stages(self) -> None:
+        if len(self._stage_rows) == 1:
+            _UPDATE_STAGE.send(self._conn, self._stage_rows[0])
+        elif self._stage_rows:
+            _UPDATE_STAGE.many(self._conn, self._stage_rows)
+        self._stage_rows = []
+
+
+def _count(owed: _Owed | None) -> int:
+    return 0 if owed is None else len(owed.changes)
