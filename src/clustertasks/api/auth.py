@@ -76,7 +76,9 @@ class AuthMiddleware:
             if body is None:
                 return  # the client went away
             request = _http_request(scope, body)
-            if scope.get("state", {}).get(admission.WAIT_STATE):
+            if self.authenticator.inline:
+                key = await self.authenticator.authenticate_async(request)
+            elif scope.get("state", {}).get(admission.WAIT_STATE):
                 # Waits take their turn on threads of their own: however many arrive,
                 # other requests find the shared threads (and the nonce store) free.
                 key = await anyio.to_thread.run_sync(

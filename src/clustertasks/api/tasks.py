@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from clustertasks import errors
-from clustertasks.api import conditional, deps, render
+from clustertasks.api import conditional, deps, documents, render
 from clustertasks.api import errors as api_errors
 from clustertasks.domain import wire
 from clustertasks.service import tasks as task_service
@@ -73,17 +71,42 @@ async def describe_task_info(
         version = await services.live.version(task_id)
     if version is not None and held.matches(conditional.etag(version, representation)):
         return conditional.not_modified(version, representation)
-    view = await run_in_threadpool(
-        functools.partial(services.tasks.describe_task, task_id, poll=not plan.counted)
-    )
+    poll = not plan.counted
+    tz = deps.timezone(request)
+    kept = _documents(request)
+    if representation == "json":
+        if version is None:
+            version = await deps.short_call(request, services.tasks.version, task_id, poll=poll)
+            poll = False  # counted as one
+        document = kept.get(task_id, tz, version)
+        if document is not None:
+            return _json_answer(request, document, version)
+    view = await deps.short_call(request, services.tasks.describe_task, task_id, poll=poll)
     version = view.task.version
     if held.matches(conditional.etag(version, representation)):
         return conditional.not_modified(version, representation)
-    body = wire.task_document(view, deps.timezone(request))
+    body = wire.task_document(view, tz)
+    if representation == "json":
+        document = render.dumps(body)
+        kept.put(task_id, tz, version, document)
+        return _json_answer(request, document, version)
     # Not in the SDK model, but ecctl reads a request id from this document.
     body["requestId"] = api_errors.request_id(request)
     response = render.document(request, "DescribeTaskInfo", body)
     response.headers.update(conditional.headers(version, representation))
+    return response
+
+
+def _documents(request: Request) -> documents.Documents:
+    kept: documents.Documents = request.app.state.documents
+    return kept
+
+
+def _json_answer(request: Request, document: bytes, version: int) -> Response:
+    # Not in the SDK model, but ecctl reads a request id from this document.
+    body = documents.with_request_id(document, api_errors.request_id(request))
+    response = Response(body, 200, media_type=render.JSON_TYPE)
+    response.headers.update(conditional.headers(version, "json"))
     return response
 
 

@@ -17,7 +17,15 @@ import sqlalchemy as sa
 
 from clustertasks import errors
 from clustertasks.domain import records, states
-from clustertasks.storage import changes, dialects, notices, rows, schema, transactions
+from clustertasks.storage import (
+    changes,
+    dialects,
+    notices,
+    point_reads,
+    rows,
+    schema,
+    transactions,
+)
 from clustertasks.storage import statements as sql
 
 T = schema.tasks
@@ -83,8 +91,11 @@ class UnfinishedTask(NamedTuple):
 
 
 class TaskStore:
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, points: point_reads.PointReads | None = None) -> None:
+        """``points``: single-row reads straight through SQLite's driver (the version)."""
         self._engine = engine
+        self._points = points
+        self._version_read = points.prepare(sql.TASK_VERSION) if points is not None else None
         self._write_options = dialects.write_options(engine)
         self._snapshot_options = dialects.snapshot_options(engine)
         # One queue of writers per engine, shared with the other stores on it.
@@ -305,6 +316,11 @@ class TaskStore:
     def task_version(self, task_id: str) -> int:
         """The task's version alone (one primary-key lookup): it changes with every write
         to the task or its parts, so a reader can tell whether its copy is current."""
+        if self._points is not None and self._version_read is not None:
+            row = self._points.first(self._version_read, {"p_task_id": task_id})
+            if row is None:
+                raise errors.TaskNotFound(task_id)
+            return int(row[0])
         with self._read() as conn:
             version = conn.execute(sql.TASK_VERSION, {"p_task_id": task_id}).scalar_one_or_none()
         if version is None:
