@@ -382,7 +382,7 @@ def _run_server(
 
 
 def _listening(config: settings.Settings, runtime: Runtime) -> str:
-    mode = "running tasks" if runtime.executor is not None else "API only, no executor"
+    mode = "running tasks" if config.engine.executor else "API only, no executor"
     temporal = config.engine.temporal
     if temporal is not None:
         mode = (
@@ -468,15 +468,22 @@ def _serve_workers(config: settings.Settings, announce: Callable[[str], None]) -
         raise errors.ConfigurationError(
             f"API worker {failed.name} ended with status {failed.exitcode}; stopped the others"
         )
-    bad = [child for child in children if child.exitcode not in (0, None)]
+    # A worker told to stop before its server had started dies by the signal itself.
+    bad = [child for child in children if child.exitcode not in (0, None, -signal.SIGTERM)]
     if bad:
         raise errors.ConfigurationError(
             f"API worker {bad[0].name} stopped with status {bad[0].exitcode}"
         )
 
 
+def _stop_while_starting(_sig: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def _worker_process(config: settings.Settings, sock: socket.socket) -> None:
     """One API worker of ``--workers``: this process's own object graph, serving ``sock``."""
+    # Until the server takes the signals over: a stop while starting is a clean exit.
+    signal.signal(signal.SIGTERM, _stop_while_starting)
     runtime = build(config)
     try:
         _run_server(config, runtime, [sock])
