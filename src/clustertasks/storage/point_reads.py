@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,17 +42,58 @@ class PointReads:
 
     def prepare(self, statement: sa.Select[Any]) -> Prepared:
         compiled = statement.compile(dialect=self._dialect)
-        return Prepared(str(compiled), tuple(compiled.positiontup or ()))
+        columns = list(statement.selected_columns)
+        return Prepared(
+            str(compiled),
+            tuple(compiled.positiontup or ()),
+            tuple(str(column.key) for column in columns),
+            # The column types' conversions (JSON text to objects), as a Result applies them.
+            tuple(column.type.result_processor(self._dialect, None) for column in columns),
+        )
+
+    def mappings(self, prepared: Prepared, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Every row of the statement, as column name -> value."""
+        try:
+            found = (
+                self._connection()
+                .execute(prepared.sql, [params[name] for name in prepared.names])
+                .fetchall()
+            )
+        except sqlite3.OperationalError as exc:
+            raise errors.StorageUnavailable() from exc
+        except sqlite3.Error as exc:
+            raise errors.StorageError(f"the task store failed: {type(exc).__name__}") from exc
+        keys, convert = prepared.columns, prepared.processors
+        return [
+            {
+                key: (value if process is None or value is None else process(value))
+                for key, value, process in zip(keys, row, convert, strict=True)
+            }
+            for row in found
+        ]
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction around the reads in the block: they see the same commits."""
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise errors.StorageUnavailable() from exc
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("COMMIT")
 
     def first(self, prepared: Prepared, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The statement's first row, or None."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._open()
         try:
-            row: tuple[Any, ...] | None = conn.execute(
-                prepared.sql, [params[name] for name in prepared.names]
-            ).fetchone()
+            row: tuple[Any, ...] | None = (
+                self._connection()
+                .execute(prepared.sql, [params[name] for name in prepared.names])
+                .fetchone()
+            )
         except sqlite3.OperationalError as exc:
             raise errors.StorageUnavailable() from exc
         except sqlite3.Error as exc:
@@ -74,6 +115,10 @@ class PointReads:
         for conn in opened:
             conn.close()
 
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        return conn if conn is not None else self._open()
+
     def _open(self) -> sqlite3.Connection:
         with self._lock:
             if self._closed:
@@ -93,11 +138,19 @@ class PointReads:
 class Prepared:
     """A statement compiled for SQLite, and the order of its parameters."""
 
-    __slots__ = ("names", "sql")
+    __slots__ = ("columns", "names", "processors", "sql")
 
-    def __init__(self, sql: str, names: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        sql: str,
+        names: tuple[str, ...],
+        columns: tuple[str, ...] = (),
+        processors: tuple[Callable[[Any], Any] | None, ...] = (),
+    ) -> None:
         self.sql = sql
         self.names = names
+        self.columns = columns
+        self.processors = processors
 
 
 _PING = Prepared("SELECT 1", ())

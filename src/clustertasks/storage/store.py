@@ -96,6 +96,14 @@ class TaskStore:
         self._engine = engine
         self._points = points
         self._version_read = points.prepare(sql.TASK_VERSION) if points is not None else None
+        self._document_reads = (
+            tuple(
+                points.prepare(statement)
+                for statement in (sql.GET_TASK, sql.TASK_STAGES, sql.TASK_EVENTS, sql.TASK_RESULTS)
+            )
+            if points is not None
+            else None
+        )
         self._write_options = dialects.write_options(engine)
         self._snapshot_options = dialects.snapshot_options(engine)
         # One queue of writers per engine, shared with the other stores on it.
@@ -296,6 +304,10 @@ class TaskStore:
         them already: the history is append-only).
         """
         params = {"p_task_id": task_id}
+        if self._points is not None and self._document_reads is not None:
+            return self._describe_point_reads(
+                self._points, self._document_reads, task_id, events_after
+            )
         with self._read(snapshot=True) as conn:
             row = conn.execute(sql.GET_TASK, params).one_or_none()
             if row is None:
@@ -309,6 +321,33 @@ class TaskStore:
             events=tuple(rows.event_from_row(r._mapping) for r in event_rows),
             results=tuple(
                 records.TaskResult(data=r.data, status=states.ResultStatus(r.status))
+                for r in result_rows
+            ),
+        )
+
+    @staticmethod
+    def _describe_point_reads(
+        points: point_reads.PointReads,
+        reads: tuple[point_reads.Prepared, ...],
+        task_id: str,
+        events_after: int,
+    ) -> records.TaskView:
+        """``describe_task`` straight through SQLite's driver, in one read transaction."""
+        task, stages, events, results = reads
+        params = {"p_task_id": task_id, "p_after": events_after}
+        with points.snapshot():
+            found = points.mappings(task, params)
+            if not found:
+                raise errors.TaskNotFound(task_id)
+            stage_rows = points.mappings(stages, params)
+            event_rows = points.mappings(events, params)
+            result_rows = points.mappings(results, params)
+        return records.TaskView(
+            task=rows.task_from_row(found[0]),
+            stages=tuple(rows.stage_from_row(r) for r in stage_rows),
+            events=tuple(rows.event_from_row(r) for r in event_rows),
+            results=tuple(
+                records.TaskResult(data=r["data"], status=states.ResultStatus(r["status"]))
                 for r in result_rows
             ),
         )
