@@ -29,7 +29,7 @@ import secrets
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from clustertasks import errors
 from clustertasks.domain import access
@@ -66,13 +66,21 @@ class HttpRequest:
     headers: tuple[tuple[str, str], ...]
     """Lower-case names, values as received (several entries for a repeated header)."""
     body: bytes = b""
+    _values: dict[str, list[str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """Each header's values, gathered at the first lookup (a signature check makes a
+    dozen)."""
 
     def header(self, name: str) -> str | None:
         """The header's value; a repeated header's values sorted and joined with ``,``."""
-        values = [value.strip() for key, value in self.headers if key == name]
+        if not self._values and self.headers:
+            for key, value in self.headers:
+                self._values.setdefault(key, []).append(value.strip())
+        values = self._values.get(name)
         if not values:
             return None
-        return ",".join(sorted(values))
+        return values[0] if len(values) == 1 else ",".join(sorted(values))
 
 
 @dataclass(frozen=True, slots=True)
