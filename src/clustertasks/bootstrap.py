@@ -26,6 +26,7 @@ from clustertasks.api import app as api_app
 from clustertasks.api import protocol
 from clustertasks.api import services as api_services
 from clustertasks.domain import access, ids
+from clustertasks.domain import emulator as emulator_domain
 from clustertasks.emulator import clock_store, controls, fault_store, simclock, world_store
 from clustertasks.emulator import cloud as sim_cloud
 from clustertasks.emulator import state as emulator_state
@@ -413,9 +414,14 @@ def _serve_workers(config: settings.Settings, announce: Callable[[str], None]) -
     api_only = dataclasses.replace(config.engine, executor=False)
     runtime = build(dataclasses.replace(config, engine=api_only))
     try:
-        if runtime.cloud.sim_clock.mode == "per_poll":
+        if runtime.cloud.sim_clock.mode != emulator_domain.REALTIME:
             raise errors.ConfigurationError(
-                "--sim-clock per_poll moves tasks on the polls one process sees: use one worker"
+                f"the {runtime.cloud.sim_clock.mode} simulated clock moves waits in the process "
+                "that receives the call, and --workers spreads the calls: use one worker"
+            )
+        if config.sim.seed is not None:
+            raise errors.ConfigurationError(
+                "--sim-seed would make every worker draw the same ids: use one worker"
             )
         _provision_keys(runtime, announce)
         listening = _listening(config, runtime)
