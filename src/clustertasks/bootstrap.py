@@ -9,10 +9,12 @@ import ipaddress
 import json
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
@@ -55,6 +57,8 @@ if TYPE_CHECKING:  # imported where used: temporalio is an optional extra
 log = logging.getLogger("clustertasks")
 
 TLS_CLOSE_GRACE_SECONDS = 1.0
+WORKER_STOP_SECONDS = 15.0
+"""How long a worker whose parent died may take to stop gracefully."""
 LISTEN_BACKLOG = 2048
 """Connections the kernel queues before a worker accepts them (uvicorn's default)."""
 
@@ -482,6 +486,18 @@ def _serve_workers(config: settings.Settings, announce: Callable[[str], None]) -
         )
 
 
+def _stop_with_parent() -> None:
+    """A worker whose parent died (kill -9) stops too, rather than keep serving the port
+    unsupervised: gracefully, and at once if that takes too long."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    multiprocessing.connection.wait([parent.sentinel])
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(WORKER_STOP_SECONDS)
+    os._exit(1)
+
+
 def _stop_while_starting(_sig: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
 
@@ -490,6 +506,7 @@ def _worker_process(config: settings.Settings, sock: socket.socket) -> None:
     """One API worker of ``--workers``: this process's own object graph, serving ``sock``."""
     # Until the server takes the signals over: a stop while starting is a clean exit.
     signal.signal(signal.SIGTERM, _stop_while_starting)
+    threading.Thread(target=_stop_with_parent, name="clustertasks-parent", daemon=True).start()
     runtime = build(config)
     try:
         _run_server(config, runtime, [sock])
