@@ -36,7 +36,8 @@ UNAUTHENTICATED = frozenset({"/healthz", "/openapi.json"})
 RETRY_AFTER_HEADER = "x-acs-retry-after"
 MAX_HEADERS = 100
 WAIT_THREADS = 2
-"""Threads that check the signatures of long-polls and event streams (admission.py)."""
+"""Threads that check the signatures of long-polls and event streams where checks leave
+the event loop (PostgreSQL; admission.py)."""
 MAX_HEADER_BYTES = 32 * 1024
 MAX_TARGET_BYTES = 32 * 1024
 """Path plus query; uvicorn refuses far longer request lines itself, the test client not."""
