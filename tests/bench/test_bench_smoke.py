@@ -65,6 +65,8 @@ def test_read_path_bench_prints_rates_and_ratios() -> None:
         "2",
         "--workers",
         "2",
+        "--rounds",
+        "1",
     )
     assert "floor: FastAPI + SQLite" in out
     assert "GET /healthz" in out
