@@ -11,7 +11,10 @@ DescribeTaskInfo on one keep-alive connection, signed as the SDK signs.
    long-poll (``GET /tasks/T?wait=60&since=V``), an event stream (``GET /tasks/T/stream``)
    or nothing at all (``silent``: a socket that never sends its request), and holds them;
    the prober runs meanwhile for ``--seconds``.
-3. After: the flood closes its connections; the server's RSS is read again after a pause.
+3. Held: every waiter is connected and held; the prober runs again for ``--seconds`` and
+   the server's RSS is read (2,000 open streams: ``--waiters 2000 --kind stream
+   --serve-arg=--max-waits-per-key=2000``).
+4. After: the flood closes its connections; the server's RSS is read again after a pause.
 
 Prints the prober's p50/p99 in both phases and their ratio (flood / baseline), the
 server's RSS before, at its peak during, and after the flood, and how the server answered
@@ -259,6 +262,10 @@ def main() -> int:
             sampler.start()
             during = asyncio.run(_probe(server.port, task_id, args.seconds))
             connected = json.loads(flooder.stdout.readline() or "{}")
+            # Every waiter connected and still held: what an open crowd costs in the steady
+            # state, once its arrival is over.
+            held = asyncio.run(_probe(server.port, task_id, args.seconds))
+            rss_held = _rss_kib(pid)
             rss_during_peak = peak[0]
             flooder.stdin.write("\n")
             flooder.stdin.flush()
@@ -279,11 +286,16 @@ def main() -> int:
         "serve_args": args.serve_arg,
         "prober_baseline": base,
         "prober_during_flood": flood,
+        "prober_while_held": _summary(held),
         "prober_after": _summary(after),
         "p99_ratio_flood_vs_baseline": round(common.ratio(flood["p99_ms"], base["p99_ms"]), 2),
+        "p50_ratio_held_vs_baseline": round(
+            common.ratio(_summary(held)["p50_ms"], base["p50_ms"]), 2
+        ),
         "rss_mib": {
             "before": round(rss_before / 1024, 1),
             "peak_during": round(rss_during_peak / 1024, 1),
+            "held": round(rss_held / 1024, 1),
             "after": round(rss_after / 1024, 1),
         },
         "flood": {**connected, **outcome},

@@ -1,7 +1,10 @@
 """The read path: DescribeTaskInfo against a real ``clustertasks serve --no-executor``.
 
 Figures, each from a separate load-generator process (bench/load.py) in the same run:
-  1. DescribeTaskInfo vs GET /healthz (the cheapest endpoint): requests/s, p50, p99.
+  1. The floor (bench/floor.py: FastAPI, one SQLite primary-key lookup of the stored
+     document, uvicorn with httptools and uvloop, one process) vs signed DescribeTaskInfo
+     through ``clustertasks serve --workers N``, vs the same server's GET /healthz, and vs
+     DescribeTaskInfo with ``--auth off``: requests/s, p50, p99.
   2. DescribeTaskInfo p99 with many stored tasks vs with the small store.
   3. DescribeTaskInfo p99 for a task with many task_result entries vs one with 1.
 It also measures what storing tasks costs: through the store as the engine writes them
@@ -9,12 +12,14 @@ It also measures what storing tasks costs: through the store as the engine write
 
     .venv/bin/python bench/read_path.py                      # 1,000 vs 100,000 tasks
     .venv/bin/python bench/read_path.py --small 5 --large 20 --results 10 --requests 40
+    .venv/bin/python bench/read_path.py --large 0            # the ratios only
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import secrets
 import subprocess
@@ -24,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,9 +39,10 @@ if str(ROOT) not in sys.path:
 from tests.support import factories  # noqa: E402
 from tests.support.server import ServerProcess  # noqa: E402
 
-from bench import common  # noqa: E402
-from clustertasks import settings  # noqa: E402
-from clustertasks.domain import ids, states  # noqa: E402
+from bench import common, floor  # noqa: E402
+from clustertasks import settings, testing  # noqa: E402
+from clustertasks.api import render  # noqa: E402
+from clustertasks.domain import ids, states, wire  # noqa: E402
 from clustertasks.storage import database, schema  # noqa: E402
 
 KEY_ID = "LTAIbenchreadpath0001"
@@ -133,9 +140,67 @@ class Seeder:
         instances = [f"i-{n:020d}" for n in range(count)]
         return self.through_store(1, instances=instances)[0]
 
+    def documents(self, task_ids: list[str]) -> list[tuple[str, bytes]]:
+        """The DescribeTaskInfo documents of ``task_ids`` as the server renders them."""
+        return [
+            (task_id, render.dumps(wire.task_document(self.store.describe_task(task_id))))
+            for task_id in task_ids
+        ]
 
-def auth_switch() -> bool:
-    """Whether this server has ``--auth on|off`` (signatures arrived with it)."""
+
+class FloorProcess:
+    """bench/floor.py on a free port, serving ``documents`` from a SQLite file of its own."""
+
+    def __init__(self, work: Path, documents: list[tuple[str, bytes]]) -> None:
+        path = work / "floor.db"
+        floor.write_documents(str(path), documents)
+        self.port = testing.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [
+                *(sys.executable, str(ROOT / "bench" / "floor.py")),
+                *("--db", str(path), "--port", str(self.port)),
+            ],
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the floor app exited with {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1.0, trust_env=False).is_success:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("the floor app did not answer within 60 s")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _pooled(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Several runs of one figure as one: requests/s over them all, the median p50/p99."""
+    seconds = sum(r["seconds"] for r in runs)
+    requests = sum(r["requests"] for r in runs)
+    return {
+        "requests": requests,
+        "seconds": seconds,
+        "rps": requests / seconds if seconds else 0.0,
+        "p50_ms": common.median([r["p50_ms"] for r in runs]),
+        "p99_ms": common.median([r["p99_ms"] for r in runs]),
+        "not_200": sum(r["not_200"] for r in runs),
+    }
+
+
+def serve_flags() -> str:
+    """``clustertasks serve --help``: which flags this server has (``--auth`` arrived
+    with signatures, ``--workers`` with API worker processes)."""
     done = subprocess.run(
         [sys.executable, "-m", "clustertasks", "serve", "--help"],
         capture_output=True,
@@ -143,11 +208,11 @@ def auth_switch() -> bool:
         timeout=60,
         check=False,
     )
-    return "--auth" in done.stdout
+    return done.stdout
 
 
 def measure(
-    server: ServerProcess,
+    url: str,
     work: Path,
     name: str,
     paths: list[str],
@@ -161,7 +226,7 @@ def measure(
         sys.executable,
         str(ROOT / "bench" / "load.py"),
         "--url",
-        server.url,
+        url,
         "--paths",
         str(path_file),
         "--requests",
@@ -193,17 +258,36 @@ def measure(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--small", type=int, default=1000, help="tasks in the small store")
-    parser.add_argument("--large", type=int, default=100_000, help="tasks in the large store")
+    parser.add_argument(
+        "--large", type=int, default=100_000, help="tasks in the large store (0: skip)"
+    )
     parser.add_argument("--results", type=int, default=1000, help="task_result entries")
     parser.add_argument("--through-store", type=int, default=200, help="tasks seeded via store")
     parser.add_argument("--requests", type=int, default=4000, help="requests per measurement")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--time-limit", type=float, default=30.0, help="seconds per measurement")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="serve --workers: API processes (default: one per core)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="floor/server pairs measured for each ratio"
+    )
     parser.add_argument("--json", help="merge the figures into this results file")
     args = parser.parse_args()
     rng = random.Random(3)
     print(f"read-path bench; {common.machine()}")
-    results: dict[str, Any] = {"small": args.small, "large": args.large}
+    flags = serve_flags()
+    workers = args.workers if "--workers" in flags else 1
+    worker_args = ("--workers", str(workers)) if "--workers" in flags else ()
+    results: dict[str, Any] = {
+        "small": args.small,
+        "large": args.large,
+        "workers": workers,
+        "machine": common.machine(),
+    }
     with tempfile.TemporaryDirectory(prefix="ct-bench-read-") as tmp:
         work = Path(tmp)
         url = f"sqlite:///{work / 'clustertasks.db'}"
@@ -213,6 +297,8 @@ def main() -> int:
             seeder.copies(args.small - len(seeder.task_ids))
             one = seeder.with_results(1)
             many = seeder.with_results(args.results)
+            small_ids = list(seeder.task_ids[: args.small])
+            documents = seeder.documents(small_ids)
         finally:
             seeder.close()
         per_task_ms = seeder.store_seconds / max(seeder.store_count, 1) * 1000
@@ -220,88 +306,144 @@ def main() -> int:
             f"  storing tasks: {per_task_ms:.2f} ms each through the store "
             f"({seeder.store_count} tasks, ~16 commits each)"
         )
-        small_ids = list(seeder.task_ids[: args.small])
 
-        def run(name: str, paths: list[str]) -> dict[str, float]:
+        def run(target: str, name: str, paths: list[str]) -> dict[str, float]:
             return measure(
-                server, work, name, paths, args.requests, args.concurrency, args.time_limit
+                target, work, name, paths, args.requests, args.concurrency, args.time_limit
             )
 
         def task_paths(pool: list[str]) -> list[str]:
             return [f"/tasks/{rng.choice(pool)}" for _ in range(min(args.requests, 5000))]
 
-        server = ServerProcess(url, work, "--no-executor", env=SERVER_ENV).start()
+        small_paths = task_paths(small_ids)
+        # The floor runs beside the servers, idle but for its own turns: each figure of a
+        # server is measured right after one of the floor, so a ratio compares two figures
+        # of the same minute on a shared, noisy machine (the median of --rounds is kept).
+        floor_app = FloorProcess(work, documents)
+        floor_label = f"floor: FastAPI + SQLite ({args.small} docs)"
+        round_ratios: dict[str, list[float]] = {"signed": [], "auth_off": []}
+
+        def against_floor(target: str, name: str, key: str, which: str) -> None:
+            floors, served = [], []
+            for _ in range(args.rounds):
+                floors.append(run(floor_app.url, floor_label, small_paths))
+                served.append(run(target, name, small_paths))
+                round_ratios[which].append(common.ratio(served[-1]["rps"], floors[-1]["rps"]))
+            results.setdefault("floor_rounds", []).extend(floors)
+            results[key] = _pooled(served)
+
         try:
-            results["healthz"] = run("GET /healthz", ["/healthz"])
-            results["describe_small"] = run(
-                f"DescribeTaskInfo ({args.small} tasks)", task_paths(small_ids)
-            )
-            results["describe_1_result"] = run("DescribeTaskInfo (1 result)", [f"/tasks/{one}"])
-            results["describe_many_results"] = run(
-                f"DescribeTaskInfo ({args.results} results)", [f"/tasks/{many}"]
-            )
-        finally:
-            server.stop()
-        if auth_switch():
-            # The same reads with signature checks off: what the read path costs by itself.
-            server = ServerProcess(
-                url, work, "--no-executor", "--auth", "off", env=SERVER_ENV
-            ).start()
+            server = ServerProcess(url, work, "--no-executor", *worker_args, env=SERVER_ENV).start()
             try:
-                results["healthz_auth_off"] = run("GET /healthz (--auth off)", ["/healthz"])
-                results["describe_small_auth_off"] = run(
-                    f"DescribeTaskInfo ({args.small} tasks, --auth off)", task_paths(small_ids)
+                results["healthz"] = run(server.url, "GET /healthz", ["/healthz"])
+                against_floor(
+                    server.url, f"DescribeTaskInfo ({args.small} tasks)", "describe_small", "signed"
+                )
+                results["describe_1_result"] = run(
+                    server.url, "DescribeTaskInfo (1 result)", [f"/tasks/{one}"]
+                )
+                results["describe_many_results"] = run(
+                    server.url, f"DescribeTaskInfo ({args.results} results)", [f"/tasks/{many}"]
                 )
             finally:
                 server.stop()
-        # Newer ids from another sequence: the copies never clash with the first tasks.
-        seeder = Seeder(url, seed=12, start_us=factories.BASE_US + 10**12)
-        try:
-            seeder.task_ids = small_ids[:1]
-            seeder.copies(args.large - args.small)
+            if "--auth" in flags:
+                # The same reads with signature checks off: what the read path costs alone.
+                server = ServerProcess(
+                    url, work, "--no-executor", "--auth", "off", *worker_args, env=SERVER_ENV
+                ).start()
+                try:
+                    results["healthz_auth_off"] = run(
+                        server.url, "GET /healthz (--auth off)", ["/healthz"]
+                    )
+                    against_floor(
+                        server.url,
+                        f"DescribeTaskInfo ({args.small} tasks, --auth off)",
+                        "describe_small_auth_off",
+                        "auth_off",
+                    )
+                finally:
+                    server.stop()
         finally:
-            seeder.close()
-        copy_rate = seeder.copy_count / seeder.copy_seconds if seeder.copy_seconds else 0.0
-        print(f"  bulk-copying {seeder.copy_count} more tasks: {copy_rate:.0f} tasks/s")
-        large_ids = small_ids + seeder.task_ids[1:]
-        server = ServerProcess(url, work, "--no-executor", env=SERVER_ENV).start()
-        try:
-            results["describe_large"] = run(
-                f"DescribeTaskInfo ({args.large} tasks)", task_paths(large_ids)
-            )
-        finally:
-            server.stop()
-        db_bytes = sum(p.stat().st_size for p in work.glob("clustertasks.db*"))
+            floor_app.stop()
+        results["floor"] = _pooled(results["floor_rounds"])
+        results["round_ratios"] = round_ratios
+        copy_rate = 0.0
+        db_bytes = 0
+        if args.large > args.small:
+            # Newer ids from another sequence: the copies never clash with the first tasks.
+            seeder = Seeder(url, seed=12, start_us=factories.BASE_US + 10**12)
+            try:
+                seeder.task_ids = small_ids[:1]
+                seeder.copies(args.large - args.small)
+            finally:
+                seeder.close()
+            copy_rate = seeder.copy_count / seeder.copy_seconds if seeder.copy_seconds else 0.0
+            print(f"  bulk-copying {seeder.copy_count} more tasks: {copy_rate:.0f} tasks/s")
+            # As many tasks as the small store, drawn from the copies, asked for in the same
+            # pattern: the two p99s then differ by the store's size alone, not by how often
+            # a worker has already kept a document (every request would miss it with a
+            # million distinct ids, against three in four with a thousand).
+            copied = seeder.task_ids[1:]
+            large_ids = rng.sample(copied, min(len(small_ids), len(copied)))
+            server = ServerProcess(url, work, "--no-executor", *worker_args, env=SERVER_ENV).start()
+            try:
+                # The small store's p99 again, on this server: the two p99s compared come
+                # from the same minute, not from minutes apart on a shared machine.
+                results["describe_small_again"] = run(
+                    server.url, f"DescribeTaskInfo ({args.small} of them)", small_paths
+                )
+                results["describe_large"] = run(
+                    server.url, f"DescribeTaskInfo ({args.large} tasks)", task_paths(large_ids)
+                )
+            finally:
+                server.stop()
+            db_bytes = sum(p.stat().st_size for p in work.glob("clustertasks.db*"))
     results["store_ms_per_task"] = per_task_ms
     results["copy_tasks_per_s"] = copy_rate
     results["db_bytes_large"] = db_bytes
     ratios = {
+        "describe_vs_floor_rps": common.median(round_ratios["signed"]),
         "describe_vs_healthz_rps": common.ratio(
             results["describe_small"]["rps"], results["healthz"]["rps"]
-        ),
-        "p99_large_vs_small": common.ratio(
-            results["describe_large"]["p99_ms"], results["describe_small"]["p99_ms"]
         ),
         "p99_many_results_vs_1": common.ratio(
             results["describe_many_results"]["p99_ms"], results["describe_1_result"]["p99_ms"]
         ),
     }
+    if "describe_large" in results:
+        ratios["p99_large_vs_small"] = common.ratio(
+            results["describe_large"]["p99_ms"], results["describe_small_again"]["p99_ms"]
+        )
     if "describe_small_auth_off" in results:
+        ratios["describe_auth_off_vs_floor_rps"] = common.median(round_ratios["auth_off"])
         ratios["describe_vs_healthz_rps_auth_off"] = common.ratio(
             results["describe_small_auth_off"]["rps"], results["healthz_auth_off"]["rps"]
         )
-        print(
-            "ratio with --auth off: DescribeTaskInfo/healthz requests/s = "
-            f"{ratios['describe_vs_healthz_rps_auth_off']:.2f}"
-        )
     results["ratios"] = ratios
+    print(f"ratios ({workers} API worker processes):")
     print(
-        f"ratios: DescribeTaskInfo/healthz requests/s = {ratios['describe_vs_healthz_rps']:.2f} "
-        f"(target >= 0.6); p99 {args.large}/{args.small} tasks = "
-        f"{ratios['p99_large_vs_small']:.2f}x (target <= 1.5); p99 {args.results}/1 results = "
-        f"{ratios['p99_many_results_vs_1']:.2f}x (target <= 10)"
+        f"  DescribeTaskInfo signed / floor requests/s = {ratios['describe_vs_floor_rps']:.2f} "
+        f"(target >= 1.0; median of {args.rounds} back-to-back pairs: "
+        f"{', '.join(f'{r:.2f}' for r in round_ratios['signed'])})"
     )
-    print(f"database with {args.large} tasks: {db_bytes / 1e6:.0f} MB")
+    print(
+        "  DescribeTaskInfo signed / healthz requests/s = "
+        f"{ratios['describe_vs_healthz_rps']:.2f} (target >= 0.6)"
+    )
+    if "describe_auth_off_vs_floor_rps" in ratios:
+        print(
+            "  DescribeTaskInfo --auth off / floor requests/s = "
+            f"{ratios['describe_auth_off_vs_floor_rps']:.2f} (target >= 1.2; pairs: "
+            f"{', '.join(f'{r:.2f}' for r in round_ratios['auth_off'])})"
+        )
+    if "p99_large_vs_small" in ratios:
+        print(
+            f"  p99 {args.large}/{args.small} tasks = {ratios['p99_large_vs_small']:.2f}x "
+            "(target <= 1.5)"
+        )
+        print(f"  database with {args.large} tasks: {db_bytes / 1e6:.0f} MB")
+    print(f"  p99 {args.results}/1 results = {ratios['p99_many_results_vs_1']:.2f}x (target <= 10)")
     common.save(args.json, "read_path", results)
     return 0
 

@@ -51,21 +51,31 @@ def tables(data: dict[str, Any]) -> str:
         out.append("")
     read = data.get("read_path")
     if read:
+        workers = read.get("workers", 1)
         out += [
-            "**Read path** — `clustertasks serve --no-executor` on SQLite, loaded from a "
-            "separate process (bench/read_path.py, bench/load.py):",
+            "**Read path** — the floor (bench/floor.py: FastAPI and one SQLite primary-key "
+            "lookup of the stored document, uvicorn with httptools and uvloop, one process) "
+            f"and `clustertasks serve --no-executor --workers {workers}` on SQLite, each "
+            "loaded from a separate process (bench/read_path.py, bench/load.py)"
+            + (f"; measured on {read['machine']}" if read.get("machine") else "")
+            + ":",
             "",
             "| request | requests/s | p50 ms | p99 ms |",
             "| --- | ---: | ---: | ---: |",
         ]
         rows = [
+            (f"floor: FastAPI + SQLite lookup, {read['small']:,} documents", "floor"),
             ("GET /healthz", "healthz"),
             (f"DescribeTaskInfo, {read['small']:,} tasks stored", "describe_small"),
-            (f"DescribeTaskInfo, {read['large']:,} tasks stored", "describe_large"),
             ("DescribeTaskInfo, task with 1 task_result", "describe_1_result"),
             ("DescribeTaskInfo, task with many task_result", "describe_many_results"),
             ("GET /healthz, `--auth off`", "healthz_auth_off"),
             (f"DescribeTaskInfo, {read['small']:,} tasks, `--auth off`", "describe_small_auth_off"),
+            (
+                f"DescribeTaskInfo, {read['small']:,} tasks (again, before the large store)",
+                "describe_small_again",
+            ),
+            (f"DescribeTaskInfo, {read['large']:,} tasks stored", "describe_large"),
         ]
         for label, key in rows:
             if key not in read:
@@ -76,20 +86,53 @@ def tables(data: dict[str, Any]) -> str:
                 f"{_num(f.get('p99_ms'), '.2f')} |"
             )
         r = read["ratios"]
-        out += [
-            "",
-            f"Ratios: DescribeTaskInfo ÷ healthz requests/s = "
-            f"**{r['describe_vs_healthz_rps']:.2f}** (target ≥ 0.6); p99 at "
-            f"{read['large']:,} ÷ {read['small']:,} tasks = **{r['p99_large_vs_small']:.2f}×** "
-            f"(target ≤ 1.5); p99 many ÷ 1 task_result = **{r['p99_many_results_vs_1']:.2f}×** "
-            f"(target ≤ 10); DescribeTaskInfo ÷ healthz with `--auth off` = "
-            f"**{_num(r.get('describe_vs_healthz_rps_auth_off'), '.2f')}**. "
-            "Storing a task through the store: "
-            f"{read['store_ms_per_task']:.1f} ms; bulk copy: {read['copy_tasks_per_s']:,.0f} "
-            f"tasks/s; database at {read['large']:,} tasks: "
-            f"{read['db_bytes_large'] / 1e6:,.0f} MB.",
-            "",
+        parts = [
+            f"signed DescribeTaskInfo ÷ floor = **{_num(r.get('describe_vs_floor_rps'), '.2f')}** "
+            "(target ≥ 1.0)",
+            f"÷ healthz = **{r['describe_vs_healthz_rps']:.2f}** (target ≥ 0.6)",
+            "`--auth off` ÷ floor = "
+            f"**{_num(r.get('describe_auth_off_vs_floor_rps'), '.2f')}** (target ≥ 1.2)",
         ]
+        if "p99_large_vs_small" in r:
+            parts.append(
+                f"p99 at {read['large']:,} ÷ {read['small']:,} tasks = "
+                f"**{r['p99_large_vs_small']:.2f}×** (target ≤ 1.5)"
+            )
+        parts.append(
+            f"p99 many ÷ 1 task_result = **{r['p99_many_results_vs_1']:.2f}×** (target ≤ 10)"
+        )
+        out += ["", f"Ratios ({workers} API worker processes): " + "; ".join(parts) + "."]
+        if read.get("db_bytes_large"):
+            out[-1] += (
+                f" Storing a task through the store: {read['store_ms_per_task']:.1f} ms; bulk "
+                f"copy: {read['copy_tasks_per_s']:,.0f} tasks/s; database at "
+                f"{read['large']:,} tasks: {read['db_bytes_large'] / 1e6:,.0f} MB."
+            )
+        out.append("")
+    floods = [(k, data[k]) for k in ("flood-poll", "flood-stream") if k in data]
+    if floods:
+        out += [
+            "**Waiting clients** — another client's signed DescribeTaskInfo (one connection, "
+            "a request every 20 ms) before, while a crowd connects, while it is held, and "
+            "after; the server's RSS (bench/flood.py):",
+            "",
+            "| crowd | answers | p50 / p99 ms before | p99 ms while connecting | "
+            "p50 / p99 ms while held | RSS MiB before / peak / held / after |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
+        ]
+        for _key, f in floods:
+            kind = "long-polls (wait=60)" if f["kind"] == "poll" else "event streams"
+            answers = ", ".join(f"{v:,} {k}" for k, v in sorted(f["flood"]["answers"].items()))
+            base, held = f["prober_baseline"], f.get("prober_while_held", {})
+            rss = f["rss_mib"]
+            out.append(
+                f"| {f['waiters']:,} {kind} | {answers} | {base['p50_ms']:.1f} / "
+                f"{base['p99_ms']:.1f} | {f['prober_during_flood']['p99_ms']:.1f} | "
+                f"{_num(held.get('p50_ms'), '.1f')} / {_num(held.get('p99_ms'), '.1f')} | "
+                f"{rss['before']:.0f} / {rss['peak_during']:.0f} / "
+                f"{_num(rss.get('held'), '.0f')} / {rss['after']:.0f} |"
+            )
+        out.append("")
     e2e = data.get("e2e")
     if e2e:
         done = e2e["states"].get("success", 0)
@@ -131,6 +174,7 @@ def chart(data: dict[str, Any], path: Path) -> bool:
     read = data.get("read_path", {})
     labels, rps, p99 = [], [], []
     for label, key in (
+        ("floor", "floor"),
         ("healthz", "healthz"),
         (f"Describe\n{read.get('small', 0):,} tasks", "describe_small"),
         (f"Describe\n{read.get('large', 0):,} tasks", "describe_large"),

@@ -8,24 +8,28 @@ import dataclasses
 import ipaddress
 import json
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-import h11
 import uvicorn
-from uvicorn.protocols.http import h11_impl
 
 from clustertasks import admin as admin_commands
 from clustertasks import clock, errors, settings
 from clustertasks.api import app as api_app
+from clustertasks.api import protocol
 from clustertasks.api import services as api_services
 from clustertasks.console import app as console_app
 from clustertasks.domain import access, ids
+from clustertasks.domain import emulator as emulator_domain
 from clustertasks.emulator import clock_store, controls, fault_store, simclock, world_store
 from clustertasks.emulator import cloud as sim_cloud
 from clustertasks.emulator import state as emulator_state
@@ -55,6 +59,10 @@ if TYPE_CHECKING:  # imported where used: temporalio is an optional extra
 log = logging.getLogger("clustertasks")
 
 TLS_CLOSE_GRACE_SECONDS = 1.0
+WORKER_STOP_SECONDS = 15.0
+"""How long a worker whose parent died may take to stop gracefully."""
+LISTEN_BACKLOG = 2048
+"""Connections the kernel queues before a worker accepts them (uvicorn's default)."""
 
 
 class _Server(uvicorn.Server):
@@ -92,57 +100,6 @@ class _Server(uvicorn.Server):
                 and transport.get_extra_info("sslcontext") is not None
             ):
                 transport.abort()
-
-
-# h11's states of the client once its request has arrived whole (MUST_CLOSE: without
-# keep-alive).
-_REQUEST_IN = (h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
-
-
-def _guarded_h11(read_timeout: float) -> type[h11_impl.H11Protocol]:
-    """uvicorn's HTTP/1.1 protocol, closing a connection that has not sent a whole request
-    within ``read_timeout`` seconds of opening or of its previous response.
-
-    uvicorn times out an idle keep-alive connection only once a first response is sent,
-    and restarts that clock with every byte: a socket that never sends anything, or sends
-    its headers a byte at a time, was held for ever (h11 has no header timeout).
-    """
-
-    class GuardedH11Protocol(h11_impl.H11Protocol):
-        _read_timer: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)  # type: ignore[arg-type]
-            self._arm()
-
-        def handle_events(self) -> None:
-            super().handle_events()
-            if self.conn.their_state in _REQUEST_IN:
-                self._disarm()  # the whole request is in: the application has it
-
-        def on_response_complete(self) -> None:
-            self._arm()  # before: the next request may be in already (pipelining)
-            super().on_response_complete()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _arm(self) -> None:
-            self._disarm()
-            self._read_timer = self.loop.call_later(read_timeout, self._read_timed_out)
-
-        def _disarm(self) -> None:
-            if self._read_timer is not None:
-                self._read_timer.cancel()
-                self._read_timer = None
-
-        def _read_timed_out(self) -> None:
-            self._read_timer = None
-            if self.conn.their_state not in _REQUEST_IN and not self.transport.is_closing():
-                self.transport.close()
-
-    return GuardedH11Protocol
 
 
 @dataclass
@@ -402,47 +359,177 @@ def _temporal_dev(
 
 
 def _serve(config: settings.Settings, announce: Callable[[str], None]) -> None:
+    if config.server.workers > 1:
+        _serve_workers(config, announce)
+        return
     runtime = build(config)
     try:
         _provision_keys(runtime, announce)
-        server = _Server(
-            uvicorn.Config(
-                create_app(runtime),
-                host=config.server.host,
-                port=config.server.port,
-                log_level=config.server.log_level,
-                log_config=logs.config(config.observability.log_format, config.server.log_level),
-                access_log=config.server.log_level == "debug",
-                server_header=False,
-                proxy_headers=False,
-                lifespan="on",
-                http=_guarded_h11(config.server.read_timeout_seconds),
-                timeout_keep_alive=max(1, round(config.server.keep_alive_seconds)),
-                ssl_certfile=config.server.tls_cert,
-                ssl_keyfile=config.server.tls_key,
-            ),
-            stopping=runtime.services.changes.close,
+        announce(_listening(config, runtime))
+        announce(_console_line(config))
+        _run_server(config, runtime)
+    finally:
+        runtime.close()
+
+
+def _run_server(
+    config: settings.Settings, runtime: Runtime, sockets: list[socket.socket] | None = None
+) -> None:
+    server = _Server(
+        uvicorn.Config(
+            create_app(runtime),
+            host=config.server.host,
+            port=config.server.port,
+            log_level=config.server.log_level,
+            log_config=logs.config(config.observability.log_format, config.server.log_level),
+            access_log=config.server.log_level == "debug",
+            server_header=False,
+            proxy_headers=False,
+            lifespan="on",
+            http=protocol.guarded(config.server.read_timeout_seconds),
+            loop="uvloop",
+            timeout_keep_alive=max(1, round(config.server.keep_alive_seconds)),
+            ssl_certfile=config.server.tls_cert,
+            ssl_keyfile=config.server.tls_key,
+        ),
+        stopping=runtime.services.changes.close,
+    )
+    server.run(sockets=sockets)
+
+
+def _listening(config: settings.Settings, runtime: Runtime) -> str:
+    mode = "running tasks" if config.engine.executor else "API only, no executor"
+    temporal = config.engine.temporal
+    if temporal is not None:
+        mode = (
+            f"Temporal executor at {temporal.address}, namespace {temporal.namespace}, "
+            f"task queue {temporal.task_queue}"
+            + ("; a worker in this process" if temporal.dev else "; API replica")
         )
-        mode = "running tasks" if runtime.executor is not None else "API only, no executor"
-        temporal = config.engine.temporal
-        if temporal is not None:
-            mode = (
-                f"Temporal executor at {temporal.address}, namespace {temporal.namespace}, "
-                f"task queue {temporal.task_queue}"
-                + ("; a worker in this process" if temporal.dev else "; API replica")
+    if config.server.workers > 1:
+        mode += f"; {config.server.workers} API worker processes"
+    return (
+        f"clustertasks listening on {config.server.scheme}://"
+        f"{config.server.host}:{config.server.port} "
+        f"(database {redacted(config.storage.url)}; {mode}; sim speed {config.sim.speed:g}, "
+        f"clock {runtime.cloud.sim_clock.mode})"
+    )
+
+
+def _console_line(config: settings.Settings) -> str:
+    return (
+        f"web console at {config.server.scheme}://{config.server.host}:"
+        f"{config.server.port}{console_app.PREFIX}"
+        + ("" if config.auth.enabled else " (open to anyone who reaches it: --auth off)")
+    )
+
+
+def _serve_workers(config: settings.Settings, announce: Callable[[str], None]) -> None:
+    """``--workers N``: N processes accept on one listening socket (the kernel spreads the
+    connections); the first runs the executor as configured, the others serve the API
+    only. This process provisions the keys, binds the socket, and stops the workers on
+    SIGINT/SIGTERM; if one of them ends by itself, it stops the others and fails."""
+    if config.engine.temporal is not None:
+        raise errors.ConfigurationError(
+            "--workers above 1 runs the local executor or none; for Temporal, run API "
+            "replicas (serve --executor temporal) side by side instead"
+        )
+    api_only = dataclasses.replace(config.engine, executor=False)
+    runtime = build(dataclasses.replace(config, engine=api_only))
+    try:
+        if runtime.cloud.sim_clock.mode != emulator_domain.REALTIME:
+            raise errors.ConfigurationError(
+                f"the {runtime.cloud.sim_clock.mode} simulated clock moves waits in the process "
+                "that receives the call, and --workers spreads the calls: use one worker"
             )
-        announce(
-            f"clustertasks listening on {config.server.scheme}://"
-            f"{config.server.host}:{config.server.port} "
-            f"(database {redacted(config.storage.url)}; {mode}; sim speed {config.sim.speed:g}, "
-            f"clock {runtime.cloud.sim_clock.mode})"
+        if config.sim.seed is not None:
+            raise errors.ConfigurationError(
+                "--sim-seed would make every worker draw the same ids: use one worker"
+            )
+        _provision_keys(runtime, announce)
+        listening = _listening(config, runtime)
+    finally:
+        runtime.close()
+    host = config.server.host
+    try:
+        sock = socket.create_server(
+            (host, config.server.port),
+            family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+            backlog=LISTEN_BACKLOG,
         )
-        announce(
-            f"web console at {config.server.scheme}://{config.server.host}:"
-            f"{config.server.port}{console_app.PREFIX}"
-            + ("" if config.auth.enabled else " (open to anyone who reaches it: --auth off)")
+    except OSError as exc:
+        raise errors.ConfigurationError(
+            f"cannot listen on {host}:{config.server.port}: {exc}"
+        ) from exc
+    sock.set_inheritable(True)
+    spawn = multiprocessing.get_context("spawn")
+    children = []
+    for index in range(config.server.workers):
+        engine = config.engine if index == 0 else api_only
+        child = spawn.Process(
+            target=_worker_process,
+            args=(dataclasses.replace(config, engine=engine), sock),
+            name=f"clustertasks-api-{index}",
         )
-        server.run()
+        child.start()
+        children.append(child)
+    sock.close()
+    announce(listening)
+    announce(_console_line(config))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda _sig, _frame: stop.set())
+    failed = None
+    while not stop.is_set():
+        ended = [child for child in children if not child.is_alive()]
+        if ended:
+            failed = ended[0]
+            break
+        stop.wait(0.2)
+    for child in children:
+        if child.is_alive() and child.pid is not None:
+            os.kill(child.pid, signal.SIGTERM)
+    for child in children:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    if failed is not None:
+        raise errors.ConfigurationError(
+            f"API worker {failed.name} ended with status {failed.exitcode}; stopped the others"
+        )
+    # A worker told to stop before its server had started dies by the signal itself.
+    bad = [child for child in children if child.exitcode not in (0, None, -signal.SIGTERM)]
+    if bad:
+        raise errors.ConfigurationError(
+            f"API worker {bad[0].name} stopped with status {bad[0].exitcode}"
+        )
+
+
+def _stop_with_parent() -> None:
+    """A worker whose parent died (kill -9) stops too, rather than keep serving the port
+    unsupervised: gracefully, and at once if that takes too long."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    multiprocessing.connection.wait([parent.sentinel])
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(WORKER_STOP_SECONDS)
+    os._exit(1)
+
+
+def _stop_while_starting(_sig: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def _worker_process(config: settings.Settings, sock: socket.socket) -> None:
+    """One API worker of ``--workers``: this process's own object graph, serving ``sock``."""
+    # Until the server takes the signals over: a stop while starting is a clean exit.
+    signal.signal(signal.SIGTERM, _stop_while_starting)
+    threading.Thread(target=_stop_with_parent, name="clustertasks-parent", daemon=True).start()
+    runtime = build(config)
+    try:
+        _run_server(config, runtime, [sock])
     finally:
         runtime.close()
 

@@ -60,6 +60,10 @@ class ServerSettings:
     tls_key: str | None = None
     """PEM private key of ``tls_cert`` (``CLUSTERTASKS_TLS_KEY``)."""
 
+    workers: int = 1
+    """API processes sharing the listening socket; the executor runs in the first one
+    only (``CLUSTERTASKS_WORKERS``)."""
+
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise errors.ConfigurationError(
@@ -70,6 +74,8 @@ class ServerSettings:
             if path is not None and not os.path.isfile(path):
                 raise errors.ConfigurationError(f"the TLS {what} {path!r} is not a readable file")
 
+        if not (1 <= self.workers <= 64):
+            raise errors.ConfigurationError(f"--workers must be 1 to 64, got {self.workers}")
         for name, value in (
             ("read timeout", self.read_timeout_seconds),
             ("keep-alive timeout", self.keep_alive_seconds),

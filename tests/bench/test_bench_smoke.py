@@ -63,10 +63,16 @@ def test_read_path_bench_prints_rates_and_ratios() -> None:
         "20",
         "--concurrency",
         "2",
+        "--workers",
+        "2",
+        "--rounds",
+        "1",
     )
+    assert "floor: FastAPI + SQLite" in out
     assert "GET /healthz" in out
     assert "DescribeTaskInfo" in out
-    assert "ratios:" in out
+    assert "DescribeTaskInfo signed / floor requests/s" in out
+    assert "ratios (2 API worker processes):" in out
     assert " 0 not 200" in out
 
 
@@ -94,4 +100,5 @@ def test_flood_bench_prints_the_other_clients_latency_and_memory(tmp_path: Path)
     )
     assert "p99_ratio_flood_vs_baseline" in out
     assert '"peak_during"' in out
+    assert '"prober_while_held"' in out
     assert '"flood-poll"' in results.read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -356,3 +357,36 @@ def test_auth_off_accepts_any_well_formed_signature(database: storage_database.D
         signed = client.get("/tasks/T-1", auth=test_signing.auth("anyone", "anything"))
         _error(signed, 404, "ErrorTaskNotFound")
         _error(client.get("/tasks/T-1"), 400, "IncompleteSignature")
+
+
+def test_nonces_claimed_on_an_event_loop_are_fresh_once_across_processes(
+    database: storage_database.Database, db_url: str
+) -> None:
+    """Claims made on an event loop (one batch per turn of the loop on SQLite) and by a
+    second store on the same database, as another API worker process has: of every
+    (key, nonce) pair exactly one claim is fresh, however the claims meet."""
+    other = storage_database.Database.open(settings.StorageSettings(url=db_url))
+    expires = factories.BASE_US + 900_000_000
+    pairs = [(f"ak-{n % 3}", f"nonce-{n % 50}") for n in range(300)]
+
+    async def claim_all(keys: Any, chosen: list[tuple[str, str]]) -> list[bool]:
+        return list(
+            await asyncio.gather(
+                *(keys.claim_nonce(k, n, expires, factories.BASE_US) for k, n in chosen)
+            )
+        )
+
+    try:
+        first = asyncio.run(claim_all(database.keys, pairs[::2]))
+        second = asyncio.run(claim_all(other.keys, pairs[1::2]))
+        # Across the two stores, and against the nonces the thread path wrote.
+        assert not other.keys.use_nonce("ak-0", "nonce-0", expires, factories.BASE_US)
+        assert asyncio.run(claim_all(database.keys, [("ak-1", "nonce-late")])) == [True]
+        assert not database.keys.use_nonce("ak-1", "nonce-late", expires, factories.BASE_US)
+    finally:
+        other.close()
+    answers = first + second
+    claimed = pairs[::2] + pairs[1::2]
+    fresh = [pair for pair, ok in zip(claimed, answers, strict=True) if ok]
+    assert sorted(fresh) == sorted(set(pairs))
+    assert database.keys.nonce_count() == len(set(pairs)) + 1

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from clustertasks import errors
 from clustertasks.domain import records, states
 from clustertasks.storage import changes, schema, store
+from clustertasks.storage import database as storage_database
 from tests.support import factories
 
 NOW = factories.BASE_US
@@ -433,3 +434,27 @@ def test_deleting_a_task_removes_its_parts(task_store: store.TaskStore) -> None:
         for table in (schema.stages, schema.events, schema.results):
             left = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
             assert left == 0, table.name
+
+
+@pytest.mark.parametrize("state", [states.TaskState.RUNNING, states.TaskState.FAIL])
+def test_point_reads_describe_a_task_as_sqlalchemy_does(
+    database: storage_database.Database, state: states.TaskState
+) -> None:
+    """On SQLite the read path's reads go straight to the driver: the same records, to the
+    JSON columns' values and the events after a number."""
+    error = records.TaskError("InstanceCreateFailed", "no stock") if state.terminal else None
+    view = factories.seed_task(
+        database.tasks,
+        state=state,
+        parameters={"count": 3, "labels": {"a": "é"}, "ratio": 0.5, "none": None},
+        error=error,
+    )
+    task_id = view.task.task_id
+    through_sqlalchemy = store.TaskStore(database.engine)  # no point reads
+    assert database.tasks.describe_task(task_id) == through_sqlalchemy.describe_task(task_id)
+    assert database.tasks.describe_task(task_id, events_after=1) == (
+        through_sqlalchemy.describe_task(task_id, events_after=1)
+    )
+    assert database.tasks.task_version(task_id) == through_sqlalchemy.task_version(task_id)
+    with pytest.raises(errors.TaskNotFound):
+        database.tasks.describe_task("T-000000000000000000000000")

@@ -11,8 +11,9 @@ costs a few microseconds and no signature check; a slot is free again the moment
 response ends, however it ends. The key a wait is counted under is the one its
 ``Authorization`` header names; a forged header only spends its own sender's connections,
 since the signature is checked next. Ordinary requests are neither counted nor refused
-here, and the signature checks of waits run on threads of their own (``auth``), so a flood
-of waits cannot queue ahead of them.
+here. On SQLite every signature check runs on the event loop (``auth``), briefly; on
+PostgreSQL those of waits run on threads of their own, so a flood of waits cannot queue
+ahead of ordinary requests for the shared ones.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from clustertasks.api import (
     auth,
     cloud,
     cluster_settings,
+    documents,
     emulator,
     emulator_controls,
     emulator_state,
@@ -61,6 +62,7 @@ def create_app(
     app.state.services = services
     app.state.wire_settings = wire
     app.state.telemetry = telemetry
+    app.state.documents = documents.Documents()
     errors.install(app)
     # Added first, so it runs inside RequestIdMiddleware: refusals carry a request id too.
     app.add_middleware(

@@ -36,7 +36,8 @@ UNAUTHENTICATED = frozenset({"/healthz", "/openapi.json"})
 RETRY_AFTER_HEADER = "x-acs-retry-after"
 MAX_HEADERS = 100
 WAIT_THREADS = 2
-"""Threads that check the signatures of long-polls and event streams (admission.py)."""
+"""Threads that check the signatures of long-polls and event streams where checks leave
+the event loop (PostgreSQL; admission.py)."""
 MAX_HEADER_BYTES = 32 * 1024
 MAX_TARGET_BYTES = 32 * 1024
 """Path plus query; uvicorn refuses far longer request lines itself, the test client not."""
@@ -76,7 +77,9 @@ class AuthMiddleware:
             if body is None:
                 return  # the client went away
             request = _http_request(scope, body)
-            if scope.get("state", {}).get(admission.WAIT_STATE):
+            if self.authenticator.inline:
+                key = await self.authenticator.authenticate_async(request)
+            elif scope.get("state", {}).get(admission.WAIT_STATE):
                 # Waits take their turn on threads of their own: however many arrive,
                 # other requests find the shared threads (and the nonce store) free.
                 key = await anyio.to_thread.run_sync(

@@ -13,7 +13,7 @@ router = APIRouter(tags=["health"])
 @router.get(
     "/healthz", operation_id="Healthz", summary="Whether the server and its database answer"
 )
-def healthz(request: Request) -> Response:
-    ok = deps.services(request).healthy()
+async def healthz(request: Request) -> Response:
+    ok = await deps.short_call(request, deps.services(request).healthy)
     body = {"status": "ok" if ok else "unavailable", "database": ok, "version": __version__}
     return Response(render.dumps(body), 200 if ok else 503, media_type=render.JSON_TYPE)

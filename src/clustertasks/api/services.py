@@ -46,3 +46,9 @@ class Services:
 
     def healthy(self) -> bool:
         return self.database.ping()
+
+    @property
+    def inline(self) -> bool:
+        """Short store calls run on the event loop (a local SQLite file): a hand-over to a
+        thread and back, and the GIL's with it, would cost more than the call."""
+        return self.database.dialect == "sqlite"

@@ -307,6 +307,15 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            envvar="CLUSTERTASKS_WORKERS",
+            min=1,
+            max=64,
+            help="API processes sharing the port (e.g. one per core); tasks run in the first.",
+        ),
+    ] = settings.ServerSettings().workers,
     metrics_public: Annotated[
         bool,
         typer.Option(
@@ -336,6 +345,7 @@ def serve(
                 keep_alive_seconds=keep_alive,
                 tls_cert=tls_cert,
                 tls_key=tls_key,
+                workers=workers,
             ),
             storage=settings.StorageSettings(url=db),
             wire=settings.WireSettings(timezone=timezone),

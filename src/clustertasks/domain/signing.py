@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import base64
 import calendar
+import contextlib
+import datetime
 import email.utils
 import enum
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from clustertasks import errors
 from clustertasks.domain import access
@@ -63,13 +66,21 @@ class HttpRequest:
     headers: tuple[tuple[str, str], ...]
     """Lower-case names, values as received (several entries for a repeated header)."""
     body: bytes = b""
+    _values: dict[str, list[str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """Each header's values, gathered at the first lookup (a signature check makes a
+    dozen)."""
 
     def header(self, name: str) -> str | None:
         """The header's value; a repeated header's values sorted and joined with ``,``."""
-        values = [value.strip() for key, value in self.headers if key == name]
+        if not self._values and self.headers:
+            for key, value in self.headers:
+                self._values.setdefault(key, []).append(value.strip())
+        values = self._values.get(name)
         if not values:
             return None
-        return ",".join(sorted(values))
+        return values[0] if len(values) == 1 else ",".join(sorted(values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +192,18 @@ def _nonce(request: HttpRequest) -> str:
     return nonce
 
 
+_CANONICAL_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
+
+
 def _parse_acs3_date(value: str) -> int:
+    # What every SDK sends, read without strptime (which costs more than the rest of the
+    # signature check); any other spelling strptime accepts is read by it, as before.
+    canonical = _CANONICAL_DATE.fullmatch(value)
+    if canonical is not None:
+        year, month, day, hour, minute, second = (int(part) for part in canonical.groups())
+        with contextlib.suppress(ValueError):
+            stamp = datetime.datetime(year, month, day, hour, minute, second, tzinfo=datetime.UTC)
+            return int(stamp.timestamp()) * 1_000_000
     try:
         parsed = time.strptime(value, ACS3_DATE_FORMAT)
     except ValueError:

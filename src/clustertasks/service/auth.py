@@ -9,6 +9,7 @@ or a token, so a stranger who knows a key id can neither burn its nonces nor its
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -52,6 +53,35 @@ class RateLimiter:
         return max(1, int((1.0 - tokens) / self._rate * 1000) + 1)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Nonce:
+    """A request's nonce, still to be spent."""
+
+    nonce: str
+    expires_us: int
+    now_us: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Checked:
+    """A request whose signature holds: its key, and the nonce it has still to spend."""
+
+    key: access.AccessKey
+    nonce: Nonce | None
+
+
+def key_id(checked: Checked) -> str:
+    return checked.key.access_key_id
+
+
+def _refuse_replay(fresh: bool, nonce: Nonce) -> None:
+    if not fresh:
+        raise errors.SignatureNonceUsed(
+            f"The signature nonce {nonce.nonce} has been used before: every request "
+            "needs a new one."
+        )
+
+
 class Authenticator:
     def __init__(
         self,
@@ -67,13 +97,43 @@ class Authenticator:
         self._limiter = RateLimiter(config.rate_per_second, config.burst, time)
         self._skew_us = config.max_skew_seconds * 1_000_000
 
+    @property
+    def inline(self) -> bool:
+        """``authenticate_async`` may run on the event loop: no check reaches a database
+        across a network (``--auth off``, or keys in a local SQLite file)."""
+        return not self.config.enabled or self._keys.local
+
     def authenticate(self, request: signing.HttpRequest) -> access.AccessKey:
         """The key that signed ``request``; raises the gateway's error when there is none."""
+        checked = self.check(request)
+        if checked.nonce is not None:
+            nonce = checked.nonce
+            fresh = self._keys.use_nonce(
+                key_id(checked), nonce.nonce, nonce.expires_us, nonce.now_us
+            )
+            _refuse_replay(fresh, nonce)
+        return checked.key
+
+    async def authenticate_async(self, request: signing.HttpRequest) -> access.AccessKey:
+        """``authenticate`` on an event loop: the checks run here, the nonce waits for its
+        batch to commit without holding a thread."""
+        checked = self.check(request)
+        if checked.nonce is not None:
+            nonce = checked.nonce
+            fresh = await self._keys.claim_nonce(
+                key_id(checked), nonce.nonce, nonce.expires_us, nonce.now_us
+            )
+            _refuse_replay(fresh, nonce)
+        return checked.key
+
+    def check(self, request: signing.HttpRequest) -> Checked:
+        """Every check but the nonce's: the key, its date, its signature, its rate; and the
+        nonce the request still has to spend (None when it has none to spend)."""
         credentials = signing.parse(request)
         now_us = self._time.now_us()
         if not self.config.enabled:
             self._throttle(credentials.access_key_id)
-            return access.AccessKey(
+            anyone = access.AccessKey(
                 credentials.access_key_id,
                 "",
                 access.Role.ADMIN,
@@ -81,6 +141,7 @@ class Authenticator:
                 access.KeyStatus.ACTIVE,
                 now_us,
             )
+            return Checked(anyone, None)
         key = self._keys.get(credentials.access_key_id)
         if key is None:
             raise errors.AccessKeyNotFound(
@@ -97,17 +158,11 @@ class Authenticator:
             )
         signing.verify(request, credentials, key.secret)
         self._throttle(key.access_key_id)
+        if not credentials.nonce:
+            return Checked(key, None)
         # Remember the nonce for as long as its request could still pass the date check.
         expires_us = credentials.date_us + self._skew_us
-        fresh = not credentials.nonce or self._keys.use_nonce(
-            key.access_key_id, credentials.nonce, expires_us, now_us
-        )
-        if not fresh:
-            raise errors.SignatureNonceUsed(
-                f"The signature nonce {credentials.nonce} has been used before: every request "
-                "needs a new one."
-            )
-        return key
+        return Checked(key, Nonce(credentials.nonce, expires_us, now_us))
 
     def authorize(self, key: access.AccessKey, action: str, method: str, path: str) -> None:
         """Raise Forbidden unless ``key``'s role allows ``action``."""

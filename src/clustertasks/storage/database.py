@@ -19,6 +19,7 @@ from clustertasks.storage import (
     locks,
     migrate,
     notices,
+    point_reads,
     sessions,
     store,
     transactions,
@@ -31,8 +32,9 @@ class Database:
         """For stores kept outside ``storage`` (the emulator's): same engine, same pool."""
         # One queue of writers per engine, shared by every store on it.
         writer = transactions.writer_for(engine)
-        self.tasks = store.TaskStore(engine)
-        self.keys = keys.KeyStore(engine, writer)
+        self._points = point_reads.PointReads.for_engine(engine)
+        self.tasks = store.TaskStore(engine, self._points)
+        self.keys = keys.KeyStore(engine, writer, self._points)
         self.audit = audit.AuditLog(engine, writer)
         self.sessions = sessions.SessionStore(engine, writer)
 
@@ -69,6 +71,9 @@ class Database:
     def ping(self) -> bool:
         """True when the database answers."""
         try:
+            if self._points is not None:
+                self._points.ping()
+                return True
             with transactions.Transactions(self.engine).read() as conn:
                 conn.execute(sa.text("SELECT 1"))
         except errors.ClustertasksError:
@@ -81,4 +86,6 @@ class Database:
         return notices.listen(self.engine, on_change)
 
     def close(self) -> None:
+        if self._points is not None:
+            self._points.close()
         self.engine.dispose()

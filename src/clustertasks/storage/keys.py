@@ -8,6 +8,7 @@ table holds at most one freshness window of requests.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
@@ -19,9 +20,10 @@ import sqlalchemy as sa
 
 from clustertasks import errors
 from clustertasks.domain import access
-from clustertasks.storage import dialects, schema, transactions
+from clustertasks.storage import dialects, point_reads, schema, transactions
 
 K = schema.access_keys
+_KEY_COLUMNS = tuple(column.name for column in K.columns)
 N = schema.auth_nonces
 PURGE_EVERY_US = 60 * 1_000_000
 """How often (at most) one process deletes expired nonces."""
@@ -34,8 +36,16 @@ class KeyStore:
         self,
         engine: sa.Engine,
         writer: contextlib.AbstractContextManager[Any] | None = None,
+        points: point_reads.PointReads | None = None,
     ) -> None:
+        """``points``: a key read straight through SQLite's driver."""
         self._engine = engine
+        self._points = points
+        self._key_read = (
+            points.prepare(sa.select(K).where(K.c.access_key_id == sa.bindparam("p_id")))
+            if points is not None
+            else None
+        )
         self._tx = transactions.Transactions(engine, "the key store")
         # The task store's queue of this process's SQLite writers, so that a nonce write
         # waits its turn instead of polling the database lock.
@@ -43,12 +53,24 @@ class KeyStore:
         self._purged_us = 0
         self._purge_lock = threading.Lock()
         self._claims = _NonceClaims(self._insert_nonces)
+        self._loop_claims = (
+            _LoopNonceClaims(points.writer(), self._writer) if points is not None else None
+        )
         # Built once: one compiled statement for batches of any size ("insertmanyvalues").
         self._claim = dialects.insert_new(engine, N).returning(N.c.access_key_id, N.c.nonce)
+
+    @property
+    def local(self) -> bool:
+        """Reads are of a local file (SQLite), short enough to make on an event loop: a
+        hand-over to a thread and back would cost more than the read."""
+        return self._engine.dialect.name == "sqlite"
 
     # -- keys --------------------------------------------------------------------------------
 
     def get(self, access_key_id: str) -> access.AccessKey | None:
+        if self._points is not None and self._key_read is not None:
+            found = self._points.first(self._key_read, {"p_id": access_key_id})
+            return None if found is None else _key(dict(zip(_KEY_COLUMNS, found, strict=True)))
         with self._tx.read() as conn:
             row = conn.execute(sa.select(K).where(K.c.access_key_id == access_key_id)).first()
         return None if row is None else _key(row._mapping)
@@ -103,6 +125,18 @@ class KeyStore:
         """
         self._purge(now_us)
         return self._claims.claim(_Claim(access_key_id, nonce, expires_us))
+
+    async def claim_nonce(
+        self, access_key_id: str, nonce: str, expires_us: int, now_us: int
+    ) -> bool:
+        """``use_nonce`` for a caller on an event loop. On SQLite the nonces claimed in one
+        turn of the loop are inserted together, on the loop, in one short transaction
+        that never waits for the write lock (it tries again a moment later instead); the
+        caller is answered once it has committed, as durable as ``use_nonce``. Elsewhere
+        ``use_nonce`` runs in a thread."""
+        if self._loop_claims is None:
+            return await asyncio.to_thread(self.use_nonce, access_key_id, nonce, expires_us, now_us)
+        return await self._loop_claims.claim(_Claim(access_key_id, nonce, expires_us), now_us)
 
     def _insert_nonces(self, claims: Sequence[_Claim]) -> None:
         """Insert a batch of nonces in one transaction; the first claim of a pair that is
@@ -223,3 +257,98 @@ class _NonceClaims:
             for claim in batch:
                 claim.lead = False
                 claim.done.set()
+
+
+class _LoopNonceClaims:
+    """Nonces claimed on an event loop, written to SQLite from that loop.
+
+    A thread hop per request (and the GIL's hand-over with it) cost more than the insert.
+    The claims of one turn of the loop share one ``INSERT … ON CONFLICT DO NOTHING
+    RETURNING``: a row that comes back is a fresh nonce, one that does not was used
+    before, by this process or any other on the database. The transaction takes the
+    write lock without waiting (``busy_timeout`` 0, and this process's queue of writers
+    without blocking); when either is taken, it is tried again a millisecond later, for at
+    most the database's busy timeout, as a blocking writer would have waited.
+    """
+
+    def __init__(self, writer: point_reads.Writer, queue: contextlib.AbstractContextManager[Any]):
+        self._writer = writer
+        self._queue = queue if isinstance(queue, _LOCK_TYPES) else None
+        self._waiting: list[tuple[_Claim, asyncio.Future[bool]]] = []
+        self._scheduled = False
+        self._purged_us = 0
+        self._since: float | None = None
+
+    async def claim(self, claim: _Claim, now_us: int) -> bool:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bool] = loop.create_future()
+        self._waiting.append((claim, answer))
+        self._now_us = now_us
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush, loop)
+        return await answer
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._scheduled = False
+        batch = self._waiting[:MAX_NONCE_BATCH]
+        if not batch:
+            return
+        purge_before = None
+        if self._now_us - self._purged_us >= PURGE_EVERY_US:
+            purge_before = self._now_us
+        locked = self._queue is None or self._queue.acquire(blocking=False)
+        try:
+            inserted = (
+                self._writer.claim_nonces(
+                    [(c.access_key_id, c.nonce, c.expires_us) for c, _ in batch], purge_before
+                )
+                if locked
+                else None
+            )
+        except errors.ClustertasksError as exc:
+            self._since = None
+            del self._waiting[: len(batch)]
+            for _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(exc)
+            self._again(loop, 0)
+            return
+        finally:
+            if locked and self._queue is not None:
+                self._queue.release()
+        if inserted is None:  # the write lock is taken: try again shortly
+            started = self._since = self._since if self._since is not None else loop.time()
+            if loop.time() - started > self._writer.busy_timeout_s:
+                self._since = None
+                del self._waiting[: len(batch)]
+                for _, answer in batch:
+                    if not answer.done():
+                        answer.set_exception(errors.StorageUnavailable())
+                self._again(loop, 0)
+                return
+            self._again(loop, 0.001)
+            return
+        self._since = None
+        if purge_before is not None:
+            self._purged_us = purge_before
+        del self._waiting[: len(batch)]
+        seen: set[tuple[str, str]] = set()
+        for claim, answer in batch:
+            pair = (claim.access_key_id, claim.nonce)
+            fresh = pair in inserted and pair not in seen
+            seen.add(pair)
+            if not answer.done():
+                answer.set_result(fresh)
+        self._again(loop, 0)
+
+    def _again(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        if self._waiting and not self._scheduled:
+            self._scheduled = True
+            if delay:
+                loop.call_later(delay, self._flush, loop)
+            else:
+                loop.call_soon(self._flush, loop)
+
+
+_LOCK_TYPES = (type(threading.RLock()), type(threading.Lock()))

@@ -17,7 +17,16 @@ import sqlalchemy as sa
 
 from clustertasks import errors
 from clustertasks.domain import records, states
-from clustertasks.storage import changes, dialects, notices, rows, schema, transactions, writes
+from clustertasks.storage import (
+    changes,
+    dialects,
+    notices,
+    point_reads,
+    rows,
+    schema,
+    transactions,
+    writes,
+)
 from clustertasks.storage import statements as sql
 
 T = schema.tasks
@@ -88,8 +97,19 @@ class UnfinishedTask(NamedTuple):
 
 
 class TaskStore:
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, points: point_reads.PointReads | None = None) -> None:
+        """``points``: single-row reads straight through SQLite's driver (the version)."""
         self._engine = engine
+        self._points = points
+        self._version_read = points.prepare(sql.TASK_VERSION) if points is not None else None
+        self._document_reads = (
+            tuple(
+                points.prepare(statement)
+                for statement in (sql.GET_TASK, sql.TASK_STAGES, sql.TASK_EVENTS, sql.TASK_RESULTS)
+            )
+            if points is not None
+            else None
+        )
         self._write_options = dialects.write_options(engine)
         self._snapshot_options = dialects.snapshot_options(engine)
         # One queue of writers per engine, shared with the other stores on it.
@@ -297,12 +317,48 @@ class TaskStore:
         ``events_after``: leave out the events numbered up to this one (a reader that has
         them already: the history is append-only).
         """
+        if self._points is not None and self._document_reads is not None:
+            return self._describe_point_reads(
+                self._points, self._document_reads, task_id, events_after
+            )
         with self._read(snapshot=True) as conn:
             return writes.read_view(conn, task_id, events_after=events_after)
+
+    @staticmethod
+    def _describe_point_reads(
+        points: point_reads.PointReads,
+        reads: tuple[point_reads.Prepared, ...],
+        task_id: str,
+        events_after: int,
+    ) -> records.TaskView:
+        """``describe_task`` straight through SQLite's driver, in one read transaction."""
+        task, stages, events, results = reads
+        params = {"p_task_id": task_id, "p_after": events_after}
+        with points.snapshot():
+            found = points.mappings(task, params)
+            if not found:
+                raise errors.TaskNotFound(task_id)
+            stage_rows = points.mappings(stages, params)
+            event_rows = points.mappings(events, params)
+            result_rows = points.mappings(results, params)
+        return records.TaskView(
+            task=rows.task_from_row(found[0]),
+            stages=tuple(rows.stage_from_row(r) for r in stage_rows),
+            events=tuple(rows.event_from_row(r) for r in event_rows),
+            results=tuple(
+                records.TaskResult(data=r["data"], status=states.ResultStatus(r["status"]))
+                for r in result_rows
+            ),
+        )
 
     def task_version(self, task_id: str) -> int:
         """The task's version alone (one primary-key lookup): it changes with every write
         to the task or its parts, so a reader can tell whether its copy is current."""
+        if self._points is not None and self._version_read is not None:
+            row = self._points.first(self._version_read, {"p_task_id": task_id})
+            if row is None:
+                raise errors.TaskNotFound(task_id)
+            return int(row[0])
         with self._read() as conn:
             version = conn.execute(sql.TASK_VERSION, {"p_task_id": task_id}).scalar_one_or_none()
         if version is None:

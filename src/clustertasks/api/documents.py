@@ -1,0 +1,65 @@
+"""DescribeTaskInfo's JSON documents, kept by task version.
+
+A task's version changes with every write to the task or its parts, so the document
+rendered for one version is the answer for as long as the task is at that version: a
+reader then needs the version alone (one primary-key lookup) instead of four queries and a
+rendering. Only the request id differs between two answers; it is the document's last key,
+so it is appended to the kept bytes, which gives exactly the bytes that rendering the whole
+document would.
+
+Each API process keeps its own (bounded) copy; nothing here can go stale, since an entry
+is used only for the version it was rendered from.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+
+MAX_DOCUMENTS = 4096
+MAX_BYTES = 64 * 1024 * 1024
+MAX_DOCUMENT_BYTES = 1024 * 1024
+"""Larger documents are rendered for each request: kept, a few would fill the cache."""
+
+
+class Documents:
+    def __init__(self, max_documents: int = MAX_DOCUMENTS, max_bytes: int = MAX_BYTES) -> None:
+        self._max_documents = max_documents
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._kept: OrderedDict[tuple[str, str], tuple[int, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, task_id: str, tz: str, version: int) -> bytes | None:
+        """The document of ``task_id`` at ``version`` rendered in ``tz``, if kept (without
+        its ``requestId``)."""
+        with self._lock:
+            kept = self._kept.get((task_id, tz))
+            if kept is None or kept[0] != version:
+                return None
+            self._kept.move_to_end((task_id, tz))
+            return kept[1]
+
+    def put(self, task_id: str, tz: str, version: int, document: bytes) -> None:
+        if len(document) > MAX_DOCUMENT_BYTES:
+            return
+        with self._lock:
+            old = self._kept.pop((task_id, tz), None)
+            if old is not None:
+                self._bytes -= len(old[1])
+                if old[0] > version:  # a newer one was kept meanwhile
+                    self._kept[(task_id, tz)] = old
+                    self._bytes += len(old[1])
+                    return
+            self._kept[(task_id, tz)] = (version, document)
+            self._bytes += len(document)
+            while len(self._kept) > self._max_documents or self._bytes > self._max_bytes:
+                _, (_, dropped) = self._kept.popitem(last=False)
+                self._bytes -= len(dropped)
+
+
+def with_request_id(document: bytes, request_id: str) -> bytes:
+    """``document`` (a JSON object) with ``"requestId"`` as its last key."""
+    suffix = json.dumps(request_id, ensure_ascii=False).encode()
+    return document[:-1] + b',"requestId":' + suffix + b"}"

@@ -1,0 +1,60 @@
+"""The HTTP/1.1 connection: uvicorn's httptools protocol, closing sockets that never send a
+whole request.
+
+uvicorn times out an idle keep-alive connection only once a first response is sent, and
+restarts that clock with every byte it receives: a socket that never sends anything, or
+sends its headers a byte at a time, would be held for ever. Here every connection has
+``read_timeout`` seconds to send a whole request, from when it opens or from its previous
+response; a request that arrived whole may then take as long as it needs (a long-poll, an
+event stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from uvicorn.protocols.http import httptools_impl
+
+
+def guarded(read_timeout: float) -> type[httptools_impl.HttpToolsProtocol]:
+    """uvicorn's httptools protocol with a deadline for each whole request."""
+
+    class GuardedProtocol(httptools_impl.HttpToolsProtocol):
+        _read_timer: asyncio.TimerHandle | None = None
+        # Requests that arrived whole and are not answered yet (pipelining: more than one).
+        _whole = 0
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_complete(self) -> None:
+            self._whole += 1
+            self._disarm()  # the whole request is in: the application has it
+            super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            self._whole = max(0, self._whole - 1)
+            if not self._whole:
+                self._arm()  # the next request's deadline (none while one is in already)
+            super().on_response_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._read_timer = self.loop.call_later(read_timeout, self._read_timed_out)
+
+        def _disarm(self) -> None:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
+
+        def _read_timed_out(self) -> None:
+            self._read_timer = None
+            if not self._whole and not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedProtocol

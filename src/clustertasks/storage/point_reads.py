@@ -1,0 +1,220 @@
+"""Reads of one row by primary key, sent straight to SQLite's driver.
+
+A read through SQLAlchemy's connection pool and transaction (check a connection out,
+``BEGIN``, execute, ``COMMIT``, check it back in, with their events) costs some 20 times
+what SQLite takes to find the row. The hottest reads of the read path are single
+statements (a task's version, an AccessKey), and a single statement on a connection
+without an open transaction is a transaction of its own in SQLite (a consistent
+snapshot), so nothing is lost by running them as they are. The statements are SQLAlchemy
+Core's, compiled once for the dialect; each thread that reads has a connection of its own,
+opened with the pool's settings and kept for the life of the store.
+
+SQLite only: a PostgreSQL read crosses the network, where this saving does not matter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from clustertasks import errors
+
+
+class PointReads:
+    def __init__(self, engine: sa.Engine) -> None:
+        self._path = str(engine.url.database)
+        with engine.connect() as conn:
+            self._busy_timeout_ms = int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0)
+        self._dialect = engine.dialect
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def for_engine(cls, engine: sa.Engine) -> PointReads | None:
+        return cls(engine) if engine.dialect.name == "sqlite" else None
+
+    def prepare(self, statement: sa.Select[Any]) -> Prepared:
+        compiled = statement.compile(dialect=self._dialect)
+        columns = list(statement.selected_columns)
+        return Prepared(
+            str(compiled),
+            tuple(compiled.positiontup or ()),
+            tuple(str(column.key) for column in columns),
+            # The column types' conversions (JSON text to objects), as a Result applies them.
+            tuple(column.type.result_processor(self._dialect, None) for column in columns),
+        )
+
+    def mappings(self, prepared: Prepared, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Every row of the statement, as column name -> value."""
+        try:
+            found = (
+                self._connection()
+                .execute(prepared.sql, [params[name] for name in prepared.names])
+                .fetchall()
+            )
+        except sqlite3.OperationalError as exc:
+            raise errors.StorageUnavailable() from exc
+        except sqlite3.Error as exc:
+            raise errors.StorageError(f"the task store failed: {type(exc).__name__}") from exc
+        keys, convert = prepared.columns, prepared.processors
+        return [
+            {
+                key: (value if process is None or value is None else process(value))
+                for key, value, process in zip(keys, row, convert, strict=True)
+            }
+            for row in found
+        ]
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction around the reads in the block: they see the same commits."""
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise errors.StorageUnavailable() from exc
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("COMMIT")
+
+    def first(self, prepared: Prepared, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The statement's first row, or None."""
+        try:
+            row: tuple[Any, ...] | None = (
+                self._connection()
+                .execute(prepared.sql, [params[name] for name in prepared.names])
+                .fetchone()
+            )
+        except sqlite3.OperationalError as exc:
+            raise errors.StorageUnavailable() from exc
+        except sqlite3.Error as exc:
+            raise errors.StorageError(f"the task store failed: {type(exc).__name__}") from exc
+        return row
+
+    def writer(self) -> Writer:
+        """A connection of its own for short writes from an event loop."""
+        return Writer(self._path, self._busy_timeout_ms)
+
+    def ping(self) -> None:
+        """Raise ``errors.StorageUnavailable`` unless the database answers."""
+        self.first(_PING, {})
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            conn.close()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        return conn if conn is not None else self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._closed:
+                raise errors.StorageUnavailable()
+            try:
+                # Autocommit (no implicit BEGIN): each statement is its own read transaction.
+                conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+                conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+                conn.execute("PRAGMA query_only=1")
+            except sqlite3.Error as exc:
+                raise errors.StorageUnavailable() from exc
+            self._opened.append(conn)
+        self._local.conn = conn
+        return conn
+
+
+class Prepared:
+    """A statement compiled for SQLite, and the order of its parameters."""
+
+    __slots__ = ("columns", "names", "processors", "sql")
+
+    def __init__(
+        self,
+        sql: str,
+        names: tuple[str, ...],
+        columns: tuple[str, ...] = (),
+        processors: tuple[Callable[[Any], Any] | None, ...] = (),
+    ) -> None:
+        self.sql = sql
+        self.names = names
+        self.columns = columns
+        self.processors = processors
+
+
+_PING = Prepared("SELECT 1", ())
+
+
+class Writer:
+    """Short writes straight through SQLite's driver that never wait for the write lock:
+    a caller on an event loop tries again later instead of blocking the loop."""
+
+    def __init__(self, path: str, busy_timeout_ms: int) -> None:
+        self.busy_timeout_s = busy_timeout_ms / 1000
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def claim_nonces(
+        self, nonces: list[tuple[str, str, int]], purge_before_us: int | None
+    ) -> set[tuple[str, str]] | None:
+        """Insert the (access key, nonce, expiry) rows not in ``auth_nonces`` yet, and
+        delete the expired ones first when ``purge_before_us`` is given; the pairs
+        inserted, or None when the write lock is taken (nothing was written)."""
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                return None
+            raise errors.StorageUnavailable() from exc
+        try:
+            if purge_before_us is not None:
+                conn.execute(_PURGE, (purge_before_us,))
+            placeholders = ",".join(["(?,?,?)"] * len(nonces))
+            rows = conn.execute(
+                _CLAIM.format(placeholders), [value for row in nonces for value in row]
+            ).fetchall()
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise errors.StorageUnavailable() from exc
+            raise errors.StorageError(f"the key store failed: {type(exc).__name__}") from exc
+        return {(row[0], row[1]) for row in rows}
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+                # The same durability as the pool's connections (storage/dialects.py).
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA busy_timeout=0")
+            except sqlite3.Error as exc:
+                raise errors.StorageUnavailable() from exc
+            self._conn = conn
+        return self._conn
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc)
+
+
+# schema.auth_nonces; only placeholders are ever filled in.
+_CLAIM = (
+    "INSERT INTO auth_nonces (access_key_id, nonce, expires_us) VALUES {} "
+    "ON CONFLICT DO NOTHING RETURNING access_key_id, nonce"
+)
+_PURGE = "DELETE FROM auth_nonces WHERE expires_us < ?"
