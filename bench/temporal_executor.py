@@ -106,7 +106,7 @@ async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, A
     try:
         deadline = started + WAIT_LIMIT
         while await asyncio.to_thread(left) and time.perf_counter() < deadline:
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)
         elapsed = time.perf_counter() - started
     finally:
         stop.set()
