@@ -607,17 +607,30 @@ def _start_stage(
         or stage.state not in (states.StageState.PENDING, states.StageState.RUNNING)
     ):
         return view
-    stages = list(view.stages)
+    stages = tuple(view.stages)
     if stage.state is states.StageState.PENDING:
         stage = stage.with_state(task.task_id, states.StageState.RUNNING, now_us)
-        version = _update_stage(conn, changes.UpdateStage(task.task_id, stage, now_us))
-        stages = [stage if s.name == name else s for s in stages]
-        task = dataclasses.replace(task, version=version)
-    if task.current_stage != name:
-        task = task.with_current_stage(name, now_us)
-        version = _update_task(conn, changes.UpdateTask(task))
-        task = dataclasses.replace(task, version=version)
-    return dataclasses.replace(view, task=task, stages=tuple(stages))
+        conn.execute(
+            sql.UPDATE_STAGE,
+            {
+                "p_task_id": task.task_id,
+                "p_position": stage.position,
+                "p_state": stage.state.value,
+                "p_start_us": stage.start_us,
+                "p_end_us": None,
+                "p_message": stage.message,
+                "p_outputs": dict(stage.outputs),
+            },
+        )
+        stages = tuple(stage if s.name == name else s for s in stages)
+    elif task.current_stage == name:
+        return view
+    # One update of the task row for both: the current stage, and the version the stage's
+    # change bumps.
+    task = task.with_current_stage(name, now_us)
+    task = dataclasses.replace(task, version=_update_task(conn, changes.UpdateTask(task)))
+    notices.touched(conn, task.task_id)
+    return dataclasses.replace(view, task=task, stages=stages)
 
 
 def _read_task(conn: sa.Connection, task_id: str) -> records.Task:
