@@ -49,6 +49,7 @@ from clustertasks.storage import database
 
 if TYPE_CHECKING:  # imported where used: temporalio is an optional extra
     from clustertasks.engine.temporal import client as temporal_client
+    from clustertasks.engine.temporal import load as temporal_load
 
 log = logging.getLogger("clustertasks")
 
@@ -156,6 +157,8 @@ class Runtime:
     telemetry: observed.Telemetry
     notifier: temporal_client.Notifier | None = None
     """On an API replica of the Temporal executor: starts and pokes the tasks' workflows."""
+    temporal_load: temporal_load.QueueLoad | None = None
+    """On an API replica of the Temporal executor: the executor's gauges in /metrics."""
 
     def close(self) -> None:
         self.database.close()
@@ -212,10 +215,14 @@ def build(config: settings.Settings, telemetry: observed.Telemetry | None = None
             telemetry.metrics.watch_executor("local", runner.load)
         telemetry.metrics.watch_watchers(hub.watching)
         notifier = None
+        queue_load = None
         if config.engine.temporal is not None:
             from clustertasks.engine.temporal import client as temporal_client
+            from clustertasks.engine.temporal import load as temporal_load
 
             notifier = temporal_client.Notifier(db.tasks, config.engine.temporal)
+            queue_load = temporal_load.QueueLoad(config.engine.temporal)
+            telemetry.metrics.watch_executor("temporal", queue_load.load)
         services = build_services(
             db,
             registry,
@@ -231,7 +238,9 @@ def build(config: settings.Settings, telemetry: observed.Telemetry | None = None
     except BaseException:
         db.close()
         raise
-    return Runtime(config, db, cloud, services, runner, authenticator, telemetry, notifier)
+    return Runtime(
+        config, db, cloud, services, runner, authenticator, telemetry, notifier, queue_load
+    )
 
 
 def _fault_rules(
@@ -315,10 +324,13 @@ def create_app(runtime: Runtime) -> Any:
         # Commits of other processes (replicas, workers) wake this one's long-polls at once.
         listener = runtime.database.listen_for_task_changes(runtime.services.changes.notify)
         worker: asyncio.Task[None] | None = None
+        watching: asyncio.Task[None] | None = None
         stop_worker = asyncio.Event()
         temporal = runtime.config.engine.temporal
         if runtime.notifier is not None and temporal is not None:
             connection = await runtime.notifier.start()
+            if runtime.temporal_load is not None:
+                watching = asyncio.create_task(runtime.temporal_load.watch(connection, stop_worker))
             if temporal.dev:
                 worker = asyncio.create_task(_in_process_worker(runtime, connection, stop_worker))
         try:
@@ -329,9 +341,11 @@ def create_app(runtime: Runtime) -> Any:
                 await runtime.executor.stop()
             if runtime.notifier is not None:
                 await runtime.notifier.settle()
+            stop_worker.set()
             if worker is not None:
-                stop_worker.set()
                 await worker
+            if watching is not None:
+                await watching
             if listener is not None:
                 await asyncio.to_thread(listener.stop)
 

@@ -5,6 +5,8 @@ The engine guarantees themselves run on both executors in test_engine.py.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -12,10 +14,11 @@ import pytest
 from clustertasks import settings
 from clustertasks.domain import states
 from clustertasks.engine.temporal import client as temporal_client
+from clustertasks.engine.temporal import load as temporal_load
 from clustertasks.storage import database as storage_database
 from tests.integration import test_engine
 from tests.integration.test_engine import Harness, reasons, run, stage_states
-from tests.support import databases, executors
+from tests.support import databases, executors, polling
 from tests.support import operations as ops
 
 
@@ -93,3 +96,34 @@ def test_a_committed_task_without_a_workflow_gets_one_and_only_one(
     assert view.task.state is states.TaskState.SUCCESS
     assert reasons(view).count("TaskStart") == 1
     assert ops.calls[f"{task_id}:batches"] == 1
+
+
+def test_the_queue_load_counts_open_workflows_and_what_waits_for_a_worker(
+    temporal_address: str,
+) -> None:
+    """What /metrics reports as the Temporal executor's running and backlog gauges."""
+    config = settings.TemporalSettings(
+        address=temporal_address, task_queue=f"load-{uuid.uuid4().hex}"
+    )
+
+    async def scenario() -> tuple[int, int]:
+        temporal = await temporal_client.connect(config)
+        queue_load = temporal_load.QueueLoad(config, every=0.05)
+        assert queue_load.load() == (0, 0)
+        # Three tasks' workflows on a queue no worker polls: open, and waiting.
+        workflows = temporal_client.Workflows(temporal, config.task_queue)
+        for index in range(3):
+            assert await workflows.ensure_started(f"T-{index:024x}")
+        stop = asyncio.Event()
+        watching = asyncio.create_task(queue_load.watch(temporal, stop))
+        try:
+            return await polling.until_async(
+                "the queue's load", queue_load.load, lambda load: load == (3, 3), timeout=30
+            )
+        finally:
+            stop.set()
+            await watching
+            for index in range(3):
+                await temporal.get_workflow_handle(f"T-{index:024x}").terminate()
+
+    assert asyncio.run(scenario()) == (3, 3)
