@@ -24,7 +24,7 @@ from clustertasks import admin as admin_commands
 from clustertasks import clock, errors, settings
 from clustertasks.api import app as api_app
 from clustertasks.api import services as api_services
-from clustertasks.domain import access, ids
+from clustertasks.domain import access, emulator, ids
 from clustertasks.emulator import clock_store, controls, fault_store, simclock, world_store
 from clustertasks.emulator import cloud as sim_cloud
 from clustertasks.emulator import state as emulator_state
@@ -188,7 +188,7 @@ def build(config: settings.Settings, telemetry: observed.Telemetry | None = None
         fault_rules = _fault_rules(db, registry, time, id_generator, hub)
         # The world's records carry simulated time; tasks keep the wall clock's.
         sim_time = simclock.SimClock.open(
-            clock_store.ClockStore(db.engine), speed=config.sim.speed, mode=config.sim.clock
+            clock_store.ClockStore(db.engine), speed=config.sim.speed, mode=_clock_mode(config)
         )
         telemetry.metrics.watch_tasks(db.tasks.count_by_type_and_state)
         cloud = sim_cloud.SimCloud(
@@ -220,7 +220,7 @@ def build(config: settings.Settings, telemetry: observed.Telemetry | None = None
             from clustertasks.engine.temporal import client as temporal_client
             from clustertasks.engine.temporal import load as temporal_load
 
-            notifier = temporal_client.Notifier(db.tasks, config.engine.temporal)
+            notifier = temporal_client.Notifier(db.tasks, config.engine.temporal, time=time)
             queue_load = temporal_load.QueueLoad(config.engine.temporal)
             telemetry.metrics.watch_executor("temporal", queue_load.load)
         services = build_services(
@@ -233,6 +233,8 @@ def build(config: settings.Settings, telemetry: observed.Telemetry | None = None
             fault_rules=fault_rules,
             executor=runner,
             notify=notifier.notify if notifier is not None else None,
+            halt=notifier.halted if notifier is not None else None,
+            realtime_clock_only=TEMPORAL_CLOCK if notifier is not None else None,
         )
         authenticator = auth_service.Authenticator(db.keys, config.auth, time, db.audit)
     except BaseException:
@@ -261,6 +263,23 @@ def _fault_rules(
     )
 
 
+TEMPORAL_CLOCK = (
+    "under the Temporal executor the simulated clock runs in realtime mode only: its waits "
+    "are in the worker processes, which this server can neither advance nor poll"
+)
+
+
+def _clock_mode(config: settings.Settings) -> str | None:
+    """The clock mode to open with (None: the stored one). Under the Temporal executor,
+    realtime whatever was stored: a manual or per_poll clock would hold the workers' waits
+    for ever."""
+    if config.engine.temporal is None:
+        return config.sim.clock
+    if config.sim.clock not in (None, emulator.REALTIME):
+        raise errors.ConfigurationError(f"--sim-clock {config.sim.clock}: {TEMPORAL_CLOCK}")
+    return emulator.REALTIME
+
+
 def build_services(
     db: database.Database,
     registry: operations.Registry,
@@ -272,9 +291,13 @@ def build_services(
     fault_rules: controls.FaultRules | None = None,
     executor: executor.LocalExecutor | None = None,
     notify: control.Notify | None = None,
+    halt: emulator_state.Halt | None = None,
+    realtime_clock_only: str | None = None,
 ) -> api_services.Services:
     """The services the routes use, on ``db``. Without ``executor`` tasks are stored and
-    stay put (an API-only server, or a test that runs them itself)."""
+    stay put (an API-only server, or a test that runs them itself). ``notify`` and
+    ``halt``: another executor's (Temporal's) in place of the local one's.
+    ``realtime_clock_only``: the clock's mode may not change, and this says why."""
     time = time or clock.SystemClock()
     id_generator = id_generator or ids.IdGenerator()
     hub = hub or changes.ChangeHub(db.tasks)
@@ -288,7 +311,7 @@ def build_services(
         on_commit=hub.notify,
     )
     clouds = cloud_service.CloudService(cloud, task_control, id_generator)
-    emulator_clock = controls.ClockControls(cloud)
+    emulator_clock = controls.ClockControls(cloud, realtime_only=realtime_clock_only)
     return api_services.Services(
         tasks=tasks.TaskService(db.tasks, polled=cloud.task_polled),
         control=task_control,
@@ -307,7 +330,7 @@ def build_services(
                 db,
                 time=time,
                 id_generator=id_generator,
-                halt=executor.halted if executor is not None else None,
+                halt=halt or (executor.halted if executor is not None else None),
                 # A reset or an imported state brings the clock and the seeded draws back.
                 after_change=[emulator_clock.reload],
             ),

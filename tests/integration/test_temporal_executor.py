@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from clustertasks import settings
-from clustertasks.domain import states
+from clustertasks import bootstrap, errors, settings
+from clustertasks.domain import records, states
 from clustertasks.engine.temporal import client as temporal_client
 from clustertasks.engine.temporal import load as temporal_load
 from clustertasks.storage import database as storage_database
@@ -127,3 +127,67 @@ def test_the_queue_load_counts_open_workflows_and_what_waits_for_a_worker(
                 await temporal.get_workflow_handle(f"T-{index:024x}").terminate()
 
     assert asyncio.run(scenario()) == (3, 3)
+
+
+@pytest.mark.postgres
+def test_the_emulator_reset_cancels_unfinished_tasks_first_or_refuses_naming_one(
+    pg_database: storage_database.Database, temporal_address: str
+) -> None:
+    """What an API replica's reset does before it replaces the state (``Notifier.halted``)."""
+
+    async def scenario(h: Harness) -> None:
+        await h.start()
+        napping = h.submit("test_nap", seconds=600)
+        paused = h.submit("test_batches", records.Target("np2", "nodepool"))
+        await h.until(napping, lambda v: v.stages[0].state is states.StageState.RUNNING)
+        await h.until(paused, lambda v: v.stages[1].state is states.StageState.RUNNING)
+        h.control.pause(paused)
+        ops.gate(1).set()
+        await h.state(paused, states.TaskState.PAUSED)
+        assert h._notifier is not None
+        async with h._notifier.halted():
+            # Inside the block no stage runs: both ended as a CancelTask ends them.
+            for task_id in (napping, paused):
+                view = h.view(task_id)
+                assert view.task.state is states.TaskState.CANCELED
+                assert reasons(view)[-1] == "TaskCanceled"
+
+        # A stage that never reaches a checkpoint cannot be stopped: refused, naming it.
+        ops.gate(1).clear()
+        stuck = h.submit("test_two_steps", records.Target("np3", "nodepool"))
+        await h.until(stuck, lambda v: v.stages[0].state is states.StageState.RUNNING)
+        with pytest.raises(errors.TaskConflict) as refused:
+            async with h._notifier.halted(wait=0.5):
+                raise AssertionError("the block ran with a stage running")
+        assert refused.value.code == "ErrorTaskConflict"
+        assert stuck in refused.value.message
+        ops.gate(1).set()
+        await h.state(stuck, states.TaskState.CANCELED)
+
+    run(pg_database, scenario, _engine(temporal_address))
+
+
+def test_the_temporal_executor_keeps_the_simulated_clock_in_realtime(db_url: str) -> None:
+    temporal = settings.EngineSettings(temporal=settings.TemporalSettings())
+    storage = settings.StorageSettings(url=db_url)
+    with pytest.raises(errors.ConfigurationError) as refused:
+        bootstrap.build(
+            settings.Settings(
+                storage=storage, engine=temporal, sim=settings.SimSettings(clock="manual")
+            )
+        )
+    assert "--sim-clock manual" in refused.value.message
+    assert "realtime" in refused.value.message
+
+    runtime = bootstrap.build(settings.Settings(storage=storage, engine=temporal))
+    try:
+        clock = runtime.services.emulator.clock
+        for mode in ("manual", "per_poll"):
+            with pytest.raises(errors.InvalidParameter) as caught:
+                clock.set({"mode": mode})
+            assert caught.value.field == "mode"
+            assert "must be realtime" in caught.value.message
+        assert clock.view().mode == "realtime"
+        assert clock.set({"mode": "realtime", "speed": 2}).speed == 2
+    finally:
+        runtime.close()
