@@ -104,7 +104,13 @@ async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, A
     running = [
         asyncio.create_task(
             temporal_worker.work(
-                config, db.tasks, registry, no_cloud.NoCloud(), stop, temporal=connection
+                config,
+                db.tasks,
+                registry,
+                no_cloud.NoCloud(),
+                stop,
+                temporal=connection,
+                reconcile_turn=db.turn_lock(temporal_worker.RECONCILE_TURN),
             )
         )
         for connection in connections

@@ -397,6 +397,7 @@ async def _in_process_worker(runtime: Runtime, connection: Any, stop: asyncio.Ev
         on_commit=runtime.services.changes.notify,
         temporal=connection,
         telemetry=runtime.telemetry.tasks(temporal_worker.EXECUTOR),
+        reconcile_turn=runtime.database.turn_lock(temporal_worker.RECONCILE_TURN),
     )
 
 
@@ -498,6 +499,7 @@ def work(config: settings.Settings, announce: Callable[[str], None] = print) -> 
             stop,
             max_running_stages=config.engine.max_running_tasks,
             telemetry=runtime.telemetry.tasks(temporal_worker.EXECUTOR),
+            reconcile_turn=runtime.database.turn_lock(temporal_worker.RECONCILE_TURN),
         )
 
     try:

@@ -168,7 +168,7 @@ def test_the_emulator_reset_cancels_unfinished_tasks_first_or_refuses_naming_one
 
 
 def test_the_temporal_executor_keeps_the_simulated_clock_in_realtime(db_url: str) -> None:
-    temporal = settings.EngineSettings(temporal=settings.TemporalSettings())
+    temporal = settings.EngineSettings(executor=False, temporal=settings.TemporalSettings())
     storage = settings.StorageSettings(url=db_url)
     with pytest.raises(errors.ConfigurationError) as refused:
         bootstrap.build(
@@ -191,3 +191,19 @@ def test_the_temporal_executor_keeps_the_simulated_clock_in_realtime(db_url: str
         assert clock.set({"mode": "realtime", "speed": 2}).speed == 2
     finally:
         runtime.close()
+
+
+def test_one_worker_at_a_time_reconciles(database: storage_database.Database, backend: str) -> None:
+    """The reconciler's turn lock: taken by one process, skipped by the others until freed
+    (SQLite: one process per database file, always free)."""
+    first, second = (database.turn_lock("test.turn") for _ in range(2))
+    other_chore = database.turn_lock("test.other")
+    try:
+        assert first.try_acquire()
+        assert second.try_acquire() is (backend == databases.SQLITE)
+        assert other_chore.try_acquire()
+        first.release()
+        assert second.try_acquire()
+    finally:
+        for lock in (first, second, other_chore):
+            lock.release()

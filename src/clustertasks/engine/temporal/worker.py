@@ -28,7 +28,7 @@ from clustertasks.engine.temporal import client, messages, starts, steps, workfl
 from clustertasks.observability import telemetry as observed
 from clustertasks.operations import base as operations
 from clustertasks.providers import base as providers
-from clustertasks.storage import store
+from clustertasks.storage import locks, store
 
 log = logging.getLogger("clustertasks.engine")
 
@@ -39,6 +39,9 @@ sooner costs no heartbeat call at all."""
 EXECUTOR = "temporal"
 """The ``executor`` label of this executor's figures."""
 RECONCILE_SECONDS = 5.0
+RECONCILE_CONCURRENCY = 16
+RECONCILE_TURN = "clustertasks.temporal.reconcile"
+"""Workflow starts the reconciler has in flight at once (thousands after a Temporal restart)."""
 
 Committed = Callable[[Collection[str]], None]
 
@@ -159,8 +162,12 @@ class TemporalWorker:
         task_queue: str,
         max_running_stages: int = 64,
         reconcile_seconds: float = RECONCILE_SECONDS,
+        reconcile_turn: locks.TurnLock | None = None,
     ) -> None:
+        """``reconcile_turn``: shared by the workers on the database, so that one at a time
+        reconciles (each would start the same workflows, all but one start refused)."""
         self._store = task_store
+        self._turn = reconcile_turn
         self._workflows = client.Workflows(temporal, task_queue)
         self._reconcile_seconds = reconcile_seconds
         self._worker = temporal_worker.Worker(
@@ -188,13 +195,27 @@ class TemporalWorker:
                     await asyncio.wait_for(stop.wait(), self._reconcile_seconds)
 
     async def reconcile(self) -> int:
-        """Start a workflow for each unfinished task without one; how many were started."""
-        started = 0
-        for task in await asyncio.to_thread(self._store.unfinished_tasks):
-            if await self._workflows.ensure_started(task.task_id):
-                log.info("started the missing workflow of task %s", task.task_id)
-                started += 1
-        return started
+        """Start a workflow for each unfinished task without one; how many were started
+        (none when another worker is reconciling: its turn)."""
+        turn = self._turn
+        if turn is not None and not await asyncio.to_thread(turn.try_acquire):
+            return 0
+        try:
+            unfinished = await asyncio.to_thread(self._store.unfinished_tasks)
+            slots = asyncio.Semaphore(RECONCILE_CONCURRENCY)
+
+            async def start(task_id: str) -> bool:
+                async with slots:
+                    if not await self._workflows.ensure_started(task_id):
+                        return False
+                log.info("started the missing workflow of task %s", task_id)
+                return True
+
+            started = await asyncio.gather(*(start(task.task_id) for task in unfinished))
+            return sum(started)
+        finally:
+            if turn is not None:
+                await asyncio.to_thread(turn.release)
 
 
 async def work(
@@ -208,6 +229,7 @@ async def work(
     on_commit: Committed | None = None,
     temporal: temporal_client.Client | None = None,
     telemetry: observed.TaskTelemetry | None = None,
+    reconcile_turn: locks.TurnLock | None = None,
 ) -> None:
     """Run a worker on the configured task queue until ``stop`` is set."""
     if temporal is None:
@@ -222,6 +244,7 @@ async def work(
             task_store,
             task_queue=config.task_queue,
             max_running_stages=max_running_stages,
+            reconcile_turn=reconcile_turn,
         ).run(stop)
     finally:
         activities.close()
