@@ -13,6 +13,8 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import random
+import time
 from collections.abc import Callable, Collection
 from datetime import timedelta
 from typing import Any
@@ -36,6 +38,10 @@ TICK_SECONDS = 0.5
 """A running stage heartbeats and re-reads its task's requests (pause, cancel) this often,
 besides at every checkpoint. The first tick comes after one period: a stage that ends
 sooner costs no heartbeat call at all."""
+HEARTBEAT_SECONDS = 1.0
+"""A running stage tells Temporal it is alive at most this often, at a tick or a checkpoint
+(the workflow's heartbeat timeout is 5 s): one call per tick and checkpoint would cost CPU
+for nothing."""
 EXECUTOR = "temporal"
 """The ``executor`` label of this executor's figures."""
 RECONCILE_SECONDS = 5.0
@@ -44,6 +50,20 @@ RECONCILE_TURN = "clustertasks.temporal.reconcile"
 """Workflow starts the reconciler has in flight at once (thousands after a Temporal restart)."""
 
 Committed = Callable[[Collection[str]], None]
+
+
+class Heartbeat:
+    """Heartbeats of one activity, at most one per ``HEARTBEAT_SECONDS`` (its start counts
+    as one: Temporal's heartbeat timeout runs from it)."""
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= HEARTBEAT_SECONDS:
+            self._last = now
+            activity.heartbeat()
 
 
 class StageActivities:
@@ -69,6 +89,7 @@ class StageActivities:
         )
         self._commits = executor.GroupCommit(task_store, self._pool, on_commit=on_commit)
         self._starts = starts.StageStarts(task_store, self._pool, on_commit=on_commit)
+        self._rng = random.Random()  # retry jitter; seeding one per activity costs more
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -87,8 +108,9 @@ class StageActivities:
 
     @activity.defn(name=messages.RUN_STAGE)
     async def run_stage(self, stage: messages.StageInput) -> str:
-        task_steps = self._steps(stage.task_id)
-        ticker = asyncio.create_task(self._tick(task_steps))
+        beat = Heartbeat()
+        task_steps = self._steps(stage.task_id, beat)
+        ticker = asyncio.create_task(self._tick(task_steps, beat))
         try:
             return await task_steps.run_stage(stage.stage, activity.info().attempt)
         except errors.TaskNotFound:
@@ -124,16 +146,17 @@ class StageActivities:
             await self._steps(task_id).cancel()
         return messages.ENDED
 
-    async def _tick(self, task_steps: steps.TaskSteps) -> None:
+    async def _tick(self, task_steps: steps.TaskSteps, beat: Heartbeat) -> None:
         while True:
             await asyncio.sleep(TICK_SECONDS)
-            activity.heartbeat()
+            beat()
             task_steps.poked.set()  # a waiting stage looks at the store again
 
-    def _steps(self, task_id: str) -> steps.TaskSteps:
+    def _steps(self, task_id: str, beat: Heartbeat | None = None) -> steps.TaskSteps:
         return steps.TaskSteps(
             task_id,
-            heartbeat=activity.heartbeat,
+            heartbeat=beat or Heartbeat(),
+            rng=self._rng,
             stage_starts=self._starts,
             task_store=self._store,
             registry=self._registry,
