@@ -498,6 +498,7 @@ def _update_task(conn: sa.Connection, change: changes.UpdateTask) -> int:
     version = conn.execute(statement, params).scalar_one_or_none()
     if version is None:
         raise errors.TaskNotFound(task.task_id)
+    notices.touched(conn, task.task_id)
     return int(version)
 
 
@@ -549,6 +550,7 @@ def _set_result(conn: sa.Connection, change: changes.SetResult) -> None:
     ).scalar_one_or_none()
     if position is None:
         raise errors.TaskNotFound(task_id)
+    notices.touched(conn, task_id)
     conn.execute(
         sa.insert(R).values(task_id=task_id, data=data, position=position - 1, status=status.value)
     )
@@ -629,7 +631,6 @@ def _start_stage(
     # change bumps.
     task = task.with_current_stage(name, now_us)
     task = dataclasses.replace(task, version=_update_task(conn, changes.UpdateTask(task)))
-    notices.touched(conn, task.task_id)
     return dataclasses.replace(view, task=task, stages=stages)
 
 
@@ -661,6 +662,7 @@ def _insert_event(
     seq = conn.execute(sql.NEXT_EVENT, {"p_task_id": task_id, "p_now": now_us}).scalar_one_or_none()
     if seq is None:
         raise errors.TaskNotFound(task_id)
+    notices.touched(conn, task_id)
     # Concurrent writers may have read the clock in another order than they got the
     # lock: keep timestamps in step with the order of the events.
     previous = conn.execute(
