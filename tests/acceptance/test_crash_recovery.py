@@ -1,10 +1,18 @@
 """kill -9 the server in the middle of twenty scale-outs; a restarted server finishes every
-one of them, with nothing created twice and nothing lost."""
+one of them, with nothing created twice and nothing lost.
+
+On each executor: the local one (one ``serve`` runs the stages), and Temporal's (an API
+replica and a ``worker`` on the session's dev server; both are killed, as when their machine
+dies, and a new pair takes over the same task queue).
+"""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import signal
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,8 +22,9 @@ from clustertasks import settings
 from clustertasks.domain import states
 from clustertasks.storage import database
 from tests.acceptance import sdk
-from tests.support import polling, signing
+from tests.support import executors, polling, signing
 from tests.support.server import ServerProcess
+from tests.support.temporal import WorkerProcess
 
 TASKS = 20
 NODES = 3
@@ -37,7 +46,32 @@ def _started(server: ServerProcess, task_ids: list[str], enough: int) -> int:
     return started
 
 
-def test_kill_9_mid_flight_then_every_task_finishes(db_url: str, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _deployment(
+    engine: executors.Choice, db_url: str, tmp_path: Path, queue: str, *args: str
+) -> Iterator[tuple[ServerProcess, list[ServerProcess | WorkerProcess]]]:
+    """The API and every process of the executor (what a kill -9 of the machine ends)."""
+    if engine.kind == executors.LOCAL:
+        with ServerProcess(db_url, tmp_path, *args) as alone:
+            yield alone, [alone]
+        return
+    assert engine.temporal_address is not None
+    temporal = ("--temporal-address", engine.temporal_address, "--task-queue", queue)
+    worker = WorkerProcess(db_url, tmp_path, engine.temporal_address, queue, *args).launch()
+    try:
+        with ServerProcess(db_url, tmp_path, "--executor", "temporal", *temporal, *args) as api:
+            worker.wait_ready()
+            yield api, [api, worker]
+        # Killed, or stopped cleanly.
+        assert worker.stop() in (0, -signal.SIGKILL), worker.log()
+    finally:
+        worker.kill()
+
+
+def test_kill_9_mid_flight_then_every_task_finishes(
+    db_url: str, engine: executors.Choice, tmp_path: Path
+) -> None:
+    queue = f"crash-{uuid.uuid4().hex}"
     # Arrange the world quickly: a cluster with twenty empty pools.
     with ServerProcess(db_url, tmp_path, "--sim-speed", "0") as setup:
         client = sdk.client(setup)
@@ -54,7 +88,7 @@ def test_kill_9_mid_flight_then_every_task_finishes(db_url: str, tmp_path: Path)
 
     # Realistic durations, five times faster: each scale-out takes seconds, long enough for
     # the kill to land while most are running even on a busy machine.
-    with ServerProcess(db_url, tmp_path, "--sim-speed", "5") as running:
+    with _deployment(engine, db_url, tmp_path, queue, "--sim-speed", "5") as (running, machine):
         client = sdk.client(running)
         task_ids = [
             client.scale_cluster_node_pool(
@@ -69,11 +103,12 @@ def test_kill_9_mid_flight_then_every_task_finishes(db_url: str, tmp_path: Path)
             interval=0.05,
         )
         states_before = [client.describe_task_info(t).body.state for t in task_ids]
-        running.process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+        for process in machine:
+            process.kill()
     assert states_before.count("running") >= 1, "the kill came too late to prove anything"
 
     # A new server on the same database finishes every task.
-    with ServerProcess(db_url, tmp_path, "--sim-speed", "0") as restarted:
+    with _deployment(engine, db_url, tmp_path, queue, "--sim-speed", "0") as (restarted, _):
         client = sdk.client(restarted)
         finished = [sdk.wait_task(client, t, timeout=120) for t in task_ids]
         for task in finished:

@@ -13,8 +13,8 @@ from alibabacloud_cs20151215 import models as cs_models
 from prometheus_client import parser
 
 from tests.acceptance import sdk
+from tests.support import executors, polling, signing
 from tests.support import server as server_support
-from tests.support import signing
 from tests.support.server import ServerProcess
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -210,3 +210,24 @@ def test_public_metrics_and_json_logs_with_ids_and_no_secret(
     # The refusal's own line (with httptools the access log line carries the ids too).
     assert any("ErrorTaskNotFound" in r["message"] for r in refused)
     assert signing.SECRET not in observed_server.log()
+
+
+def test_each_executor_reports_its_load_under_the_same_names(
+    executor_server: ServerProcess, engine: executors.Choice
+) -> None:
+    client = sdk.client(executor_server)
+    _, created = sdk.create_cluster(client, pool_size=1)
+    assert created.state == "success", created.error.message
+    # Idle again once the task's workflow has ended (Temporal's figures come every 5 s).
+    polling.until(
+        f"the {engine.kind} executor's gauges, idle",
+        lambda: scrape(executor_server),
+        lambda samples: (
+            ("clustertasks_executor_running_tasks", frozenset({("executor", engine.kind)}))
+            in samples
+            and total(samples, "clustertasks_executor_running_tasks", executor=engine.kind) == 0
+            and total(samples, "clustertasks_executor_backlog_tasks", executor=engine.kind) == 0
+        ),
+        timeout=30,
+        interval=0.5,
+    )

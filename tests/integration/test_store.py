@@ -458,3 +458,54 @@ def test_point_reads_describe_a_task_as_sqlalchemy_does(
     assert database.tasks.task_version(task_id) == through_sqlalchemy.task_version(task_id)
     with pytest.raises(errors.TaskNotFound):
         database.tasks.describe_task("T-000000000000000000000000")
+
+
+def test_begin_stages_reads_tasks_together_and_starts_only_what_may_start(
+    task_store: store.TaskStore,
+) -> None:
+    plain, paused_on_request, finished = (
+        _task(f"T-00000000000000000000000{n}", cluster=f"c{n}") for n in (1, 2, 3)
+    )
+    for task in (plain, paused_on_request, finished):
+        task_store.submit_task(task, records.plan_stages(["A", "B"]))
+    task_store.append_event(
+        plain.task_id,
+        action="start",
+        level=states.EventLevel.NORMAL,
+        reason="TaskStart",
+        message="m",
+        now_us=NOW,
+    )
+    task_store.request_action(paused_on_request.task_id, records.PAUSE, NOW)
+    task_store.update_task(finished.with_state(states.TaskState.CANCELED, NOW))
+    before = task_store.describe_task(plain.task_id)
+
+    views = task_store.begin_stages(
+        [
+            store.StageStart(plain.task_id, "A", NOW + 5),
+            store.StageStart(paused_on_request.task_id, "A", NOW + 5),
+            store.StageStart(finished.task_id, "A", NOW + 5),
+            store.StageStart("T-ffffffffffffffffffffffff", "A", NOW + 5),
+        ]
+    )
+
+    assert set(views) == {plain.task_id, paused_on_request.task_id, finished.task_id}
+    started = views[plain.task_id]
+    assert started == task_store.describe_task(plain.task_id)  # as committed
+    assert [(s.name, s.state, s.start_us) for s in started.stages] == [
+        ("A", states.StageState.RUNNING, NOW + 5),
+        ("B", states.StageState.PENDING, None),
+    ]
+    assert started.task.current_stage == "A"
+    assert started.task.version > before.task.version
+    assert [e.reason for e in started.events] == ["TaskStart"]
+    for untouched in (paused_on_request.task_id, finished.task_id):
+        assert views[untouched] == task_store.describe_task(untouched)
+        assert [s.state for s in views[untouched].stages] == [states.StageState.PENDING] * 2
+        assert views[untouched].task.current_stage == ""
+
+    # A running stage is not started twice; a read alone writes nothing.
+    again = task_store.begin_stages([store.StageStart(plain.task_id, "A", NOW + 9)])
+    assert again[plain.task_id].stages[0].start_us == NOW + 5
+    read = task_store.begin_stages([store.StageStart(plain.task_id, None, 0)])
+    assert read[plain.task_id] == task_store.describe_task(plain.task_id)

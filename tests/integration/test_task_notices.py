@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 import pytest
 
 from clustertasks import settings
-from clustertasks.domain import records
+from clustertasks.domain import records, states
 from clustertasks.service import changes
 from clustertasks.storage import database as storage_database
 from tests.support import databases, factories, polling
@@ -81,6 +81,51 @@ def test_a_long_poll_wakes_on_another_process_commit_not_the_poll(pg_url: str) -
         assert woke_at == here.tasks.task_version(task_id)
     finally:
         hub.close()
+        listener.stop()
+        here.close()
+        elsewhere.close()
+
+
+def test_every_kind_of_write_is_heard(pg_url: str) -> None:
+    """A task's success, an event or a new result alone (no stage change in the same
+    transaction) still tells the other processes: a worker's last commit of a task is often
+    just that."""
+    here, elsewhere = _open(pg_url), _open(pg_url)
+    heard: list[str] = []
+    guard = threading.Lock()
+
+    def on_change(task_ids: Collection[str]) -> None:
+        with guard:
+            heard.extend(task_ids)
+
+    listener = here.listen_for_task_changes(on_change)
+    assert listener is not None
+    try:
+        task = factories.seed_task(here.tasks).task
+        polling.until("the seeding heard", lambda: task.task_id in heard)
+        now = factories.BASE_US + 10**9
+        writes: dict[str, Callable[[], object]] = {
+            "an event": lambda: elsewhere.tasks.append_event(
+                task.task_id,
+                action="progress",
+                level=states.EventLevel.NORMAL,
+                reason="Progress",
+                message="m",
+                now_us=now,
+            ),
+            "a new result": lambda: elsewhere.tasks.set_result(
+                task.task_id, "i-1", states.ResultStatus.INITIAL, now
+            ),
+            "the task's success": lambda: elsewhere.tasks.update_task(
+                task.with_state(states.TaskState.SUCCESS, now)
+            ),
+        }
+        for what, write in writes.items():
+            with guard:
+                heard.clear()
+            write()
+            polling.until(f"{what} heard", lambda: list(heard), lambda h: task.task_id in h)
+    finally:
         listener.stop()
         here.close()
         elsewhere.close()

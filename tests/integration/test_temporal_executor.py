@@ -5,17 +5,20 @@ The engine guarantees themselves run on both executors in test_engine.py.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from clustertasks import settings
-from clustertasks.domain import states
+from clustertasks import bootstrap, errors, settings
+from clustertasks.domain import records, states
 from clustertasks.engine.temporal import client as temporal_client
+from clustertasks.engine.temporal import load as temporal_load
 from clustertasks.storage import database as storage_database
 from tests.integration import test_engine
 from tests.integration.test_engine import Harness, reasons, run, stage_states
-from tests.support import databases, executors
+from tests.support import databases, executors, polling
 from tests.support import operations as ops
 
 
@@ -93,3 +96,114 @@ def test_a_committed_task_without_a_workflow_gets_one_and_only_one(
     assert view.task.state is states.TaskState.SUCCESS
     assert reasons(view).count("TaskStart") == 1
     assert ops.calls[f"{task_id}:batches"] == 1
+
+
+def test_the_queue_load_counts_open_workflows_and_what_waits_for_a_worker(
+    temporal_address: str,
+) -> None:
+    """What /metrics reports as the Temporal executor's running and backlog gauges."""
+    config = settings.TemporalSettings(
+        address=temporal_address, task_queue=f"load-{uuid.uuid4().hex}"
+    )
+
+    async def scenario() -> tuple[int, int]:
+        temporal = await temporal_client.connect(config)
+        queue_load = temporal_load.QueueLoad(config, every=0.05)
+        assert queue_load.load() == (0, 0)
+        # Three tasks' workflows on a queue no worker polls: open, and waiting.
+        workflows = temporal_client.Workflows(temporal, config.task_queue)
+        for index in range(3):
+            assert await workflows.ensure_started(f"T-{index:024x}")
+        stop = asyncio.Event()
+        watching = asyncio.create_task(queue_load.watch(temporal, stop))
+        try:
+            return await polling.until_async(
+                "the queue's load", queue_load.load, lambda load: load == (3, 3), timeout=30
+            )
+        finally:
+            stop.set()
+            await watching
+            for index in range(3):
+                await temporal.get_workflow_handle(f"T-{index:024x}").terminate()
+
+    assert asyncio.run(scenario()) == (3, 3)
+
+
+@pytest.mark.postgres
+def test_the_emulator_reset_cancels_unfinished_tasks_first_or_refuses_naming_one(
+    pg_database: storage_database.Database, temporal_address: str
+) -> None:
+    """What an API replica's reset does before it replaces the state (``Notifier.halted``)."""
+
+    async def scenario(h: Harness) -> None:
+        await h.start()
+        napping = h.submit("test_nap", seconds=600)
+        paused = h.submit("test_batches", records.Target("np2", "nodepool"))
+        await h.until(napping, lambda v: v.stages[0].state is states.StageState.RUNNING)
+        await h.until(paused, lambda v: v.stages[1].state is states.StageState.RUNNING)
+        h.control.pause(paused)
+        ops.gate(1).set()
+        await h.state(paused, states.TaskState.PAUSED)
+        assert h._notifier is not None
+        async with h._notifier.halted():
+            # Inside the block no stage runs: both ended as a CancelTask ends them.
+            for task_id in (napping, paused):
+                view = h.view(task_id)
+                assert view.task.state is states.TaskState.CANCELED
+                assert reasons(view)[-1] == "TaskCanceled"
+
+        # A stage that never reaches a checkpoint cannot be stopped: refused, naming it.
+        ops.gate(1).clear()
+        stuck = h.submit("test_two_steps", records.Target("np3", "nodepool"))
+        await h.until(stuck, lambda v: v.stages[0].state is states.StageState.RUNNING)
+        with pytest.raises(errors.TaskConflict) as refused:
+            async with h._notifier.halted(wait=0.5):
+                raise AssertionError("the block ran with a stage running")
+        assert refused.value.code == "ErrorTaskConflict"
+        assert stuck in refused.value.message
+        ops.gate(1).set()
+        await h.state(stuck, states.TaskState.CANCELED)
+
+    run(pg_database, scenario, _engine(temporal_address))
+
+
+def test_the_temporal_executor_keeps_the_simulated_clock_in_realtime(db_url: str) -> None:
+    temporal = settings.EngineSettings(executor=False, temporal=settings.TemporalSettings())
+    storage = settings.StorageSettings(url=db_url)
+    with pytest.raises(errors.ConfigurationError) as refused:
+        bootstrap.build(
+            settings.Settings(
+                storage=storage, engine=temporal, sim=settings.SimSettings(clock="manual")
+            )
+        )
+    assert "--sim-clock manual" in refused.value.message
+    assert "realtime" in refused.value.message
+
+    runtime = bootstrap.build(settings.Settings(storage=storage, engine=temporal))
+    try:
+        clock = runtime.services.emulator.clock
+        for mode in ("manual", "per_poll"):
+            with pytest.raises(errors.InvalidParameter) as caught:
+                clock.set({"mode": mode})
+            assert caught.value.field == "mode"
+            assert "must be realtime" in caught.value.message
+        assert clock.view().mode == "realtime"
+        assert clock.set({"mode": "realtime", "speed": 2}).speed == 2
+    finally:
+        runtime.close()
+
+
+def test_one_worker_at_a_time_reconciles(database: storage_database.Database, backend: str) -> None:
+    """The reconciler's turn lock: taken by one process, skipped by the others until freed
+    (SQLite: one process per database file, always free)."""
+    first, second = (database.turn_lock("test.turn") for _ in range(2))
+    other_chore = database.turn_lock("test.other")
+    try:
+        assert first.try_acquire()
+        assert second.try_acquire() is (backend == databases.SQLITE)
+        assert other_chore.try_acquire()
+        first.release()
+        assert second.try_acquire()
+    finally:
+        for lock in (first, second, other_chore):
+            lock.release()

@@ -29,8 +29,11 @@ MAX_ADVANCE = 10 * 366 * 24 * 3600.0
 
 
 class ClockControls:
-    def __init__(self, sim: cloud.SimCloud) -> None:
+    def __init__(self, sim: cloud.SimCloud, *, realtime_only: str | None = None) -> None:
+        """``realtime_only``: why the clock must stay in realtime mode, when it must (the
+        stages wait in other processes)."""
         self._cloud = sim
+        self._realtime_only = realtime_only
 
     def view(self) -> emulator.ClockView:
         return self._cloud.clock()
@@ -43,6 +46,8 @@ class ClockControls:
             raise errors.InvalidParameter(
                 "mode", f"must be one of {', '.join(emulator.CLOCK_MODES)}, got {mode!r}"
             )
+        if self._realtime_only is not None and mode != emulator.REALTIME:
+            raise errors.InvalidParameter("mode", f"must be realtime: {self._realtime_only}")
         speed = params.number(body, "speed", low=0.0, high=MAX_SPEED)
         return self._cloud.set_clock(mode, speed)
 

@@ -5,8 +5,10 @@ budgets, free instances, stock, fault rules …) and the task history (tasks, st
 results): every table but the AccessKeys, the signature nonces and the audit log
 (``storage.snapshots.KEPT``).
 
-- ``reset``: unfinished tasks are stopped first (their runners cancelled and waited for),
-  then every row of the state goes in one transaction. Ids start again as on a fresh
+- ``reset``: unfinished tasks are stopped first (the local executor's runners cancelled and
+  waited for; on the Temporal executor the tasks are cancelled and waited for, or the reset
+  is refused with 409 naming a task that does not stop), then every row of the state goes in
+  one transaction. Ids start again as on a fresh
   database (``--sim-seed`` repeats them).
 - ``export``: one document with every row of every state table.
 - ``restore`` (import): the document is checked whole before anything happens; then, like a
@@ -83,10 +85,12 @@ class EmulatorState:
         self._after_change = tuple(after_change)
 
     async def reset(self) -> ResetOutcome:
-        async with self._serial, self._halt():
-            removed = await asyncio.to_thread(self._snapshots.wipe)
-            await asyncio.to_thread(self._restarted)
-        return _outcome(removed)
+        async with self._serial:
+            stopping = await self._unfinished()
+            async with self._halt():
+                removed = await asyncio.to_thread(self._snapshots.wipe)
+                await asyncio.to_thread(self._restarted)
+        return _outcome(removed, stopping)
 
     def export(self) -> dict[str, Any]:
         """``{"format", "version", "exported_at", "tables": {name: [row, …]}}``."""
@@ -102,10 +106,17 @@ class EmulatorState:
         """Replace the state by an exported ``document``; ``errors.InvalidParameter`` names
         the first problem, and then nothing has changed."""
         rows = await asyncio.to_thread(self._check, document)
-        async with self._serial, self._halt():
-            replaced = await asyncio.to_thread(self._snapshots.replace, rows)
-            await asyncio.to_thread(self._restarted)
-        return ImportOutcome(_outcome(replaced.removed), replaced.loaded)
+        async with self._serial:
+            stopping = await self._unfinished()
+            async with self._halt():
+                replaced = await asyncio.to_thread(self._snapshots.replace, rows)
+                await asyncio.to_thread(self._restarted)
+        return ImportOutcome(_outcome(replaced.removed, stopping), replaced.loaded)
+
+    async def _unfinished(self) -> int:
+        """Unfinished tasks before the halt: a halt that cancels them (the Temporal
+        executor's) leaves them ended, and they still count as stopped by the reset."""
+        return len(await asyncio.to_thread(self._db.tasks.unfinished_tasks))
 
     def _check(self, document: Mapping[str, Any]) -> dict[str, snapshots.Rows]:
         for key in document:
@@ -158,9 +169,9 @@ class EmulatorState:
             lock.release()
 
 
-def _outcome(removed: snapshots.Removed) -> ResetOutcome:
+def _outcome(removed: snapshots.Removed, stopping: int) -> ResetOutcome:
     return ResetOutcome(
-        tasks_canceled=removed.tasks_unfinished,
+        tasks_canceled=max(removed.tasks_unfinished, stopping),
         tasks_deleted=removed.tasks,
         clusters_deleted=removed.clusters,
     )

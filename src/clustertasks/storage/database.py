@@ -68,6 +68,10 @@ class Database:
         """The lock that makes an executor the only one on this database."""
         return locks.ExecutorLock.for_engine(self.engine)
 
+    def turn_lock(self, name: str) -> locks.TurnLock:
+        """A lock that lets one process at a time do the chore ``name``."""
+        return locks.TurnLock(self.engine, name)
+
     def ping(self) -> bool:
         """True when the database answers."""
         try:

@@ -1,4 +1,5 @@
-"""The executor lock: one executor per database.
+"""The executor lock: one executor per database; and turn locks, for chores of several
+processes.
 
 SQLite: an exclusive ``flock`` on a file beside the database (released by the kernel when
 the process dies, even by kill -9). PostgreSQL: a session advisory lock held on a dedicated
@@ -11,6 +12,7 @@ import abc
 import contextlib
 import fcntl
 import os
+import zlib
 from typing import IO
 
 import sqlalchemy as sa
@@ -20,6 +22,8 @@ from clustertasks.storage import dialects
 
 # Any constant, distinct from the migration lock's.
 _PG_EXECUTOR_LOCK = 0x63747845
+# TurnLock keys: this plus a CRC-32 of the name, above every other lock's key.
+_PG_TURN_LOCKS = 0x7475726E << 32
 
 
 class ExecutorLock(abc.ABC):
@@ -124,3 +128,50 @@ class AdvisoryExecutorLock(ExecutorLock):
             with contextlib.suppress(sa.exc.SQLAlchemyError):
                 self._connection.close()
             self._connection = None
+
+
+class TurnLock:
+    """Whose turn it is to do a chore that any of several processes may do, one at a time
+    (the Temporal workers' reconciler): :meth:`try_acquire` takes it if it is free and
+    never waits, so the others skip their turn rather than repeat the work.
+
+    PostgreSQL: a session advisory lock, named by ``name``, on a connection of its own
+    (released with it, as when the process dies). SQLite: always free, as one process works
+    on its file.
+    """
+
+    def __init__(self, engine: sa.Engine, name: str) -> None:
+        self._engine = engine
+        self._key = _PG_TURN_LOCKS + zlib.crc32(name.encode())
+        self._connection: sa.Connection | None = None
+
+    def try_acquire(self) -> bool:
+        if self._engine.dialect.name != "postgresql":
+            return True
+        if self._connection is not None:
+            return True
+        connection = self._engine.connect()
+        # Out of the pool: closing it must really end the session, and with it the lock.
+        connection.detach()
+        try:
+            got = bool(
+                connection.execute(
+                    sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}
+                ).scalar_one()
+            )
+            connection.commit()
+        except sa.exc.SQLAlchemyError as exc:
+            connection.close()
+            raise errors.StorageUnavailable() from exc
+        if not got:
+            connection.close()
+            return False
+        self._connection = connection
+        return True
+
+    def release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            connection.close()

@@ -9,6 +9,7 @@ task's ``version`` and ``updated``; it never rewrites the task or its other part
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, overload
@@ -88,6 +89,16 @@ class TaskEvent(NamedTuple):
 class EventPage:
     events: Sequence[TaskEvent]
     total_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class StageStart:
+    """Start stage ``stage`` of task ``task_id`` at ``now_us`` (``TaskStore.begin_stages``);
+    ``stage`` None: only read the task."""
+
+    task_id: str
+    stage: str | None
+    now_us: int
 
 
 class UnfinishedTask(NamedTuple):
@@ -449,6 +460,30 @@ class TaskStore:
         ]
         return EventPage(events=events, total_count=total)
 
+    # -- the Temporal executor's stage starts -----------------------------------------------
+
+    def begin_stages(self, starts: Sequence[StageStart]) -> dict[str, records.TaskView]:
+        """Read several tasks (each with its stages, events and results) and start one stage
+        of each, in one transaction; the views as committed, by task id. Tasks that do not
+        exist are left out.
+
+        A stage starts (state ``running`` from ``now_us``, and the task's current stage)
+        only while its task runs with no pause or cancel request, so a request committed
+        before is seen here and the stage stays as it was: exactly the check a stage
+        boundary makes. A stage already running only becomes the current one.
+        """
+        ids = sorted({start.task_id for start in starts})
+        if not any(start.stage is not None for start in starts):
+            with self._read(snapshot=True) as conn:
+                return _read_views(conn, ids, lock=False)
+        with self._write() as conn:
+            views = _read_views(conn, ids, lock=True)
+            for start in starts:
+                view = views.get(start.task_id)
+                if view is not None and start.stage is not None:
+                    views[start.task_id] = _start_stage(conn, view, start.stage, start.now_us)
+        return views
+
     # -- transactions ----------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -470,6 +505,87 @@ class TaskStore:
                 conn = conn.execution_options(**self._snapshot_options)
             with conn.begin():
                 yield conn
+
+
+# -- the Temporal executor's stage starts, in a transaction the caller holds ------------
+
+
+def _read_views(
+    conn: sa.Connection, task_ids: Sequence[str], *, lock: bool
+) -> dict[str, records.TaskView]:
+    """The views of those of ``task_ids`` that exist. ``lock``: hold their rows until the
+    transaction ends (every write to a task or its parts updates its row, so what is read
+    after the lock stays as read)."""
+    found: dict[str, records.TaskView] = {}
+    for begin in range(0, len(task_ids), _VERSIONS_PER_QUERY):
+        chunk = list(task_ids[begin : begin + _VERSIONS_PER_QUERY])
+        tasks = sa.select(T).where(T.c.task_id.in_(chunk)).order_by(T.c.task_id)
+        task_rows = conn.execute(tasks.with_for_update() if lock else tasks).all()
+        stage_rows: dict[str, list[records.Stage]] = {}
+        for row in conn.execute(
+            sa.select(S).where(S.c.task_id.in_(chunk)).order_by(S.c.task_id, S.c.position)
+        ):
+            stage_rows.setdefault(row.task_id, []).append(rows.stage_from_row(row._mapping))
+        event_rows: dict[str, list[records.Event]] = {}
+        for row in conn.execute(
+            sa.select(E).where(E.c.task_id.in_(chunk)).order_by(E.c.task_id, E.c.seq)
+        ):
+            event_rows.setdefault(row.task_id, []).append(rows.event_from_row(row._mapping))
+        result_rows: dict[str, list[records.TaskResult]] = {}
+        for row in conn.execute(
+            sa.select(R.c.task_id, R.c.data, R.c.status)
+            .where(R.c.task_id.in_(chunk))
+            .order_by(R.c.task_id, R.c.position)
+        ):
+            result_rows.setdefault(row.task_id, []).append(
+                records.TaskResult(data=row.data, status=states.ResultStatus(row.status))
+            )
+        for row in task_rows:
+            task_id = row.task_id
+            found[task_id] = records.TaskView(
+                task=rows.task_from_row(row._mapping),
+                stages=tuple(stage_rows.get(task_id, ())),
+                events=tuple(event_rows.get(task_id, ())),
+                results=tuple(result_rows.get(task_id, ())),
+            )
+    return found
+
+
+def _start_stage(
+    conn: sa.Connection, view: records.TaskView, name: str, now_us: int
+) -> records.TaskView:
+    task = view.task
+    stage = next((s for s in view.stages if s.name == name), None)
+    if (
+        stage is None
+        or task.state is not states.TaskState.RUNNING
+        or task.requested_action is not None
+        or stage.state not in (states.StageState.PENDING, states.StageState.RUNNING)
+    ):
+        return view
+    stages = tuple(view.stages)
+    if stage.state is states.StageState.PENDING:
+        stage = stage.with_state(task.task_id, states.StageState.RUNNING, now_us)
+        conn.execute(
+            sql.UPDATE_STAGE,
+            {
+                "p_task_id": task.task_id,
+                "p_position": stage.position,
+                "p_state": stage.state.value,
+                "p_start_us": stage.start_us,
+                "p_end_us": None,
+                "p_message": stage.message,
+                "p_outputs": dict(stage.outputs),
+            },
+        )
+        stages = tuple(stage if s.name == name else s for s in stages)
+    elif task.current_stage == name:
+        return view
+    # One update of the task row for both: the current stage, and the version the stage's
+    # change bumps.
+    task = task.with_current_stage(name, now_us)
+    task = dataclasses.replace(task, version=writes.update_task(conn, changes.UpdateTask(task)))
+    return dataclasses.replace(view, task=task, stages=stages)
 
 
 # -- submissions ----------------------------------------------------------------------------

@@ -11,13 +11,14 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from temporalio import client as temporal_client
 from temporalio import common
 from temporalio import exceptions as temporal_exceptions
 from temporalio.service import RPCError, RPCStatusCode
 
-from clustertasks import errors, settings
+from clustertasks import clock, errors, settings
 from clustertasks.domain import records
 from clustertasks.engine.temporal import messages
 from clustertasks.storage import store
@@ -27,6 +28,9 @@ log = logging.getLogger("clustertasks.engine")
 
 CONNECT_WAIT_SECONDS = 30.0
 """How long a process waits for Temporal at start (a server starting beside it, a restart)."""
+HALT_SECONDS = 30.0
+"""How long the emulator's reset waits for the tasks it cancelled to end."""
+HALT_POLL_SECONDS = 0.1
 
 
 async def connect(
@@ -90,9 +94,16 @@ class Notifier:
     reconciler starts any workflow missing. Tells nothing before :meth:`start`.
     """
 
-    def __init__(self, task_store: store.TaskStore, config: settings.TemporalSettings) -> None:
+    def __init__(
+        self,
+        task_store: store.TaskStore,
+        config: settings.TemporalSettings,
+        *,
+        time: clock.Clock | None = None,
+    ) -> None:
         self._store = task_store
         self._config = config
+        self._clock = time or clock.SystemClock()
         self._workflows: Workflows | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: set[concurrent.futures.Future[None]] = set()
@@ -117,6 +128,40 @@ class Notifier:
         """Wait for every notification handed in so far (shutdown, tests)."""
         if self._pending:
             await asyncio.wait([asyncio.wrap_future(f) for f in list(self._pending)])
+
+    @contextlib.asynccontextmanager
+    async def halted(self, wait: float = HALT_SECONDS) -> AsyncIterator[None]:
+        """The emulator's reset and state import on the Temporal executor: no stage may
+        run while the state is replaced, and the stages run in workers this replica cannot
+        stop. So every unfinished task is cancelled first (as ``CancelTask`` does: at its
+        next checkpoint, with its compensation) and the block runs once all have ended.
+        ``errors.TaskConflict`` (409, naming the task) when one has not ended within
+        ``wait`` seconds (a stage between checkpoints, or no worker running): nothing was
+        replaced then, and the reset may be asked again."""
+        unfinished = await asyncio.to_thread(self._store.unfinished_tasks)
+        now = self._clock.now_us()
+        for task in unfinished:
+            if task.requested_action != records.CANCEL:
+                with contextlib.suppress(errors.IllegalTransition, errors.TaskNotFound):
+                    await asyncio.to_thread(
+                        self._store.request_action, task.task_id, records.CANCEL, now
+                    )
+            self.notify(task.task_id)
+        wanted = {task.task_id for task in unfinished}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while wanted:
+            still = await asyncio.to_thread(self._store.unfinished_tasks)
+            wanted &= {task.task_id for task in still}
+            if not wanted:
+                break
+            if loop.time() >= deadline:
+                raise errors.TaskConflict(
+                    f"the task {min(wanted)} is still running on a Temporal worker "
+                    f"{wait:g}s after it was asked to cancel; ask again once it has stopped"
+                )
+            await asyncio.sleep(HALT_POLL_SECONDS)
+        yield
 
     async def _act(self, task_id: str) -> None:
         workflows = self._workflows

@@ -1,6 +1,6 @@
 """What the workflow and its activities pass each other: small serialisable records.
 
-Pure data, no I/O: the workflow sandbox imports this module.
+Pure data, no I/O: the workflow imports this module.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 from clustertasks import errors
 from clustertasks.domain import records, states
 from clustertasks.engine import context, runner, signals
-from clustertasks.engine.temporal import messages
+from clustertasks.engine.temporal import messages, starts
 from clustertasks.operations import base as operations
 from clustertasks.storage import changes
 
@@ -56,9 +56,17 @@ class HeartbeatContext(context.RunContext):
 
 
 class TaskSteps(runner.TaskRunner):
-    def __init__(self, task_id: str, *, heartbeat: Checkpointed, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        *,
+        heartbeat: Checkpointed,
+        stage_starts: starts.StageStarts,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(task_id, **kwargs)
         self._heartbeat = heartbeat
+        self._starts = stage_starts
 
     def _context(self, state: context.RunState, stage: str) -> context.RunContext:
         return HeartbeatContext(
@@ -71,8 +79,15 @@ class TaskSteps(runner.TaskRunner):
             poked=self.poked,
         )
 
-    async def _load(self) -> tuple[context.RunState, operations.Operation | None]:
-        view = await self._db(self._store.describe_task, self.task_id)
+    async def _load(
+        self, starting: str | None = None
+    ) -> tuple[context.RunState, operations.Operation | None]:
+        """The task from the store; ``starting``: start that stage in the same transaction
+        unless a request or the task's state stops it (the stage boundary's checkpoint)."""
+        if starting is None:
+            view = await self._starts.read(self.task_id)
+        else:
+            view = await self._starts.begin(self.task_id, starting, self._clock.now_us())
         state = context.RunState(view)
         return state, self._registry.get(state.task.task_type)
 
@@ -127,7 +142,7 @@ class TaskSteps(runner.TaskRunner):
 
     async def run_stage(self, name: str, attempt: int) -> str:
         """One attempt at one stage; raises :class:`RetryStage` when another is due."""
-        state, operation = await self._load()
+        state, operation = await self._load(starting=name)
         if operation is None or state.task.state is not states.TaskState.RUNNING:
             return (
                 messages.PAUSED if state.task.state is states.TaskState.PAUSED else messages.ENDED
@@ -149,6 +164,7 @@ class TaskSteps(runner.TaskRunner):
             states.StageState.RUNNING
         ):
             return messages.NEXT  # failed or canceled meanwhile: the next plan finishes it
+        # Started by the load already, unless another version of the operation planned it.
         now = self._clock.now_us()
         starting: list[Awaitable[Any]] = []
         if stage.state is states.StageState.PENDING:
@@ -173,10 +189,16 @@ class TaskSteps(runner.TaskRunner):
         done = state.stages[name].with_state(
             self.task_id, states.StageState.SUCCESS, self._clock.now_us()
         )
-        await self._save_stage(state, done)
         if name == operation.stages[-1].name:
-            await self._succeed(state)
+            # The last stage's end, the event and the task's success: one group commit.
+            state.task = state.task.with_state(states.TaskState.SUCCESS, self._clock.now_us())
+            await asyncio.gather(
+                self._save_stage(state, done),
+                self._event(state, "finish", "TaskSucceed", f"task {self.task_id} succeeded"),
+                self._commit(changes.UpdateTask(state.task)),
+            )
             return messages.ENDED
+        await self._save_stage(state, done)
         return messages.NEXT
 
     async def _attempt_on_stored_deadline(

@@ -13,6 +13,8 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import random
+import time
 from collections.abc import Callable, Collection
 from datetime import timedelta
 from typing import Any
@@ -21,26 +23,47 @@ from temporalio import activity
 from temporalio import client as temporal_client
 from temporalio import exceptions as temporal_exceptions
 from temporalio import worker as temporal_worker
-from temporalio.worker import workflow_sandbox as sandbox
 
 from clustertasks import clock, errors, settings
 from clustertasks.engine import executor, runner
-from clustertasks.engine.temporal import client, messages, steps, workflow
+from clustertasks.engine.temporal import client, messages, starts, steps, workflow
 from clustertasks.observability import telemetry as observed
 from clustertasks.operations import base as operations
 from clustertasks.providers import base as providers
-from clustertasks.storage import store
+from clustertasks.storage import locks, store
 
 log = logging.getLogger("clustertasks.engine")
 
 TICK_SECONDS = 0.5
+"""A running stage heartbeats and re-reads its task's requests (pause, cancel) this often,
+besides at every checkpoint. The first tick comes after one period: a stage that ends
+sooner costs no heartbeat call at all."""
+HEARTBEAT_SECONDS = 1.0
+"""A running stage tells Temporal it is alive at most this often, at a tick or a checkpoint
+(the workflow's heartbeat timeout is 5 s): one call per tick and checkpoint would cost CPU
+for nothing."""
 EXECUTOR = "temporal"
 """The ``executor`` label of this executor's figures."""
-"""A running stage heartbeats and re-reads its task's requests (pause, cancel) this often,
-besides at every checkpoint."""
 RECONCILE_SECONDS = 5.0
+RECONCILE_CONCURRENCY = 16
+RECONCILE_TURN = "clustertasks.temporal.reconcile"
+"""Workflow starts the reconciler has in flight at once (thousands after a Temporal restart)."""
 
 Committed = Callable[[Collection[str]], None]
+
+
+class Heartbeat:
+    """Heartbeats of one activity, at most one per ``HEARTBEAT_SECONDS`` (its start counts
+    as one: Temporal's heartbeat timeout runs from it)."""
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= HEARTBEAT_SECONDS:
+            self._last = now
+            activity.heartbeat()
 
 
 class StageActivities:
@@ -65,6 +88,8 @@ class StageActivities:
             max_workers=16, thread_name_prefix="clustertasks-db"
         )
         self._commits = executor.GroupCommit(task_store, self._pool, on_commit=on_commit)
+        self._starts = starts.StageStarts(task_store, self._pool, on_commit=on_commit)
+        self._rng = random.Random()  # retry jitter; seeding one per activity costs more
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -83,8 +108,9 @@ class StageActivities:
 
     @activity.defn(name=messages.RUN_STAGE)
     async def run_stage(self, stage: messages.StageInput) -> str:
-        task_steps = self._steps(stage.task_id)
-        ticker = asyncio.create_task(self._tick(task_steps))
+        beat = Heartbeat()
+        task_steps = self._steps(stage.task_id, beat)
+        ticker = asyncio.create_task(self._tick(task_steps, beat))
         try:
             return await task_steps.run_stage(stage.stage, activity.info().attempt)
         except errors.TaskNotFound:
@@ -120,16 +146,18 @@ class StageActivities:
             await self._steps(task_id).cancel()
         return messages.ENDED
 
-    async def _tick(self, task_steps: steps.TaskSteps) -> None:
+    async def _tick(self, task_steps: steps.TaskSteps, beat: Heartbeat) -> None:
         while True:
-            activity.heartbeat()
-            task_steps.poked.set()  # a waiting stage looks at the store again
             await asyncio.sleep(TICK_SECONDS)
+            beat()
+            task_steps.poked.set()  # a waiting stage looks at the store again
 
-    def _steps(self, task_id: str) -> steps.TaskSteps:
+    def _steps(self, task_id: str, beat: Heartbeat | None = None) -> steps.TaskSteps:
         return steps.TaskSteps(
             task_id,
-            heartbeat=activity.heartbeat,
+            heartbeat=beat or Heartbeat(),
+            rng=self._rng,
+            stage_starts=self._starts,
             task_store=self._store,
             registry=self._registry,
             provider=self._provider,
@@ -157,8 +185,12 @@ class TemporalWorker:
         task_queue: str,
         max_running_stages: int = 64,
         reconcile_seconds: float = RECONCILE_SECONDS,
+        reconcile_turn: locks.TurnLock | None = None,
     ) -> None:
+        """``reconcile_turn``: shared by the workers on the database, so that one at a time
+        reconciles (each would start the same workflows, all but one start refused)."""
         self._store = task_store
+        self._turn = reconcile_turn
         self._workflows = client.Workflows(temporal, task_queue)
         self._reconcile_seconds = reconcile_seconds
         self._worker = temporal_worker.Worker(
@@ -167,13 +199,11 @@ class TemporalWorker:
             workflows=[workflow.TaskWorkflow],
             activities=activities.all,
             max_concurrent_activities=max_running_stages,
-            # The workflow module imports only messages (pure records): pass clustertasks
-            # through rather than re-import it in every sandbox.
-            workflow_runner=sandbox.SandboxedWorkflowRunner(
-                restrictions=sandbox.SandboxRestrictions.default.with_passthrough_modules(
-                    "clustertasks"
-                )
-            ),
+            # Not sandboxed: the sandbox re-imports the workflow's modules for every
+            # workflow run, which cost more CPU than all the task store's writes. The
+            # workflow only sequences activities and waits for signals (no clock, no I/O,
+            # no randomness), so it is deterministic without the sandbox's checks.
+            workflow_runner=temporal_worker.UnsandboxedWorkflowRunner(),
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -188,13 +218,27 @@ class TemporalWorker:
                     await asyncio.wait_for(stop.wait(), self._reconcile_seconds)
 
     async def reconcile(self) -> int:
-        """Start a workflow for each unfinished task without one; how many were started."""
-        started = 0
-        for task in await asyncio.to_thread(self._store.unfinished_tasks):
-            if await self._workflows.ensure_started(task.task_id):
-                log.info("started the missing workflow of task %s", task.task_id)
-                started += 1
-        return started
+        """Start a workflow for each unfinished task without one; how many were started
+        (none when another worker is reconciling: its turn)."""
+        turn = self._turn
+        if turn is not None and not await asyncio.to_thread(turn.try_acquire):
+            return 0
+        try:
+            unfinished = await asyncio.to_thread(self._store.unfinished_tasks)
+            slots = asyncio.Semaphore(RECONCILE_CONCURRENCY)
+
+            async def start(task_id: str) -> bool:
+                async with slots:
+                    if not await self._workflows.ensure_started(task_id):
+                        return False
+                log.info("started the missing workflow of task %s", task_id)
+                return True
+
+            started = await asyncio.gather(*(start(task.task_id) for task in unfinished))
+            return sum(started)
+        finally:
+            if turn is not None:
+                await asyncio.to_thread(turn.release)
 
 
 async def work(
@@ -208,6 +252,7 @@ async def work(
     on_commit: Committed | None = None,
     temporal: temporal_client.Client | None = None,
     telemetry: observed.TaskTelemetry | None = None,
+    reconcile_turn: locks.TurnLock | None = None,
 ) -> None:
     """Run a worker on the configured task queue until ``stop`` is set."""
     if temporal is None:
@@ -222,6 +267,7 @@ async def work(
             task_store,
             task_queue=config.task_queue,
             max_running_stages=max_running_stages,
+            reconcile_turn=reconcile_turn,
         ).run(stop)
     finally:
         activities.close()
