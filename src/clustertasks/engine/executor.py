@@ -17,12 +17,12 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator
 from typing import Any, overload
 
 from clustertasks import clock
 from clustertasks.domain import records, states
-from clustertasks.engine import runner
+from clustertasks.engine import batches, runner
 from clustertasks.observability import telemetry as observed
 from clustertasks.operations import base as operations
 from clustertasks.providers import base as providers
@@ -33,7 +33,7 @@ log = logging.getLogger("clustertasks.engine")
 # A safety net only: submissions and requests wake the executor at once.
 RESCAN_SECONDS = 2.0
 
-Committed = Callable[[Collection[str]], None]
+Committed = batches.Committed
 """Told the ids of the tasks a commit changed, on the event loop, after the commit."""
 
 
@@ -272,17 +272,18 @@ class GroupCommit:
         on_commit: Committed | None = None,
     ) -> None:
         self._store = task_store
-        self._pool = pool
-        self._max_batch = max_batch
-        self._on_commit = on_commit
-        self._pending: list[tuple[changes.Change, asyncio.Future[changes.Applied]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._batches: batches.Batches[changes.Change, changes.Applied] = batches.Batches(
+            self._apply,
+            pool,
+            written=changes.written_tasks,
+            on_commit=on_commit,
+            max_batch=max_batch,
+            name="clustertasks-commits",
+        )
 
     async def settle(self) -> None:
         """Wait until every write handed in so far is committed (or has failed)."""
-        while self._flusher is not None and not self._flusher.done():
-            # asyncio.wait, not gather: a cancelled waiter must not cancel the flusher.
-            await asyncio.wait([self._flusher])
+        await self._batches.settle()
 
     @overload
     async def commit(self, change: changes.UpdateTask | changes.UpdateStage) -> int: ...
@@ -296,47 +297,10 @@ class GroupCommit:
     async def commit(self, change: changes.ReadView) -> records.TaskView: ...
     async def commit(self, change: changes.Change) -> changes.Applied:
         """Apply ``change`` in the next batch; returns once that batch has committed."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[changes.Applied] = loop.create_future()
-        self._pending.append((change, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="clustertasks-commits")
-        return await done
+        return await self._batches.submit(change)
 
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            applied = [change for change, _ in batch]
-            try:
-                outcomes = await loop.run_in_executor(self._pool, self._store.apply_batch, applied)
-            except BaseException as exc:
-                for _, done in batch:
-                    if not done.done():
-                        if isinstance(exc, Exception):
-                            done.set_exception(exc)
-                        else:
-                            done.cancel()
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            self._committed(applied)
-            for (_, done), outcome in zip(batch, outcomes, strict=True):
-                if done.done():  # its runner was cancelled meanwhile; the write stands
-                    continue
-                if outcome.error is not None:
-                    done.set_exception(outcome.error)
-                else:
-                    done.set_result(outcome.value)
-
-    def _committed(self, applied: list[changes.Change]) -> None:
-        if self._on_commit is None:
-            return
-        touched = changes.written_tasks(applied)
-        if not touched:
-            return
-        try:
-            self._on_commit(touched)
-        except Exception:
-            log.exception("telling waiters about a commit failed")
+    def _apply(self, batch: list[changes.Change]) -> list[changes.Applied | Exception]:
+        return [
+            outcome.value if outcome.error is None else outcome.error
+            for outcome in self._store.apply_batch(batch)
+        ]
