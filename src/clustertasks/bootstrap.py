@@ -25,6 +25,7 @@ import uvicorn
 from clustertasks import admin as admin_commands
 from clustertasks import clock, errors, settings
 from clustertasks.api import app as api_app
+from clustertasks.api import documents as api_documents
 from clustertasks.api import protocol
 from clustertasks.api import services as api_services
 from clustertasks.console import app as console_app
@@ -271,6 +272,7 @@ def build_services(
     )
     clouds = cloud_service.CloudService(cloud, task_control, id_generator)
     emulator_clock = controls.ClockControls(cloud, realtime_only=realtime_clock_only)
+    kept = api_documents.Documents()
     return api_services.Services(
         tasks=tasks.TaskService(db.tasks, polled=cloud.task_polled),
         control=task_control,
@@ -290,11 +292,13 @@ def build_services(
                 time=time,
                 id_generator=id_generator,
                 halt=halt or (executor.halted if executor is not None else None),
-                # A reset or an imported state brings the clock and the seeded draws back.
-                after_change=[emulator_clock.reload],
+                # A reset or an imported state brings the clock and the seeded draws back,
+                # and with them ids and versions that named other documents.
+                after_change=[emulator_clock.reload, kept.clear],
             ),
         ),
         database=db,
+        documents=kept,
     )
 
 

@@ -54,3 +54,16 @@ def test_a_seeded_emulator_with_faults_snapshots_and_reset() -> None:
     with Emulator(seed=42) as again:
         client = Client(Config(**again.sdk_config()))
         assert sdk.create_cluster(client, pool_size=1)[0] == cluster_id
+
+
+def test_after_a_seeded_reset_a_task_with_a_reused_id_reads_as_itself() -> None:
+    """A reset restarts seeded ids and task versions: the task that gets an id again, at a
+    version its predecessor also had, must not be answered with the predecessor's document."""
+    with Emulator(seed=42) as ack:
+        client = Client(Config(**ack.sdk_config()))
+        _, first = sdk.create_cluster(client, name="first", pool_size=1)
+        assert client.describe_task_info(first.task_id).body.parameters["spec"]["name"] == "first"
+        ack.reset()
+        _, second = sdk.create_cluster(client, name="second", pool_size=1)
+        assert second.task_id == first.task_id
+        assert client.describe_task_info(second.task_id).body.parameters["spec"]["name"] == "second"

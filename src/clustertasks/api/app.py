@@ -15,7 +15,6 @@ from clustertasks.api import (
     auth,
     cloud,
     cluster_settings,
-    documents,
     emulator,
     emulator_controls,
     emulator_state,
@@ -62,7 +61,7 @@ def create_app(
     app.state.services = services
     app.state.wire_settings = wire
     app.state.telemetry = telemetry
-    app.state.documents = documents.Documents()
+    app.state.documents = services.documents
     errors.install(app)
     # Added first, so it runs inside RequestIdMiddleware: refusals carry a request id too.
     app.add_middleware(

@@ -8,7 +8,8 @@ so it is appended to the kept bytes, which gives exactly the bytes that renderin
 document would.
 
 Each API process keeps its own (bounded) copy; nothing here can go stale, since an entry
-is used only for the version it was rendered from.
+is used only for the version it was rendered from, and the copy is cleared when the
+emulator's reset or import starts ids and versions again.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ class Documents:
                 return None
             self._kept.move_to_end((task_id, tz))
             return kept[1]
+
+    def clear(self) -> None:
+        """Forget every document: after an emulator reset or import, ids (``--sim-seed``)
+        and versions start again, so an id and version no longer name one document."""
+        with self._lock:
+            self._kept.clear()
+            self._bytes = 0
 
     def put(self, task_id: str, tz: str, version: int, document: bytes) -> None:
         if len(document) > MAX_DOCUMENT_BYTES:

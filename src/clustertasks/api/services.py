@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from clustertasks.api import documents
 from clustertasks.emulator import controls, state
 from clustertasks.service import (
     addons,
@@ -43,6 +44,8 @@ class Services:
     live: live.LiveTasks
     emulator: EmulatorServices
     database: database.Database
+    documents: documents.Documents
+    """DescribeTaskInfo's rendered documents, kept by task version."""
 
     def healthy(self) -> bool:
         return self.database.ping()
