@@ -6,8 +6,9 @@ what SQLite takes to find the row. The hottest reads of the read path are single
 statements (a task's version, an AccessKey), and a single statement on a connection
 without an open transaction is a transaction of its own in SQLite (a consistent
 snapshot), so nothing is lost by running them as they are. The statements are SQLAlchemy
-Core's, compiled once for the dialect; each thread that reads has a connection of its own,
-opened with the pool's settings and kept for the life of the store.
+Core's, compiled once for the dialect by ``prepared.compile_for`` (as the engine's hot
+statements are); each thread that reads has a connection of its own, opened with the
+pool's settings and kept for the life of the store.
 
 SQLite only: a PostgreSQL read crosses the network, where this saving does not matter.
 """
@@ -17,12 +18,13 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
 
 from clustertasks import errors
+from clustertasks.storage import prepared
 
 
 class PointReads:
@@ -35,41 +37,27 @@ class PointReads:
         self._opened: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._ping = self.prepare(sa.select(sa.literal_column("1")))
 
     @classmethod
     def for_engine(cls, engine: sa.Engine) -> PointReads | None:
         return cls(engine) if engine.dialect.name == "sqlite" else None
 
-    def prepare(self, statement: sa.Select[Any]) -> Prepared:
-        compiled = statement.compile(dialect=self._dialect)
-        columns = list(statement.selected_columns)
-        return Prepared(
-            str(compiled),
-            tuple(compiled.positiontup or ()),
-            tuple(str(column.key) for column in columns),
-            # The column types' conversions (JSON text to objects), as a Result applies them.
-            tuple(column.type.result_processor(self._dialect, None) for column in columns),
-        )
+    def prepare(self, statement: sa.Select[Any]) -> prepared.Compiled:
+        """``statement`` compiled once for SQLite, as the engine's hot statements are."""
+        return prepared.compile_for(statement, self._dialect)
 
-    def mappings(self, prepared: Prepared, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def mappings(
+        self, statement: prepared.Compiled, params: dict[str, Any]
+    ) -> list[dict[str, Any]]:
         """Every row of the statement, as column name -> value."""
-        try:
-            found = (
-                self._connection()
-                .execute(prepared.sql, [params[name] for name in prepared.names])
-                .fetchall()
-            )
-        except sqlite3.OperationalError as exc:
-            raise errors.StorageUnavailable() from exc
-        except sqlite3.Error as exc:
-            raise errors.StorageError(f"the task store failed: {type(exc).__name__}") from exc
-        keys, convert = prepared.columns, prepared.processors
+        keys, convert = statement.keys, statement.results
         return [
             {
                 key: (value if process is None or value is None else process(value))
                 for key, value, process in zip(keys, row, convert, strict=True)
             }
-            for row in found
+            for row in self._execute(statement, params).fetchall()
         ]
 
     @contextlib.contextmanager
@@ -86,19 +74,20 @@ class PointReads:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("COMMIT")
 
-    def first(self, prepared: Prepared, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    def first(self, statement: prepared.Compiled, params: dict[str, Any]) -> tuple[Any, ...] | None:
         """The statement's first row, or None."""
+        row: tuple[Any, ...] | None = self._execute(statement, params).fetchone()
+        return row
+
+    def _execute(self, statement: prepared.Compiled, params: dict[str, Any]) -> sqlite3.Cursor:
         try:
-            row: tuple[Any, ...] | None = (
-                self._connection()
-                .execute(prepared.sql, [params[name] for name in prepared.names])
-                .fetchone()
+            return self._connection().execute(
+                statement.text, prepared.bind_params(statement, params)
             )
         except sqlite3.OperationalError as exc:
             raise errors.StorageUnavailable() from exc
         except sqlite3.Error as exc:
             raise errors.StorageError(f"the task store failed: {type(exc).__name__}") from exc
-        return row
 
     def writer(self) -> Writer:
         """A connection of its own for short writes from an event loop."""
@@ -106,7 +95,7 @@ class PointReads:
 
     def ping(self) -> None:
         """Raise ``errors.StorageUnavailable`` unless the database answers."""
-        self.first(_PING, {})
+        self.first(self._ping, {})
 
     def close(self) -> None:
         with self._lock:
@@ -133,27 +122,6 @@ class PointReads:
             self._opened.append(conn)
         self._local.conn = conn
         return conn
-
-
-class Prepared:
-    """A statement compiled for SQLite, and the order of its parameters."""
-
-    __slots__ = ("columns", "names", "processors", "sql")
-
-    def __init__(
-        self,
-        sql: str,
-        names: tuple[str, ...],
-        columns: tuple[str, ...] = (),
-        processors: tuple[Callable[[Any], Any] | None, ...] = (),
-    ) -> None:
-        self.sql = sql
-        self.names = names
-        self.columns = columns
-        self.processors = processors
-
-
-_PING = Prepared("SELECT 1", ())
 
 
 class Writer:

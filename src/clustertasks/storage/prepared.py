@@ -25,7 +25,7 @@ Processor = Callable[[Any], Any] | None
 
 
 @dataclass(frozen=True, slots=True)
-class _Compiled:
+class Compiled:
     text: str
     # (name, processor, constant): each parameter in the order the driver takes them; a
     # constant is a value the statement carries itself (a literal ``1``).
@@ -45,7 +45,7 @@ class Prepared:
 
     def __init__(self, statement: sa.ClauseElement) -> None:
         self.statement = statement
-        self._compiled: dict[Dialect, _Compiled] = {}
+        self._compiled: dict[Dialect, Compiled] = {}
         self._guard = threading.Lock()
 
     def rows(self, conn: sa.Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -57,7 +57,7 @@ class Prepared:
         :meth:`Sent.rows` once every statement that does not need them has been sent)."""
         compiled = self._for(conn.dialect)
         cursor = _cursor(conn)
-        bound = _bind(compiled, params)
+        bound = bind_params(compiled, params)
         try:
             cursor.execute(compiled.text, bound)
         except compiled.dbapi_error as exc:
@@ -73,27 +73,27 @@ class Prepared:
         compiled = self._for(conn.dialect)
         cursor = _cursor(conn)
         try:
-            cursor.executemany(compiled.text, [_bind(compiled, p) for p in params])
+            cursor.executemany(compiled.text, [bind_params(compiled, p) for p in params])
             return int(cursor.rowcount)
         except compiled.dbapi_error as exc:
             raise _translated(compiled, params, exc) from exc
         finally:
             cursor.close()
 
-    def _for(self, dialect: Dialect) -> _Compiled:
+    def _for(self, dialect: Dialect) -> Compiled:
         compiled = self._compiled.get(dialect)
         if compiled is None:
             with self._guard:
                 compiled = self._compiled.get(dialect)
                 if compiled is None:
-                    compiled = self._compiled[dialect] = _compile(self.statement, dialect)
+                    compiled = self._compiled[dialect] = compile_for(self.statement, dialect)
         return compiled
 
 
 class Sent:
     """A statement sent to the database, and the rows it returns."""
 
-    def __init__(self, compiled: _Compiled, cursor: Any, bound: Any) -> None:
+    def __init__(self, compiled: Compiled, cursor: Any, bound: Any) -> None:
         self._compiled = compiled
         self._cursor = cursor
         self._bound = bound
@@ -155,7 +155,7 @@ def pipeline(conn: sa.Connection) -> Iterator[None]:
         conn.info.pop(_PIPELINE, None)
 
 
-def _compile(statement: sa.ClauseElement, dialect: Dialect) -> _Compiled:
+def compile_for(statement: sa.ClauseElement, dialect: Dialect) -> Compiled:
     compiled = statement.compile(dialect=dialect)
     if not isinstance(compiled, sa.sql.compiler.SQLCompiler):
         raise TypeError(f"not a SQL statement: {statement!r}")
@@ -178,10 +178,10 @@ def _compile(statement: sa.ClauseElement, dialect: Dialect) -> _Compiled:
         d["type"].dialect_impl(dialect).result_processor(dialect, None) for d in described
     )
     dbapi = dialect.loaded_dbapi
-    return _Compiled(compiled.string, tuple(params), positional, keys, results, dbapi.Error)
+    return Compiled(compiled.string, tuple(params), positional, keys, results, dbapi.Error)
 
 
-def _bind(compiled: _Compiled, params: dict[str, Any]) -> Any:
+def bind_params(compiled: Compiled, params: dict[str, Any]) -> Any:
     values = []
     for name, processor, constant in compiled.params:
         value = params[name] if constant is _NO_VALUE else constant
@@ -197,5 +197,5 @@ def _cursor(conn: sa.Connection) -> Any:
     return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
 
-def _translated(compiled: _Compiled, params: Any, exc: Exception) -> sa.exc.StatementError:
+def _translated(compiled: Compiled, params: Any, exc: Exception) -> sa.exc.StatementError:
     return sa.exc.DBAPIError.instance(compiled.text, params, exc, compiled.dbapi_error)

@@ -23,6 +23,7 @@ from clustertasks.storage import (
     dialects,
     notices,
     point_reads,
+    prepared,
     rows,
     schema,
     transactions,
@@ -338,7 +339,7 @@ class TaskStore:
     @staticmethod
     def _describe_point_reads(
         points: point_reads.PointReads,
-        reads: tuple[point_reads.Prepared, ...],
+        reads: tuple[prepared.Compiled, ...],
         task_id: str,
         events_after: int,
     ) -> records.TaskView:
