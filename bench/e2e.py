@@ -8,6 +8,7 @@ the scale-outs as the baseline from the same run.
 
     .venv/bin/python bench/e2e.py                       # 200 scale-outs of 5 nodes
     .venv/bin/python bench/e2e.py --scale-outs 2 --nodes 1 --pools-per-cluster 2
+    .venv/bin/python bench/e2e.py --profile e2e.raw     # py-spy on the server, timed part only
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import concurrent.futures
 import json
 import os
 import secrets
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +61,18 @@ def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) the process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_profile(path: str, pid: int) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` into ``path`` until it is sent SIGINT."""
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    # --gil: the thread holding the GIL (the server is CPU-bound: where its Python goes);
+    # --nonblocking: sampling without stopping the process, which slows a busy server down.
+    command = [spy, "record", "--pid", str(pid), "--format", "raw", "--output", path]
+    command += ["--gil", "--nonblocking"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the first request goes out
+    return process
 
 
 def sign(method: str, path: str, host: str, body: bytes) -> dict[str, str]:
@@ -189,6 +205,11 @@ def main() -> int:
     )
     parser.add_argument("--concurrency", type=int, default=16, help="HTTP connections")
     parser.add_argument("--json", help="merge the figures into this results file")
+    parser.add_argument(
+        "--profile",
+        help="record the server with py-spy (raw format, the thread holding the GIL) while the "
+        "scale-outs run, into this file",
+    )
     args = parser.parse_args()
     clusters = -(-args.scale_outs // args.pools_per_cluster)
     print(
@@ -220,7 +241,13 @@ def main() -> int:
             rss_before = vm_rss_kib(pid)
             hwm_before = common.rss_peak_kib(pid)
             cpu_before = cpu_seconds(pid)
-            figures = asyncio.run(scale_out(server, pools, args.nodes, args.concurrency))
+            spy = start_profile(args.profile, pid) if args.profile else None
+            try:
+                figures = asyncio.run(scale_out(server, pools, args.nodes, args.concurrency))
+            finally:
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(timeout=60)
             hwm = common.rss_peak_kib(pid)
             cpu = cpu_seconds(pid) - cpu_before
         finally:

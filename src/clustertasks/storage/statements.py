@@ -111,3 +111,24 @@ TASK_RESULTS = (
     .where(R.c.task_id == _param("p_task_id", R.c.task_id))
     .order_by(R.c.position)
 )
+RESULT_STATUS = sa.select(R.c.status).where(
+    R.c.task_id == _param("p_task_id", R.c.task_id), R.c.data == _param("p_data", R.c.data)
+)
+SET_RESULT_STATUS = (
+    sa.update(R)
+    .where(R.c.task_id == _param("p_task_id", R.c.task_id), R.c.data == _param("p_data", R.c.data))
+    .values(status=_param("p_status", R.c.status))
+)
+# A new result takes the next position: the task's result count moves on with its version.
+NEXT_RESULT = (
+    sa.update(T)
+    .where(T.c.task_id == _TASK_ID)
+    .values(result_count=T.c.result_count + 1, **_BUMP_VALUES)
+    .returning(T.c.result_count)
+)
+INSERT_RESULT = sa.insert(R).values(
+    task_id=_param("p_task_id", R.c.task_id),
+    data=_param("p_data", R.c.data),
+    position=_param("p_position", R.c.position),
+    status=_param("p_status", R.c.status),
+)

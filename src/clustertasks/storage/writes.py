@@ -27,7 +27,6 @@ from clustertasks.storage import changes, notices, prepared, rows, schema
 from clustertasks.storage import statements as sql
 
 T = schema.tasks
-R = schema.results
 
 _UPDATE_TASK = prepared.Prepared(sql.UPDATE_TASK)
 _UPDATE_TASK_ACTED_ON = prepared.Prepared(sql.UPDATE_TASK_ACTED_ON)
@@ -39,6 +38,10 @@ _GET_TASK = prepared.Prepared(sql.GET_TASK)
 _TASK_STAGES = prepared.Prepared(sql.TASK_STAGES)
 _TASK_EVENTS = prepared.Prepared(sql.TASK_EVENTS)
 _TASK_RESULTS = prepared.Prepared(sql.TASK_RESULTS)
+_RESULT_STATUS = prepared.Prepared(sql.RESULT_STATUS)
+_SET_RESULT_STATUS = prepared.Prepared(sql.SET_RESULT_STATUS)
+_NEXT_RESULT = prepared.Prepared(sql.NEXT_RESULT)
+_INSERT_RESULT = prepared.Prepared(sql.INSERT_RESULT)
 
 
 def apply(conn: sa.Connection, change: changes.Change) -> changes.Applied:
@@ -87,28 +90,19 @@ def set_result(conn: sa.Connection, change: changes.SetResult) -> None:
             reason=change.event.reason,
             message=change.event.message,
         )
-    current = conn.execute(
-        sa.select(R.c.status).where(R.c.task_id == task_id, R.c.data == data)
-    ).scalar_one_or_none()
+    key = {"p_task_id": task_id, "p_data": data}
+    current = _RESULT_STATUS.send(conn, key).first()
     if current is not None:
-        states.check_result_transition(task_id, data, states.ResultStatus(current), status)
+        states.check_result_transition(task_id, data, states.ResultStatus(current[0]), status)
         bump(conn, task_id, now_us)
-        conn.execute(
-            sa.update(R).where(R.c.task_id == task_id, R.c.data == data).values(status=status.value)
-        )
+        _SET_RESULT_STATUS.send(conn, {**key, "p_status": status.value})
         return
-    position = conn.execute(
-        sa.update(T)
-        .where(T.c.task_id == task_id)
-        .values(result_count=T.c.result_count + 1, version=T.c.version + 1, updated_us=now_us)
-        .returning(T.c.result_count)
-    ).scalar_one_or_none()
-    if position is None:
-        raise errors.TaskNotFound(task_id)
     notices.touched(conn, task_id)
-    conn.execute(
-        sa.insert(R).values(task_id=task_id, data=data, position=position - 1, status=status.value)
-    )
+    position = _NEXT_RESULT.send(conn, {"p_task_id": task_id, "p_now": now_us, "p_bumps": 1})
+    row = position.first()
+    if row is None:
+        raise errors.TaskNotFound(task_id)
+    _INSERT_RESULT.send(conn, {**key, "p_position": int(row[0]) - 1, "p_status": status.value})
 
 
 def read_task(conn: sa.Connection, task_id: str) -> records.Task:
