@@ -19,7 +19,9 @@ stay unique across restarts either way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from clustertasks import clock, errors, settings
 from clustertasks.domain import emulator, ids, workloads, world
@@ -30,6 +32,8 @@ from clustertasks.providers import inventory as inventory_port
 
 # The idempotency_key columns hold this many characters.
 MAX_KEY_LENGTH = 256
+
+T = TypeVar("T")
 
 
 class SimCloud(inventory.SimInventory):
@@ -64,20 +68,7 @@ class SimCloud(inventory.SimInventory):
     # -- the port: reads --------------------------------------------------------------------
 
     async def describe(self, cluster_id: str, nodepool_id: str | None = None) -> world.CloudView:
-        return await asyncio.to_thread(self._describe, cluster_id, nodepool_id)
-
-    def _describe(self, cluster_id: str, nodepool_id: str | None) -> world.CloudView:
-        cluster = self._store.get_cluster(cluster_id)
-        if nodepool_id is None:
-            pools: Sequence[world.NodePool] = self._store.list_nodepools(cluster_id)
-        else:
-            pools = (self._store.get_nodepool(cluster_id, nodepool_id),)
-        return world.CloudView(
-            cluster=cluster,
-            nodepools=tuple(pools),
-            instances=tuple(self._store.list_instances(cluster_id, nodepool_id)),
-            nodes=tuple(self._store.list_nodes(cluster_id, nodepool_id)),
-        )
+        return await asyncio.to_thread(self._store.view, cluster_id, nodepool_id)
 
     async def describe_node(self, cluster_id: str, node_name: str) -> world.NodeView:
         return await asyncio.to_thread(self._describe_node, cluster_id, node_name)
@@ -194,15 +185,19 @@ class SimCloud(inventory.SimInventory):
             )
         if spec is not None:
             self.check_instance_types(spec.instance_types)
-        await self._faults.before("update_nodepool", subject=nodepool_id, cluster_id=cluster_id)
-        return await asyncio.to_thread(
-            self._store.update_nodepool,
-            cluster_id,
-            nodepool_id,
-            self._clock.now_us(),
-            state=state,
-            desired_size=desired_size,
-            spec=spec,
+
+        def update() -> world.NodePool:
+            return self._store.update_nodepool(
+                cluster_id,
+                nodepool_id,
+                self._clock.now_us(),
+                state=state,
+                desired_size=desired_size,
+                spec=spec,
+            )
+
+        return await self._acting(
+            "update_nodepool", update, subject=nodepool_id, cluster_id=cluster_id
         )
 
     async def delete_nodepool(self, key: str, cluster_id: str, nodepool_id: str) -> None:
@@ -225,12 +220,14 @@ class SimCloud(inventory.SimInventory):
         """Zones in the order of the pool's vSwitches (ACK's ``PRIORITY`` multi-zone policy),
         and in each zone the instance types in the pool's order."""
         _check_key(key)
-        await self._faults.before("create_instance", subject=key, cluster_id=cluster_id)
-        earlier = await asyncio.to_thread(self._store.instance_by_key, key)
+        launch = functools.partial(self._create_instance, key, cluster_id, nodepool_id)
+        return await self._acting("create_instance", launch, subject=key, cluster_id=cluster_id)
+
+    def _create_instance(self, key: str, cluster_id: str, nodepool_id: str) -> world.Instance:
+        earlier = self._store.instance_by_key(key)
         if earlier is not None:
             return earlier
-        cluster = await asyncio.to_thread(self._store.get_cluster, cluster_id)
-        pool = await asyncio.to_thread(self._store.get_nodepool, cluster_id, nodepool_id)
+        cluster, pool = self._store.get_cluster_and_nodepool(cluster_id, nodepool_id)
         region = cluster.spec.region_id
         placements = [
             world_storage.Placement(instance_type, catalogue.zone_of_vswitch(region, vsw), vsw)
@@ -249,7 +246,7 @@ class SimCloud(inventory.SimInventory):
             image_id=pool.spec.image_id or catalogue.image_for(pool.spec.image_type),
             instance_charge_type=pool.spec.instance_charge_type,
         )
-        made = await asyncio.to_thread(self._store.launch_instance, launch, self._clock.now_us())
+        made = self._store.launch_instance(launch, self._clock.now_us())
         if made is None and not placements:
             raise errors.InstanceCreateFailed(
                 f"the node pool {nodepool_id} has no vSwitch or no instance type to launch in"
@@ -265,24 +262,24 @@ class SimCloud(inventory.SimInventory):
     async def wait_instance_running(self, instance_id: str) -> world.Instance:
         """Raises ``errors.InstanceBootFailed`` if the instance is (or becomes) anything but
         on its way to ``Running``, e.g. released meanwhile."""
-        await self._faults.before(
-            "wait_instance_running", subject=instance_id, instance_id=instance_id
-        )
-        instance = await asyncio.to_thread(self._store.get_instance, instance_id)
         steps = (
             ("Pending", "Starting", self._timing.durations.instance_pending),
             ("Starting", "Running", self._timing.durations.instance_starting),
         )
-        for from_status, to_status, seconds in steps:
-            if instance.status == from_status:
-                await self._timing.wait(seconds)
-                instance = await asyncio.to_thread(
-                    self._store.advance_instance,
-                    instance_id,
-                    from_status,
-                    to_status,
-                    self._clock.now_us(),
-                )
+        where = {"subject": instance_id, "instance_id": instance_id}
+        if self._timing.instant(*(seconds for _, _, seconds in steps)):
+            # No wait between the steps: the instance boots in one worker thread.
+            boot = functools.partial(self._boot_at_once, instance_id, steps)
+            instance = await self._acting("wait_instance_running", boot, **where)
+        else:
+            get = functools.partial(self._store.get_instance, instance_id)
+            instance = await self._acting("wait_instance_running", get, **where)
+            for from_status, to_status, seconds in steps:
+                if instance.status == from_status:
+                    await self._timing.wait(seconds)
+                    instance = await asyncio.to_thread(
+                        self._advance, instance_id, from_status, to_status
+                    )
         if instance.status != "Running":
             raise errors.InstanceBootFailed(
                 f"the instance {instance_id} is {instance.status}, not Running"
@@ -294,27 +291,50 @@ class SimCloud(inventory.SimInventory):
         and Kubernetes version, then turns ``Ready`` (schedulable unless the pool says
         otherwise) after ``node_join``. One node per instance, whatever the key."""
         _check_key(key)
+        if self._timing.instant(self._timing.durations.node_join):
+            # No wait between registering and Ready: one worker thread does both, unless a
+            # fault rule may apply (then the rules' own way, below).
+            join = functools.partial(self._join_at_once, key, instance_id)
+            quick = await asyncio.to_thread(self._unless_rules, "join_node", join)
+            if quick is not None:
+                return quick[0]
         fired = await self._faults.before("join_node", subject=key, instance_id=instance_id)
         node = await self._join_node(key, instance_id)
         changed = await self._faults.after(fired, node.cluster_id, node.node_name)
         return changed or node
 
     async def _join_node(self, key: str, instance_id: str) -> world.Node:
-        instance = await asyncio.to_thread(self._store.get_instance, instance_id)
-        node = await asyncio.to_thread(self._store.node_of_instance, instance_id)
+        registered, schedulable = await asyncio.to_thread(self._register_node, key, instance_id)
+        if schedulable is None:
+            return registered  # Ready already
+        await self._timing.wait(self._timing.durations.node_join)
+        return await asyncio.to_thread(self._node_ready, registered, schedulable, instance_id)
+
+    def _join_at_once(self, key: str, instance_id: str) -> world.Node:
+        registered, schedulable = self._register_node(key, instance_id)
+        if schedulable is None:
+            return registered
+        return self._node_ready(registered, schedulable, instance_id)
+
+    def _register_node(self, key: str, instance_id: str) -> tuple[world.Node, bool | None]:
+        """The instance's node, registered ``NotReady`` if it was not yet, and whether it
+        will be schedulable once ``Ready`` (None: it is ``Ready`` already)."""
+        instance = self._store.get_instance(instance_id)
+        node = self._store.node_of_instance(instance_id)
         if node is not None and node.node_status == "Ready":
-            return node
+            return node, None
         if instance.status != "Running":
             raise errors.NodeJoinFailed(
                 f"the instance {instance_id} is {instance.status}: only a Running instance "
                 "can join the cluster"
             )
-        cluster = await asyncio.to_thread(self._store.get_cluster, instance.cluster_id)
         pool = None
         if instance.nodepool_id:
-            pool = await asyncio.to_thread(
-                self._store.get_nodepool, instance.cluster_id, instance.nodepool_id
+            cluster, pool = self._store.get_cluster_and_nodepool(
+                instance.cluster_id, instance.nodepool_id
             )
+        else:
+            cluster = self._store.get_cluster(instance.cluster_id)
         if node is None:
             registering = world.Node(
                 node_name=ids.node_name(cluster.spec.region_id, instance.ip_address),
@@ -328,19 +348,20 @@ class SimCloud(inventory.SimInventory):
                 taints=tuple(pool.spec.taints) if pool else (),
                 created_us=self._clock.now_us(),
             )
-            node = await asyncio.to_thread(self._store.add_node, key, registering)
-        await self._timing.wait(self._timing.durations.node_join)
+            node = self._store.add_node(key, registering)
+        return node, not (pool.spec.unschedulable if pool else False)
+
+    def _node_ready(self, node: world.Node, schedulable: bool, instance_id: str) -> world.Node:
         try:
-            ready = await asyncio.to_thread(
-                self._store.update_node,
+            ready = self._store.update_node(
                 node.cluster_id,
                 node.node_name,
                 self._clock.now_us(),
                 node_status="Ready",
-                schedulable=not (pool.spec.unschedulable if pool else False),
+                schedulable=schedulable,
             )
             # DaemonSets get a pod on the new node; Pending pods may fit on it.
-            await asyncio.to_thread(self._nodes.reconcile, node.cluster_id)
+            self._nodes.reconcile(node.cluster_id)
             return ready
         except errors.NotFound as exc:
             raise errors.NodeJoinFailed(
@@ -548,6 +569,53 @@ class SimCloud(inventory.SimInventory):
     def reload_emulator_state(self) -> None:
         self.sim_clock.reload()
         self._faults.forget_draws()
+
+    # -- acting in a worker thread -----------------------------------------------------------
+
+    async def _acting(
+        self,
+        operation: str,
+        act: Callable[[], T],
+        *,
+        subject: str = "",
+        cluster_id: str = "",
+        instance_id: str = "",
+    ) -> T:
+        """Pass the fault rules for ``operation``, then ``act()`` in a worker thread.
+
+        One trip to a worker thread when no rule can match (the rules are read there, just
+        before acting); otherwise the rules apply on the event loop (their latency, their
+        error) and ``act()`` runs after them, as it would without the shortcut.
+        """
+        quick = await asyncio.to_thread(self._unless_rules, operation, act)
+        if quick is not None:
+            return quick[0]
+        await self._faults.before(
+            operation, subject=subject, cluster_id=cluster_id, instance_id=instance_id
+        )
+        return await asyncio.to_thread(act)
+
+    def _unless_rules(self, operation: str, act: Callable[[], T]) -> tuple[T] | None:
+        """``(act(),)`` when no fault rule can match ``operation`` for the calling task;
+        None (nothing done) when one may."""
+        if not self._faults.idle(operation):
+            return None
+        return (act(),)
+
+    def _advance(self, instance_id: str, from_status: str, to_status: str) -> world.Instance:
+        return self._store.advance_instance(
+            instance_id, from_status, to_status, self._clock.now_us()
+        )
+
+    def _boot_at_once(
+        self, instance_id: str, steps: Sequence[tuple[str, str, float]]
+    ) -> world.Instance:
+        """The boot steps of ``wait_instance_running`` with nothing to wait between them."""
+        instance = self._store.get_instance(instance_id)
+        for from_status, to_status, _ in steps:
+            if instance.status == from_status:
+                instance = self._advance(instance_id, from_status, to_status)
+        return instance
 
 
 def _check_key(key: str) -> None:

@@ -134,6 +134,15 @@ class FaultInjector:
         with self._lock:
             self._draws.clear()
 
+    def idle(self, operation: str) -> bool:
+        """True when no rule can match this action of the calling task, so :meth:`before`
+        would do nothing: read now, in the caller's thread (a worker thread about to act
+        goes on without a trip back to the event loop)."""
+        call = base.current_call()
+        if call is None:
+            return True
+        return not any(_matches(rule.match, call, operation) for rule in self._store.armed())
+
     async def before(
         self,
         operation: str,

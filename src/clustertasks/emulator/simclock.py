@@ -216,16 +216,21 @@ class SimClock:
 
     # -- waiting -----------------------------------------------------------------------------
 
-    async def wait(self, seconds: float) -> None:
-        """Wait ``seconds`` of simulated time for the calling task (see the module doc)."""
+    def instant(self, seconds: float) -> bool:
+        """True when :meth:`wait` would return at once for the calling task (speed 0, or
+        nothing to wait): a caller may then do the work on both sides of the wait in one go."""
         if seconds <= 0:
-            return
+            return True
         state = self._state
         if state.mode == emulator.REALTIME and state.speed == 0:
+            return True
+        return base.current_call() is None and state.mode != emulator.REALTIME
+
+    async def wait(self, seconds: float) -> None:
+        """Wait ``seconds`` of simulated time for the calling task (see the module doc)."""
+        if self.instant(seconds):
             return
         call = base.current_call()
-        if call is None and state.mode != emulator.REALTIME:
-            return
         waiter = _Waiter(
             task_id=call.task_id if call is not None else None,
             deadline_us=self.simulated_us() + round(seconds * US),

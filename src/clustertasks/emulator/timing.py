@@ -62,3 +62,7 @@ class Timing:
     async def wait(self, seconds: float) -> None:
         """Wait ``seconds`` of simulated time, as the clock's mode says."""
         await self.clock.wait(seconds)
+
+    def instant(self, *seconds: float) -> bool:
+        """True when waiting each of ``seconds`` would return at once (``SimClock.instant``)."""
+        return all(self.clock.instant(each) for each in seconds)

@@ -23,7 +23,7 @@ from clustertasks import errors
 from clustertasks.domain import workloads, world
 from clustertasks.emulator import world_rows
 from clustertasks.emulator import world_store as world_storage
-from clustertasks.storage import schema, transactions
+from clustertasks.storage import prepared, schema, transactions
 
 C = schema.sim_clusters
 P = schema.sim_nodepools
@@ -35,6 +35,13 @@ PDB = schema.sim_pdbs
 
 Capacity = Callable[[str], int]
 """CPU millicores of an instance type."""
+
+# Asked after every node join: compiled once, run on the driver (storage/prepared.py).
+_ANY_WORKLOAD = prepared.Prepared(
+    sa.select(W.c.name)
+    .where(W.c.cluster_id == sa.bindparam("p_cluster_id", type_=W.c.cluster_id.type))
+    .limit(1)
+)
 
 
 class WorkloadStore:
@@ -101,9 +108,7 @@ class WorkloadStore:
         """Bring pods in line with nodes: DaemonSet pods on every node, Pending pods placed
         where they now fit, pods of nodes that left rescheduled."""
         with self._tx.read() as conn:
-            declared = conn.execute(
-                sa.select(W.c.name).where(W.c.cluster_id == cluster_id).limit(1)
-            ).first()
+            declared = _ANY_WORKLOAD.send(conn, {"p_cluster_id": cluster_id}).first()
         if declared is None:
             return  # nothing to schedule: no lock, no writes (joins call this every time)
         with self._tx.write() as conn:

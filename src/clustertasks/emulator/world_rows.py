@@ -6,8 +6,6 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-import sqlalchemy as sa
-
 from clustertasks.domain import specs, world
 
 
@@ -22,24 +20,24 @@ def plain(value: Any) -> Any:
     return value
 
 
-def cluster_from_row(row: sa.RowMapping) -> world.Cluster:
+def cluster_from_row(row: Mapping[Any, Any]) -> world.Cluster:
     values = specs.known(world.Cluster, row)
     return world.Cluster(
         **{**values, "spec": specs.cluster_spec(row["spec"]), "size": int(row["size"])}
     )
 
 
-def nodepool_from_row(row: sa.RowMapping) -> world.NodePool:
+def nodepool_from_row(row: Mapping[Any, Any]) -> world.NodePool:
     return world.NodePool(
         **{**specs.known(world.NodePool, row), "spec": specs.nodepool_spec(row["spec"])}
     )
 
 
-def instance_from_row(row: sa.RowMapping) -> world.Instance:
+def instance_from_row(row: Mapping[Any, Any]) -> world.Instance:
     return world.Instance(**specs.known(world.Instance, row))
 
 
-def node_from_row(row: sa.RowMapping) -> world.Node:
+def node_from_row(row: Mapping[Any, Any]) -> world.Node:
     values = specs.known(world.Node, row)
     values.update(
         schedulable=bool(row["schedulable"]),

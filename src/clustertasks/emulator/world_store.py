@@ -20,7 +20,7 @@ from clustertasks import errors
 from clustertasks.domain import specs, world
 from clustertasks.emulator import fault_store as faults
 from clustertasks.emulator import world_rows
-from clustertasks.storage import dialects, schema, store, transactions
+from clustertasks.storage import dialects, prepared, schema, store, transactions
 
 C = schema.sim_clusters
 P = schema.sim_nodepools
@@ -185,16 +185,34 @@ class WorldStore:
         with self._tx.read() as conn:
             return self._live_nodepool(conn, cluster_id, nodepool_id)
 
+    def get_cluster_and_nodepool(
+        self, cluster_id: str, nodepool_id: str
+    ) -> tuple[world.Cluster, world.NodePool]:
+        """Both, read together; raises as :meth:`get_nodepool` does."""
+        with self._tx.read() as conn:
+            return self._live_pair(conn, cluster_id, nodepool_id)
+
     def list_nodepools(self, cluster_id: str) -> list[world.NodePool]:
         """The cluster's pools not deleted, oldest first."""
         with self._tx.read() as conn:
             self._live_cluster(conn, cluster_id)
-            rows = conn.execute(
-                sa.select(P)
-                .where(P.c.cluster_id == cluster_id, P.c.deleted_us.is_(None))
-                .order_by(P.c.created_us, P.c.nodepool_id)
-            ).all()
-        return [world_rows.nodepool_from_row(r._mapping) for r in rows]
+            return _nodepools(conn, cluster_id)
+
+    def view(self, cluster_id: str, nodepool_id: str | None = None) -> world.CloudView:
+        """The cluster with its pools (or only ``nodepool_id``), their instances not
+        released and their nodes, in one read transaction; raises as :meth:`get_nodepool`."""
+        with self._tx.read() as conn:
+            cluster = self._live_cluster(conn, cluster_id)
+            if nodepool_id is None:
+                pools = _nodepools(conn, cluster_id)
+            else:
+                pools = [self._live_pair(conn, cluster_id, nodepool_id)[1]]
+            return world.CloudView(
+                cluster=cluster,
+                nodepools=tuple(pools),
+                instances=tuple(_instances(conn, cluster_id, nodepool_id)),
+                nodes=tuple(_nodes(conn, cluster_id, nodepool_id)),
+            )
 
     def update_nodepool(
         self,
@@ -212,7 +230,9 @@ class WorldStore:
             values.update(spec=world_rows.plain(spec), name=spec.name)
         with self._tx.write() as conn:
             self._live_nodepool(conn, cluster_id, nodepool_id)
-            conn.execute(sa.update(P).where(P.c.nodepool_id == nodepool_id).values(**values))
+            _update(P, ("nodepool_id",), values).send(
+                conn, {"p_where_nodepool_id": nodepool_id, **_params(values)}
+            )
             return self._live_nodepool(conn, cluster_id, nodepool_id)
 
     def delete_nodepool(self, cluster_id: str, nodepool_id: str, now_us: int) -> None:
@@ -250,47 +270,47 @@ class WorldStore:
         Returns the instance made earlier with ``launch.key`` if there is one, and ``None``
         when no placement has stock left (nothing is written then).
         """
-        find = sa.select(VM).where(VM.c.idempotency_key == launch.key)
+        find = {"p_key": launch.key}
         for _ in range(_ATTEMPTS):
             try:
                 with self._tx.write() as conn:
-                    existing = conn.execute(find).one_or_none()
+                    existing = _INSTANCE_BY_KEY.send(conn, find).mapping()
                     if existing is not None:
-                        return world_rows.instance_from_row(existing._mapping)
+                        return world_rows.instance_from_row(existing)
                     placement = _take_stock(conn, launch.placements, launch.default_stock)
                     if placement is None:
                         return None
-                    used = conn.execute(
-                        sa.select(VM.c.ip_address).where(VM.c.vpc_id == launch.vpc_id)
-                    ).scalars()
-                    address = launch.choose_address(frozenset(used))
-                    conn.execute(
-                        sa.insert(VM).values(
-                            instance_id=launch.instance_id,
-                            cluster_id=launch.cluster_id,
-                            nodepool_id=launch.nodepool_id,
-                            idempotency_key=launch.key,
-                            vpc_id=launch.vpc_id,
-                            instance_type=placement.instance_type,
-                            zone_id=placement.zone_id,
-                            vswitch_id=placement.vswitch_id,
-                            ip_address=address,
-                            status="Pending",
-                            image_id=launch.image_id,
-                            instance_charge_type=launch.instance_charge_type,
-                            created_us=now_us,
-                            updated_us=now_us,
-                        )
-                    )
-                    return world_rows.instance_from_row(conn.execute(find).one()._mapping)
+                    used = _USED_ADDRESSES.send(conn, {"p_vpc_id": launch.vpc_id}).rows()
+                    address = launch.choose_address(frozenset(row[0] for row in used))
+                    values = {
+                        "instance_id": launch.instance_id,
+                        "cluster_id": launch.cluster_id,
+                        "nodepool_id": launch.nodepool_id,
+                        "idempotency_key": launch.key,
+                        "vpc_id": launch.vpc_id,
+                        "instance_type": placement.instance_type,
+                        "zone_id": placement.zone_id,
+                        "vswitch_id": placement.vswitch_id,
+                        "ip_address": address,
+                        "status": "Pending",
+                        "image_id": launch.image_id,
+                        "instance_charge_type": launch.instance_charge_type,
+                        "created_us": now_us,
+                        "updated_us": now_us,
+                    }
+                    _INSERT_INSTANCE.send(conn, _params(values))
+                    made = _INSTANCE_BY_KEY.send(conn, find).mapping()
+                    if made is None:
+                        raise errors.StorageError(f"the instance {launch.instance_id} vanished")
+                    return world_rows.instance_from_row(made)
             except errors.RowConflict:
                 continue  # a concurrent twin won the key or the address; look again
         raise errors.StorageError(f"could not record the instance {launch.instance_id}")
 
     def instance_by_key(self, key: str) -> world.Instance | None:
         with self._tx.read() as conn:
-            row = conn.execute(sa.select(VM).where(VM.c.idempotency_key == key)).one_or_none()
-        return None if row is None else world_rows.instance_from_row(row._mapping)
+            row = _INSTANCE_BY_KEY.send(conn, {"p_key": key}).mapping()
+        return None if row is None else world_rows.instance_from_row(row)
 
     def get_instance(self, instance_id: str) -> world.Instance:
         """Any instance, released ones included; raises ``errors.NotFound``."""
@@ -301,15 +321,9 @@ class WorldStore:
         self, cluster_id: str, nodepool_id: str | None = None
     ) -> list[world.Instance]:
         """Instances not released, oldest first."""
-        where = [VM.c.cluster_id == cluster_id, VM.c.status != RELEASED]
-        if nodepool_id is not None:
-            where.append(VM.c.nodepool_id == nodepool_id)
         with self._tx.read() as conn:
             self._live_cluster(conn, cluster_id)
-            rows = conn.execute(
-                sa.select(VM).where(*where).order_by(VM.c.created_us, VM.c.instance_id)
-            ).all()
-        return [world_rows.instance_from_row(r._mapping) for r in rows]
+            return _instances(conn, cluster_id, nodepool_id)
 
     def count_all(self) -> dict[str, int]:
         """Clusters and node pools ever recorded, deleted ones included (id sequences)."""
@@ -321,13 +335,7 @@ class WorldStore:
     def count_instances(self, cluster_id: str) -> int:
         """Instances of the cluster not released."""
         with self._tx.read() as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(VM)
-                    .where(VM.c.cluster_id == cluster_id, VM.c.status != RELEASED)
-                ).scalar_one()
-            )
+            return _count_instances(conn, cluster_id)
 
     def advance_instance(
         self, instance_id: str, from_status: str, to_status: str, now_us: int
@@ -338,10 +346,14 @@ class WorldStore:
         release that happened meanwhile is never undone.
         """
         with self._tx.write() as conn:
-            conn.execute(
-                sa.update(VM)
-                .where(VM.c.instance_id == instance_id, VM.c.status == from_status)
-                .values(status=to_status, updated_us=now_us)
+            _ADVANCE_INSTANCE.send(
+                conn,
+                {
+                    "p_instance_id": instance_id,
+                    "p_from_status": from_status,
+                    "p_to_status": to_status,
+                    "p_now": now_us,
+                },
             )
             return _get_instance(conn, instance_id)
 
@@ -395,15 +407,25 @@ class WorldStore:
             "created_us": node.created_us,
             "updated_us": node.created_us,
         }
-        find = sa.select(N).where(
-            sa.or_(N.c.idempotency_key == key, N.c.instance_id == node.instance_id)
-        )
-        return world_rows.node_from_row(self._insert_once(N, row, find))
+        find = {"p_idempotency_key": key, "p_instance_id": node.instance_id}
+        for _ in range(_ATTEMPTS):
+            try:
+                with self._tx.write() as conn:
+                    existing = _NODE_BY_KEY_OR_INSTANCE.send(conn, find).mapping()
+                    if existing is None:
+                        _INSERT_NODE.send(conn, _params(row))
+                        existing = _NODE_BY_KEY_OR_INSTANCE.send(conn, find).mapping()
+                    if existing is None:
+                        raise errors.StorageError(f"the node {node.node_name} vanished")
+                    return world_rows.node_from_row(existing)
+            except errors.RowConflict:
+                continue  # a concurrent twin committed first; its row is found next time
+        raise errors.StorageError(f"could not record a row in {N.name}")
 
     def node_of_instance(self, instance_id: str) -> world.Node | None:
         with self._tx.read() as conn:
-            row = conn.execute(sa.select(N).where(N.c.instance_id == instance_id)).one_or_none()
-        return None if row is None else world_rows.node_from_row(row._mapping)
+            row = _NODE_OF_INSTANCE.send(conn, {"p_instance_id": instance_id}).mapping()
+        return None if row is None else world_rows.node_from_row(row)
 
     def update_node(
         self,
@@ -426,25 +448,26 @@ class WorldStore:
             labels=None if labels is None else world_rows.plain(tuple(labels)),
             taints=None if taints is None else world_rows.plain(tuple(taints)),
         )
-        where = (N.c.cluster_id == cluster_id, N.c.node_name == node_name)
+        key = {"p_cluster_id": cluster_id, "p_node_name": node_name}
         with self._tx.write() as conn:
-            conn.execute(sa.update(N).where(*where).values(**values))
-            row = conn.execute(sa.select(N).where(*where)).one_or_none()
+            _update(N, ("cluster_id", "node_name"), values).send(
+                conn,
+                {
+                    "p_where_cluster_id": cluster_id,
+                    "p_where_node_name": node_name,
+                    **_params(values),
+                },
+            )
+            row = _NODE.send(conn, key).mapping()
         if row is None:
             raise errors.NotFound(f"the node {node_name} not found in cluster {cluster_id}")
-        return world_rows.node_from_row(row._mapping)
+        return world_rows.node_from_row(row)
 
     def list_nodes(self, cluster_id: str, nodepool_id: str | None = None) -> list[world.Node]:
         """The cluster's nodes, oldest first."""
-        where = [N.c.cluster_id == cluster_id]
-        if nodepool_id is not None:
-            where.append(N.c.nodepool_id == nodepool_id)
         with self._tx.read() as conn:
             self._live_cluster(conn, cluster_id)
-            rows = conn.execute(
-                sa.select(N).where(*where).order_by(N.c.created_us, N.c.node_name)
-            ).all()
-        return [world_rows.node_from_row(r._mapping) for r in rows]
+            return _nodes(conn, cluster_id, nodepool_id)
 
     # -- stock -------------------------------------------------------------------------------
 
@@ -490,21 +513,26 @@ class WorldStore:
         raise errors.StorageError(f"could not record a row in {table.name}")
 
     def _live_cluster(self, conn: sa.Connection, cluster_id: str) -> world.Cluster:
-        row = conn.execute(_LIVE_CLUSTER, {"p_cluster_id": cluster_id}).one_or_none()
+        row = _LIVE_CLUSTER.send(conn, {"p_cluster_id": cluster_id}).mapping()
         if row is None:
             raise errors.ClusterNotFound(cluster_id)
-        return world_rows.cluster_from_row(row._mapping)
+        return world_rows.cluster_from_row(row)
 
     def _live_nodepool(
         self, conn: sa.Connection, cluster_id: str, nodepool_id: str
     ) -> world.NodePool:
-        self._live_cluster(conn, cluster_id)
-        row = conn.execute(
-            _LIVE_NODEPOOL, {"p_cluster_id": cluster_id, "p_nodepool_id": nodepool_id}
-        ).one_or_none()
+        return self._live_pair(conn, cluster_id, nodepool_id)[1]
+
+    def _live_pair(
+        self, conn: sa.Connection, cluster_id: str, nodepool_id: str
+    ) -> tuple[world.Cluster, world.NodePool]:
+        cluster = self._live_cluster(conn, cluster_id)
+        row = _LIVE_NODEPOOL.send(
+            conn, {"p_cluster_id": cluster_id, "p_nodepool_id": nodepool_id}
+        ).mapping()
         if row is None:
             raise errors.NodePoolNotFound(nodepool_id, cluster_id)
-        return world_rows.nodepool_from_row(row._mapping)
+        return cluster, world_rows.nodepool_from_row(row)
 
 
 def _cluster_row(cluster: world.Cluster, key: str | None = None) -> dict[str, Any]:
@@ -597,16 +625,154 @@ def marking_states(
     return mark
 
 
-# Read by nearly every call of the simulated cloud: built once, bound by parameters.
-_LIVE_CLUSTER = sa.select(C, _SIZE).where(
-    C.c.cluster_id == sa.bindparam("p_cluster_id", type_=C.c.cluster_id.type),
-    C.c.state != "deleted",
+# -- the hot statements ------------------------------------------------------------------------
+# Nearly every call of the simulated cloud runs some of these: built and compiled once, run
+# on the driver's cursor in the caller's transaction (storage/prepared.py), as the task
+# store's writes are. Parameters are named ``p_*`` so they never clash with a column.
+
+
+def _p(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
+    return sa.bindparam(f"p_{name}", type_=column.type)
+
+
+_LIVE_CLUSTER = prepared.Prepared(
+    sa.select(C, _SIZE).where(
+        C.c.cluster_id == _p("cluster_id", C.c.cluster_id), C.c.state != "deleted"
+    )
 )
-_LIVE_NODEPOOL = sa.select(P).where(
-    P.c.cluster_id == sa.bindparam("p_cluster_id", type_=P.c.cluster_id.type),
-    P.c.nodepool_id == sa.bindparam("p_nodepool_id", type_=P.c.nodepool_id.type),
-    P.c.deleted_us.is_(None),
+_LIVE_NODEPOOL = prepared.Prepared(
+    sa.select(P).where(
+        P.c.cluster_id == _p("cluster_id", P.c.cluster_id),
+        P.c.nodepool_id == _p("nodepool_id", P.c.nodepool_id),
+        P.c.deleted_us.is_(None),
+    )
 )
+_LIVE_NODEPOOLS = prepared.Prepared(
+    sa.select(P)
+    .where(P.c.cluster_id == _p("cluster_id", P.c.cluster_id), P.c.deleted_us.is_(None))
+    .order_by(P.c.created_us, P.c.nodepool_id)
+)
+_INSTANCE = prepared.Prepared(
+    sa.select(VM).where(VM.c.instance_id == _p("instance_id", VM.c.instance_id))
+)
+_INSTANCE_BY_KEY = prepared.Prepared(
+    sa.select(VM).where(VM.c.idempotency_key == _p("key", VM.c.idempotency_key))
+)
+_CLUSTER_INSTANCES = VM.c.cluster_id == _p("cluster_id", VM.c.cluster_id)
+_INSTANCE_ORDER = (VM.c.created_us, VM.c.instance_id)
+_LIVE_INSTANCES = prepared.Prepared(
+    sa.select(VM).where(_CLUSTER_INSTANCES, VM.c.status != RELEASED).order_by(*_INSTANCE_ORDER)
+)
+_LIVE_POOL_INSTANCES = prepared.Prepared(
+    sa.select(VM)
+    .where(
+        _CLUSTER_INSTANCES,
+        VM.c.status != RELEASED,
+        VM.c.nodepool_id == _p("nodepool_id", VM.c.nodepool_id),
+    )
+    .order_by(*_INSTANCE_ORDER)
+)
+_COUNT_LIVE_INSTANCES = prepared.Prepared(
+    sa.select(sa.func.count()).select_from(VM).where(_CLUSTER_INSTANCES, VM.c.status != RELEASED)
+)
+_ADVANCE_INSTANCE = prepared.Prepared(
+    sa.update(VM)
+    .where(
+        VM.c.instance_id == _p("instance_id", VM.c.instance_id),
+        VM.c.status == _p("from_status", VM.c.status),
+    )
+    .values(status=_p("to_status", VM.c.status), updated_us=_p("now", VM.c.updated_us))
+)
+_USED_ADDRESSES = prepared.Prepared(
+    sa.select(VM.c.ip_address).where(VM.c.vpc_id == _p("vpc_id", VM.c.vpc_id))
+)
+_INSERT_INSTANCE = prepared.Prepared(
+    sa.insert(VM).values(
+        {
+            name: _p(name, VM.c[name])
+            for name in (
+                "instance_id",
+                "cluster_id",
+                "nodepool_id",
+                "idempotency_key",
+                "vpc_id",
+                "instance_type",
+                "zone_id",
+                "vswitch_id",
+                "ip_address",
+                "status",
+                "image_id",
+                "instance_charge_type",
+                "created_us",
+                "updated_us",
+            )
+        }
+    )
+)
+_STOCK_WHERE = (
+    STOCK.c.instance_type == _p("instance_type", STOCK.c.instance_type),
+    STOCK.c.zone_id == _p("zone_id", STOCK.c.zone_id),
+)
+_STOCK = prepared.Prepared(sa.select(STOCK.c.available).where(*_STOCK_WHERE))
+_INSERT_STOCK = prepared.Prepared(
+    sa.insert(STOCK).values(
+        instance_type=_p("instance_type", STOCK.c.instance_type),
+        zone_id=_p("zone_id", STOCK.c.zone_id),
+        available=_p("available", STOCK.c.available),
+    )
+)
+_TAKE_STOCK = prepared.Prepared(
+    sa.update(STOCK)
+    .where(*_STOCK_WHERE, STOCK.c.available > 0)
+    .values(available=STOCK.c.available - 1)
+)
+_CLUSTER_NODES = N.c.cluster_id == _p("cluster_id", N.c.cluster_id)
+_NODE_ORDER = (N.c.created_us, N.c.node_name)
+_NODES = prepared.Prepared(sa.select(N).where(_CLUSTER_NODES).order_by(*_NODE_ORDER))
+_POOL_NODES = prepared.Prepared(
+    sa.select(N)
+    .where(_CLUSTER_NODES, N.c.nodepool_id == _p("nodepool_id", N.c.nodepool_id))
+    .order_by(*_NODE_ORDER)
+)
+_NODE = prepared.Prepared(
+    sa.select(N).where(_CLUSTER_NODES, N.c.node_name == _p("node_name", N.c.node_name))
+)
+_NODE_OF_INSTANCE = prepared.Prepared(
+    sa.select(N).where(N.c.instance_id == _p("instance_id", N.c.instance_id))
+)
+_NODE_BY_KEY_OR_INSTANCE = prepared.Prepared(
+    sa.select(N).where(
+        sa.or_(
+            N.c.idempotency_key == _p("idempotency_key", N.c.idempotency_key),
+            N.c.instance_id == _p("instance_id", N.c.instance_id),
+        )
+    )
+)
+_NODE_COLUMNS = tuple(column.name for column in N.columns)
+_INSERT_NODE = prepared.Prepared(
+    sa.insert(N).values({name: _p(name, N.c[name]) for name in _NODE_COLUMNS})
+)
+_UPDATES: dict[tuple[str, tuple[str, ...]], prepared.Prepared] = {}
+
+
+def _update(table: sa.Table, keys: Sequence[str], values: Mapping[str, Any]) -> prepared.Prepared:
+    """UPDATE ``table`` SET ``values``' columns WHERE each of ``keys`` equals its parameter
+    (``p_where_<key>``): one prepared statement per set of columns (a handful exist), made
+    on first use."""
+    shape = (table.name, (*keys, "=", *sorted(values)))
+    found = _UPDATES.get(shape)
+    if found is None:
+        statement = (
+            sa.update(table)
+            .where(*(table.c[key] == _p(f"where_{key}", table.c[key]) for key in keys))
+            .values({name: _p(name, table.c[name]) for name in sorted(values)})
+        )
+        found = _UPDATES.setdefault(shape, prepared.Prepared(statement))
+    return found
+
+
+def _params(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"p_{name}": value for name, value in values.items()}
 
 
 def _take_stock(
@@ -614,27 +780,13 @@ def _take_stock(
 ) -> Placement | None:
     """Take one instance from the first placement that has one left."""
     for placement in placements:
-        where = (
-            STOCK.c.instance_type == placement.instance_type,
-            STOCK.c.zone_id == placement.zone_id,
-        )
-        if conn.execute(sa.select(STOCK.c.available).where(*where)).first() is None:
+        where = {"p_instance_type": placement.instance_type, "p_zone_id": placement.zone_id}
+        if _STOCK.send(conn, where).first() is None:
             # First use of this (type, zone): its row starts at the default. Created before
             # the decrement so that the decrement always meets a row (on PostgreSQL a
             # concurrent first use loses on the primary key and the launch is retried).
-            conn.execute(
-                sa.insert(STOCK).values(
-                    instance_type=placement.instance_type,
-                    zone_id=placement.zone_id,
-                    available=default_stock,
-                )
-            )
-        taken = conn.execute(
-            sa.update(STOCK)
-            .where(*where, STOCK.c.available > 0)
-            .values(available=STOCK.c.available - 1)
-        )
-        if taken.rowcount == 1:
+            _INSERT_STOCK.send(conn, {**where, "p_available": default_stock})
+        if _TAKE_STOCK.send(conn, where).rowcount == 1:
             return placement
     return None
 
@@ -652,7 +804,38 @@ def _changes(**values: Any) -> dict[str, Any]:
 
 
 def _get_instance(conn: sa.Connection, instance_id: str) -> world.Instance:
-    row = conn.execute(sa.select(VM).where(VM.c.instance_id == instance_id)).one_or_none()
+    row = _INSTANCE.send(conn, {"p_instance_id": instance_id}).mapping()
     if row is None:
         raise errors.NotFound(f"the instance {instance_id} not found")
-    return world_rows.instance_from_row(row._mapping)
+    return world_rows.instance_from_row(row)
+
+
+def _nodepools(conn: sa.Connection, cluster_id: str) -> list[world.NodePool]:
+    rows = _LIVE_NODEPOOLS.send(conn, {"p_cluster_id": cluster_id}).mappings()
+    return [world_rows.nodepool_from_row(row) for row in rows]
+
+
+def _instances(
+    conn: sa.Connection, cluster_id: str, nodepool_id: str | None
+) -> list[world.Instance]:
+    """Instances not released, oldest first."""
+    if nodepool_id is None:
+        sent = _LIVE_INSTANCES.send(conn, {"p_cluster_id": cluster_id})
+    else:
+        params = {"p_cluster_id": cluster_id, "p_nodepool_id": nodepool_id}
+        sent = _LIVE_POOL_INSTANCES.send(conn, params)
+    return [world_rows.instance_from_row(row) for row in sent.mappings()]
+
+
+def _count_instances(conn: sa.Connection, cluster_id: str) -> int:
+    row = _COUNT_LIVE_INSTANCES.send(conn, {"p_cluster_id": cluster_id}).first()
+    return int(row[0]) if row is not None else 0
+
+
+def _nodes(conn: sa.Connection, cluster_id: str, nodepool_id: str | None) -> list[world.Node]:
+    """The cluster's (or pool's) nodes, oldest first."""
+    if nodepool_id is None:
+        sent = _NODES.send(conn, {"p_cluster_id": cluster_id})
+    else:
+        sent = _POOL_NODES.send(conn, {"p_cluster_id": cluster_id, "p_nodepool_id": nodepool_id})
+    return [world_rows.node_from_row(row) for row in sent.mappings()]

@@ -98,12 +98,20 @@ class Sent:
         self._cursor = cursor
         self._bound = bound
         self._rows: list[tuple[Any, ...]] | None = None
+        self._rowcount = -1
+
+    @property
+    def rowcount(self) -> int:
+        """The rows an UPDATE or DELETE changed (the driver's count)."""
+        self.rows()
+        return self._rowcount
 
     def rows(self) -> list[tuple[Any, ...]]:
         if self._rows is None:
             compiled, cursor = self._compiled, self._cursor
             try:
                 found = cursor.fetchall() if cursor.description else []
+                self._rowcount = int(cursor.rowcount)
             except compiled.dbapi_error as exc:
                 raise _translated(compiled, self._bound, exc) from exc
             finally:
@@ -174,11 +182,27 @@ def compile_for(statement: sa.ClauseElement, dialect: Dialect) -> Compiled:
     else:
         described = []
     keys = tuple(str(d["name"]) for d in described)
-    results = tuple(
-        d["type"].dialect_impl(dialect).result_processor(dialect, None) for d in described
-    )
+    results = tuple(_result_processor(d["type"], dialect) for d in described)
     dbapi = dialect.loaded_dbapi
     return Compiled(compiled.string, tuple(params), positional, keys, results, dbapi.Error)
+
+
+def _result_processor(type_: Any, dialect: Dialect) -> Processor:
+    impl = type_.dialect_impl(dialect)
+    try:
+        processor: Processor = impl.result_processor(dialect, None)
+    except TypeError:
+        # psycopg's float and numeric types choose their processor by the type code the
+        # server sends with the rows, unknown here. A float column arrives as a float, a
+        # numeric one as a Decimal: as a float both, as SQLAlchemy's Float returns them.
+        if isinstance(impl, sa.Float | sa.Numeric) and not impl.asdecimal:
+            return _as_float
+        raise
+    return processor
+
+
+def _as_float(value: Any) -> Any:
+    return None if value is None else float(value)
 
 
 def bind_params(compiled: Compiled, params: dict[str, Any]) -> Any:
