@@ -383,6 +383,26 @@ def test_the_node_quota_counts_instances_and_names_the_cluster(engine: sa.Engine
         sim.check_node_quota(cluster.cluster_id, 1)
 
 
+def test_usage_reads_the_cluster_its_pool_and_the_quota_count_together(
+    engine: sa.Engine,
+) -> None:
+    sim = _sim(engine, node_quota=4)
+    cluster, pool = run(_cluster_with_pool(sim))
+    run(sim.create_instance("T-3:0", cluster.cluster_id, pool.nodepool_id))
+    usage = sim.usage(cluster.cluster_id, pool.nodepool_id)
+    assert (usage.cluster.cluster_id, usage.counted) == (cluster.cluster_id, 1)
+    assert usage.nodepool is not None
+    assert usage.nodepool.nodepool_id == pool.nodepool_id
+    assert sim.usage(cluster.cluster_id, "np-unknown").nodepool is None
+    usage.check_quota(3)
+    with pytest.raises(errors.QuotaExceeded):
+        usage.check_quota(4)
+    run(sim.update_nodepool(cluster.cluster_id, pool.nodepool_id, desired_size=4))
+    assert sim.usage(cluster.cluster_id).counted == 4
+    with pytest.raises(errors.ClusterNotFound):
+        sim.usage("c-unknown")
+
+
 def test_unknown_instance_types_are_named(engine: sa.Engine) -> None:
     sim = _sim(engine)
     sim.check_instance_types(["ecs.g7.large", "ecs.c7.xlarge"])

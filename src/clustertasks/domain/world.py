@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from clustertasks import errors
 from clustertasks.domain import workloads
 
 # Cluster ``state`` values (reference/ack-api.md §6.1).
@@ -165,6 +166,27 @@ class Node:
     labels: Sequence[Label] = ()
     taints: Sequence[Taint] = ()
     created_us: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A cluster and the nodes its quota counts: its instances not released, or the sum
+    of its pools' desired sizes when that is more (a scale-out raises the desired size
+    before its instances exist, and those nodes are as good as taken)."""
+
+    cluster: Cluster
+    counted: int
+    nodepool: NodePool | None = None
+    """The pool asked about, when the cluster has it (not deleted)."""
+
+    def check_quota(self, adding: int) -> None:
+        """Raises ``errors.QuotaExceeded`` if ``adding`` more nodes would pass the quota."""
+        quota = self.cluster.node_quota
+        if self.counted + adding > quota:
+            raise errors.QuotaExceeded(
+                f"the cluster {self.cluster.cluster_id} may have at most {quota} nodes: "
+                f"it has {self.counted} and {adding} more were asked for"
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,20 +77,11 @@ class SimInventory:
                     f"the instance {instance_id} is already in the cluster {owner}{where}"
                 )
 
+    def usage(self, cluster_id: str, nodepool_id: str | None = None) -> world.Usage:
+        return self._store.usage(cluster_id, nodepool_id)
+
     def check_node_quota(self, cluster_id: str, adding: int) -> None:
-        """The cluster's count is its instances not released, or the sum of its pools'
-        desired sizes when that is more: a scale-out raises the desired size before its
-        instances exist, and those nodes are as good as taken."""
-        cluster = self._store.get_cluster(cluster_id)
-        existing = max(
-            self._store.count_instances(cluster_id),
-            sum(pool.desired_size for pool in self._store.list_nodepools(cluster_id)),
-        )
-        if existing + adding > cluster.node_quota:
-            raise errors.QuotaExceeded(
-                f"the cluster {cluster_id} may have at most {cluster.node_quota} nodes: "
-                f"it has {existing} and {adding} more were asked for"
-            )
+        self._store.usage(cluster_id).check_quota(adding)
 
     def check_instance_types(self, instance_types: Sequence[str]) -> None:
         field = "scaling_group.instance_types"

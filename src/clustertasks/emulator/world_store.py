@@ -198,6 +198,17 @@ class WorldStore:
             self._live_cluster(conn, cluster_id)
             return _nodepools(conn, cluster_id)
 
+    def usage(self, cluster_id: str, nodepool_id: str | None = None) -> world.Usage:
+        """The cluster, the nodes its quota counts (``world.Usage``) and its pool
+        ``nodepool_id`` if it has it, in one read transaction; ``errors.ClusterNotFound``."""
+        with self._tx.read() as conn:
+            cluster = self._live_cluster(conn, cluster_id)
+            pools = _nodepools(conn, cluster_id)
+            instances = _count_instances(conn, cluster_id)
+        counted = max(instances, sum(pool.desired_size for pool in pools))
+        asked = next((p for p in pools if p.nodepool_id == nodepool_id), None)
+        return world.Usage(cluster, counted, asked)
+
     def view(self, cluster_id: str, nodepool_id: str | None = None) -> world.CloudView:
         """The cluster with its pools (or only ``nodepool_id``), their instances not
         released and their nodes, in one read transaction; raises as :meth:`get_nodepool`."""

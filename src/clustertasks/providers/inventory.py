@@ -60,6 +60,12 @@ class Inventory(Protocol):
         as it reports an instance taken between the request and the task."""
         ...
 
+    def usage(self, cluster_id: str, nodepool_id: str | None = None) -> world.Usage:
+        """The cluster, the nodes its quota counts and its pool ``nodepool_id`` (if it has
+        one by that id), read together: what a request that adds nodes checks. Raises
+        ``errors.ClusterNotFound``."""
+        ...
+
     def check_node_quota(self, cluster_id: str, adding: int) -> None:
         """Raises ``errors.QuotaExceeded`` if ``adding`` more nodes would pass the quota
         (counting nodes that exist and pools' desired sizes)."""

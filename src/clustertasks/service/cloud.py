@@ -232,8 +232,13 @@ class CloudService:
     def scale_nodepool(
         self, cluster_id: str, nodepool_id: str, body: Mapping[str, Any]
     ) -> submission.Submitted:
-        cluster = self._usable(cluster_id)
-        pool = self.nodepool(cluster.cluster_id, nodepool_id).pool
+        # The cluster, the pool and the quota's count in one read: checked in the order
+        # the separate reads were (cluster, its state, the pool, the fields, the quota).
+        usage = self._cloud.usage(_id(cluster_id, errors.ClusterNotFound), nodepool_id)
+        cluster = _usable(usage.cluster)
+        pool = usage.nodepool
+        if pool is None or not ids.is_lookup_id(nodepool_id):
+            raise errors.NodePoolNotFound(nodepool_id, cluster.cluster_id)
         count = params.integer(body, "count", low=1, high=MAX_SCALE)
         desired = params.integer(body, "desired_size", low=0, high=MAX_SCALE)
         if count is None and desired is None:
@@ -247,7 +252,7 @@ class CloudService:
                     f"must not be below the pool's size {pool.desired_size}: remove nodes "
                     "with RemoveNodePoolNodes",
                 )
-        return self._scale(cluster.cluster_id, pool, count, body)
+        return self._scale(cluster.cluster_id, pool, count, body, usage=usage)
 
     def modify_nodepool(
         self, cluster_id: str, nodepool_id: str, body: Mapping[str, Any]
@@ -334,8 +339,13 @@ class CloudService:
         body: Mapping[str, Any],
         *,
         target_cluster: bool = False,
+        usage: world.Usage | None = None,
     ) -> submission.Submitted:
-        self._cloud.check_node_quota(cluster_id, count)
+        """``usage``: the cluster's, read with the pool (else it is read now)."""
+        if usage is None:
+            self._cloud.check_node_quota(cluster_id, count)
+        else:
+            usage.check_quota(count)
         parameters = {
             "nodepool_id": pool.nodepool_id,
             "count": count,
@@ -360,12 +370,7 @@ class CloudService:
         )
 
     def _usable(self, cluster_id: str) -> world.Cluster:
-        cluster = self.cluster(cluster_id)
-        if cluster.state not in ("running", "scaling", "updating", "initial"):
-            raise errors.ClusterStateError(
-                f"cluster {cluster.cluster_id} is {cluster.state}: it cannot take this operation"
-            )
-        return cluster
+        return _usable(self.cluster(cluster_id))
 
     def _quota_for_new_cluster(self) -> int:
         return self._cloud.node_quota()
@@ -508,6 +513,15 @@ def _logging(body: Mapping[str, Any]) -> dict[str, Any]:
             ),
         }
     return found
+
+
+def _usable(cluster: world.Cluster) -> world.Cluster:
+    """The cluster, if its state lets it take an operation."""
+    if cluster.state not in ("running", "scaling", "updating", "initial"):
+        raise errors.ClusterStateError(
+            f"cluster {cluster.cluster_id} is {cluster.state}: it cannot take this operation"
+        )
+    return cluster
 
 
 def _id(value: str, not_found: type[errors.ClusterNotFound]) -> str:
