@@ -224,29 +224,31 @@ class SimCloud(inventory.SimInventory):
         return await self._acting("create_instance", launch, subject=key, cluster_id=cluster_id)
 
     def _create_instance(self, key: str, cluster_id: str, nodepool_id: str) -> world.Instance:
-        earlier = self._store.instance_by_key(key)
-        if earlier is not None:
-            return earlier
-        cluster, pool = self._store.get_cluster_and_nodepool(cluster_id, nodepool_id)
-        region = cluster.spec.region_id
-        placements = [
-            world_storage.Placement(instance_type, catalogue.zone_of_vswitch(region, vsw), vsw)
-            for vsw in pool.spec.vswitch_ids
-            for instance_type in pool.spec.instance_types
-        ]
-        launch = world_storage.Launch(
-            key=key,
-            instance_id=self._names.instance_id(key),
-            cluster_id=cluster_id,
-            nodepool_id=nodepool_id,
-            vpc_id=cluster.vpc_id,
-            placements=placements,
-            default_stock=catalogue.DEFAULT_STOCK,
-            choose_address=lambda used: self._names.address(key, used),
-            image_id=pool.spec.image_id or catalogue.image_for(pool.spec.image_type),
-            instance_charge_type=pool.spec.instance_charge_type,
-        )
-        made = self._store.launch_instance(launch, self._clock.now_us())
+        placements: list[world_storage.Placement] = []
+
+        def plan(cluster: world.Cluster, pool: world.NodePool) -> world_storage.Launch:
+            region = cluster.spec.region_id
+            placements[:] = [
+                world_storage.Placement(instance_type, catalogue.zone_of_vswitch(region, vsw), vsw)
+                for vsw in pool.spec.vswitch_ids
+                for instance_type in pool.spec.instance_types
+            ]
+            return world_storage.Launch(
+                key=key,
+                instance_id=self._names.instance_id(key),
+                cluster_id=cluster_id,
+                nodepool_id=nodepool_id,
+                vpc_id=cluster.vpc_id,
+                placements=list(placements),
+                default_stock=catalogue.DEFAULT_STOCK,
+                choose_address=lambda used: self._names.address(key, used),
+                image_id=pool.spec.image_id or catalogue.image_for(pool.spec.image_type),
+                instance_charge_type=pool.spec.instance_charge_type,
+            )
+
+        # One transaction: an instance made with the key earlier, else the cluster and pool
+        # read and the instance launched.
+        made = self._store.launch_in_pool(key, cluster_id, nodepool_id, plan, self._clock.now_us())
         if made is None and not placements:
             raise errors.InstanceCreateFailed(
                 f"the node pool {nodepool_id} has no vSwitch or no instance type to launch in"
@@ -319,22 +321,14 @@ class SimCloud(inventory.SimInventory):
     def _register_node(self, key: str, instance_id: str) -> tuple[world.Node, bool | None]:
         """The instance's node, registered ``NotReady`` if it was not yet, and whether it
         will be schedulable once ``Ready`` (None: it is ``Ready`` already)."""
-        instance = self._store.get_instance(instance_id)
-        node = self._store.node_of_instance(instance_id)
+        instance, node, cluster, pool = self._store.joining(instance_id)
         if node is not None and node.node_status == "Ready":
             return node, None
-        if instance.status != "Running":
+        if instance.status != "Running" or cluster is None:
             raise errors.NodeJoinFailed(
                 f"the instance {instance_id} is {instance.status}: only a Running instance "
                 "can join the cluster"
             )
-        pool = None
-        if instance.nodepool_id:
-            cluster, pool = self._store.get_cluster_and_nodepool(
-                instance.cluster_id, instance.nodepool_id
-            )
-        else:
-            cluster = self._store.get_cluster(instance.cluster_id)
         if node is None:
             registering = world.Node(
                 node_name=ids.node_name(cluster.spec.region_id, instance.ip_address),
@@ -610,12 +604,10 @@ class SimCloud(inventory.SimInventory):
     def _boot_at_once(
         self, instance_id: str, steps: Sequence[tuple[str, str, float]]
     ) -> world.Instance:
-        """The boot steps of ``wait_instance_running`` with nothing to wait between them."""
-        instance = self._store.get_instance(instance_id)
-        for from_status, to_status, _ in steps:
-            if instance.status == from_status:
-                instance = self._advance(instance_id, from_status, to_status)
-        return instance
+        """The boot steps of ``wait_instance_running`` with nothing to wait between them,
+        in one transaction."""
+        moves = [(from_status, to_status) for from_status, to_status, _ in steps]
+        return self._store.boot_instance(instance_id, moves, self._clock.now_us)
 
 
 def _check_key(key: str) -> None:

@@ -185,13 +185,6 @@ class WorldStore:
         with self._tx.read() as conn:
             return self._live_nodepool(conn, cluster_id, nodepool_id)
 
-    def get_cluster_and_nodepool(
-        self, cluster_id: str, nodepool_id: str
-    ) -> tuple[world.Cluster, world.NodePool]:
-        """Both, read together; raises as :meth:`get_nodepool` does."""
-        with self._tx.read() as conn:
-            return self._live_pair(conn, cluster_id, nodepool_id)
-
     def list_nodepools(self, cluster_id: str) -> list[world.NodePool]:
         """The cluster's pools not deleted, oldest first."""
         with self._tx.read() as conn:
@@ -275,6 +268,30 @@ class WorldStore:
 
     # -- instances ---------------------------------------------------------------------------
 
+    def launch_in_pool(
+        self,
+        key: str,
+        cluster_id: str,
+        nodepool_id: str,
+        plan: Callable[[world.Cluster, world.NodePool], Launch],
+        now_us: int,
+    ) -> world.Instance | None:
+        """:meth:`launch_instance` of what ``plan`` makes of the cluster and pool, read in
+        the same transaction (which first looks for an instance made with ``key``, and
+        returns it whatever became of the pool). Raises ``errors.ClusterNotFound`` or
+        ``errors.NodePoolNotFound``."""
+        for _ in range(_ATTEMPTS):
+            try:
+                with self._tx.write() as conn:
+                    existing = _INSTANCE_BY_KEY.send(conn, {"p_key": key}).mapping()
+                    if existing is not None:
+                        return world_rows.instance_from_row(existing)
+                    launch = plan(*self._live_pair(conn, cluster_id, nodepool_id))
+                    return _launch(conn, launch, now_us)
+            except errors.RowConflict:
+                continue  # a concurrent twin won the key or the address; look again
+        raise errors.StorageError(f"could not record an instance made with {key}")
+
     def launch_instance(self, launch: Launch, now_us: int) -> world.Instance | None:
         """Create the instance in the first placement with stock, taking one from that stock.
 
@@ -288,32 +305,7 @@ class WorldStore:
                     existing = _INSTANCE_BY_KEY.send(conn, find).mapping()
                     if existing is not None:
                         return world_rows.instance_from_row(existing)
-                    placement = _take_stock(conn, launch.placements, launch.default_stock)
-                    if placement is None:
-                        return None
-                    used = _USED_ADDRESSES.send(conn, {"p_vpc_id": launch.vpc_id}).rows()
-                    address = launch.choose_address(frozenset(row[0] for row in used))
-                    values = {
-                        "instance_id": launch.instance_id,
-                        "cluster_id": launch.cluster_id,
-                        "nodepool_id": launch.nodepool_id,
-                        "idempotency_key": launch.key,
-                        "vpc_id": launch.vpc_id,
-                        "instance_type": placement.instance_type,
-                        "zone_id": placement.zone_id,
-                        "vswitch_id": placement.vswitch_id,
-                        "ip_address": address,
-                        "status": "Pending",
-                        "image_id": launch.image_id,
-                        "instance_charge_type": launch.instance_charge_type,
-                        "created_us": now_us,
-                        "updated_us": now_us,
-                    }
-                    _INSERT_INSTANCE.send(conn, _params(values))
-                    made = _INSTANCE_BY_KEY.send(conn, find).mapping()
-                    if made is None:
-                        raise errors.StorageError(f"the instance {launch.instance_id} vanished")
-                    return world_rows.instance_from_row(made)
+                    return _launch(conn, launch, now_us)
             except errors.RowConflict:
                 continue  # a concurrent twin won the key or the address; look again
         raise errors.StorageError(f"could not record the instance {launch.instance_id}")
@@ -367,6 +359,27 @@ class WorldStore:
                 },
             )
             return _get_instance(conn, instance_id)
+
+    def boot_instance(
+        self, instance_id: str, steps: Sequence[tuple[str, str]], now_us: Callable[[], int]
+    ) -> world.Instance:
+        """:meth:`advance_instance` through each (from, to) step in turn, in one transaction:
+        a boot with nothing to wait between its steps. Raises ``errors.NotFound``."""
+        with self._tx.write() as conn:
+            instance = _get_instance(conn, instance_id)
+            for from_status, to_status in steps:
+                if instance.status == from_status:
+                    _ADVANCE_INSTANCE.send(
+                        conn,
+                        {
+                            "p_instance_id": instance_id,
+                            "p_from_status": from_status,
+                            "p_to_status": to_status,
+                            "p_now": now_us(),
+                        },
+                    )
+                    instance = _get_instance(conn, instance_id)
+            return instance
 
     def stop_instance(self, instance_id: str, now_us: int) -> world.Instance:
         """First half of a release: the node leaves the cluster, the instance is ``Stopping``."""
@@ -432,6 +445,25 @@ class WorldStore:
             except errors.RowConflict:
                 continue  # a concurrent twin committed first; its row is found next time
         raise errors.StorageError(f"could not record a row in {N.name}")
+
+    def joining(
+        self, instance_id: str
+    ) -> tuple[world.Instance, world.Node | None, world.Cluster | None, world.NodePool | None]:
+        """What a node joining for the instance is made of, read together: the instance,
+        its node (if it has one), and unless that node is ``Ready`` or the instance is not
+        ``Running`` (nothing to join then), its cluster and its pool (None outside a pool).
+        Raises ``errors.NotFound`` (the instance), ``errors.ClusterNotFound`` or
+        ``errors.NodePoolNotFound``."""
+        with self._tx.read() as conn:
+            instance = _get_instance(conn, instance_id)
+            row = _NODE_OF_INSTANCE.send(conn, {"p_instance_id": instance_id}).mapping()
+            node = None if row is None else world_rows.node_from_row(row)
+            if (node is not None and node.node_status == "Ready") or instance.status != "Running":
+                return instance, node, None, None
+            if instance.nodepool_id:
+                cluster, pool = self._live_pair(conn, instance.cluster_id, instance.nodepool_id)
+                return instance, node, cluster, pool
+            return instance, node, self._live_cluster(conn, instance.cluster_id), None
 
     def node_of_instance(self, instance_id: str) -> world.Node | None:
         with self._tx.read() as conn:
@@ -819,6 +851,36 @@ def _get_instance(conn: sa.Connection, instance_id: str) -> world.Instance:
     if row is None:
         raise errors.NotFound(f"the instance {instance_id} not found")
     return world_rows.instance_from_row(row)
+
+
+def _launch(conn: sa.Connection, launch: Launch, now_us: int) -> world.Instance | None:
+    """Take stock and insert the instance (``None``: no placement has stock)."""
+    placement = _take_stock(conn, launch.placements, launch.default_stock)
+    if placement is None:
+        return None
+    used = _USED_ADDRESSES.send(conn, {"p_vpc_id": launch.vpc_id}).rows()
+    address = launch.choose_address(frozenset(row[0] for row in used))
+    values = {
+        "instance_id": launch.instance_id,
+        "cluster_id": launch.cluster_id,
+        "nodepool_id": launch.nodepool_id,
+        "idempotency_key": launch.key,
+        "vpc_id": launch.vpc_id,
+        "instance_type": placement.instance_type,
+        "zone_id": placement.zone_id,
+        "vswitch_id": placement.vswitch_id,
+        "ip_address": address,
+        "status": "Pending",
+        "image_id": launch.image_id,
+        "instance_charge_type": launch.instance_charge_type,
+        "created_us": now_us,
+        "updated_us": now_us,
+    }
+    _INSERT_INSTANCE.send(conn, _params(values))
+    made = _INSTANCE_BY_KEY.send(conn, {"p_key": launch.key}).mapping()
+    if made is None:
+        raise errors.StorageError(f"the instance {launch.instance_id} vanished")
+    return world_rows.instance_from_row(made)
 
 
 def _nodepools(conn: sa.Connection, cluster_id: str) -> list[world.NodePool]:
