@@ -125,6 +125,9 @@ class Metrics:
             buckets=DB_BUCKETS,
             registry=r,
         )
+        # Told after every transaction: the labelled histograms, looked up once each
+        # (``labels()`` takes a lock and builds its key on every call).
+        self._transaction_series: dict[tuple[str, str], Histogram] = {}
         self._state = _StateCollector()
         r.register(self._state)
         # The process's own figures (CPU, memory, open files; Python's GC and version), as
@@ -147,7 +150,12 @@ class Metrics:
         self._state.watchers = count
 
     def observe_transaction(self, backend: str, seconds: float, outcome: str) -> None:
-        self.db_transactions.labels(backend, outcome).observe(seconds)
+        series = self._transaction_series.get((backend, outcome))
+        if series is None:
+            series = self._transaction_series.setdefault(
+                (backend, outcome), self.db_transactions.labels(backend, outcome)
+            )
+        series.observe(seconds)
 
     def render(self) -> bytes:
         """The registry in Prometheus' text format."""
