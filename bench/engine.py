@@ -474,6 +474,15 @@ def _print_temporal_executor(on_temporal: dict[str, Any]) -> None:
             f"each; every round: bare {figures['rounds']['bare']}, clustertasks "
             f"{figures['rounds']['clustertasks']})"
         )
+        for name in ("bare", "clustertasks"):
+            best = figures[name]
+            if "cpu_ms_per_task" in best:
+                cpu = best["cpu_ms_per_task"]
+                print(
+                    f"  {name}: CPU ms per task: workers {cpu['workers']}, dev server "
+                    f"{cpu['temporal']}, PostgreSQL {cpu['postgres']}; "
+                    f"{best.get('history_events')} history events per task"
+                )
 
 
 def _print_targets(results: dict[str, dict[str, Any]]) -> None:

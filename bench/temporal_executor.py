@@ -7,19 +7,48 @@ started by the workers' reconciler and every transition committed to the task st
 ``workers`` workers in this process poll the one task queue in both runs. On a shared
 machine one run can be disturbed by other work: the two take turns (``ROUNDS``) and the best
 round of each counts.
+
+Each round also reports the CPU seconds it cost per task: this process (the workers and the
+client), the dev server and, for clustertasks, PostgreSQL's backends (of the connections
+open at the end of the run: read from /proc on Linux); and how many events one task's
+workflow history holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 STAGES = 5
 CLUSTER = "c" + "0" * 32
 WAIT_LIMIT = 600.0
 ROUNDS = 2
+MAX_RUNNING = 64
+"""Activities each worker runs at once, in both runs (clustertasks' worker default); both
+keep the SDK's other defaults (5 workflow and 5 activity task pollers, eager activities)."""
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pids: Iterable[int]) -> dict[int, float]:
+    """User + system CPU seconds of each live process of ``pids`` (Linux; else none)."""
+    spent: dict[int, float] = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        spent[pid] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return spent
+
+
+async def _history_events(client: Any, workflow_id: str) -> int:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return len(history.events)
 
 
 async def _noop(_ctx: Any) -> None:
@@ -42,6 +71,7 @@ async def _bare(address: str, tasks: int, workers: int) -> dict[str, Any]:
             workflows=[FiveStages],
             activities=[noop],
             workflow_runner=UnsandboxedWorkflowRunner(),
+            max_concurrent_activities=MAX_RUNNING,
         )
         for _ in range(workers)
     ]
@@ -59,7 +89,12 @@ async def _bare(address: str, tasks: int, workers: int) -> dict[str, Any]:
             await w.shutdown()
         await asyncio.gather(*running, return_exceptions=True)
     finished = sum(1 for r in results if r == STAGES)
-    return {"seconds": elapsed, "transitions": finished * STAGES * 2, "tasks": finished}
+    return {
+        "seconds": elapsed,
+        "transitions": finished * STAGES * 2,
+        "tasks": finished,
+        "history_events": await _history_events(client, f"{queue}-0"),
+    }
 
 
 async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, Any]:
@@ -98,8 +133,20 @@ async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, A
         with db.engine.connect() as conn:
             return int(conn.execute(unfinished).scalar_one())
 
+    backends = (
+        sa.select(sa.text("pid"))
+        .select_from(sa.text("pg_stat_activity"))
+        .where(sa.text("datname = current_database()"))
+    )
+
+    def postgres_cpu() -> dict[int, float]:
+        with db.engine.connect() as conn:
+            return cpu_seconds(int(pid) for pid in conn.execute(backends).scalars())
+
+    first_task = db.tasks.unfinished_tasks()[0].task_id
     stop = asyncio.Event()
     connections = [await temporal_client.connect(config) for _ in range(workers)]
+    postgres_before = postgres_cpu()
     started = time.perf_counter()
     running = [
         asyncio.create_task(
@@ -110,6 +157,7 @@ async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, A
                 no_cloud.NoCloud(),
                 stop,
                 temporal=connection,
+                max_running_stages=MAX_RUNNING,
                 reconcile_turn=db.turn_lock(temporal_worker.RECONCILE_TURN),
             )
         )
@@ -123,6 +171,8 @@ async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, A
     finally:
         stop.set()
         await asyncio.gather(*running, return_exceptions=True)
+    postgres_after = postgres_cpu()
+    history = await _history_events(connections[0], first_task)
     s = schema.stages
     with db.engine.connect() as conn:
         stages_done = int(
@@ -134,7 +184,15 @@ async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, A
             ).scalar_one()
         )
     db.close()
-    return {"seconds": elapsed, "transitions": stages_done * 2, "tasks": tasks_done}
+    return {
+        "seconds": elapsed,
+        "transitions": stages_done * 2,
+        "tasks": tasks_done,
+        "history_events": history,
+        "postgres_cpu": sum(
+            spent - postgres_before.get(pid, 0.0) for pid, spent in postgres_after.items()
+        ),
+    }
 
 
 def measure(url: str, tasks: int, workers: int, rounds: int = ROUNDS) -> dict[str, Any]:
@@ -146,10 +204,16 @@ def measure(url: str, tasks: int, workers: int, rounds: int = ROUNDS) -> dict[st
     ours: list[dict[str, Any]] = []
     with devserver.DevServer() as server:
         for _ in range(rounds):
-            bares.append(asyncio.run(_bare_connected(server.address, tasks, workers)))
-            ours.append(asyncio.run(_ours(server.address, url, tasks, workers)))
+            bares.append(_costed(server.pid, _bare_connected(server.address, tasks, workers)))
+            ours.append(_costed(server.pid, _ours(server.address, url, tasks, workers)))
     for figures in (*bares, *ours):
         figures["transitions_per_s"] = figures["transitions"] / figures["seconds"]
+        done = max(figures["tasks"], 1)
+        figures["cpu_ms_per_task"] = {
+            "workers": round(1000 * figures.pop("process_cpu") / done, 2),
+            "temporal": round(1000 * figures.pop("temporal_cpu") / done, 2),
+            "postgres": round(1000 * figures.pop("postgres_cpu", 0.0) / done, 2),
+        }
     best_bare = max(bares, key=lambda f: f["transitions_per_s"])
     best_ours = max(ours, key=lambda f: f["transitions_per_s"])
     return {
@@ -162,6 +226,15 @@ def measure(url: str, tasks: int, workers: int, rounds: int = ROUNDS) -> dict[st
         },
         "ratio": best_ours["transitions_per_s"] / best_bare["transitions_per_s"],
     }
+
+
+def _costed(server_pid: int, run: Any) -> dict[str, Any]:
+    """``run`` to its end, with the CPU this process and the dev server spent meanwhile."""
+    process, temporal = time.process_time(), cpu_seconds([server_pid]).get(server_pid, 0.0)
+    figures: dict[str, Any] = asyncio.run(run)
+    figures["process_cpu"] = time.process_time() - process
+    figures["temporal_cpu"] = cpu_seconds([server_pid]).get(server_pid, 0.0) - temporal
+    return figures
 
 
 async def _bare_connected(address: str, tasks: int, workers: int) -> dict[str, Any]:
