@@ -55,7 +55,7 @@ async def _noop(_ctx: Any) -> None:
     return None
 
 
-async def _bare(address: str, tasks: int, workers: int) -> dict[str, Any]:
+async def _bare(address: str, tasks: int, workers: int, server_pid: int) -> dict[str, Any]:
     from temporalio.client import Client
     from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
@@ -77,6 +77,7 @@ async def _bare(address: str, tasks: int, workers: int) -> dict[str, Any]:
     ]
     running = [asyncio.create_task(w.run()) for w in pollers]
     try:
+        meter = _Meter(server_pid)
         started = time.perf_counter()
         handles = [
             await client.start_workflow(FiveStages.run, id=f"{queue}-{i}", task_queue=queue)
@@ -84,6 +85,7 @@ async def _bare(address: str, tasks: int, workers: int) -> dict[str, Any]:
         ]
         results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), WAIT_LIMIT)
         elapsed = time.perf_counter() - started
+        spent = meter.spent()
     finally:
         for w in pollers:
             await w.shutdown()
@@ -94,10 +96,13 @@ async def _bare(address: str, tasks: int, workers: int) -> dict[str, Any]:
         "transitions": finished * STAGES * 2,
         "tasks": finished,
         "history_events": await _history_events(client, f"{queue}-0"),
+        **spent,
     }
 
 
-async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, Any]:
+async def _ours(
+    address: str, url: str, tasks: int, workers: int, server_pid: int
+) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from bench import no_cloud
@@ -147,6 +152,7 @@ async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, A
     stop = asyncio.Event()
     connections = [await temporal_client.connect(config) for _ in range(workers)]
     postgres_before = postgres_cpu()
+    meter = _Meter(server_pid)
     started = time.perf_counter()
     running = [
         asyncio.create_task(
@@ -168,6 +174,7 @@ async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, A
         while await asyncio.to_thread(left) and time.perf_counter() < deadline:
             await asyncio.sleep(0.1)
         elapsed = time.perf_counter() - started
+        spent = meter.spent()
     finally:
         stop.set()
         await asyncio.gather(*running, return_exceptions=True)
@@ -189,6 +196,7 @@ async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, A
         "transitions": stages_done * 2,
         "tasks": tasks_done,
         "history_events": history,
+        **spent,
         "postgres_cpu": sum(
             spent - postgres_before.get(pid, 0.0) for pid, spent in postgres_after.items()
         ),
@@ -204,8 +212,8 @@ def measure(url: str, tasks: int, workers: int, rounds: int = ROUNDS) -> dict[st
     ours: list[dict[str, Any]] = []
     with devserver.DevServer() as server:
         for _ in range(rounds):
-            bares.append(_costed(server.pid, _bare_connected(server.address, tasks, workers)))
-            ours.append(_costed(server.pid, _ours(server.address, url, tasks, workers)))
+            bares.append(asyncio.run(_bare_connected(server.address, tasks, workers, server.pid)))
+            ours.append(asyncio.run(_ours(server.address, url, tasks, workers, server.pid)))
     for figures in (*bares, *ours):
         figures["transitions_per_s"] = figures["transitions"] / figures["seconds"]
         done = max(figures["tasks"], 1)
@@ -228,19 +236,31 @@ def measure(url: str, tasks: int, workers: int, rounds: int = ROUNDS) -> dict[st
     }
 
 
-def _costed(server_pid: int, run: Any) -> dict[str, Any]:
-    """``run`` to its end, with the CPU this process and the dev server spent meanwhile."""
-    process, temporal = time.process_time(), cpu_seconds([server_pid]).get(server_pid, 0.0)
-    figures: dict[str, Any] = asyncio.run(run)
-    figures["process_cpu"] = time.process_time() - process
-    figures["temporal_cpu"] = cpu_seconds([server_pid]).get(server_pid, 0.0) - temporal
-    return figures
+class _Meter:
+    """The CPU this process and the dev server spend from now on (the measured part of a
+    run: not the imports, the database's setup or the submissions before it)."""
+
+    def __init__(self, server_pid: int) -> None:
+        self._server_pid = server_pid
+        self._process = time.process_time()
+        self._temporal = self._server()
+
+    def _server(self) -> float:
+        return cpu_seconds([self._server_pid]).get(self._server_pid, 0.0)
+
+    def spent(self) -> dict[str, float]:
+        return {
+            "process_cpu": time.process_time() - self._process,
+            "temporal_cpu": self._server() - self._temporal,
+        }
 
 
-async def _bare_connected(address: str, tasks: int, workers: int) -> dict[str, Any]:
+async def _bare_connected(
+    address: str, tasks: int, workers: int, server_pid: int
+) -> dict[str, Any]:
     from clustertasks import settings
     from clustertasks.engine.temporal import client as temporal_client
 
     # Wait until the dev server's frontend is healthy (connect retries), then measure.
     await temporal_client.connect(settings.TemporalSettings(address=address))
-    return await _bare(address, tasks, workers)
+    return await _bare(address, tasks, workers, server_pid)
