@@ -303,6 +303,18 @@ def main() -> int:
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-dbos", action="store_true")
     parser.add_argument("--skip-temporal", action="store_true")
+    parser.add_argument(
+        "--temporal-executor-only",
+        action="store_true",
+        help="only the Temporal executor beside bare Temporal activities (1 and 2 workers)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="turns of bare and clustertasks on Temporal (default: "
+        "bench/temporal_executor.py's ROUNDS)",
+    )
     parser.add_argument("--json", help="merge the figures into this results file")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -319,7 +331,9 @@ def main() -> int:
         elif kind == "temporal-executor":
             from bench import temporal_executor
 
-            outcome = temporal_executor.measure(where, args.tasks, int(args.child[2]))
+            outcome = temporal_executor.measure(
+                where, args.tasks, int(args.child[2]), args.rounds or temporal_executor.ROUNDS
+            )
         else:
             outcome = child_temporal(Path(where), args.tasks)
         print(json.dumps(outcome))
@@ -335,6 +349,10 @@ def main() -> int:
     timeout = WAIT_LIMIT + 120
     results: dict[str, dict[str, Any]] = {}
     running = ["--max-running", str(args.max_running)]
+    if args.rounds:
+        running += ["--rounds", str(args.rounds)]
+    if args.temporal_executor_only:
+        return _only_temporal_executor(args.tasks or TEMPORAL_EXECUTOR_TASKS, running, timeout)
     with tempfile.TemporaryDirectory(prefix="ct-bench-engine-") as tmp:
         work = Path(tmp)
         runs = iter(range(1_000_000))
@@ -419,18 +437,8 @@ def main() -> int:
     submitted = results["clustertasks (SQLite)"].get("submit_per_s")
     if submitted:
         print(f"clustertasks (SQLite) submissions: {submitted:.0f}/s (not in the figures above)")
-    for workers, figures in on_temporal.items() if "skipped" not in on_temporal else ():
-        if "ratio" not in figures:
-            print(f"Temporal executor, {workers} worker(s): could not run: {figures.get('error')}")
-            continue
-        print(
-            f"Temporal executor, {workers} worker(s): clustertasks "
-            f"{figures['clustertasks']['transitions_per_s']:.0f} trans/s, bare Temporal "
-            f"activities {figures['bare']['transitions_per_s']:.0f} trans/s on the same dev "
-            f"server: {figures['ratio']:.2f}x (best of {len(figures['rounds']['bare'])} rounds "
-            f"each; every round: bare {figures['rounds']['bare']}, clustertasks "
-            f"{figures['rounds']['clustertasks']})"
-        )
+    if "skipped" not in on_temporal and "error" not in on_temporal:
+        _print_temporal_executor(on_temporal)
     common.save(
         args.json,
         "engine",
@@ -442,6 +450,40 @@ def main() -> int:
         },
     )
     return 0 if "transitions_per_s" in results["clustertasks (SQLite)"] else 1
+
+
+def _only_temporal_executor(tasks: int, running: list[str], timeout: float) -> int:
+    on_temporal = _temporal_executor(["--tasks", str(tasks), *running], timeout)
+    if "skipped" in on_temporal or "error" in on_temporal:
+        print(f"Temporal executor: {on_temporal.get('skipped') or on_temporal.get('error')}")
+        return 1
+    _print_temporal_executor(on_temporal)
+    return 0
+
+
+def _print_temporal_executor(on_temporal: dict[str, Any]) -> None:
+    for workers, figures in on_temporal.items():
+        if "ratio" not in figures:
+            print(f"Temporal executor, {workers} worker(s): could not run: {figures.get('error')}")
+            continue
+        print(
+            f"Temporal executor, {workers} worker(s): clustertasks "
+            f"{figures['clustertasks']['transitions_per_s']:.0f} trans/s, bare Temporal "
+            f"activities {figures['bare']['transitions_per_s']:.0f} trans/s on the same dev "
+            f"server: {figures['ratio']:.2f}x (best of {len(figures['rounds']['bare'])} rounds "
+            f"each; every round: bare {figures['rounds']['bare']}, clustertasks "
+            f"{figures['rounds']['clustertasks']}); median of each round's ratio to the "
+            f"bare round before it: {figures['paired_ratio']:.2f}x"
+        )
+        for name in ("bare", "clustertasks"):
+            best = figures[name]
+            if "cpu_ms_per_task" in best:
+                cpu = best["cpu_ms_per_task"]
+                print(
+                    f"  {name}: CPU ms per task: workers {cpu['workers']}, dev server "
+                    f"{cpu['temporal']}, PostgreSQL {cpu['postgres']}; "
+                    f"{best.get('history_events')} history events per task"
+                )
 
 
 def _print_targets(results: dict[str, dict[str, Any]]) -> None:

@@ -7,26 +7,56 @@ started by the workers' reconciler and every transition committed to the task st
 ``workers`` workers in this process poll the one task queue in both runs. On a shared
 machine one run can be disturbed by other work: the two take turns (``ROUNDS``) and the best
 round of each counts.
+
+Each round also reports the CPU seconds it cost per task: this process (the workers and the
+client), the dev server and, for clustertasks, PostgreSQL's backends (of the connections
+open at the end of the run: read from /proc on Linux); and how many events one task's
+workflow history holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import statistics
 import time
 import uuid
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 STAGES = 5
 CLUSTER = "c" + "0" * 32
 WAIT_LIMIT = 600.0
 ROUNDS = 2
+MAX_RUNNING = 64
+"""Activities each worker runs at once, in both runs (clustertasks' worker default); both
+keep the SDK's other defaults (5 workflow and 5 activity task pollers, eager activities)."""
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pids: Iterable[int]) -> dict[int, float]:
+    """User + system CPU seconds of each live process of ``pids`` (Linux; else none)."""
+    spent: dict[int, float] = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        spent[pid] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return spent
+
+
+async def _history_events(client: Any, workflow_id: str) -> int:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    return len(history.events)
 
 
 async def _noop(_ctx: Any) -> None:
     return None
 
 
-async def _bare(address: str, tasks: int, workers: int) -> dict[str, Any]:
+async def _bare(address: str, tasks: int, workers: int, server_pid: int) -> dict[str, Any]:
     from temporalio.client import Client
     from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
@@ -42,11 +72,13 @@ async def _bare(address: str, tasks: int, workers: int) -> dict[str, Any]:
             workflows=[FiveStages],
             activities=[noop],
             workflow_runner=UnsandboxedWorkflowRunner(),
+            max_concurrent_activities=MAX_RUNNING,
         )
         for _ in range(workers)
     ]
     running = [asyncio.create_task(w.run()) for w in pollers]
     try:
+        meter = _Meter(server_pid)
         started = time.perf_counter()
         handles = [
             await client.start_workflow(FiveStages.run, id=f"{queue}-{i}", task_queue=queue)
@@ -54,15 +86,24 @@ async def _bare(address: str, tasks: int, workers: int) -> dict[str, Any]:
         ]
         results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), WAIT_LIMIT)
         elapsed = time.perf_counter() - started
+        spent = meter.spent()
     finally:
         for w in pollers:
             await w.shutdown()
         await asyncio.gather(*running, return_exceptions=True)
     finished = sum(1 for r in results if r == STAGES)
-    return {"seconds": elapsed, "transitions": finished * STAGES * 2, "tasks": finished}
+    return {
+        "seconds": elapsed,
+        "transitions": finished * STAGES * 2,
+        "tasks": finished,
+        "history_events": await _history_events(client, f"{queue}-0"),
+        **spent,
+    }
 
 
-async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, Any]:
+async def _ours(
+    address: str, url: str, tasks: int, workers: int, server_pid: int
+) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from bench import no_cloud
@@ -98,8 +139,21 @@ async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, A
         with db.engine.connect() as conn:
             return int(conn.execute(unfinished).scalar_one())
 
+    backends = (
+        sa.select(sa.text("pid"))
+        .select_from(sa.text("pg_stat_activity"))
+        .where(sa.text("datname = current_database()"))
+    )
+
+    def postgres_cpu() -> dict[int, float]:
+        with db.engine.connect() as conn:
+            return cpu_seconds(int(pid) for pid in conn.execute(backends).scalars())
+
+    first_task = db.tasks.unfinished_tasks()[0].task_id
     stop = asyncio.Event()
     connections = [await temporal_client.connect(config) for _ in range(workers)]
+    postgres_before = postgres_cpu()
+    meter = _Meter(server_pid)
     started = time.perf_counter()
     running = [
         asyncio.create_task(
@@ -110,6 +164,7 @@ async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, A
                 no_cloud.NoCloud(),
                 stop,
                 temporal=connection,
+                max_running_stages=MAX_RUNNING,
                 reconcile_turn=db.turn_lock(temporal_worker.RECONCILE_TURN),
             )
         )
@@ -120,9 +175,12 @@ async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, A
         while await asyncio.to_thread(left) and time.perf_counter() < deadline:
             await asyncio.sleep(0.1)
         elapsed = time.perf_counter() - started
+        spent = meter.spent()
     finally:
         stop.set()
         await asyncio.gather(*running, return_exceptions=True)
+    postgres_after = postgres_cpu()
+    history = await _history_events(connections[0], first_task)
     s = schema.stages
     with db.engine.connect() as conn:
         stages_done = int(
@@ -134,7 +192,16 @@ async def _ours(address: str, url: str, tasks: int, workers: int) -> dict[str, A
             ).scalar_one()
         )
     db.close()
-    return {"seconds": elapsed, "transitions": stages_done * 2, "tasks": tasks_done}
+    return {
+        "seconds": elapsed,
+        "transitions": stages_done * 2,
+        "tasks": tasks_done,
+        "history_events": history,
+        **spent,
+        "postgres_cpu": sum(
+            spent - postgres_before.get(pid, 0.0) for pid, spent in postgres_after.items()
+        ),
+    }
 
 
 def measure(url: str, tasks: int, workers: int, rounds: int = ROUNDS) -> dict[str, Any]:
@@ -146,10 +213,16 @@ def measure(url: str, tasks: int, workers: int, rounds: int = ROUNDS) -> dict[st
     ours: list[dict[str, Any]] = []
     with devserver.DevServer() as server:
         for _ in range(rounds):
-            bares.append(asyncio.run(_bare_connected(server.address, tasks, workers)))
-            ours.append(asyncio.run(_ours(server.address, url, tasks, workers)))
+            bares.append(asyncio.run(_bare_connected(server.address, tasks, workers, server.pid)))
+            ours.append(asyncio.run(_ours(server.address, url, tasks, workers, server.pid)))
     for figures in (*bares, *ours):
         figures["transitions_per_s"] = figures["transitions"] / figures["seconds"]
+        done = max(figures["tasks"], 1)
+        figures["cpu_ms_per_task"] = {
+            "workers": round(1000 * figures.pop("process_cpu") / done, 2),
+            "temporal": round(1000 * figures.pop("temporal_cpu") / done, 2),
+            "postgres": round(1000 * figures.pop("postgres_cpu", 0.0) / done, 2),
+        }
     best_bare = max(bares, key=lambda f: f["transitions_per_s"])
     best_ours = max(ours, key=lambda f: f["transitions_per_s"])
     return {
@@ -161,13 +234,40 @@ def measure(url: str, tasks: int, workers: int, rounds: int = ROUNDS) -> dict[st
             "clustertasks": [round(f["transitions_per_s"]) for f in ours],
         },
         "ratio": best_ours["transitions_per_s"] / best_bare["transitions_per_s"],
+        # Each clustertasks round against the bare round just before it (the machine
+        # changes least between the two): the median of those ratios.
+        "paired_ratio": statistics.median(
+            o["transitions_per_s"] / b["transitions_per_s"]
+            for b, o in zip(bares, ours, strict=True)
+        ),
     }
 
 
-async def _bare_connected(address: str, tasks: int, workers: int) -> dict[str, Any]:
+class _Meter:
+    """The CPU this process and the dev server spend from now on (the measured part of a
+    run: not the imports, the database's setup or the submissions before it)."""
+
+    def __init__(self, server_pid: int) -> None:
+        self._server_pid = server_pid
+        self._process = time.process_time()
+        self._temporal = self._server()
+
+    def _server(self) -> float:
+        return cpu_seconds([self._server_pid]).get(self._server_pid, 0.0)
+
+    def spent(self) -> dict[str, float]:
+        return {
+            "process_cpu": time.process_time() - self._process,
+            "temporal_cpu": self._server() - self._temporal,
+        }
+
+
+async def _bare_connected(
+    address: str, tasks: int, workers: int, server_pid: int
+) -> dict[str, Any]:
     from clustertasks import settings
     from clustertasks.engine.temporal import client as temporal_client
 
     # Wait until the dev server's frontend is healthy (connect retries), then measure.
     await temporal_client.connect(settings.TemporalSettings(address=address))
-    return await _bare(address, tasks, workers)
+    return await _bare(address, tasks, workers, server_pid)

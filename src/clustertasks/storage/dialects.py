@@ -7,6 +7,7 @@ submissions and migrations. Nothing else in ``storage`` asks which database it i
 from __future__ import annotations
 
 import contextlib
+import select
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -27,6 +28,9 @@ _PG_MIGRATION_LOCK = 0x636C7573
 # plus the executor's database threads (16) can all hold one at once, and waiting for a
 # pooled connection would turn a burst into timeouts.
 POOL_OVERFLOW = 50
+# A PostgreSQL connection older than this is closed at its next checkout and replaced: a
+# connection cut where nothing tells this end (a firewall's idle timeout) lasts no longer.
+POOL_RECYCLE_SECONDS = 1800
 
 
 def normalise_url(url: str) -> sa.URL:
@@ -49,7 +53,44 @@ def create_engine(config: settings.StorageSettings) -> sa.Engine:
     url = normalise_url(config.url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, config)
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=POOL_OVERFLOW)
+    return _postgres_engine(url)
+
+
+def _postgres_engine(url: sa.URL) -> sa.Engine:
+    engine = sa.create_engine(
+        url, pool_size=10, max_overflow=POOL_OVERFLOW, pool_recycle=POOL_RECYCLE_SECONDS
+    )
+
+    @sa.event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        # A connection the server closed (a restart, pg_terminate_backend, a crashed
+        # backend) is replaced before it is used. Asking the server (pool_pre_ping) would
+        # cost a round trip per transaction; instead the socket is looked at: an idle
+        # connection has nothing to read unless the server said goodbye (its FATAL
+        # message, then end of file). Only then does the server get asked.
+        if not _server_may_have_closed(dbapi_connection):
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # any failure of the ping means "dead"
+            raise sa.exc.DisconnectionError("the server closed the connection") from exc
+        if not alive:
+            raise sa.exc.DisconnectionError("the server closed the connection")
+
+    return engine
+
+
+def _server_may_have_closed(dbapi_connection: Any) -> bool:
+    """True unless the pooled connection is open with nothing waiting to be read."""
+    if getattr(dbapi_connection, "closed", False):
+        return True
+    try:
+        fd = dbapi_connection.fileno()
+    except Exception:  # noqa: BLE001 - a connection without a socket is no use
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
 
 
 def _sqlite_engine(url: sa.URL, config: settings.StorageSettings) -> sa.Engine:

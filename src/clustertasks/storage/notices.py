@@ -16,6 +16,8 @@ from collections.abc import Callable, Collection
 import psycopg
 import sqlalchemy as sa
 
+from clustertasks.storage import prepared
+
 log = logging.getLogger("clustertasks.storage")
 
 CHANNEL = "clustertasks_task_changed"
@@ -23,6 +25,11 @@ _TOUCHED = "clustertasks_touched"
 RECONNECT_SECONDS = 1.0
 
 Changed = Callable[[Collection[str]], None]
+
+# Sent by every transaction that changes a task: compiled once, run on the driver.
+_NOTIFY = prepared.Prepared(
+    sa.text("SELECT pg_notify(:channel, id) FROM unnest(CAST(:ids AS text[])) AS id")
+)
 
 
 def touched(conn: sa.Connection, task_id: str) -> None:
@@ -40,10 +47,7 @@ def announce(conn: sa.Connection) -> None:
     """Queue the notifications for what this transaction touched; sent at its commit."""
     task_ids = conn.info.pop(_TOUCHED, None)
     if task_ids:
-        conn.execute(
-            sa.text("SELECT pg_notify(:channel, id) FROM unnest(CAST(:ids AS text[])) AS id"),
-            {"channel": CHANNEL, "ids": sorted(task_ids)},
-        )
+        _NOTIFY.rows(conn, {"channel": CHANNEL, "ids": sorted(task_ids)})
 
 
 class Listener:

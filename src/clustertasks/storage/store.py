@@ -478,11 +478,21 @@ class TaskStore:
             with self._read(snapshot=True) as conn:
                 return _read_views(conn, ids, lock=False)
         with self._write() as conn:
+            # The reads of every task go out together, then the starts together (on
+            # PostgreSQL two round trips however many tasks, and the commit).
             views = _read_views(conn, ids, lock=True)
-            for start in starts:
-                view = views.get(start.task_id)
-                if view is not None and start.stage is not None:
-                    views[start.task_id] = _start_stage(conn, view, start.stage, start.now_us)
+            started: list[tuple[records.TaskView, Callable[[], int]]] = []
+            with prepared.pipeline(conn):
+                for start in starts:
+                    view = views.get(start.task_id)
+                    if view is not None and start.stage is not None:
+                        view, version = _start_stage(conn, view, start.stage, start.now_us)
+                        views[start.task_id] = view
+                        if version is not None:
+                            started.append((view, version))
+            for view, version in started:
+                task = dataclasses.replace(view.task, version=version())
+                views[task.task_id] = dataclasses.replace(view, task=task)
         return views
 
     # -- transactions ----------------------------------------------------------------------
@@ -516,45 +526,21 @@ def _read_views(
 ) -> dict[str, records.TaskView]:
     """The views of those of ``task_ids`` that exist. ``lock``: hold their rows until the
     transaction ends (every write to a task or its parts updates its row, so what is read
-    after the lock stays as read)."""
+    after the lock stays as read). In ``task_ids``' order: locks are taken in one order."""
+    with prepared.pipeline(conn):
+        sent = [(task_id, writes.send_read_view(conn, task_id, lock=lock)) for task_id in task_ids]
     found: dict[str, records.TaskView] = {}
-    for begin in range(0, len(task_ids), _VERSIONS_PER_QUERY):
-        chunk = list(task_ids[begin : begin + _VERSIONS_PER_QUERY])
-        tasks = sa.select(T).where(T.c.task_id.in_(chunk)).order_by(T.c.task_id)
-        task_rows = conn.execute(tasks.with_for_update() if lock else tasks).all()
-        stage_rows: dict[str, list[records.Stage]] = {}
-        for row in conn.execute(
-            sa.select(S).where(S.c.task_id.in_(chunk)).order_by(S.c.task_id, S.c.position)
-        ):
-            stage_rows.setdefault(row.task_id, []).append(rows.stage_from_row(row._mapping))
-        event_rows: dict[str, list[records.Event]] = {}
-        for row in conn.execute(
-            sa.select(E).where(E.c.task_id.in_(chunk)).order_by(E.c.task_id, E.c.seq)
-        ):
-            event_rows.setdefault(row.task_id, []).append(rows.event_from_row(row._mapping))
-        result_rows: dict[str, list[records.TaskResult]] = {}
-        for row in conn.execute(
-            sa.select(R.c.task_id, R.c.data, R.c.status)
-            .where(R.c.task_id.in_(chunk))
-            .order_by(R.c.task_id, R.c.position)
-        ):
-            result_rows.setdefault(row.task_id, []).append(
-                records.TaskResult(data=row.data, status=states.ResultStatus(row.status))
-            )
-        for row in task_rows:
-            task_id = row.task_id
-            found[task_id] = records.TaskView(
-                task=rows.task_from_row(row._mapping),
-                stages=tuple(stage_rows.get(task_id, ())),
-                events=tuple(event_rows.get(task_id, ())),
-                results=tuple(result_rows.get(task_id, ())),
-            )
+    for task_id, view in sent:  # the pipeline has ended: every row has arrived
+        with contextlib.suppress(errors.TaskNotFound):
+            found[task_id] = view()
     return found
 
 
 def _start_stage(
     conn: sa.Connection, view: records.TaskView, name: str, now_us: int
-) -> records.TaskView:
+) -> tuple[records.TaskView, Callable[[], int] | None]:
+    """Start stage ``name`` if it may (see ``TaskStore.begin_stages``): the view as it will
+    be, and the call that gives the task's new version (None: nothing written)."""
     task = view.task
     stage = next((s for s in view.stages if s.name == name), None)
     if (
@@ -563,30 +549,18 @@ def _start_stage(
         or task.requested_action is not None
         or stage.state not in (states.StageState.PENDING, states.StageState.RUNNING)
     ):
-        return view
+        return view, None
     stages = tuple(view.stages)
     if stage.state is states.StageState.PENDING:
         stage = stage.with_state(task.task_id, states.StageState.RUNNING, now_us)
-        conn.execute(
-            sql.UPDATE_STAGE,
-            {
-                "p_task_id": task.task_id,
-                "p_position": stage.position,
-                "p_state": stage.state.value,
-                "p_start_us": stage.start_us,
-                "p_end_us": None,
-                "p_message": stage.message,
-                "p_outputs": dict(stage.outputs),
-            },
-        )
         stages = tuple(stage if s.name == name else s for s in stages)
     elif task.current_stage == name:
-        return view
+        return view, None
     # One update of the task row for both: the current stage, and the version the stage's
     # change bumps.
     task = task.with_current_stage(name, now_us)
-    task = dataclasses.replace(task, version=writes.update_task(conn, changes.UpdateTask(task)))
-    return dataclasses.replace(view, task=task, stages=stages)
+    version = writes.send_stage_start(conn, task, stage)
+    return dataclasses.replace(view, task=task, stages=stages), version
 
 
 # -- submissions ----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ _BUMP = prepared.Prepared(sql.BUMP)
 _NEXT_EVENT = prepared.Prepared(sql.NEXT_EVENT)
 _INSERT_EVENT = prepared.Prepared(sql.INSERT_EVENT)
 _GET_TASK = prepared.Prepared(sql.GET_TASK)
+_LOCK_TASK = prepared.Prepared(sql.LOCK_TASK)
 _TASK_STAGES = prepared.Prepared(sql.TASK_STAGES)
 _TASK_EVENTS = prepared.Prepared(sql.TASK_EVENTS)
 _TASK_RESULTS = prepared.Prepared(sql.TASK_RESULTS)
@@ -113,6 +114,25 @@ def read_view(conn: sa.Connection, task_id: str, *, events_after: int = 0) -> re
     """The task with its stages, events (those numbered after ``events_after``) and
     results; in one snapshot when ``conn``'s transaction gives one."""
     return _send_read_view(conn, task_id, events_after)()
+
+
+def send_read_view(
+    conn: sa.Connection, task_id: str, *, lock: bool = False
+) -> Callable[[], records.TaskView]:
+    """Send the reads of :func:`read_view` (inside ``prepared.pipeline`` they go out
+    together with whatever is sent next); the returned call gives the view, or raises
+    ``errors.TaskNotFound``. ``lock``: hold the task's row until the transaction ends."""
+    return _send_read_view(conn, task_id, 0, lock=lock)
+
+
+def send_stage_start(
+    conn: sa.Connection, task: records.Task, stage: records.Stage
+) -> Callable[[], int]:
+    """Write ``stage`` and the task row's fields (its current stage) with one version bump
+    for both; the returned call gives the new version."""
+    _UPDATE_STAGE.send(conn, _stage_params(changes.UpdateStage(task.task_id, stage, 0)))
+    sent = _send_update_task(conn, changes.UpdateTask(task), 1)
+    return lambda: _version(sent, task.task_id)
 
 
 def insert_event(
@@ -237,10 +257,10 @@ def _event(change: changes.AppendEvent, inserted: prepared.Sent) -> records.Even
 
 
 def _send_read_view(
-    conn: sa.Connection, task_id: str, events_after: int
+    conn: sa.Connection, task_id: str, events_after: int, *, lock: bool = False
 ) -> Callable[[], records.TaskView]:
     params = {"p_task_id": task_id}
-    task = _GET_TASK.send(conn, params)
+    task = (_LOCK_TASK if lock else _GET_TASK).send(conn, params)
     stages = _TASK_STAGES.send(conn, params)
     events = _TASK_EVENTS.send(conn, {**params, "p_after": events_after})
     results = _TASK_RESULTS.send(conn, params)

@@ -65,6 +65,11 @@ class DevServer:
             args, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT
         )
 
+    @property
+    def pid(self) -> int:
+        """The dev server's process id (the bench reads its CPU time)."""
+        return self._process.pid
+
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
         """Return once the frontend accepts connections."""
         deadline = time.monotonic() + timeout

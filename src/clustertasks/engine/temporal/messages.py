@@ -9,11 +9,16 @@ from dataclasses import dataclass, field
 
 WORKFLOW = "ClusterTask"
 PLAN = "clustertasks.plan"
+PLAN_AND_RUN = "clustertasks.plan_and_run"
+"""Plan, then run the first stage left, in one activity (a workflow's first step)."""
 RUN_STAGE = "clustertasks.run_stage"
 FAIL_STAGE = "clustertasks.fail_stage"
 REQUEST_CANCEL = "clustertasks.request_cancel"
 CANCEL = "clustertasks.cancel"
 POKE = "poke"
+PLAN_IN_FIRST_STAGE = "plan-in-first-stage"
+"""The workflow change (``workflow.patched``) that plans in the first stage's activity:
+workflows begun before it plan in a local activity of their own, and replay so."""
 
 # What a plan or a stage reports back to the workflow.
 RUN = "run"
@@ -57,3 +62,12 @@ class StageFailure:
     stage: str
     code: str
     message: str
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What ``PLAN_AND_RUN`` did: the plan and, when it said ``RUN``, the outcome of its
+    first stage (``plan.stages[0]``)."""
+
+    plan: Plan
+    outcome: str

@@ -15,9 +15,9 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import activity
 from temporalio import client as temporal_client
@@ -50,6 +50,7 @@ RECONCILE_TURN = "clustertasks.temporal.reconcile"
 """Workflow starts the reconciler has in flight at once (thousands after a Temporal restart)."""
 
 Committed = Callable[[Collection[str]], None]
+_Outcome = TypeVar("_Outcome")
 
 
 class Heartbeat:
@@ -96,7 +97,14 @@ class StageActivities:
 
     @property
     def all(self) -> list[Callable[..., Any]]:
-        return [self.plan, self.run_stage, self.fail_stage, self.request_cancel, self.cancel]
+        return [
+            self.plan,
+            self.plan_and_run,
+            self.run_stage,
+            self.fail_stage,
+            self.request_cancel,
+            self.cancel,
+        ]
 
     @activity.defn(name=messages.PLAN)
     async def plan(self, task_id: str) -> messages.Plan:
@@ -106,15 +114,44 @@ class StageActivities:
             # Gone from the store (the emulator's reset or state import): nothing to run.
             return messages.Plan(messages.ENDED)
 
+    @activity.defn(name=messages.PLAN_AND_RUN)
+    async def plan_and_run(self, task_id: str) -> messages.Planned:
+        """The plan, then its first stage (one attempt), in one activity."""
+
+        async def planned(task_steps: steps.TaskSteps) -> messages.Planned:
+            plan = await task_steps.plan()
+            if plan.outcome != messages.RUN:
+                return messages.Planned(plan, plan.outcome)
+            first = plan.stages[0].name
+            return messages.Planned(
+                plan, await task_steps.run_stage(first, activity.info().attempt)
+            )
+
+        ended = messages.Planned(messages.Plan(messages.ENDED), messages.ENDED)
+        return await self._in_stage(task_id, planned, ended)
+
     @activity.defn(name=messages.RUN_STAGE)
     async def run_stage(self, stage: messages.StageInput) -> str:
+        async def run(task_steps: steps.TaskSteps) -> str:
+            return await task_steps.run_stage(stage.stage, activity.info().attempt)
+
+        return await self._in_stage(stage.task_id, run, messages.ENDED)
+
+    async def _in_stage(
+        self,
+        task_id: str,
+        body: Callable[[steps.TaskSteps], Awaitable[_Outcome]],
+        gone: _Outcome,
+    ) -> _Outcome:
+        """``body`` as a stage's activity: heartbeats, ticks, and a retry handed to
+        Temporal; ``gone`` when the task is no longer in the store."""
         beat = Heartbeat()
-        task_steps = self._steps(stage.task_id, beat)
+        task_steps = self._steps(task_id, beat)
         ticker = asyncio.create_task(self._tick(task_steps, beat))
         try:
-            return await task_steps.run_stage(stage.stage, activity.info().attempt)
+            return await body(task_steps)
         except errors.TaskNotFound:
-            return messages.ENDED
+            return gone
         except steps.RetryStage as retry:
             raise temporal_exceptions.ApplicationError(
                 str(retry),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
+from typing import Any
 
 from temporalio import exceptions, workflow
 from temporalio.common import RetryPolicy
@@ -25,6 +26,10 @@ itself (from its start time in the store); this one fires only if no worker runs
 PAUSED_RECHECK = timedelta(minutes=5)
 """A paused task looks at the store again this often even without a poke (a resume whose
 replica died before it could poke)."""
+FIRST_STAGE_DEADLINE = timedelta(days=30)
+"""Temporal's deadline for an attempt of the plan-and-first-stage activity: longer than any
+stage's own timeout, which the stage enforces itself; Temporal notices a dead worker by the
+heartbeat."""
 BOOKKEEPING = timedelta(seconds=60)
 BOOKKEEPING_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5)
@@ -35,7 +40,7 @@ BOOKKEEPING_RETRY = RetryPolicy(
 class TaskWorkflow:
     def __init__(self) -> None:
         self._poked = False
-        self._running: workflow.ActivityHandle[str] | None = None
+        self._running: workflow.ActivityHandle[Any] | None = None
 
     @workflow.signal(name=messages.POKE)
     def poke(self) -> None:
@@ -72,17 +77,28 @@ class TaskWorkflow:
             return messages.ENDED
 
     async def _advance(self, task_id: str) -> str:
+        # The first plan runs in the first stage's activity; workflows begun before that
+        # change (no patch marker in their history) plan in a local activity, as they did.
+        folded = workflow.patched(messages.PLAN_IN_FIRST_STAGE)
         while True:
             self._poked = False
-            # A local activity: a short store transaction in the worker that runs this
-            # workflow, recorded as a marker, with no round trip through the task queue.
-            plan = await workflow.execute_local_activity(
-                messages.PLAN,
-                task_id,
-                start_to_close_timeout=BOOKKEEPING,
-                retry_policy=BOOKKEEPING_RETRY,
-                result_type=messages.Plan,
-            )
+            first: str | None = None  # the outcome of plan.stages[0] when it ran already
+            if folded:
+                folded = False
+                planned = await self._plan_and_run(task_id)
+                if planned is None:
+                    continue  # the activity failed: plan on its own
+                plan, first = planned.plan, planned.outcome
+            else:
+                # A local activity: a short store transaction in the worker that runs this
+                # workflow, recorded as a marker, with no round trip through the task queue.
+                plan = await workflow.execute_local_activity(
+                    messages.PLAN,
+                    task_id,
+                    start_to_close_timeout=BOOKKEEPING,
+                    retry_policy=BOOKKEEPING_RETRY,
+                    result_type=messages.Plan,
+                )
             if plan.outcome == messages.ENDED:
                 return messages.ENDED
             if plan.outcome == messages.PAUSED:
@@ -91,13 +107,44 @@ class TaskWorkflow:
                     # Paused for long: a fresh history; the task store holds what matters.
                     workflow.continue_as_new(task_id)
                 continue
-            for stage in plan.stages:
+            stages = plan.stages
+            if first is not None:
+                if first == messages.ENDED:
+                    return messages.ENDED
+                if first == messages.PAUSED:
+                    await self._paused()
+                    continue
+                stages = stages[1:]
+            for stage in stages:
                 outcome = await self._stage(task_id, stage)
                 if outcome == messages.ENDED:
                     return messages.ENDED
                 if outcome == messages.PAUSED:
                     await self._paused()
                     break
+
+    async def _plan_and_run(self, task_id: str) -> messages.Planned | None:
+        """The plan and its first stage in one activity; None if the activity failed.
+
+        The first stage's policy is not known before the plan: Temporal retries the
+        activity (a worker that died) on the bookkeeping policy; the stage's own retries
+        come with their delay from the activity, and its deadline counts from its start in
+        the store, as for every stage.
+        """
+        self._running = workflow.start_activity(
+            messages.PLAN_AND_RUN,
+            task_id,
+            start_to_close_timeout=FIRST_STAGE_DEADLINE,
+            heartbeat_timeout=HEARTBEAT,
+            retry_policy=BOOKKEEPING_RETRY,
+            result_type=messages.Planned,
+        )
+        try:
+            # Shielded, as a stage is: see _stage.
+            planned: messages.Planned = await asyncio.shield(self._running)
+        except exceptions.ActivityError:
+            return None
+        return planned
 
     async def _paused(self) -> None:
         with contextlib.suppress(TimeoutError):
