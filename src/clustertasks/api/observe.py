@@ -7,6 +7,7 @@ signature check (refused requests are counted too). The operation is the route's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -57,17 +58,7 @@ class ObserveMiddleware:
         in_flight.inc()
         with (
             logs.bound(request_id=request_id, access_key_id=None, task_id=None, stage=None),
-            self.tracing.span(
-                f"ACK {operation}",
-                kind=tracing.SpanKind.SERVER,
-                headers=_trace_headers(scope),
-                attributes={
-                    "http.request.method": scope["method"],
-                    "url.path": scope["path"],
-                    "clustertasks.operation": operation,
-                    "clustertasks.request_id": request_id,
-                },
-            ) as span,
+            self._span(scope, operation, request_id) as span,
         ):
             try:
                 await self.app(scope, receive, outcome.watching(send))
@@ -106,6 +97,24 @@ class ObserveMiddleware:
                         span.set_attribute("clustertasks.task_id", str(task_id))
                     if status >= 400:
                         tracing.mark_error(span, code, f"HTTP {status}")
+
+    def _span(
+        self, scope: Scope, operation: str, request_id: str
+    ) -> contextlib.AbstractContextManager[Any]:
+        """The request's span; none (and nothing read for it) when tracing is off."""
+        if not self.tracing.enabled:
+            return contextlib.nullcontext()
+        return self.tracing.span(
+            f"ACK {operation}",
+            kind=tracing.SpanKind.SERVER,
+            headers=_trace_headers(scope),
+            attributes={
+                "http.request.method": scope["method"],
+                "url.path": scope["path"],
+                "clustertasks.operation": operation,
+                "clustertasks.request_id": request_id,
+            },
+        )
 
     def _answer_count(self, operation: str, status: int, code: str, key: str) -> Any:
         """``api_requests``'s child for these labels; a bounded number are kept (the key and
