@@ -26,7 +26,7 @@ from clustertasks import admin as admin_commands
 from clustertasks import clock, errors, settings
 from clustertasks.api import app as api_app
 from clustertasks.api import documents as api_documents
-from clustertasks.api import protocol
+from clustertasks.api import fastpath, protocol
 from clustertasks.api import services as api_services
 from clustertasks.console import app as console_app
 from clustertasks.domain import access, ids
@@ -350,7 +350,8 @@ def create_app(runtime: Runtime) -> Any:
     )
     registry = catalog.registry()
     console = console_app.Console(runtime.services, sessions, registry, runtime.config.wire)
-    return console_app.Mount(api, console.app())
+    # The hot read (DescribeTaskInfo) skips FastAPI's router; everything else goes to it.
+    return console_app.Mount(fastpath.FastPath(api), console.app())
 
 
 async def _in_process_worker(runtime: Runtime, connection: Any, stop: asyncio.Event) -> None:

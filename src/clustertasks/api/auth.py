@@ -41,6 +41,8 @@ the event loop (PostgreSQL; admission.py)."""
 MAX_HEADER_BYTES = 32 * 1024
 MAX_TARGET_BYTES = 32 * 1024
 """Path plus query; uvicorn refuses far longer request lines itself, the test client not."""
+OPERATION_STATE = "clustertasks.operation"
+"""Set in a scope's state: the operation its route names (None: no route matches)."""
 
 
 class AuthMiddleware:
@@ -236,12 +238,20 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def _action(scope: Scope) -> str | None:
     """The operation of the route this request will reach; None when none matches (the router
-    then answers 404 or 405, which changes nothing)."""
+    then answers 404 or 405, which changes nothing). Found once per request, kept in its
+    state (``OPERATION_STATE``) for the next asker; api/fastpath.py sets it beforehand."""
+    state = scope.setdefault("state", {})
+    if OPERATION_STATE in state:
+        known: str | None = state[OPERATION_STATE]
+        return known
+    found: str | None = None
     for route in _operations(scope.get("app")):
         match, _ = route.matches(scope)
         if match is Match.FULL:
-            return str(route.operation_id)
-    return None
+            found = str(route.operation_id)
+            break
+    state[OPERATION_STATE] = found
+    return found
 
 
 def _operations(app: object) -> list[Any]:

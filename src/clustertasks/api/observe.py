@@ -7,8 +7,10 @@ signature check (refused requests are counted too). The operation is the route's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -18,6 +20,7 @@ from clustertasks.observability import logs, telemetry, tracing
 
 log = logging.getLogger("clustertasks.api")
 
+MAX_KEPT_CHILDREN = 1024
 UNMATCHED = "Unmatched"
 """The operation of a request that reaches no route (a 404 or 405)."""
 
@@ -34,6 +37,11 @@ class ObserveMiddleware:
         self.app = app
         self.metrics = telemetry.metrics
         self.tracing = telemetry.tracing
+        # Each label set's child, found once: ``labels()`` takes a lock and builds a key
+        # every time, which costs more than the count itself.
+        self._in_flight: dict[str, Any] = {}
+        self._durations: dict[str, Any] = {}
+        self._answered: dict[tuple[str, int, str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -44,21 +52,13 @@ class ObserveMiddleware:
         request_id = str(state.get("request_id", ""))
         operation = auth.operation_of(scope) or UNMATCHED
         outcome = auth.Outcome()
-        in_flight = self.metrics.api_in_flight.labels(operation)
+        in_flight = self._in_flight.get(operation)
+        if in_flight is None:
+            in_flight = self._in_flight[operation] = self.metrics.api_in_flight.labels(operation)
         in_flight.inc()
         with (
             logs.bound(request_id=request_id, access_key_id=None, task_id=None, stage=None),
-            self.tracing.span(
-                f"ACK {operation}",
-                kind=tracing.SpanKind.SERVER,
-                headers=_trace_headers(scope),
-                attributes={
-                    "http.request.method": scope["method"],
-                    "url.path": scope["path"],
-                    "clustertasks.operation": operation,
-                    "clustertasks.request_id": request_id,
-                },
-            ) as span,
+            self._span(scope, operation, request_id) as span,
         ):
             try:
                 await self.app(scope, receive, outcome.watching(send))
@@ -66,9 +66,13 @@ class ObserveMiddleware:
                 in_flight.dec()
                 key = str(state.get("access_key_id", ""))
                 status, code = outcome.status, outcome.code
-                self.metrics.api_requests.labels(operation, str(status), code, key).inc()
+                self._answer_count(operation, status, code, key).inc()
                 seconds = time.perf_counter() - started
-                self.metrics.api_duration.labels(operation).observe(seconds)
+                duration = self._durations.get(operation)
+                if duration is None:
+                    duration = self.metrics.api_duration.labels(operation)
+                    self._durations[operation] = duration
+                duration.observe(seconds)
                 # Refusals and errors are worth a line; every answer is at debug.
                 log.log(
                     logging.INFO if status >= 400 else logging.DEBUG,
@@ -93,6 +97,35 @@ class ObserveMiddleware:
                         span.set_attribute("clustertasks.task_id", str(task_id))
                     if status >= 400:
                         tracing.mark_error(span, code, f"HTTP {status}")
+
+    def _span(
+        self, scope: Scope, operation: str, request_id: str
+    ) -> contextlib.AbstractContextManager[Any]:
+        """The request's span; none (and nothing read for it) when tracing is off."""
+        if not self.tracing.enabled:
+            return contextlib.nullcontext()
+        return self.tracing.span(
+            f"ACK {operation}",
+            kind=tracing.SpanKind.SERVER,
+            headers=_trace_headers(scope),
+            attributes={
+                "http.request.method": scope["method"],
+                "url.path": scope["path"],
+                "clustertasks.operation": operation,
+                "clustertasks.request_id": request_id,
+            },
+        )
+
+    def _answer_count(self, operation: str, status: int, code: str, key: str) -> Any:
+        """``api_requests``'s child for these labels; a bounded number are kept (the key and
+        code come from requests, so their combinations are not)."""
+        labels = (operation, status, code, key)
+        child = self._answered.get(labels)
+        if child is None:
+            child = self.metrics.api_requests.labels(operation, str(status), code, key)
+            if len(self._answered) < MAX_KEPT_CHILDREN:
+                self._answered[labels] = child
+        return child
 
 
 def _trace_headers(scope: Scope) -> dict[str, str]:

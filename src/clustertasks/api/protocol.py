@@ -7,11 +7,16 @@ sends its headers a byte at a time, would be held for ever. Here every connectio
 ``read_timeout`` seconds to send a whole request, from when it opens or from its previous
 response; a request that arrived whole may then take as long as it needs (a long-poll, an
 event stream).
+
+The writes of one turn of the event loop also leave as one (``_Coalesced``): uvicorn writes
+a response's head and its body separately, each a system call and, on a connection without
+Nagle's delay, a packet of its own; together they are one of each.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from uvicorn.protocols.http import httptools_impl
 
@@ -26,6 +31,7 @@ def guarded(read_timeout: float) -> type[httptools_impl.HttpToolsProtocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self.transport = _Coalesced(transport, self.loop)  # type: ignore[assignment]
             self._arm()
 
         def on_message_complete(self) -> None:
@@ -58,3 +64,41 @@ def guarded(read_timeout: float) -> type[httptools_impl.HttpToolsProtocol]:
                 self.transport.close()
 
     return GuardedProtocol
+
+
+class _Coalesced:
+    """A transport whose writes of one turn of the event loop go out in one write, at the
+    end of the turn; closing it sends what is pending first. Everything else is the
+    transport's own (flow control included: it sees the bytes once they are written)."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = []
+        self._transport.abort()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        if not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)

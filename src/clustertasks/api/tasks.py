@@ -14,6 +14,10 @@ from clustertasks.service import tasks as task_service
 
 router = APIRouter(tags=["tasks"])
 
+DESCRIBE_TASK_INFO = "DescribeTaskInfo"
+TASK_PREFIX = "/tasks/"
+"""DescribeTaskInfo's path is this and the task id (api/fastpath.py answers it too)."""
+
 
 def _parameter(name: str, where: str, description: str, *, required: bool = False) -> Any:
     """One parameter as FastAPI would document it from an annotated argument."""
@@ -63,8 +67,8 @@ _DESCRIBE_OPENAPI = {
 
 
 @router.get(
-    "/tasks/{task_id}",
-    operation_id="DescribeTaskInfo",
+    TASK_PREFIX + "{task_id}",
+    operation_id=DESCRIBE_TASK_INFO,
     summary="DescribeTaskInfo: a task with its stages, events, results and error",
     description=(
         "Conditional with `If-None-Match` (304 while the ETag still matches); a long-poll "

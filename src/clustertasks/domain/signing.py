@@ -49,6 +49,18 @@ MAX_QUERY_FIELDS = 1_000
 UNSIGNED_ASYNC_CONTENT_TYPE = "application/octet-stream"
 
 
+class _EmptyPayloadHashes(dict[str, str]):
+    """The hash of an empty body per algorithm, computed at its first use (an algorithm
+    this OpenSSL lacks fails there as it did each time)."""
+
+    def __missing__(self, algorithm: str) -> str:
+        digest = self[algorithm] = hashlib.new(ACS3_HASHES[algorithm], b"").hexdigest()
+        return digest
+
+
+_EMPTY_PAYLOAD_HASHES = _EmptyPayloadHashes()
+
+
 class Scheme(enum.StrEnum):
     ACS3 = "ACS3"
     ROA = "ROA"
@@ -280,10 +292,13 @@ def acs3_string_to_sign(algorithm: str, canonical_request: str) -> str:
 
 
 def acs3_signature(algorithm: str, secret: str, string_to_sign: str) -> str:
-    return hmac.new(secret.encode(), string_to_sign.encode(), ACS3_HASHES[algorithm]).hexdigest()
+    # One call into OpenSSL (hmac.new builds a Python HMAC object around two hash objects).
+    return hmac.digest(secret.encode(), string_to_sign.encode(), ACS3_HASHES[algorithm]).hex()
 
 
 def payload_hash(algorithm: str, body: bytes) -> str:
+    if not body:  # every GET: the hash of nothing, computed once
+        return _EMPTY_PAYLOAD_HASHES[algorithm]
     return hashlib.new(ACS3_HASHES[algorithm], body).hexdigest()
 
 

@@ -49,9 +49,12 @@ def bind(**fields: str | None) -> None:
     _CONTEXT.set(_merged(fields))
 
 
+_KNOWN = frozenset(FIELDS)
+
+
 def _merged(fields: dict[str, str | None]) -> dict[str, str]:
-    unknown = set(fields) - set(FIELDS)
-    if unknown:
+    if not _KNOWN.issuperset(fields):
+        unknown = set(fields) - _KNOWN
         raise ValueError(f"not a log field: {', '.join(sorted(unknown))}")
     merged = dict(current())
     for name, value in fields.items():

@@ -206,7 +206,8 @@ class _Claim:
     fresh: bool = False
     error: BaseException | None = None
     lead: bool = False
-    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    done: threading.Event | None = None
+    """Set once the claim's batch is written (claims across threads only)."""
 
 
 class _NonceClaims:
@@ -225,12 +226,13 @@ class _NonceClaims:
         self._writing = False
 
     def claim(self, claim: _Claim) -> bool:
+        done = claim.done = threading.Event()
         with self._lock:
             self._waiting.append(claim)
             claim.lead = not self._writing
             self._writing = True
         if not claim.lead:
-            claim.done.wait()
+            done.wait()
         if claim.lead:  # first in, or handed the next batch by the previous writer
             self._write_batch()
         if claim.error is not None:
@@ -251,12 +253,17 @@ class _NonceClaims:
             with self._lock:
                 if self._waiting:
                     self._waiting[0].lead = True  # its thread writes what came meanwhile
-                    self._waiting[0].done.set()
+                    _wake(self._waiting[0])
                 else:
                     self._writing = False
             for claim in batch:
                 claim.lead = False
-                claim.done.set()
+                _wake(claim)
+
+
+def _wake(claim: _Claim) -> None:
+    if claim.done is not None:
+        claim.done.set()
 
 
 class _LoopNonceClaims:

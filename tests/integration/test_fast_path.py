@@ -1,0 +1,267 @@
+"""api/fastpath.py answers exactly what the FastAPI application answers.
+
+Every request of the matrix goes to the application through ``FastPath`` and straight to
+it, and the two answers are compared: status, every header in order (the request id's value
+aside) and the body's bytes (the request id inside it aside). Requests the fast path takes
+(a signed or refused ``GET /tasks/{id}``) and ones it passes on (``HEAD``, long-polls, other
+paths) alike, with signatures checked and with ``--auth off``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from clustertasks import clock, settings
+from clustertasks.api import app as api_app
+from clustertasks.api import fastpath
+from clustertasks.domain import access, signing, states
+from clustertasks.observability import telemetry as observed
+from clustertasks.service import auth as auth_service
+from clustertasks.storage import database as storage_database
+from tests.integration.conftest import services_for
+from tests.support import factories
+from tests.support import signing as test_signing
+
+MINUTE_US = 60 * 1_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One request: how it is signed and what is sent."""
+
+    name: str
+    path: str
+    query: str = ""
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    signed: bool = True
+    key_id: str = test_signing.KEY_ID
+    secret: str = test_signing.SECRET
+    skew_us: int = 0
+    drop: tuple[str, ...] = ()
+    """Headers taken out after signing."""
+    kept: bool = True
+    """False: the kept documents are forgotten before each of the two answers."""
+
+
+@dataclasses.dataclass
+class Pair:
+    app: FastAPI
+    fast: TestClient
+    full: TestClient
+    time: clock.FixedClock
+    database: storage_database.Database
+    telemetry: observed.Telemetry
+    nonces: int = 0
+
+    def headers(self, case: Case, nonce: str) -> dict[str, str]:
+        headers = {"host": "testserver", "accept": "application/json", **dict(case.headers)}
+        if case.signed:
+            unsigned = signing.HttpRequest(
+                case.method, case.path, case.query, signing.lower_headers(headers)
+            )
+            headers |= signing.sign_acs3(
+                unsigned,
+                case.key_id,
+                case.secret,
+                now_us=self.time.now_us() + case.skew_us,
+                nonce=nonce,
+            )
+        return {k: v for k, v in headers.items() if k not in case.drop}
+
+    def send(self, client: TestClient, case: Case, headers: dict[str, str]) -> Answer:
+        if not case.kept:
+            self.app.state.documents.clear()
+        url = f"{case.path}?{case.query}" if case.query else case.path
+        response = client.request(case.method, url, headers=headers)
+        return Answer.of(response)
+
+    def compare(self, case: Case) -> Answer:
+        """The answer of both paths to ``case``, asserted equal; the fast path's returned."""
+        self.nonces += 1
+        nonce = f"nonce-{self.nonces}"
+        spent = self.database.keys.nonce_count()
+        full = self.send(self.full, case, self.headers(case, nonce))
+        if self.database.keys.nonce_count() != spent:
+            # The first request spent its nonce: the second needs another one (no answer
+            # that spends a nonce shows it).
+            nonce = f"nonce-{self.nonces}-again"
+        fast = self.send(self.fast, case, self.headers(case, nonce))
+        assert fast == full, case.name
+        return fast
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    @classmethod
+    def of(cls, response: object) -> Answer:
+        rid = response.headers.get("x-acs-request-id", "")  # type: ignore[attr-defined]
+        assert rid, "every answer carries a request id"
+        headers = [
+            (name.decode(), "RID" if name == b"x-acs-request-id" else value.decode())
+            for name, value in response.headers.raw  # type: ignore[attr-defined]
+        ]
+        body = response.content.replace(rid.encode(), b"RID")  # type: ignore[attr-defined]
+        return cls(response.status_code, headers, body)  # type: ignore[attr-defined]
+
+
+def _pair(database: storage_database.Database, config: settings.AuthSettings) -> Iterator[Pair]:
+    time = clock.FixedClock(clock.SystemClock().now_us())
+    test_signing.add_key(database)
+    test_signing.add_key(database, access.Role.READONLY, "ro-ak", "ro-secret")
+    test_signing.add_key(
+        database, key_id="off-ak", secret="off-secret", status=access.KeyStatus.INACTIVE
+    )
+    telemetry = observed.Telemetry()
+    app = api_app.create_app(
+        services_for(database),
+        settings.WireSettings(),
+        authenticator=auth_service.Authenticator(database.keys, config, time, database.audit),
+        telemetry=telemetry,
+    )
+    with (
+        TestClient(fastpath.FastPath(app), raise_server_exceptions=False) as fast,
+        TestClient(app, raise_server_exceptions=False) as full,
+    ):
+        yield Pair(app, fast, full, time, database, telemetry)
+
+
+@pytest.fixture
+def pair(database: storage_database.Database) -> Iterator[Pair]:
+    yield from _pair(database, test_signing.UNLIMITED)
+
+
+@pytest.fixture
+def pair_auth_off(database: storage_database.Database) -> Iterator[Pair]:
+    yield from _pair(database, dataclasses.replace(test_signing.UNLIMITED, enabled=False))
+
+
+def _matrix(running: str, done: str) -> list[Case]:
+    path = f"/tasks/{running}"
+    return [
+        Case("signed", path),
+        Case("signed, kept document", path),
+        Case("signed, first rendering", path, kept=False),
+        Case("finished task", f"/tasks/{done}"),
+        Case("readonly key", path, key_id="ro-ak", secret="ro-secret"),
+        Case("unknown task", "/tasks/T-5faa48fb31b6b8078d000006"),
+        Case("malformed task id", "/tasks/not%20a%20task"),
+        Case("malformed task id, not ASCII", "/tasks/%E2%9C%93"),
+        Case("task id of 300 characters", "/tasks/" + "T" * 300),
+        Case("bad signature", path, secret="guess"),
+        Case("unknown key", path, key_id="nobody"),
+        Case("inactive key", path, key_id="off-ak", secret="off-secret"),
+        Case("unsigned", path, signed=False),
+        Case("no nonce", path, drop=(signing.NONCE_HEADER,)),
+        Case("no date", path, drop=("x-acs-date",)),
+        Case("expired timestamp", path, skew_us=-16 * MINUTE_US),
+        Case("timestamp ahead", path, skew_us=16 * MINUTE_US),
+        Case("wait=0", path, "wait=0"),
+        Case("wait=abc", path, "wait=abc"),
+        Case("wait=0.01 (a long-poll)", path, "wait=0.01&since=1"),
+        Case("since", path, "since=1"),
+        Case("since=x", path, "since=x"),
+        Case("format=xml", path, "format=xml"),
+        Case("format=json", path, "format=json"),
+        Case("format=yaml", path, "format=yaml"),
+        Case("format=xml, unknown task", "/tasks/T-nothing", "format=xml"),
+        Case("accept xml", path, headers=(("accept", "application/xml"),)),
+        Case("if-none-match, current", path, headers=(("if-none-match", '"3-json"'),)),
+        Case("if-none-match *", path, headers=(("if-none-match", "*"),)),
+        Case("if-none-match, stale", path, headers=(("if-none-match", 'W/"1-json"'),)),
+        Case("unrelated query", path, "x=1&y=%20"),
+        Case("HEAD", path, method="HEAD"),
+        Case("POST", path, method="POST"),
+        Case("empty task id", "/tasks/"),
+        Case("trailing slash", path + "/"),
+        Case("stream of an unknown task", "/tasks/T-nothing/stream"),
+        Case("healthz", "/healthz", signed=False),
+    ]
+
+
+@pytest.fixture
+def tasks(database: storage_database.Database) -> tuple[str, str]:
+    running = factories.seed_task(database.tasks).task.task_id
+    done = factories.seed_task(
+        database.tasks, state=states.TaskState.SUCCESS, created_us=factories.BASE_US + 1
+    ).task.task_id
+    return running, done
+
+
+def test_fast_path_answers_like_the_application(pair: Pair, tasks: tuple[str, str]) -> None:
+    statuses = {pair.compare(case).status for case in _matrix(*tasks)}
+    assert {200, 304, 400, 404, 405} <= statuses
+
+
+def test_fast_path_answers_like_the_application_with_auth_off(
+    pair_auth_off: Pair, tasks: tuple[str, str]
+) -> None:
+    statuses = {pair_auth_off.compare(case).status for case in _matrix(*tasks)}
+    assert {200, 304, 400, 404, 405} <= statuses
+
+
+def test_a_replayed_nonce_is_refused_on_either_path(pair: Pair, tasks: tuple[str, str]) -> None:
+    case = Case("signed", f"/tasks/{tasks[0]}")
+    headers = pair.headers(case, "the-nonce")
+    assert pair.send(pair.full, case, headers).status == 200
+    replayed = pair.send(pair.fast, case, headers)
+    assert replayed == pair.send(pair.full, case, headers)
+    assert replayed.status == 400
+    assert b"SignatureNonceUsed" in replayed.body
+    # And the other way round: spent on the fast path, refused by both.
+    headers = pair.headers(case, "another-nonce")
+    assert pair.send(pair.fast, case, headers).status == 200
+    assert pair.send(pair.full, case, headers) == pair.send(pair.fast, case, headers)
+
+
+def test_fast_path_skips_the_router_and_is_measured(
+    database: storage_database.Database, tasks: tuple[str, str]
+) -> None:
+    """A DescribeTaskInfo never reaches FastAPI's own stack, and counts in the metrics as
+    the application's would: by operation, status, code and key."""
+    telemetry = observed.Telemetry()
+    app = api_app.create_app(
+        services_for(database),
+        settings.WireSettings(),
+        authenticator=test_signing.authenticator(database),
+        telemetry=telemetry,
+    )
+    client = TestClient(fastpath.FastPath(app), raise_server_exceptions=False)
+    client.auth = test_signing.auth()
+    assert client.get(f"/tasks/{tasks[0]}").status_code == 200
+    assert client.get("/tasks/T-nothing").status_code == 404
+    assert app.middleware_stack is None, "FastAPI built its stack: the router was used"
+    samples = {
+        (tuple(sorted(s.labels.items())), s.name): s.value
+        for metric in telemetry.metrics.registry.collect()
+        for s in metric.samples
+    }
+
+    def count(status: str, code: str) -> float:
+        labels = {
+            "operation": "DescribeTaskInfo",
+            "status": status,
+            "code": code,
+            "access_key_id": test_signing.KEY_ID,
+        }
+        return samples.get((tuple(sorted(labels.items())), "clustertasks_api_requests_total"), 0)
+
+    assert count("200", "") == 1
+    assert count("404", "ErrorTaskNotFound") == 1
+    duration = (
+        (("operation", "DescribeTaskInfo"),),
+        "clustertasks_api_request_duration_seconds_count",
+    )
+    assert samples[duration] == 2
+    # Anything else still goes to the application.
+    assert client.get("/healthz").status_code == 200
+    assert app.middleware_stack is not None
