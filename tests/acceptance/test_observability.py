@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -197,13 +198,23 @@ def test_public_metrics_and_json_logs_with_ids_and_no_secret(
     )
     assert missing.status_code == 404
 
-    lines = [line for line in observed_server.log().splitlines() if line.startswith("{")]
-    records = [json.loads(line) for line in lines]
+    request_id = missing.headers["x-acs-request-id"]
+    # The refusal's line is written once its answer has gone: the client may read first.
+    records = polling.until(
+        "the 404's log line",
+        lambda: json_records(observed_server.log()),
+        lambda records: any(
+            r.get("request_id") == request_id and "ErrorTaskNotFound" in r["message"]
+            for r in records
+        ),
+        timeout=10,
+        interval=0.05,
+        show=len,
+    )
     assert records
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
     stage_lines = [r for r in records if r.get("task_id") == task_id and "stage" in r]
     assert {r["stage"] for r in stage_lines} >= set(SCALE_OUT_STAGES)
-    request_id = missing.headers["x-acs-request-id"]
     refused = [r for r in records if r.get("request_id") == request_id]
     assert refused, "the 404 was not logged"
     assert all(r["access_key_id"] == signing.KEY_ID for r in refused)
@@ -231,3 +242,8 @@ def test_each_executor_reports_its_load_under_the_same_names(
         timeout=30,
         interval=0.5,
     )
+
+
+def json_records(log: str) -> list[dict[str, Any]]:
+    """The JSON lines of a server's log, parsed."""
+    return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
