@@ -11,7 +11,7 @@ from clustertasks.api import services as api_services
 from clustertasks.operations import base as operations
 from clustertasks.operations import catalog
 from clustertasks.storage import database as storage_database
-from tests.support import cloud, signing
+from tests.support import cloud, databases, signing
 
 
 def services_for(
@@ -33,3 +33,15 @@ def api(database: storage_database.Database) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False) as client:
         client.auth = signing.auth()
         yield client
+
+
+@pytest.fixture
+def pg_database(all_databases: databases.Databases) -> Iterator[storage_database.Database]:
+    """A freshly migrated database on the suite's PostgreSQL server, dropped afterwards."""
+    url = all_databases.migrated(databases.POSTGRES)
+    opened = storage_database.Database.open(settings.StorageSettings(url=url))
+    try:
+        yield opened
+    finally:
+        opened.close()
+        all_databases.drop(url)

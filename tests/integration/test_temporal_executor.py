@@ -22,17 +22,6 @@ from tests.support import databases, executors, polling
 from tests.support import operations as ops
 
 
-@pytest.fixture
-def pg_database(all_databases: databases.Databases) -> Iterator[storage_database.Database]:
-    url = all_databases.migrated(databases.POSTGRES)
-    opened = storage_database.Database.open(settings.StorageSettings(url=url))
-    try:
-        yield opened
-    finally:
-        opened.close()
-        all_databases.drop(url)
-
-
 @pytest.fixture(autouse=True)
 def _fresh_operations() -> Iterator[None]:
     ops.reset()
