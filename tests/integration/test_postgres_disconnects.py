@@ -4,32 +4,19 @@ pg_terminate_backend) are replaced before use: the next reads and writes succeed
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
-from clustertasks import settings
 from clustertasks.domain import states
 from clustertasks.storage import changes, store
 from clustertasks.storage import database as storage_database
-from tests.support import databases, factories
+from tests.support import factories
 
 pytestmark = pytest.mark.postgres
 
 POOLED = 4
 NOW = factories.BASE_US + 60_000_000
-
-
-@pytest.fixture
-def pg_database(all_databases: databases.Databases) -> Iterator[storage_database.Database]:
-    url = all_databases.migrated(databases.POSTGRES)
-    opened = storage_database.Database.open(settings.StorageSettings(url=url))
-    try:
-        yield opened
-    finally:
-        opened.close()
-        all_databases.drop(url)
 
 
 def _fill_pool(db: storage_database.Database) -> None:
@@ -43,7 +30,9 @@ def _terminate_every_other_backend(db: storage_database.Database) -> int:
     url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            # With a timeout it returns once each backend has exited (not just been
+            # signalled): the pool then finds every socket closed, as after a restart.
+            "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchone()
     assert row is not None
