@@ -174,4 +174,9 @@ class TurnLock:
         if connection is None:
             return
         with contextlib.suppress(sa.exc.SQLAlchemyError):
+            # Unlocked before the close: the server frees a closed session's locks only
+            # once its backend has exited, and another process may try in the meantime.
+            connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+            connection.commit()
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
             connection.close()
