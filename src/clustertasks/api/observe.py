@@ -16,11 +16,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clustertasks import errors
 from clustertasks.api import auth
-from clustertasks.observability import logs, telemetry, tracing
+from clustertasks.observability import logs, metrics, telemetry, tracing
 
 log = logging.getLogger("clustertasks.api")
 
-MAX_KEPT_CHILDREN = 1024
 UNMATCHED = "Unmatched"
 """The operation of a request that reaches no route (a 404 or 405)."""
 
@@ -37,11 +36,9 @@ class ObserveMiddleware:
         self.app = app
         self.metrics = telemetry.metrics
         self.tracing = telemetry.tracing
-        # Each label set's child, found once: ``labels()`` takes a lock and builds a key
-        # every time, which costs more than the count itself.
-        self._in_flight: dict[str, Any] = {}
-        self._durations: dict[str, Any] = {}
-        self._answered: dict[tuple[str, int, str, str], Any] = {}
+        self._in_flight = metrics.Children(self.metrics.api_in_flight)
+        self._durations = metrics.Children(self.metrics.api_duration)
+        self._answered = metrics.Children(self.metrics.api_requests)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,9 +49,7 @@ class ObserveMiddleware:
         request_id = str(state.get("request_id", ""))
         operation = auth.operation_of(scope) or UNMATCHED
         outcome = auth.Outcome()
-        in_flight = self._in_flight.get(operation)
-        if in_flight is None:
-            in_flight = self._in_flight[operation] = self.metrics.api_in_flight.labels(operation)
+        in_flight = self._in_flight(operation)
         in_flight.inc()
         with (
             logs.bound(request_id=request_id, access_key_id=None, task_id=None, stage=None),
@@ -66,13 +61,9 @@ class ObserveMiddleware:
                 in_flight.dec()
                 key = str(state.get("access_key_id", ""))
                 status, code = outcome.status, outcome.code
-                self._answer_count(operation, status, code, key).inc()
+                self._answered(operation, str(status), code, key).inc()
                 seconds = time.perf_counter() - started
-                duration = self._durations.get(operation)
-                if duration is None:
-                    duration = self.metrics.api_duration.labels(operation)
-                    self._durations[operation] = duration
-                duration.observe(seconds)
+                self._durations(operation).observe(seconds)
                 # Refusals and errors are worth a line; every answer is at debug.
                 log.log(
                     logging.INFO if status >= 400 else logging.DEBUG,
@@ -115,17 +106,6 @@ class ObserveMiddleware:
                 "clustertasks.request_id": request_id,
             },
         )
-
-    def _answer_count(self, operation: str, status: int, code: str, key: str) -> Any:
-        """``api_requests``'s child for these labels; a bounded number are kept (the key and
-        code come from requests, so their combinations are not)."""
-        labels = (operation, status, code, key)
-        child = self._answered.get(labels)
-        if child is None:
-            child = self.metrics.api_requests.labels(operation, str(status), code, key)
-            if len(self._answered) < MAX_KEPT_CHILDREN:
-                self._answered[labels] = child
-        return child
 
 
 def _trace_headers(scope: Scope) -> dict[str, str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -44,6 +45,27 @@ TaskCounts = Callable[[], Iterable[tuple[str, str, int]]]
 ExecutorLoad = Callable[[], tuple[int, int]]
 """(running, waiting): tasks a runner works on now, and runnable ones waiting for a slot."""
 Count = Callable[[], int]
+M = TypeVar("M", Counter, Gauge, Histogram)
+MAX_KEPT_CHILDREN = 1024
+
+
+class Children(Generic[M]):
+    """A labelled metric's children, each looked up once (``labels()`` takes a lock and
+    builds its key on every call, which costs more than a count). At most ``limit`` are
+    kept: label values that come from requests (keys, codes) are not a bounded set."""
+
+    def __init__(self, metric: M, limit: int = MAX_KEPT_CHILDREN) -> None:
+        self._metric: M = metric
+        self._limit = limit
+        self._kept: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *labels: str) -> M:
+        child = self._kept.get(labels)
+        if child is None:
+            child = self._metric.labels(*labels)
+            if len(self._kept) < self._limit:
+                self._kept[labels] = child
+        return child
 
 
 class Metrics:
@@ -125,9 +147,7 @@ class Metrics:
             buckets=DB_BUCKETS,
             registry=r,
         )
-        # Told after every transaction: the labelled histograms, looked up once each
-        # (``labels()`` takes a lock and builds its key on every call).
-        self._transaction_series: dict[tuple[str, str], Histogram] = {}
+        self._transaction_series = Children(self.db_transactions)  # told after every one
         self._state = _StateCollector()
         r.register(self._state)
         # The process's own figures (CPU, memory, open files; Python's GC and version), as
@@ -150,12 +170,7 @@ class Metrics:
         self._state.watchers = count
 
     def observe_transaction(self, backend: str, seconds: float, outcome: str) -> None:
-        series = self._transaction_series.get((backend, outcome))
-        if series is None:
-            series = self._transaction_series.setdefault(
-                (backend, outcome), self.db_transactions.labels(backend, outcome)
-            )
-        series.observe(seconds)
+        self._transaction_series(backend, outcome).observe(seconds)
 
     def render(self) -> bytes:
         """The registry in Prometheus' text format."""
