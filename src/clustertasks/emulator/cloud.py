@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from clustertasks import clock, errors, settings
@@ -29,6 +29,7 @@ from clustertasks.emulator import catalogue, faults, inventory, nodes, simclock,
 from clustertasks.emulator import world_store as world_storage
 from clustertasks.providers import base as providers
 from clustertasks.providers import inventory as inventory_port
+from clustertasks.storage import changes
 
 # The idempotency_key columns hold this many characters.
 MAX_KEY_LENGTH = 256
@@ -198,6 +199,29 @@ class SimCloud(inventory.SimInventory):
 
         return await self._acting(
             "update_nodepool", update, subject=nodepool_id, cluster_id=cluster_id
+        )
+
+    def settling(
+        self,
+        cluster_id: str,
+        *,
+        cluster_state: str | None = None,
+        nodepool_states: Mapping[str, str] | None = None,
+    ) -> changes.Also:
+        """``providers.base.SettlesWithTask``: the world is in the task store's database, so
+        the states a task leaves are written in the transaction that ends it."""
+        if cluster_state is not None and (
+            cluster_state not in world.CLUSTER_STATES or cluster_state == "deleted"
+        ):
+            raise errors.InvalidParameter("state", f"cannot set a cluster to {cluster_state!r}")
+        for state in (nodepool_states or {}).values():
+            if state not in world.NODEPOOL_STATES:
+                raise errors.InvalidParameter("status.state", f"unknown node pool state {state!r}")
+        return world_storage.marking_states(
+            cluster_id,
+            self._clock.now_us,
+            cluster_state=cluster_state,
+            nodepool_states=nodepool_states,
         )
 
     async def delete_nodepool(self, key: str, cluster_id: str, nodepool_id: str) -> None:
@@ -617,6 +641,9 @@ def _check_key(key: str) -> None:
         )
 
 
-def _conforms(cloud: SimCloud) -> tuple[providers.CloudPort, inventory_port.Inventory]:
-    """mypy checks here that SimCloud is both the port and the inventory."""
-    return cloud, cloud
+def _conforms(
+    cloud: SimCloud,
+) -> tuple[providers.CloudPort, providers.SettlesWithTask, inventory_port.Inventory]:
+    """mypy checks here that SimCloud is the port (settling with a task's end) and the
+    inventory."""
+    return cloud, cloud, cloud

@@ -205,17 +205,21 @@ class NodeActions:
         return repaired
 
     async def upgrade_control_plane(self, cluster_id: str, version: str) -> world.Cluster:
-        """``upgrading`` for ``control_plane_upgrade``, then ``running`` at ``version``."""
+        """``upgrading`` for ``control_plane_upgrade``, then at ``version``: ``running``
+        again, unless the cluster was ``upgrading`` already (a task showed it so when it was
+        accepted, and leaves it ``running`` when it ends)."""
         cluster = await asyncio.to_thread(self._world.get_cluster, cluster_id)
         if cluster.current_version == version:
-            if cluster.state == "upgrading":
-                return await asyncio.to_thread(self._set_cluster_state, cluster_id, "running")
             return cluster
-        await asyncio.to_thread(self._set_cluster_state, cluster_id, "upgrading")
+        shown = cluster.state == "upgrading"
+        if not shown:
+            await asyncio.to_thread(self._set_cluster_state, cluster_id, "upgrading")
         await self._timing.wait(self._timing.durations.control_plane_upgrade)
         await asyncio.to_thread(
             self._store.set_cluster_version, cluster_id, version, self._clock.now_us()
         )
+        if shown:
+            return await asyncio.to_thread(self._world.get_cluster, cluster_id)
         return await asyncio.to_thread(self._set_cluster_state, cluster_id, "running")
 
     async def set_pool_version(self, nodepool_id: str, version: str) -> None:

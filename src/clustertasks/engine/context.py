@@ -35,6 +35,10 @@ class Commit(Protocol):
     async def __call__(self, change: changes.ReadView) -> records.TaskView: ...
 
 
+SETTLES = "settles"
+"""The stage output that records the states the task leaves its cluster and pools in."""
+
+
 class RunState:
     """What the runner knows of its task, kept in step with what it writes."""
 
@@ -44,6 +48,23 @@ class RunState:
         self.order = [stage.name for stage in view.stages]
         self.results: dict[str, states.ResultStatus] = {r.data: r.status for r in view.results}
         self.reported = {(e.reason, e.message) for e in view.events}
+        self.compensation_settles: dict[str, Any] = {}
+        """What the compensation settles (it has no stage row: it runs again, and records
+        it again, whenever the task's end is written again)."""
+
+    def settles(self) -> tuple[str | None, dict[str, str]]:
+        """The cluster state and the pool states the task leaves: what its stages (in
+        order) and its compensation recorded, the latest for each resource."""
+        cluster: str | None = None
+        pools: dict[str, str] = {}
+        recorded = [self.stages[name].outputs.get(SETTLES) for name in self.order]
+        for found in [*recorded, self.compensation_settles]:
+            if not isinstance(found, Mapping):
+                continue
+            if found.get("cluster"):
+                cluster = str(found["cluster"])
+            pools.update({str(k): str(v) for k, v in dict(found.get("nodepools", {})).items()})
+        return cluster, pools
 
 
 class RunContext:
@@ -68,6 +89,7 @@ class RunContext:
         self.stage = stage
         self.parameters: Mapping[str, Any] = state.task.parameters
         self.provider = provider
+        self._settling = providers.settles_with_task(provider)
 
     def key(self, *item: object) -> str:
         return "/".join([self.task_id, self.stage, *(str(part) for part in item)])
@@ -134,6 +156,46 @@ class RunContext:
 
     def results(self) -> Mapping[str, states.ResultStatus]:
         return dict(self._state.results)
+
+    async def settle_nodepool(
+        self, nodepool_id: str, *, state: str, desired_size: int | None = None
+    ) -> None:
+        if self._settling is None:
+            await self.provider.update_nodepool(
+                self.cluster_id, nodepool_id, state=state, desired_size=desired_size
+            )
+            return
+        self._settling.settling(self.cluster_id, nodepool_states={nodepool_id: state})  # checks
+        if desired_size is not None:
+            await self.provider.update_nodepool(
+                self.cluster_id, nodepool_id, desired_size=desired_size
+            )
+        await self._record_settle({"nodepools": {nodepool_id: state}})
+
+    async def settle_cluster(self, *, state: str) -> None:
+        if self._settling is None:
+            await self.provider.update_cluster(self.cluster_id, state=state)
+            return
+        self._settling.settling(self.cluster_id, cluster_state=state)  # checks the state
+        await self._record_settle({"cluster": state})
+
+    async def _record_settle(self, settled: Mapping[str, Any]) -> None:
+        stage = self._state.stages.get(self.stage)
+        found: Any = (
+            stage.outputs.get(SETTLES) if stage is not None else self._state.compensation_settles
+        )
+        current = dict(found) if isinstance(found, Mapping) else {}
+        merged = {
+            **current,
+            **settled,
+            "nodepools": {**current.get("nodepools", {}), **settled.get("nodepools", {})},
+        }
+        if not merged["nodepools"]:
+            del merged["nodepools"]
+        if stage is None:  # the compensation
+            self._state.compensation_settles = merged
+            return
+        await self.progress(**{SETTLES: merged})
 
     async def checkpoint(self, *, batch: int | None = None, batches: int | None = None) -> None:
         task = await self._commit(changes.ReadTask(self.task_id))

@@ -68,6 +68,7 @@ class TaskRunner:
         self._tuning = tuning
         self._telemetry = telemetry
         self._rng = rng or random.Random()
+        self._settling = providers.settles_with_task(provider)
         self.poked = asyncio.Event()
         self.ended = False
         """True once the run has seen the task in a final state: no request can move it on."""
@@ -301,8 +302,23 @@ class TaskRunner:
         # In this order, and in one group commit: the event, then the final state.
         await asyncio.gather(
             self._event(state, "finish", "TaskSucceed", f"task {self.task_id} succeeded"),
-            self._commit(changes.UpdateTask(state.task)),
+            self._commit(self._ending(state)),
         )
+
+    def _ending(
+        self, state: context.RunState, *, acted_on: str | None = None
+    ) -> changes.UpdateTask:
+        """The write of the task's final state, with the states its stages and compensation
+        settled its cluster and pools in: one transaction, so no client reads a pool
+        ``active`` while the task that made it so still runs (and sees its next request
+        refused as a conflict)."""
+        cluster_state, nodepool_states = state.settles()
+        also = None
+        if self._settling is not None and (cluster_state or nodepool_states):
+            also = self._settling.settling(
+                state.task.cluster_id, cluster_state=cluster_state, nodepool_states=nodepool_states
+            )
+        return changes.UpdateTask(state.task, acted_on=acted_on, also=also)
 
     async def _pause(self, state: context.RunState, reason: str) -> None:
         now = self._clock.now_us()
@@ -342,7 +358,7 @@ class TaskRunner:
     ) -> None:
         await self._compensate(state, operation)
         state.task = state.task.with_state(states.TaskState.FAIL, self._clock.now_us())
-        await self._commit(changes.UpdateTask(state.task))
+        await self._commit(self._ending(state))
 
     async def _cancel(self, state: context.RunState, operation: operations.Operation) -> None:
         now = self._clock.now_us()
@@ -359,11 +375,12 @@ class TaskRunner:
             state.task.with_state(states.TaskState.CANCELED, now), requested_action=None
         )
         await self._event(state, "cancel", "TaskCanceled", f"task {self.task_id} canceled")
-        await self._commit(changes.UpdateTask(state.task, acted_on=records.CANCEL))
+        await self._commit(self._ending(state, acted_on=records.CANCEL))
 
     async def _compensate(self, state: context.RunState, operation: operations.Operation) -> None:
         if operation.compensate is None:
             return
+        state.compensation_settles = {}
         ctx = self._context(state, COMPENSATION)
         try:
             with self._calling(state, COMPENSATION):

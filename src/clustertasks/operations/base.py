@@ -84,6 +84,25 @@ class StageContext(Protocol):
         """Every resource recorded so far, in first-seen order."""
         ...
 
+    async def settle_nodepool(
+        self, nodepool_id: str, *, state: str, desired_size: int | None = None
+    ) -> None:
+        """The pool is left in ``state`` (a final one, e.g. ``active``) when the task ends.
+
+        A cloud that offers it (``providers.base.SettlesWithTask``) gets the state written
+        in the transaction that writes the task's final state, so no client reads it while
+        the task still runs; the stage records it in its ``outputs`` (``settles``), so a
+        re-run or a restart keeps it. Any other cloud gets it now. ``desired_size`` is
+        written now either way. The last state recorded for a pool wins (the
+        compensation's after the stages').
+        """
+        ...
+
+    async def settle_cluster(self, *, state: str) -> None:
+        """The cluster is left in ``state`` (e.g. ``running``) when the task ends; as
+        :meth:`settle_nodepool`."""
+        ...
+
     async def checkpoint(self, *, batch: int | None = None, batches: int | None = None) -> None:
         """Persist progress and honour a pause or cancel request here.
 

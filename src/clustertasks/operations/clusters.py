@@ -115,11 +115,11 @@ async def join_nodes(ctx: base.StageContext) -> None:
     await asyncio.gather(*(bring_up(i) for i in pending))
     await ctx.progress(nodes_done=len(all_ids))
     for pool_id in instances:
-        await ctx.provider.update_nodepool(ctx.cluster_id, str(pool_id), state="active")
+        await ctx.settle_nodepool(str(pool_id), state="active")
 
 
 async def finish_create(ctx: base.StageContext) -> None:
-    await ctx.provider.update_cluster(ctx.cluster_id, state="running")
+    await ctx.settle_cluster(state="running")
     await ctx.emit(
         "ClusterCreationSucceed",
         f"cluster {ctx.cluster_id} is running",
@@ -131,7 +131,7 @@ async def finish_create(ctx: base.StageContext) -> None:
 async def mark_failed(ctx: base.StageContext) -> None:
     """A cluster whose creation stopped is ``failed``: visible, deletable, never 'running'."""
     try:
-        await ctx.provider.update_cluster(ctx.cluster_id, state="failed")
+        await ctx.settle_cluster(state="failed")
     except errors.NotFound:
         return
     results = ctx.results()
@@ -173,7 +173,7 @@ async def delete_control_plane(ctx: base.StageContext) -> None:
 
 async def delete_failed(ctx: base.StageContext) -> None:
     try:
-        await ctx.provider.update_cluster(ctx.cluster_id, state="delete_failed")
+        await ctx.settle_cluster(state="delete_failed")
     except errors.NotFound:
         return
 
@@ -204,13 +204,14 @@ async def update_cluster(ctx: base.StageContext) -> None:
         return dataclasses.replace(spec, cluster_spec=edition) if edition else spec
 
     await ctx.provider.update_cluster(ctx.cluster_id, state=during)
-    await ctx.provider.update_cluster(ctx.cluster_id, edit=apply, state="running")
+    await ctx.provider.update_cluster(ctx.cluster_id, edit=apply)
+    await ctx.settle_cluster(state="running")
     await ctx.emit("ClusterUpdated", f"settings of cluster {ctx.cluster_id} updated", once=True)
 
 
 async def back_to_running(ctx: base.StageContext) -> None:
     try:
-        await ctx.provider.update_cluster(ctx.cluster_id, state="running")
+        await ctx.settle_cluster(state="running")
     except errors.NotFound:
         return
 

@@ -73,7 +73,7 @@ async def apply_node_config(ctx: base.StageContext) -> None:
 
 async def finish(ctx: base.StageContext) -> None:
     pool_id = str(ctx.parameters["nodepool_id"])
-    await ctx.provider.update_nodepool(ctx.cluster_id, pool_id, state="active")
+    await ctx.settle_nodepool(pool_id, state="active")
 
 
 async def reactivate(ctx: base.StageContext) -> None:

@@ -96,7 +96,7 @@ async def reactivate(ctx: base.StageContext) -> None:
     """After a failed or canceled delete, the pool serves again."""
     pool_id = str(ctx.parameters["nodepool_id"])
     try:
-        await ctx.provider.update_nodepool(ctx.cluster_id, pool_id, state="active")
+        await ctx.settle_nodepool(pool_id, state="active")
     except Exception:  # noqa: BLE001 - the pool may be gone already
         return
 

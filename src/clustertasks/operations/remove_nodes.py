@@ -14,8 +14,8 @@ Stages:
   ``DrainTimeout``; the other nodes go on. One node at a time unless ``concurrency``.
 - ``RemoveNodes``: each drained node leaves the cluster; its instance is released with
   ``release_node``, otherwise it stays running as a free ECS instance (attachable). Then
-  every pool is ``active`` with the desired size it really has, and a node that failed
-  to drain fails the task, named in the error.
+  every pool takes the desired size it really has (and is ``active`` from the task's end
+  on), and a node that failed to drain fails the task, named in the error.
 - ``Finish``: the success event.
 
 ModifyClusterNodePool's shrink runs ``DrainNodes`` and ``RemoveNodes`` inside
@@ -163,13 +163,12 @@ async def finish(ctx: base.StageContext) -> None:
 
 
 async def settle_pools(ctx: base.StageContext, pool_ids: Sequence[str]) -> None:
-    """Each pool is ``active`` with the desired size of the instances it really has."""
+    """Each pool has the desired size of the instances it really has, and is ``active``
+    once the task has ended."""
     for pool_id in pool_ids:
         with contextlib.suppress(errors.NotFound):
             left = (await ctx.provider.describe(ctx.cluster_id, pool_id)).instances
-            await ctx.provider.update_nodepool(
-                ctx.cluster_id, pool_id, state="active", desired_size=len(left)
-            )
+            await ctx.settle_nodepool(pool_id, state="active", desired_size=len(left))
 
 
 async def compensate(ctx: base.StageContext) -> None:

@@ -101,7 +101,7 @@ async def finish(ctx: base.StageContext) -> None:
 async def reactivate(ctx: base.StageContext) -> None:
     try:
         pool_id = str(ctx.parameters["nodepool_id"])
-        await ctx.provider.update_nodepool(ctx.cluster_id, pool_id, state="active")
+        await ctx.settle_nodepool(pool_id, state="active")
     except errors.NotFound:
         return
 

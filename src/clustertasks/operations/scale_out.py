@@ -207,12 +207,10 @@ async def finish(ctx: base.StageContext) -> None:
 
 
 async def settle_pool(ctx: base.StageContext) -> None:
-    """The pool is ``active`` with the size it really has."""
+    """The pool has the size it really has, and is ``active`` once the task has ended."""
     pool_id = _pool(ctx)
     instances = (await ctx.provider.describe(ctx.cluster_id, pool_id)).instances
-    await ctx.provider.update_nodepool(
-        ctx.cluster_id, pool_id, state="active", desired_size=len(instances)
-    )
+    await ctx.settle_nodepool(pool_id, state="active", desired_size=len(instances))
 
 
 async def compensate(ctx: base.StageContext) -> None:

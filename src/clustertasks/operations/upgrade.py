@@ -220,6 +220,12 @@ async def finish(ctx: base.StageContext) -> None:
 
 
 async def _settle(ctx: base.StageContext, version: str) -> None:
+    """Pools whose every node runs ``version`` take it; every pool, and a cluster shown
+    ``upgrading``, serves again once the task has ended."""
+    with contextlib.suppress(errors.NotFound):
+        cluster = (await ctx.provider.describe(ctx.cluster_id)).cluster
+        if cluster.state == "upgrading":
+            await ctx.settle_cluster(state="running")
     for pool_id in _pools(ctx):
         with contextlib.suppress(errors.NotFound):
             nodes = (await ctx.provider.describe(ctx.cluster_id, pool_id)).nodes
@@ -228,7 +234,7 @@ async def _settle(ctx: base.StageContext, version: str) -> None:
                     ctx.cluster_id, pool_id, kubernetes_version=version
                 )
                 await _settle_spec(ctx, pool_id)
-            await ctx.provider.update_nodepool(ctx.cluster_id, pool_id, state="active")
+            await ctx.settle_nodepool(pool_id, state="active")
 
 
 async def _settle_spec(ctx: base.StageContext, pool_id: str) -> None:
@@ -252,10 +258,6 @@ async def compensate(ctx: base.StageContext) -> None:
     for name in ctx.outputs("UpgradeNodes").get("in_flight", []):
         await drain.uncordon(ctx, str(name))
     await _settle(ctx, _target(ctx))
-    with contextlib.suppress(errors.NotFound):
-        cluster = (await ctx.provider.describe(ctx.cluster_id)).cluster
-        if cluster.state == "upgrading":
-            await ctx.provider.update_cluster(ctx.cluster_id, state="running")
 
 
 NODEPOOL_UPGRADE = base.Operation(

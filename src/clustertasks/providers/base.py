@@ -12,6 +12,13 @@ The synchronous reads and checks a request needs before any task exists are anot
 smaller interface: ``providers.inventory.Inventory``. Controls only a simulated cloud has
 (its clock, faults, workloads, stock) are in neither.
 
+A cloud whose state lives in the task store's database may also offer
+:class:`SettlesWithTask`: the states a task leaves its cluster and node pools in are then
+written in the transaction that ends the task, so a client never reads a pool ``active``
+while the task that made it so is still running (and finds the next request refused).
+The engine asks :func:`settles_with_task`; for a cloud without it, a stage writes those
+states through :meth:`CloudPort.update_nodepool` / :meth:`CloudPort.update_cluster`.
+
 Failures are raised as ``clustertasks.errors`` classes: ``errors.PermanentError``
 subclasses stop the task with their code; ``errors.TemporaryError`` ones are retried.
 
@@ -26,10 +33,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-from collections.abc import Iterator, Sequence
-from typing import Protocol
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 from clustertasks.domain import workloads, world
+from clustertasks.storage import changes
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -242,3 +250,25 @@ class CloudPort(Protocol):
         """Wait ``seconds`` of the cloud's time for the calling task (eviction retries and
         batch intervals are the cloud's time, not the wall clock's)."""
         ...
+
+
+@runtime_checkable
+class SettlesWithTask(Protocol):
+    """A cloud kept in the task store's database: it writes states in a task's transaction."""
+
+    def settling(
+        self,
+        cluster_id: str,
+        *,
+        cluster_state: str | None = None,
+        nodepool_states: Mapping[str, str] | None = None,
+    ) -> changes.Also:
+        """What sets the cluster's and pools' states in the transaction it is given (the
+        one that writes a task's final state); a pool or cluster gone by then is left
+        alone. Raises ``errors.InvalidParameter`` for a state the cloud does not have."""
+        ...
+
+
+def settles_with_task(provider: CloudPort) -> SettlesWithTask | None:
+    """``provider`` if it can write states with a task's end, else None."""
+    return provider if isinstance(provider, SettlesWithTask) else None

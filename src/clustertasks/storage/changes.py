@@ -11,10 +11,18 @@ version, ``AppendEvent`` the event as numbered, ``SetResult`` nothing, ``ReadTas
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from clustertasks.domain import records, states
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+Also = Callable[["sa.Connection"], None]
+"""Writes of another store made in the transaction of a change (e.g. the states a task
+leaves its cluster and node pools in, written with the task's final state)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,10 +31,15 @@ class UpdateTask:
 
     ``acted_on``: the client request (pause, cancel) this change fulfils, forgotten in the
     same transaction — unless a different request has arrived meanwhile.
+
+    ``also``: run in the same transaction, after the task row is written: a task that
+    ends writes the states it leaves its cloud resources in this way, so no reader sees
+    them before the task's end, and a crash keeps both or neither.
     """
 
     task: records.Task
     acted_on: str | None = None
+    also: Also | None = None
 
     @property
     def task_id(self) -> str:

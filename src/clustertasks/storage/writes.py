@@ -49,7 +49,10 @@ def apply(conn: sa.Connection, change: changes.Change) -> changes.Applied:
     """Apply one change (see ``changes`` for what it returns)."""
     match change:
         case changes.UpdateTask():
-            return update_task(conn, change)
+            version = update_task(conn, change)
+            if change.also is not None:
+                change.also(conn)
+            return version
         case changes.UpdateStage():
             version = bump(conn, change.task_id, change.now_us)
             _UPDATE_STAGE.rows(conn, _stage_params(change))
@@ -312,6 +315,9 @@ class _Grouped:
         self._stage_rows: list[dict[str, Any]] = []
         # Run once every statement is sent: each reads its statements' rows into _values.
         self._after: list[Callable[[], None]] = []
+        # The changes' writes to other stores (``UpdateTask.also``), made last, outside the
+        # pipeline: they are ordinary statements, and nothing in the batch reads them.
+        self._also: list[changes.Also] = []
 
     def apply(self, batch: Sequence[changes.Change]) -> list[changes.Applied]:
         self._values = [None] * len(batch)
@@ -323,6 +329,8 @@ class _Grouped:
             self._write_stages()
         for read in self._after:
             read()
+        for also in self._also:
+            also(self._conn)
         return self._values
 
     def _send(self, index: int, change: changes.Change) -> None:
@@ -339,6 +347,8 @@ class _Grouped:
                 owed = self._owed.pop(change.task_id, None)
                 sent = _send_update_task(conn, change, 1 + _count(owed))
                 self._then(index, owed, lambda: _version(sent, change.task_id))
+                if change.also is not None:
+                    self._also.append(change.also)
             case changes.AppendEvent():
                 owed = self._owed.pop(change.task_id, None)
                 numbered = _send_next_event(conn, change, 1 + _count(owed))

@@ -195,7 +195,7 @@ class TaskSteps(runner.TaskRunner):
             await asyncio.gather(
                 self._save_stage(state, done),
                 self._event(state, "finish", "TaskSucceed", f"task {self.task_id} succeeded"),
-                self._commit(changes.UpdateTask(state.task)),
+                self._commit(self._ending(state)),
             )
             return messages.ENDED
         await self._save_stage(state, done)
