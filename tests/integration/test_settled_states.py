@@ -272,3 +272,37 @@ def test_a_cluster_update_leaves_the_cluster_updating_until_the_task_has_ended(
         assert _task(services, task_id).state is states.TaskState.SUCCESS
 
     _scenario(database, engine, held_registry("cluster_update", hold), scenario)
+
+
+def test_a_deleted_pool_is_described_until_the_task_has_ended(
+    database: storage_database.Database, engine: executors.Choice
+) -> None:
+    """Terraform's destroy waits for the pool to be gone, then deletes the cluster: a
+    cluster-wide task that the pool's deletion, still running, would have refused."""
+    hold = Hold()
+
+    async def scenario(services: api_services.Services, sim: sim_cloud.SimCloud) -> None:
+        cluster_id, pool_id, _ = await _world(sim, 1)
+        task_id = services.cloud.delete_nodepool(cluster_id, pool_id, force=True).task.task_id
+        await hold.wait()
+        assert _task(services, task_id).state is states.TaskState.RUNNING
+        pool = sim.get_nodepool(cluster_id, pool_id)
+        assert pool.state == "deleting"
+        assert sim.list_instances(cluster_id, pool_id) == []
+
+        hold.release.set()
+        await polling.until_async(
+            "the pool gone",
+            lambda: pool_id not in {p.nodepool_id for p in sim.list_nodepools(cluster_id)},
+            interval=0.005,
+        )
+        deleting = services.cloud.delete_cluster(cluster_id)
+        assert _task(services, task_id).state is states.TaskState.SUCCESS
+        done = await polling.until_async(
+            "the cluster's deletion to end",
+            lambda: _task(services, deleting.task.task_id),
+            lambda task: task.state.terminal,
+        )
+        assert done.state is states.TaskState.SUCCESS, done.error
+
+    _scenario(database, engine, held_registry("nodepool_delete", hold), scenario)

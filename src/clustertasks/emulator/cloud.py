@@ -215,7 +215,7 @@ class SimCloud(inventory.SimInventory):
         ):
             raise errors.InvalidParameter("state", f"cannot set a cluster to {cluster_state!r}")
         for state in (nodepool_states or {}).values():
-            if state not in world.NODEPOOL_STATES:
+            if state not in world.NODEPOOL_STATES and state != world_storage.DELETED_POOL:
                 raise errors.InvalidParameter("status.state", f"unknown node pool state {state!r}")
         return world_storage.marking_states(
             cluster_id,
@@ -227,6 +227,14 @@ class SimCloud(inventory.SimInventory):
     async def delete_nodepool(self, key: str, cluster_id: str, nodepool_id: str) -> None:
         """Raises ``errors.ResourceInUse`` while the pool has instances; deleting a deleted
         pool does nothing."""
+        await self.deleting_nodepool(key, cluster_id, nodepool_id)
+        await asyncio.to_thread(
+            self._store.delete_nodepool, cluster_id, nodepool_id, self._clock.now_us()
+        )
+
+    async def deleting_nodepool(self, key: str, cluster_id: str, nodepool_id: str) -> None:
+        """``providers.base.SettlesWithTask``: :meth:`delete_nodepool` but the deletion
+        itself, which the task's end writes (``settling`` the pool ``deleted``)."""
         _check_key(key)
         await self._faults.before("delete_nodepool", subject=key, cluster_id=cluster_id)
         remaining = await asyncio.to_thread(self._store.list_instances, cluster_id, nodepool_id)
@@ -234,9 +242,6 @@ class SimCloud(inventory.SimInventory):
             names = ", ".join(i.instance_id for i in remaining)
             raise errors.ResourceInUse(f"the node pool {nodepool_id} still has instances: {names}")
         await self._timing.wait(self._timing.durations.pool_delete)
-        await asyncio.to_thread(
-            self._store.delete_nodepool, cluster_id, nodepool_id, self._clock.now_us()
-        )
 
     # -- instances and nodes -----------------------------------------------------------------
 

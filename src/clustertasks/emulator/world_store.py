@@ -634,6 +634,11 @@ def recording(
     return record
 
 
+DELETED_POOL = "deleted"
+"""What :func:`marking_states` takes to delete a pool (a deleted pool is a row with
+``deleted_us``; its ``state`` column keeps its last state)."""
+
+
 def marking_states(
     cluster_id: str,
     now_us: Callable[[], int],
@@ -642,8 +647,9 @@ def marking_states(
     nodepool_states: Mapping[str, str] | None = None,
 ) -> store.Accepted:
     """What sets the cluster's and pools' states in the transaction it is given (the one
-    that accepts a task); a pool or cluster already gone is left alone: the task reports
-    it."""
+    that accepts a task, or the one that ends it); a pool or cluster already gone is left
+    alone: the task reports it. A pool's :data:`DELETED_POOL` deletes it (the task checked
+    that it has no instances left)."""
     pools = dict(nodepool_states or {})
 
     def mark(conn: sa.Connection) -> None:
@@ -655,6 +661,11 @@ def marking_states(
                 .values(state=cluster_state, updated_us=now)
             )
         for nodepool_id, state in pools.items():
+            values = (
+                {"deleted_us": now, "updated_us": now}
+                if state == DELETED_POOL
+                else {"state": state, "updated_us": now}
+            )
             conn.execute(
                 sa.update(P)
                 .where(
@@ -662,7 +673,7 @@ def marking_states(
                     P.c.nodepool_id == nodepool_id,
                     P.c.deleted_us.is_(None),
                 )
-                .values(state=state, updated_us=now)
+                .values(**values)
             )
 
     return mark

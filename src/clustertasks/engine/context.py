@@ -39,6 +39,10 @@ SETTLES = "settles"
 """The stage output that records the states the task leaves its cluster and pools in."""
 
 
+DELETED = "deleted"
+"""A pool settled so is deleted with the task's end; nothing settled after undoes it."""
+
+
 class RunState:
     """What the runner knows of its task, kept in step with what it writes."""
 
@@ -63,7 +67,9 @@ class RunState:
                 continue
             if found.get("cluster"):
                 cluster = str(found["cluster"])
-            pools.update({str(k): str(v) for k, v in dict(found.get("nodepools", {})).items()})
+            for pool_id, state in dict(found.get("nodepools", {})).items():
+                if pools.get(str(pool_id)) != DELETED:
+                    pools[str(pool_id)] = str(state)
         return cluster, pools
 
 
@@ -171,6 +177,13 @@ class RunContext:
                 self.cluster_id, nodepool_id, desired_size=desired_size
             )
         await self._record_settle({"nodepools": {nodepool_id: state}})
+
+    async def delete_nodepool(self, nodepool_id: str) -> None:
+        if self._settling is None:
+            await self.provider.delete_nodepool(self.key(), self.cluster_id, nodepool_id)
+            return
+        await self._settling.deleting_nodepool(self.key(), self.cluster_id, nodepool_id)
+        await self._record_settle({"nodepools": {nodepool_id: DELETED}})
 
     async def settle_cluster(self, *, state: str) -> None:
         if self._settling is None:

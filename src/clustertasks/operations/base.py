@@ -98,6 +98,11 @@ class StageContext(Protocol):
         """
         ...
 
+    async def delete_nodepool(self, nodepool_id: str) -> None:
+        """``provider.delete_nodepool`` (keyed by the stage), the pool gone once the task
+        has ended (settled ``deleted``, as :meth:`settle_nodepool` settles a state)."""
+        ...
+
     async def settle_cluster(self, *, state: str) -> None:
         """The cluster is left in ``state`` (e.g. ``running``) when the task ends; as
         :meth:`settle_nodepool`."""

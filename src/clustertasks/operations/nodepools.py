@@ -88,7 +88,7 @@ async def remove_nodes(ctx: base.StageContext) -> None:
 
 async def delete_nodepool(ctx: base.StageContext) -> None:
     pool_id = str(ctx.parameters["nodepool_id"])
-    await ctx.provider.delete_nodepool(ctx.key(), ctx.cluster_id, pool_id)
+    await ctx.delete_nodepool(pool_id)
     await ctx.emit("NodePoolDeleted", f"node pool {pool_id} deleted", once=True)
 
 
