@@ -30,6 +30,8 @@ from clustertasks.storage import database as storage_database
 from tests.integration import test_sim_cloud as sim_support
 from tests.support import cloud, executors, polling
 
+OLD = "1.31.1-aliyun.1"
+
 
 class Hold:
     """Holds a task at the end of its work: ``reached`` once there, until ``release``."""
@@ -306,3 +308,32 @@ def test_a_deleted_pool_is_described_until_the_task_has_ended(
         assert done.state is states.TaskState.SUCCESS, done.error
 
     _scenario(database, engine, held_registry("nodepool_delete", hold), scenario)
+
+
+def test_an_upgraded_cluster_is_upgrading_until_the_task_has_ended(
+    database: storage_database.Database, engine: executors.Choice
+) -> None:
+    """Not only until its control plane is upgraded: the rollout of its nodes follows."""
+    hold = Hold()
+
+    async def scenario(services: api_services.Services, sim: sim_cloud.SimCloud) -> None:
+        spec = dataclasses.replace(sim_support._cluster_spec(), kubernetes_version=OLD)
+        made = await sim.create_cluster("old:cluster", sim_support._id("c", "old"), spec)
+        cluster_id = (await sim.provision_control_plane("old:up", made.cluster_id)).cluster_id
+        task_id = services.nodes.upgrade_cluster(
+            cluster_id, {"next_version": sim_support.VERSION, "master_only": True}
+        ).task.task_id
+        await hold.wait()
+        cluster = sim.get_cluster(cluster_id)
+        assert _task(services, task_id).state is states.TaskState.RUNNING
+        assert (cluster.state, cluster.current_version) == ("upgrading", sim_support.VERSION)
+
+        hold.release.set()
+        await polling.until_async(
+            "the cluster running",
+            lambda: sim.get_cluster(cluster_id).state == "running",
+            interval=0.005,
+        )
+        assert _task(services, task_id).state is states.TaskState.SUCCESS
+
+    _scenario(database, engine, held_registry("cluster_upgrade", hold), scenario)
