@@ -509,3 +509,40 @@ def test_begin_stages_reads_tasks_together_and_starts_only_what_may_start(
     assert again[plain.task_id].stages[0].start_us == NOW + 5
     read = task_store.begin_stages([store.StageStart(plain.task_id, None, 0)])
     assert read[plain.task_id] == task_store.describe_task(plain.task_id)
+
+
+@pytest.mark.parametrize("grouped", [True, False], ids=["batch", "alone"])
+def test_an_update_tasks_also_commits_with_it_or_not_at_all(
+    task_store: store.TaskStore, grouped: bool
+) -> None:
+    """``UpdateTask.also`` (the states a task leaves its cloud in) runs in the transaction
+    of the task's write: both commit, or neither."""
+    task = _task()
+    task_store.submit_task(task, records.plan_stages(["A"]))
+    ended = task.with_state(states.TaskState.SUCCESS, NOW + 1)
+    seen: list[str] = []
+
+    def refuse(conn: sa.Connection) -> None:
+        # The task's end, not committed yet, is visible here: the same transaction.
+        where = schema.tasks.c.task_id == task.task_id
+        seen.append(conn.execute(sa.select(schema.tasks.c.state).where(where)).scalar_one())
+        raise errors.InvalidParameter("state", "the cloud refused it")
+
+    def apply(change: changes.UpdateTask) -> changes.BatchOutcome:
+        if grouped:
+            return task_store.apply_batch([change])[0]
+        try:
+            return changes.BatchOutcome(value=task_store.apply(change))
+        except errors.InvalidParameter as exc:
+            return changes.BatchOutcome(error=exc)
+
+    refused = apply(changes.UpdateTask(ended, also=refuse))
+    assert isinstance(refused.error, errors.InvalidParameter)
+    assert set(seen) == {"success"}  # a batch that fails is applied again change by change
+    assert task_store.get_task(task.task_id).state is states.TaskState.RUNNING
+
+    written: list[str] = []
+    done = apply(changes.UpdateTask(ended, also=lambda conn: written.append("yes")))
+    assert done.error is None
+    assert written == ["yes"]
+    assert task_store.get_task(task.task_id).state is states.TaskState.SUCCESS
