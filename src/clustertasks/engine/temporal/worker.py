@@ -67,6 +67,30 @@ class Heartbeat:
             activity.heartbeat()
 
 
+class Ticker:
+    """Calls ``tick`` every ``TICK_SECONDS`` until cancelled: a timer on the loop, not a
+    task of its own per activity (whose start, sleep and cancellation cost more). The
+    callback runs in the context the ticker was made in: the activity's, which
+    ``activity.heartbeat`` needs."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick: Callable[[], None]) -> None:
+        self._loop = loop
+        self._tick = tick
+        self._timer = loop.call_later(TICK_SECONDS, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = self._loop.call_later(TICK_SECONDS, self._fire)
+        self._tick()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _tick(task_steps: steps.TaskSteps, beat: Heartbeat) -> None:
+    beat()
+    task_steps.poked.set()  # a waiting stage looks at the store again
+
+
 class StageActivities:
     def __init__(
         self,
@@ -131,7 +155,10 @@ class StageActivities:
         return await self._in_stage(task_id, planned, ended)
 
     @activity.defn(name=messages.RUN_STAGE)
-    async def run_stage(self, stage: messages.StageInput) -> str:
+    async def run_stage(self, wire: Any) -> str:
+        """``wire``: a :class:`messages.StageInput` as JSON (see ``planned_from_json``)."""
+        stage = messages.StageInput.from_json(wire)
+
         async def run(task_steps: steps.TaskSteps) -> str:
             return await task_steps.run_stage(stage.stage, activity.info().attempt)
 
@@ -147,7 +174,7 @@ class StageActivities:
         Temporal; ``gone`` when the task is no longer in the store."""
         beat = Heartbeat()
         task_steps = self._steps(task_id, beat)
-        ticker = asyncio.create_task(self._tick(task_steps, beat))
+        ticker = Ticker(asyncio.get_running_loop(), functools.partial(_tick, task_steps, beat))
         try:
             return await body(task_steps)
         except errors.TaskNotFound:
@@ -160,8 +187,6 @@ class StageActivities:
             ) from None
         finally:
             ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
 
     @activity.defn(name=messages.FAIL_STAGE)
     async def fail_stage(self, failure: messages.StageFailure) -> str:
@@ -182,12 +207,6 @@ class StageActivities:
         with contextlib.suppress(errors.TaskNotFound):
             await self._steps(task_id).cancel()
         return messages.ENDED
-
-    async def _tick(self, task_steps: steps.TaskSteps, beat: Heartbeat) -> None:
-        while True:
-            await asyncio.sleep(TICK_SECONDS)
-            beat()
-            task_steps.poked.set()  # a waiting stage looks at the store again
 
     def _steps(self, task_id: str, beat: Heartbeat | None = None) -> steps.TaskSteps:
         return steps.TaskSteps(
