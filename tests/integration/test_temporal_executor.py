@@ -6,19 +6,23 @@ The engine guarantees themselves run on both executors in test_engine.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from temporalio.service import RPCError
 
 from clustertasks import bootstrap, errors, settings
 from clustertasks.domain import records, states
 from clustertasks.engine.temporal import client as temporal_client
 from clustertasks.engine.temporal import load as temporal_load
+from clustertasks.engine.temporal import worker as temporal_worker
+from clustertasks.service import control
 from clustertasks.storage import database as storage_database
 from tests.integration import test_engine
 from tests.integration.test_engine import Harness, reasons, run, stage_states
-from tests.support import databases, executors, polling
+from tests.support import databases, executors, fake_cloud, polling
 from tests.support import operations as ops
 
 
@@ -196,3 +200,48 @@ def test_one_worker_at_a_time_reconciles(database: storage_database.Database, ba
     finally:
         for lock in (first, second, other_chore):
             lock.release()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("recheck", [0.0, 3600.0])
+def test_the_reconciler_asks_again_about_a_task_with_a_workflow_only_after_the_recheck(
+    pg_database: storage_database.Database, temporal_address: str, recheck: float
+) -> None:
+    """A pass starts what is missing; the next pass does not ask Temporal again about a task
+    it saw with a workflow until ``recheck_seconds`` passed: a workflow terminated meanwhile
+    gets a new one only then."""
+    queue = f"test-{uuid.uuid4().hex}"
+    task_id = (
+        control.TaskControl(pg_database.tasks, ops.REGISTRY)
+        .submit(
+            "test_batches",
+            cluster_id=test_engine.CLUSTER,
+            target=test_engine.NP1,
+            parameters={"ungated": True},
+        )
+        .task.task_id
+    )
+
+    async def scenario() -> tuple[int, int]:
+        temporal = await temporal_client.connect(
+            settings.TemporalSettings(address=temporal_address)
+        )
+        activities = temporal_worker.StageActivities(
+            pg_database.tasks, ops.REGISTRY, fake_cloud.FakeCloud()
+        )
+        # Never run: no worker polls the queue, the workflows stay open.
+        reconciler = temporal_worker.TemporalWorker(
+            temporal, activities, pg_database.tasks, task_queue=queue, recheck_seconds=recheck
+        )
+        try:
+            first = await reconciler.reconcile()
+            await temporal.get_workflow_handle(task_id).terminate()
+            return first, await reconciler.reconcile()
+        finally:
+            activities.close()
+            with contextlib.suppress(RPCError):
+                await temporal.get_workflow_handle(task_id).terminate()
+
+    first, second = asyncio.run(scenario())
+    assert first == 1
+    assert second == (1 if recheck == 0.0 else 0)

@@ -226,9 +226,11 @@ class TaskRunner:
             try:
                 if remaining <= 0:
                     raise TimeoutError
-                # Set before wait_for wraps the stage in a task, which copies the context.
+                # asyncio.timeout, not wait_for: the stage runs in this task (no task of
+                # its own, which cost more than a no-op stage), seeing the call's context.
                 with self._calling(state, spec.name):
-                    await asyncio.wait_for(spec.run(ctx), remaining)
+                    async with asyncio.timeout(remaining):
+                        await spec.run(ctx)
                 return None
             except signals.Interrupt:
                 outcome("interrupted")

@@ -6,6 +6,7 @@ Pure data, no I/O: the workflow imports this module.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 WORKFLOW = "ClusterTask"
 PLAN = "clustertasks.plan"
@@ -55,6 +56,11 @@ class StageInput:
     stage: str
     max_attempts: int
 
+    @classmethod
+    def from_json(cls, value: Any) -> StageInput:
+        """From the JSON object Temporal delivers (see :func:`planned_from_json`)."""
+        return cls(str(value["task_id"]), str(value["stage"]), int(value["max_attempts"]))
+
 
 @dataclass(frozen=True)
 class StageFailure:
@@ -71,3 +77,15 @@ class Planned:
 
     plan: Plan
     outcome: str
+
+
+def planned_from_json(value: Any) -> Planned:
+    """A :class:`Planned` from the JSON object Temporal delivers. The activities and the
+    workflow take their records as plain JSON and build them here: Temporal's data
+    converter, given a dataclass type, reads its type hints again for every value it
+    decodes (about 1 ms for a plan of five stages, more than the rest of the decoding)."""
+    plan = value["plan"]
+    return Planned(
+        Plan(str(plan["outcome"]), [StagePlan(**stage) for stage in plan.get("stages", ())]),
+        str(value["outcome"]),
+    )

@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -48,6 +49,12 @@ RECONCILE_SECONDS = 5.0
 RECONCILE_CONCURRENCY = 16
 RECONCILE_TURN = "clustertasks.temporal.reconcile"
 """Workflow starts the reconciler has in flight at once (thousands after a Temporal restart)."""
+RECHECK_SECONDS = 60.0
+"""A task the reconciler saw with a workflow is asked about again only this long after:
+every pass would otherwise ask Temporal to start every unfinished task once more (one
+refused start per running task every ``RECONCILE_SECONDS``). A task that is new to this
+worker is still started at its first pass; one whose workflow was terminated in Temporal
+gets a new one within this time."""
 
 Committed = Callable[[Collection[str]], None]
 _Outcome = TypeVar("_Outcome")
@@ -65,6 +72,30 @@ class Heartbeat:
         if now - self._last >= HEARTBEAT_SECONDS:
             self._last = now
             activity.heartbeat()
+
+
+class Ticker:
+    """Calls ``tick`` every ``TICK_SECONDS`` until cancelled: a timer on the loop, not a
+    task of its own per activity (whose start, sleep and cancellation cost more). The
+    callback runs in the context the ticker was made in: the activity's, which
+    ``activity.heartbeat`` needs."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick: Callable[[], None]) -> None:
+        self._loop = loop
+        self._tick = tick
+        self._timer = loop.call_later(TICK_SECONDS, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = self._loop.call_later(TICK_SECONDS, self._fire)
+        self._tick()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _tick(task_steps: steps.TaskSteps, beat: Heartbeat) -> None:
+    beat()
+    task_steps.poked.set()  # a waiting stage looks at the store again
 
 
 class StageActivities:
@@ -131,7 +162,10 @@ class StageActivities:
         return await self._in_stage(task_id, planned, ended)
 
     @activity.defn(name=messages.RUN_STAGE)
-    async def run_stage(self, stage: messages.StageInput) -> str:
+    async def run_stage(self, wire: Any) -> str:
+        """``wire``: a :class:`messages.StageInput` as JSON (see ``planned_from_json``)."""
+        stage = messages.StageInput.from_json(wire)
+
         async def run(task_steps: steps.TaskSteps) -> str:
             return await task_steps.run_stage(stage.stage, activity.info().attempt)
 
@@ -147,7 +181,7 @@ class StageActivities:
         Temporal; ``gone`` when the task is no longer in the store."""
         beat = Heartbeat()
         task_steps = self._steps(task_id, beat)
-        ticker = asyncio.create_task(self._tick(task_steps, beat))
+        ticker = Ticker(asyncio.get_running_loop(), functools.partial(_tick, task_steps, beat))
         try:
             return await body(task_steps)
         except errors.TaskNotFound:
@@ -160,8 +194,6 @@ class StageActivities:
             ) from None
         finally:
             ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
 
     @activity.defn(name=messages.FAIL_STAGE)
     async def fail_stage(self, failure: messages.StageFailure) -> str:
@@ -182,12 +214,6 @@ class StageActivities:
         with contextlib.suppress(errors.TaskNotFound):
             await self._steps(task_id).cancel()
         return messages.ENDED
-
-    async def _tick(self, task_steps: steps.TaskSteps, beat: Heartbeat) -> None:
-        while True:
-            await asyncio.sleep(TICK_SECONDS)
-            beat()
-            task_steps.poked.set()  # a waiting stage looks at the store again
 
     def _steps(self, task_id: str, beat: Heartbeat | None = None) -> steps.TaskSteps:
         return steps.TaskSteps(
@@ -223,11 +249,15 @@ class TemporalWorker:
         max_running_stages: int = 64,
         reconcile_seconds: float = RECONCILE_SECONDS,
         reconcile_turn: locks.TurnLock | None = None,
+        recheck_seconds: float = RECHECK_SECONDS,
     ) -> None:
         """``reconcile_turn``: shared by the workers on the database, so that one at a time
         reconciles (each would start the same workflows, all but one start refused)."""
         self._store = task_store
         self._turn = reconcile_turn
+        self._recheck_seconds = recheck_seconds
+        self._seen: dict[str, float] = {}
+        """Task id → when the reconciler last saw it with a workflow (monotonic)."""
         self._workflows = client.Workflows(temporal, task_queue)
         self._reconcile_seconds = reconcile_seconds
         self._worker = temporal_worker.Worker(
@@ -263,15 +293,25 @@ class TemporalWorker:
         try:
             unfinished = await asyncio.to_thread(self._store.unfinished_tasks)
             slots = asyncio.Semaphore(RECONCILE_CONCURRENCY)
+            now = time.monotonic()
+            # Forget the tasks that ended; skip those seen with a workflow lately.
+            seen = {t.task_id: self._seen[t.task_id] for t in unfinished if t.task_id in self._seen}
+            self._seen = seen
+            due = [
+                task.task_id
+                for task in unfinished
+                if now - seen.get(task.task_id, -math.inf) >= self._recheck_seconds
+            ]
 
             async def start(task_id: str) -> bool:
                 async with slots:
-                    if not await self._workflows.ensure_started(task_id):
-                        return False
-                log.info("started the missing workflow of task %s", task_id)
-                return True
+                    started = await self._workflows.ensure_started(task_id)
+                self._seen[task_id] = time.monotonic()
+                if started:
+                    log.info("started the missing workflow of task %s", task_id)
+                return started
 
-            started = await asyncio.gather(*(start(task.task_id) for task in unfinished))
+            started = await asyncio.gather(*(start(task_id) for task_id in due))
             return sum(started)
         finally:
             if turn is not None:

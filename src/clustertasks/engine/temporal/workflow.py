@@ -137,14 +137,14 @@ class TaskWorkflow:
             start_to_close_timeout=FIRST_STAGE_DEADLINE,
             heartbeat_timeout=HEARTBEAT,
             retry_policy=BOOKKEEPING_RETRY,
-            result_type=messages.Planned,
+            # Decoded as plain JSON, then built by messages (see planned_from_json).
         )
         try:
             # Shielded, as a stage is: see _stage.
-            planned: messages.Planned = await asyncio.shield(self._running)
+            planned = await asyncio.shield(self._running)
         except exceptions.ActivityError:
             return None
-        return planned
+        return messages.planned_from_json(planned)
 
     async def _paused(self) -> None:
         with contextlib.suppress(TimeoutError):
