@@ -37,11 +37,24 @@ def current() -> dict[str, str]:
 @contextlib.contextmanager
 def bound(**fields: str | None) -> Iterator[None]:
     """Records logged inside carry ``fields`` (a None value unbinds that field)."""
-    token = _CONTEXT.set(_merged(fields))
+    token = enter(**fields)
     try:
         yield
     finally:
-        _CONTEXT.reset(token)
+        leave(token)
+
+
+Bound = contextvars.Token[dict[str, str] | None]
+
+
+def enter(**fields: str | None) -> Bound:
+    """``bound`` without a ``with`` block: records carry ``fields`` until ``leave``."""
+    return _CONTEXT.set(_merged(fields))
+
+
+def leave(token: Bound) -> None:
+    """End what ``enter`` began (in the same context)."""
+    _CONTEXT.reset(token)
 
 
 def bind(**fields: str | None) -> None:
