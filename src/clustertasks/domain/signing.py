@@ -22,6 +22,7 @@ import contextlib
 import datetime
 import email.utils
 import enum
+import functools
 import hashlib
 import hmac
 import re
@@ -78,21 +79,23 @@ class HttpRequest:
     headers: tuple[tuple[str, str], ...]
     """Lower-case names, values as received (several entries for a repeated header)."""
     body: bytes = b""
-    _values: dict[str, list[str]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-    """Each header's values, gathered at the first lookup (a signature check makes a
-    dozen)."""
+    _values: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Each header's value as ``header`` gives it, gathered at the first lookup (a
+    signature check makes a dozen)."""
 
     def header(self, name: str) -> str | None:
         """The header's value; a repeated header's values sorted and joined with ``,``."""
-        if not self._values and self.headers:
+        values = self._values
+        if not values and self.headers:
+            repeated: dict[str, list[str]] = {}
             for key, value in self.headers:
-                self._values.setdefault(key, []).append(value.strip())
-        values = self._values.get(name)
-        if not values:
-            return None
-        return values[0] if len(values) == 1 else ",".join(sorted(values))
+                if key in values:
+                    repeated.setdefault(key, [values[key]]).append(value.strip())
+                else:
+                    values[key] = value.strip()
+            for key, many in repeated.items():  # rare: sorted and joined
+                values[key] = ",".join(sorted(many))
+        return values.get(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +210,7 @@ def _nonce(request: HttpRequest) -> str:
 _CANONICAL_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
 
 
+@functools.lru_cache(maxsize=64)
 def _parse_acs3_date(value: str) -> int:
     # What every SDK sends, read without strptime (which costs more than the rest of the
     # signature check); any other spelling strptime accepts is read by it, as before.
