@@ -42,7 +42,16 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clustertasks import errors
-from clustertasks.api import admission, auth, documents, middleware, observe, render, tasks
+from clustertasks.api import (
+    admission,
+    auth,
+    documents,
+    middleware,
+    observe,
+    protocol,
+    render,
+    tasks,
+)
 from clustertasks.api import errors as api_errors
 from clustertasks.api import services as api_services
 from clustertasks.domain import signing
@@ -246,8 +255,9 @@ class _Express:
                 (_REQUEST_ID, rid.encode()),
             ]
             outcome.status, outcome.code = 200, ""
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            if not protocol.respond(send, 200, headers, body):
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
         finally:
             self.in_flight.dec()
             self.observer.answered(
