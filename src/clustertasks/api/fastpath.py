@@ -309,8 +309,10 @@ def _replaying(message: Message, receive: Receive) -> Receive:
 def _plain_request(scope: Scope) -> signing.HttpRequest | None:
     """The request to check the signature of, with its headers read once; None when a
     header asks for more than the plain read (``If-None-Match``, an XML ``Accept``, a
-    body) or the request passes a size limit (the signature check refuses it)."""
+    body), is repeated, or the request passes a size limit (the signature check refuses
+    it)."""
     headers: list[tuple[str, str]] = []
+    values: dict[str, str] = {}
     size = 0
     for raw_name, raw_value in scope["headers"]:
         size += len(raw_name) + len(raw_value)
@@ -322,18 +324,17 @@ def _plain_request(scope: Scope) -> signing.HttpRequest | None:
                     return None
             elif name != "content-length" or value.strip() != "0":
                 return None
+        if name in values:
+            return None  # a repeated header: the signature check's own way with it
+        values[name] = value.strip()
         headers.append((name, value))
     if len(headers) > auth.MAX_HEADERS or size > auth.MAX_HEADER_BYTES:
         return None
     raw_path: bytes | None = scope.get("raw_path")
     if raw_path is not None and len(raw_path) > auth.MAX_TARGET_BYTES:
         return None
-    return signing.HttpRequest(
-        "GET",
-        raw_path.decode("latin-1") if raw_path else scope["path"],
-        "",
-        tuple(headers),
-    )
+    path = raw_path.decode("latin-1") if raw_path else scope["path"]
+    return signing.received("GET", path, "", tuple(headers), values)
 
 
 _NOT_PLAIN = frozenset({"if-none-match", "accept", "content-length", "transfer-encoding"})

@@ -86,6 +86,14 @@ class _Coalesced:
             self._loop.call_soon(self._flush)
         self._pending.append(data)
 
+    def write_whole(self, data: bytes) -> None:
+        """Write ``data``, a whole response, now when nothing waits to go before it (there
+        is nothing to join it with), else after what waits."""
+        if self._pending:
+            self.write(data)
+        elif not self._transport.is_closing():
+            self._transport.write(data)
+
     def writelines(self, lines: Any) -> None:
         for data in lines:
             self.write(data)
@@ -141,7 +149,11 @@ def respond(
     if not cycle.keep_alive:
         content.append(b"connection: close\r\n")
     content += (b"\r\n", body)
-    cycle.transport.write(b"".join(content))
+    transport: Any = cycle.transport
+    if type(transport) is _Coalesced:
+        transport.write_whole(b"".join(content))
+    else:
+        transport.write(b"".join(content))
     cycle.response_complete = True
     cycle.message_event.set()
     if not cycle.keep_alive:

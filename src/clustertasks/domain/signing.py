@@ -98,6 +98,29 @@ class HttpRequest:
         return values.get(name)
 
 
+def received(
+    method: str,
+    path: str,
+    query: str,
+    headers: tuple[tuple[str, str], ...],
+    values: dict[str, str],
+) -> HttpRequest:
+    """A body-less request whose headers' values (stripped, one per name: no header
+    repeated) the caller has gathered already, as ``HttpRequest.header`` would."""
+    request = HttpRequest(method, path, query, headers)
+    request._values.update(values)
+    return request
+
+
+@functools.lru_cache(maxsize=64)
+def _signed_headers(listed: str) -> tuple[tuple[str, ...], frozenset[str], tuple[str, ...]]:
+    """``SignedHeaders``: the names, as a set, and the required ones it lacks (clients
+    send the same list with every request)."""
+    signed = tuple(name.strip().lower() for name in listed.split(";"))
+    missing = tuple(h for h in ACS3_REQUIRED_SIGNED if h not in signed)
+    return signed, frozenset(signed), missing
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """What the Authorization and freshness headers claim, parsed but not yet verified."""
@@ -142,10 +165,11 @@ def parse(request: HttpRequest) -> Credentials:
             f"The Authorization header lacks {', '.join(missing)}: expected "
             f"'{algorithm} Credential=AK,SignedHeaders=a;b,Signature=hex'."
         )
-    signed = tuple(name.strip().lower() for name in fields["SignedHeaders"].split(";"))
-    sent_acs = {key for key, _ in request.headers if key.startswith("x-acs-")}
-    unsigned = [h for h in ACS3_REQUIRED_SIGNED if h not in signed]
-    unsigned += sorted(sent_acs - set(signed) - set(unsigned))
+    signed, signed_set, lacking = _signed_headers(fields["SignedHeaders"])
+    unsigned = list(lacking)
+    unsigned += sorted(
+        {key for key, _ in request.headers if key.startswith("x-acs-")} - signed_set - set(lacking)
+    )
     if unsigned:
         raise errors.IncompleteSignature(
             f"The signature must cover the header(s) {', '.join(unsigned)} (SignedHeaders)."
