@@ -219,7 +219,7 @@ class _Express:
         rid = str(state.setdefault("request_id", api_errors.new_request_id()))
         started = time.perf_counter()
         self.in_flight.inc()
-        bound = logs.enter(request_id=rid, access_key_id=None, task_id=None, stage=None)
+        bound = logs.enter_request(rid)
         outcome = auth.Outcome()
         unexpected: Exception | None = None
         try:

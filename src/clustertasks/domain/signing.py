@@ -293,6 +293,8 @@ def query_pairs(query: str) -> list[tuple[str, str]]:
 
 def canonical_query(query: str) -> str:
     """ACS3: decoded pairs sorted by name, values re-encoded RFC 3986 style (space = %20)."""
+    if not query:  # every DescribeTaskInfo poll
+        return ""
     return "&".join(
         f"{key}={urllib.parse.quote(value, safe='~')}" for key, value in sorted(query_pairs(query))
     )

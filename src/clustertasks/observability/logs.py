@@ -52,6 +52,12 @@ def enter(**fields: str | None) -> Bound:
     return _CONTEXT.set(_merged(fields))
 
 
+def enter_request(request_id: str) -> Bound:
+    """``enter(request_id=request_id)`` with every other field unbound, as a request's
+    first binding is (the API's hot read makes one per request)."""
+    return _CONTEXT.set({"request_id": request_id})
+
+
 def leave(token: Bound) -> None:
     """End what ``enter`` began (in the same context)."""
     _CONTEXT.reset(token)

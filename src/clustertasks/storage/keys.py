@@ -193,12 +193,25 @@ _KEY_POSITIONS = tuple(
 )
 
 
+_ROWS_SEEN: dict[tuple[Any, ...], access.AccessKey] = {}
+"""The records of the rows read lately: a row equal to one seen is the same (immutable)
+record, and every signed request reads its key's row."""
+MAX_ROWS_SEEN = 256
+
+
 def _key_of_row(row: tuple[Any, ...]) -> access.AccessKey:
     """``_key`` of a row read through the driver, its columns in the table's order."""
+    known = _ROWS_SEEN.get(row)
+    if known is not None:
+        return known
     key_id, secret, role, name, status, created_us = (row[i] for i in _KEY_POSITIONS)
-    return access.AccessKey(
+    key = access.AccessKey(
         key_id, secret, access.Role(role), name, access.KeyStatus(status), created_us
     )
+    if len(_ROWS_SEEN) >= MAX_ROWS_SEEN:
+        _ROWS_SEEN.clear()
+    _ROWS_SEEN[row] = key
+    return key
 
 
 def _key(row: Any) -> access.AccessKey:
