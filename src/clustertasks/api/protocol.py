@@ -98,6 +98,9 @@ class _Coalesced:
         for data in lines:
             self.write(data)
 
+    def is_closing(self) -> bool:  # asked several times a request: not via __getattr__
+        return self._transport.is_closing()
+
     def close(self) -> None:
         self._flush()
         self._transport.close()
