@@ -51,6 +51,9 @@ class Case:
     """Headers taken out after signing."""
     kept: bool = True
     """False: the kept documents are forgotten before each of the two answers."""
+    body: bytes = b""
+    signed_body: bool = True
+    """False: signed as if the body were empty."""
 
 
 @dataclasses.dataclass
@@ -67,7 +70,11 @@ class Pair:
         headers = {"host": "testserver", "accept": "application/json", **dict(case.headers)}
         if case.signed:
             unsigned = signing.HttpRequest(
-                case.method, case.path, case.query, signing.lower_headers(headers)
+                case.method,
+                case.path,
+                case.query,
+                signing.lower_headers(headers),
+                case.body if case.signed_body else b"",
             )
             headers |= signing.sign_acs3(
                 unsigned,
@@ -84,7 +91,7 @@ class Pair:
         url = f"{case.path}?{case.query}" if case.query else case.path
         before = _counted(self.telemetry)
         with _LogLines() as lines:
-            response = client.request(case.method, url, headers=headers)
+            response = client.request(case.method, url, headers=headers, content=case.body)
         answer = Answer.of(response)
         after = _counted(self.telemetry)
         counted = {
@@ -247,6 +254,9 @@ def _matrix(running: str, done: str) -> list[Case]:
         Case("if-none-match *", path, headers=(("if-none-match", "*"),)),
         Case("if-none-match, stale", path, headers=(("if-none-match", 'W/"1-json"'),)),
         Case("unrelated query", path, "x=1&y=%20"),
+        Case("a body, signed", path, body=b'{"x": 1}'),
+        Case("a body the signature misses", path, body=b"x", signed_body=False),
+        Case("content-length 0", path, headers=(("content-length", "0"),)),
         Case("HEAD", path, method="HEAD"),
         Case("POST", path, method="POST"),
         Case("empty task id", "/tasks/"),

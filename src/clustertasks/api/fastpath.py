@@ -184,18 +184,14 @@ class _Express:
     ) -> Receive | None:
         """Answer the request; or, when it is not a plain signed read, change nothing and
         return the ``receive`` the application is to read it from."""
-        message = await receive()
-        replay = _replaying(message, receive)
-        if (
-            message["type"] != "http.request"
-            or message.get("body")
-            or message.get("more_body")
-            or scope.get("query_string")
-            or scope["path"] in self.unauthenticated
-        ):
-            return replay
+        if scope.get("query_string") or scope["path"] in self.unauthenticated:
+            return receive
         request = _plain_request(scope)
         if request is None:
+            return receive
+        message = await receive()
+        replay = _replaying(message, receive)
+        if message["type"] != "http.request" or message.get("body") or message.get("more_body"):
             return replay
         try:
             checked = self.authenticator.verified(request)
