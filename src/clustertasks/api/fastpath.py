@@ -141,7 +141,7 @@ class _Express:
         observer: observe.ObserveMiddleware,
         gate: auth.AuthMiddleware,
         handlers: dict[Any, Handler],
-        on_error: Handler | None,
+        on_error: Handler,
     ) -> None:
         self.observer = observer
         self.authenticator: auth_service.Authenticator = gate.authenticator
@@ -162,13 +162,13 @@ class _Express:
         on_error: Handler | None,
     ) -> _Express | None:
         """The express way of an application whose middlewares are exactly the API's own
-        (None for any other: the stack alone answers)."""
+        and which handles every error (None for any other: the stack alone answers)."""
         layers: list[Any] = []
         layer: Any = getattr(stack, "app", None)
         while layer is not None and not isinstance(layer, ExceptionMiddleware):
             layers.append(layer)
             layer = getattr(layer, "app", None)
-        if tuple(type(found) for found in layers) != _MIDDLEWARES:
+        if tuple(type(found) for found in layers) != _MIDDLEWARES or on_error is None:
             return None
         return cls(app, layers[1], layers[3], handlers, on_error)
 
@@ -267,8 +267,6 @@ class _Express:
             logs.leave(bound)
         if unexpected is not None:
             # Starlette's server-error handler: answer with the 500 handler, raise again.
-            if self.on_error is None:
-                raise unexpected
             response = await self.on_error(Request(scope), unexpected)
             await response(scope, receive, send)
             raise unexpected
