@@ -211,6 +211,29 @@ def serve_flags() -> str:
     return done.stdout
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process ``pid`` and its children so far (Linux's
+    /proc; 0 where there is none): a server's work per request, which a shared machine
+    disturbs far less than its requests/s."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        proc = Path(f"/proc/{current}")
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in (proc / "task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def _pid(server: ServerProcess) -> int | None:
+    return server.process.pid if server.process is not None else None
+
+
 def measure(
     url: str,
     work: Path,
@@ -219,6 +242,7 @@ def measure(
     requests: int,
     concurrency: int,
     time_limit: float,
+    pid: int | None = None,
 ) -> dict[str, float]:
     path_file = work / f"paths-{len(list(work.glob('paths-*')))}.txt"
     path_file.write_text("\n".join(paths) + "\n")
@@ -240,6 +264,7 @@ def measure(
         "--access-key-secret",
         KEY_SECRET,
     ]
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=time_limit + 120, check=False
     )
@@ -247,10 +272,15 @@ def measure(
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"load generator failed: {done.stderr.strip()[-500:]}")
     figures: dict[str, float] = json.loads(lines[-1])
+    cpu = ""
+    if pid is not None and figures["requests"]:
+        used = cpu_seconds(pid) - cpu_before
+        figures["server_cpu_us"] = used / figures["requests"] * 1e6
+        cpu = f"  server CPU {figures['server_cpu_us']:5.0f} µs/req"
     print(
         f"  {name:34} {figures['rps']:8.0f} req/s  p50 {figures['p50_ms']:7.2f} ms  "
         f"p99 {figures['p99_ms']:7.2f} ms  ({figures['requests']:.0f} requests, "
-        f"{figures['not_200']:.0f} not 200)"
+        f"{figures['not_200']:.0f} not 200){cpu}"
     )
     return figures
 
@@ -307,9 +337,11 @@ def main() -> int:
             f"({seeder.store_count} tasks, ~16 commits each)"
         )
 
-        def run(target: str, name: str, paths: list[str]) -> dict[str, float]:
+        def run(
+            target: str, name: str, paths: list[str], pid: int | None = None
+        ) -> dict[str, float]:
             return measure(
-                target, work, name, paths, args.requests, args.concurrency, args.time_limit
+                target, work, name, paths, args.requests, args.concurrency, args.time_limit, pid
             )
 
         def task_paths(pool: list[str]) -> list[str]:
@@ -323,11 +355,11 @@ def main() -> int:
         floor_label = f"floor: FastAPI + SQLite ({args.small} docs)"
         round_ratios: dict[str, list[float]] = {"signed": [], "auth_off": []}
 
-        def against_floor(target: str, name: str, key: str, which: str) -> None:
+        def against_floor(server: ServerProcess, name: str, key: str, which: str) -> None:
             floors, served = [], []
             for _ in range(args.rounds):
-                floors.append(run(floor_app.url, floor_label, small_paths))
-                served.append(run(target, name, small_paths))
+                floors.append(run(floor_app.url, floor_label, small_paths, floor_app.process.pid))
+                served.append(run(server.url, name, small_paths, _pid(server)))
                 round_ratios[which].append(common.ratio(served[-1]["rps"], floors[-1]["rps"]))
             results.setdefault("floor_rounds", []).extend(floors)
             results[key] = _pooled(served)
@@ -335,9 +367,9 @@ def main() -> int:
         try:
             server = ServerProcess(url, work, "--no-executor", *worker_args, env=SERVER_ENV).start()
             try:
-                results["healthz"] = run(server.url, "GET /healthz", ["/healthz"])
+                results["healthz"] = run(server.url, "GET /healthz", ["/healthz"], _pid(server))
                 against_floor(
-                    server.url, f"DescribeTaskInfo ({args.small} tasks)", "describe_small", "signed"
+                    server, f"DescribeTaskInfo ({args.small} tasks)", "describe_small", "signed"
                 )
                 results["describe_1_result"] = run(
                     server.url, "DescribeTaskInfo (1 result)", [f"/tasks/{one}"]
@@ -357,7 +389,7 @@ def main() -> int:
                         server.url, "GET /healthz (--auth off)", ["/healthz"]
                     )
                     against_floor(
-                        server.url,
+                        server,
                         f"DescribeTaskInfo ({args.small} tasks, --auth off)",
                         "describe_small_auth_off",
                         "auth_off",

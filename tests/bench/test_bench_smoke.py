@@ -74,6 +74,14 @@ def test_read_path_bench_prints_rates_and_ratios() -> None:
     assert "DescribeTaskInfo signed / floor requests/s" in out
     assert "ratios (2 API worker processes):" in out
     assert " 0 not 200" in out
+    assert "server CPU" in out
+
+
+def test_in_process_read_bench_prints_cpu_per_request() -> None:
+    out = run("read_asgi.py", "--tasks", "2", "--requests", "32", "--repeat", "1")
+    assert "DescribeTaskInfo, signed" in out
+    assert "DescribeTaskInfo, --auth off" in out
+    assert "µs of CPU per request" in out
 
 
 @pytest.mark.timeout(180)

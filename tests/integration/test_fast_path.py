@@ -2,7 +2,8 @@
 
 Every request of the matrix goes to the application through ``FastPath`` and straight to
 it, and the two answers are compared: status, every header in order (the request id's value
-aside) and the body's bytes (the request id inside it aside). Requests the fast path takes
+aside), the body's bytes (the request id inside it aside), what each changed in the
+metrics and every line each logged with its bound fields. Requests the fast path takes
 (a signed or refused ``GET /tasks/{id}``) and ones it passes on (``HEAD``, long-polls, other
 paths) alike, with signatures checked and with ``--auth off``.
 """
@@ -10,6 +11,8 @@ paths) alike, with signatures checked and with ``--auth off``.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +23,7 @@ from clustertasks import clock, settings
 from clustertasks.api import app as api_app
 from clustertasks.api import fastpath
 from clustertasks.domain import access, signing, states
+from clustertasks.observability import logs
 from clustertasks.observability import telemetry as observed
 from clustertasks.service import auth as auth_service
 from clustertasks.storage import database as storage_database
@@ -47,6 +51,9 @@ class Case:
     """Headers taken out after signing."""
     kept: bool = True
     """False: the kept documents are forgotten before each of the two answers."""
+    body: bytes = b""
+    signed_body: bool = True
+    """False: signed as if the body were empty."""
 
 
 @dataclasses.dataclass
@@ -63,7 +70,11 @@ class Pair:
         headers = {"host": "testserver", "accept": "application/json", **dict(case.headers)}
         if case.signed:
             unsigned = signing.HttpRequest(
-                case.method, case.path, case.query, signing.lower_headers(headers)
+                case.method,
+                case.path,
+                case.query,
+                signing.lower_headers(headers),
+                case.body if case.signed_body else b"",
             )
             headers |= signing.sign_acs3(
                 unsigned,
@@ -78,8 +89,19 @@ class Pair:
         if not case.kept:
             self.app.state.documents.clear()
         url = f"{case.path}?{case.query}" if case.query else case.path
-        response = client.request(case.method, url, headers=headers)
-        return Answer.of(response)
+        before = _counted(self.telemetry)
+        with _LogLines() as lines:
+            response = client.request(case.method, url, headers=headers, content=case.body)
+        answer = Answer.of(response)
+        after = _counted(self.telemetry)
+        counted = {
+            name: after.get(name, 0) - before.get(name, 0)
+            for name in before.keys() | after.keys()
+            if after.get(name, 0) != before.get(name, 0)
+        }
+        rid = response.headers["x-acs-request-id"]
+        logged = [line.replace(rid, "RID") for line in lines.lines]
+        return dataclasses.replace(answer, counted=counted, logged=logged)
 
     def compare(self, case: Case) -> Answer:
         """The answer of both paths to ``case``, asserted equal; the fast path's returned."""
@@ -101,6 +123,13 @@ class Answer:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    counted: dict[str, float] = dataclasses.field(default_factory=dict)
+    """What the request changed in the metrics: each counter's, gauge's and histogram
+    count's change, by name and labels (durations' sums and buckets aside: timing; and
+    the process's own figures)."""
+    logged: list[str] = dataclasses.field(default_factory=list)
+    """Every record logged under ``clustertasks`` meanwhile: logger, level, message (its
+    duration aside) and the fields bound to it."""
 
     @classmethod
     def of(cls, response: object) -> Answer:
@@ -112,6 +141,44 @@ class Answer:
         ]
         body = response.content.replace(rid.encode(), b"RID")  # type: ignore[attr-defined]
         return cls(response.status_code, headers, body)  # type: ignore[attr-defined]
+
+
+def _counted(telemetry: observed.Telemetry) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for metric in telemetry.metrics.registry.collect():
+        for sample in metric.samples:
+            if not sample.name.startswith("clustertasks_") or sample.name.endswith(
+                ("_sum", "_bucket", "_created")
+            ):
+                continue  # the process's own figures, and timing
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            found[f"{sample.name}{{{labels}}}"] = sample.value
+    return found
+
+
+class _LogLines(logging.Handler):
+    """The records logged under ``clustertasks`` while in use, at every level, with the
+    log fields bound when each was made."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self._logger = logging.getLogger("clustertasks")
+        self._level = self._logger.level
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = re.sub(r" in [0-9.]+s$", " in Ts", record.getMessage())
+        fields = sorted(logs.current().items())
+        self.lines.append(f"{record.name} {record.levelname} {message} {fields}")
+
+    def __enter__(self) -> _LogLines:
+        self._logger.addHandler(self)
+        self._logger.setLevel(logging.DEBUG)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
 
 
 def _pair(database: storage_database.Database, config: settings.AuthSettings) -> Iterator[Pair]:
@@ -143,6 +210,14 @@ def pair(database: storage_database.Database) -> Iterator[Pair]:
 @pytest.fixture
 def pair_auth_off(database: storage_database.Database) -> Iterator[Pair]:
     yield from _pair(database, dataclasses.replace(test_signing.UNLIMITED, enabled=False))
+
+
+@pytest.fixture
+def pair_throttled(database: storage_database.Database) -> Iterator[Pair]:
+    """One request's worth of rate for each key, and a clock that stands still."""
+    yield from _pair(
+        database, dataclasses.replace(test_signing.UNLIMITED, rate_per_second=0.001, burst=1)
+    )
 
 
 def _matrix(running: str, done: str) -> list[Case]:
@@ -179,6 +254,9 @@ def _matrix(running: str, done: str) -> list[Case]:
         Case("if-none-match *", path, headers=(("if-none-match", "*"),)),
         Case("if-none-match, stale", path, headers=(("if-none-match", 'W/"1-json"'),)),
         Case("unrelated query", path, "x=1&y=%20"),
+        Case("a body, signed", path, body=b'{"x": 1}'),
+        Case("a body the signature misses", path, body=b"x", signed_body=False),
+        Case("content-length 0", path, headers=(("content-length", "0"),)),
         Case("HEAD", path, method="HEAD"),
         Case("POST", path, method="POST"),
         Case("empty task id", "/tasks/"),
@@ -198,8 +276,34 @@ def tasks(database: storage_database.Database) -> tuple[str, str]:
 
 
 def test_fast_path_answers_like_the_application(pair: Pair, tasks: tuple[str, str]) -> None:
-    statuses = {pair.compare(case).status for case in _matrix(*tasks)}
-    assert {200, 304, 400, 404, 405} <= statuses
+    answers = [pair.compare(case) for case in _matrix(*tasks)]
+    assert {200, 304, 400, 404, 405} <= {answer.status for answer in answers}
+    # The comparison saw what the middlewares count and log: a kept answer's line at debug
+    # with the request id and the key bound, and the refusals counted by code.
+    signed = answers[1]
+    assert signed.counted == {
+        "clustertasks_api_request_duration_seconds_count{operation=DescribeTaskInfo}": 1,
+        "clustertasks_api_requests_total{access_key_id=test-ak,code=,operation=DescribeTaskInfo,"
+        "status=200}": 1,
+    }
+    assert any(
+        "DEBUG DescribeTaskInfo GET" in line and "('access_key_id', 'test-ak')" in line
+        for line in signed.logged
+    )
+    assert any("auth_failures" in name for a in answers for name in a.counted)
+
+
+def test_throttled_requests_are_refused_alike(pair_throttled: Pair, tasks: tuple[str, str]) -> None:
+    case = Case("signed", f"/tasks/{tasks[0]}")
+    assert (
+        pair_throttled.send(pair_throttled.fast, case, pair_throttled.headers(case, "n")).status
+        == 200
+    )
+    throttled = pair_throttled.compare(case)
+    assert throttled.status == 429
+    assert b"Throttling" in throttled.body
+    assert any(name == "x-acs-retry-after" for name, _ in throttled.headers)
+    assert any("throttled_requests" in name for name in throttled.counted)
 
 
 def test_fast_path_answers_like_the_application_with_auth_off(

@@ -56,6 +56,9 @@ def test_a_kept_document_with_its_request_id_is_the_whole_document() -> None:
     kept = render.dumps(document)
     whole = _standard({**document, "requestId": "C0FFEE00-1111-4222-8333-444455556666"})
     assert documents.with_request_id(kept, "C0FFEE00-1111-4222-8333-444455556666") == whole
+    # Ids of any spelling (a client's own, quotes and all) come out as JSON writes them.
+    for rid in ("abc", 'a"b\\c', "é-ü", "tab\there", "\x7f", "-"):
+        assert documents.with_request_id(kept, rid) == _standard({**document, "requestId": rid})
 
 
 def test_kept_documents_are_used_for_their_version_only() -> None:

@@ -302,3 +302,5 @@ async def _refuse(
 # For the metrics middleware (api/observe.py): the same view of a request and its answer.
 operation_of = _action
 Outcome = _Outcome
+# For api/fastpath.py: a refusal answered as this middleware answers it.
+refuse = _refuse

@@ -15,6 +15,7 @@ emulator's reset or import starts ids and versions again.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import OrderedDict
 
@@ -22,6 +23,8 @@ MAX_DOCUMENTS = 4096
 MAX_BYTES = 64 * 1024 * 1024
 MAX_DOCUMENT_BYTES = 1024 * 1024
 """Larger documents are rendered for each request: kept, a few would fill the cache."""
+_PLAIN_ID = re.compile(r"[0-9A-Za-z-]+")
+"""Request ids JSON writes as they are, in quotes (ours: upper-case UUIDs)."""
 
 
 class Documents:
@@ -69,5 +72,8 @@ class Documents:
 
 def with_request_id(document: bytes, request_id: str) -> bytes:
     """``document`` (a JSON object) with ``"requestId"`` as its last key."""
-    suffix = json.dumps(request_id, ensure_ascii=False).encode()
+    if _PLAIN_ID.fullmatch(request_id):
+        suffix = b'"' + request_id.encode() + b'"'  # what json.dumps gives such an id
+    else:
+        suffix = json.dumps(request_id, ensure_ascii=False).encode()
     return document[:-1] + b',"requestId":' + suffix + b"}"

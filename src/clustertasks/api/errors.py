@@ -125,9 +125,21 @@ def status_of(exc: errors.ClustertasksError) -> int:
 _request_ids = random.Random(uuid.uuid4().int)
 
 
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET = (0x8000 << 48) | (4 << 76)
+"""The variant and version bits ``uuid.UUID(int=…, version=4)`` sets."""
+
+
 def new_request_id() -> str:
     """An upper-case UUID version 4, as ACK's request ids are."""
-    return str(uuid.UUID(int=_request_ids.getrandbits(128), version=4)).upper()
+    return uuid4_text(_request_ids.getrandbits(128))
+
+
+def uuid4_text(bits: int) -> str:
+    """``str(uuid.UUID(int=bits, version=4)).upper()``, without the UUID object (a third of
+    the cost)."""
+    text = "%032X" % ((bits & _UUID4_CLEAR) | _UUID4_SET)
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def request_id(request: Request) -> str:

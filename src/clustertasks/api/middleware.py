@@ -17,14 +17,19 @@ class RequestIdMiddleware:
             return
         state = scope.setdefault("state", {})
         rid = state.setdefault("request_id", api_errors.new_request_id())
-        header = (api_errors.REQUEST_ID_HEADER.encode(), str(rid).encode())
+        await self.app(scope, receive, sending_id(send, str(rid)))
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if not any(name.lower() == header[0] for name, _ in headers):
-                    headers.append(header)
-                message["headers"] = headers
-            await send(message)
 
-        await self.app(scope, receive, send_with_id)
+def sending_id(send: Send, request_id: str) -> Send:
+    """``send`` adding the request id header to a response that has none."""
+    header = (api_errors.REQUEST_ID_HEADER.encode(), request_id.encode())
+
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            if not any(name.lower() == header[0] for name, _ in headers):
+                headers.append(header)
+            message["headers"] = headers
+        await send(message)
+
+    return send_with_id

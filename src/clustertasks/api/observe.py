@@ -36,7 +36,7 @@ class ObserveMiddleware:
         self.app = app
         self.metrics = telemetry.metrics
         self.tracing = telemetry.tracing
-        self._in_flight = metrics.Children(self.metrics.api_in_flight)
+        self.in_flight = metrics.Children(self.metrics.api_in_flight)
         self._durations = metrics.Children(self.metrics.api_duration)
         self._answered = metrics.Children(self.metrics.api_requests)
 
@@ -49,7 +49,7 @@ class ObserveMiddleware:
         request_id = str(state.get("request_id", ""))
         operation = auth.operation_of(scope) or UNMATCHED
         outcome = auth.Outcome()
-        in_flight = self._in_flight(operation)
+        in_flight = self.in_flight(operation)
         in_flight.inc()
         with (
             logs.bound(request_id=request_id, access_key_id=None, task_id=None, stage=None),
@@ -61,24 +61,7 @@ class ObserveMiddleware:
                 in_flight.dec()
                 key = str(state.get("access_key_id", ""))
                 status, code = outcome.status, outcome.code
-                self._answered(operation, str(status), code, key).inc()
-                seconds = time.perf_counter() - started
-                self._durations(operation).observe(seconds)
-                # Refusals and errors are worth a line; every answer is at debug.
-                log.log(
-                    logging.INFO if status >= 400 else logging.DEBUG,
-                    "%s %s %s -> %d %s in %.3fs",
-                    operation,
-                    scope["method"],
-                    scope["path"],
-                    status,
-                    code,
-                    seconds,
-                )
-                if code in _AUTH_FAILURES:
-                    self.metrics.auth_failures.labels(code).inc()
-                elif code in _THROTTLING:
-                    self.metrics.throttled.labels(code).inc()
+                self.answered(scope, operation, status, code, key, started)
                 if span is not None:
                     task_id = scope.get("path_params", {}).get("task_id")
                     span.set_attribute("http.response.status_code", status)
@@ -88,6 +71,30 @@ class ObserveMiddleware:
                         span.set_attribute("clustertasks.task_id", str(task_id))
                     if status >= 400:
                         tracing.mark_error(span, code, f"HTTP {status}")
+
+    def answered(
+        self, scope: Scope, operation: str, status: int, code: str, key: str, started: float
+    ) -> None:
+        """Count, time and log an answered request (``started``: its ``perf_counter()``);
+        api/fastpath.py records its answers here too."""
+        self._answered(operation, str(status), code, key).inc()
+        seconds = time.perf_counter() - started
+        self._durations(operation).observe(seconds)
+        # Refusals and errors are worth a line; every answer is at debug.
+        log.log(
+            logging.INFO if status >= 400 else logging.DEBUG,
+            "%s %s %s -> %d %s in %.3fs",
+            operation,
+            scope["method"],
+            scope["path"],
+            status,
+            code,
+            seconds,
+        )
+        if code in _AUTH_FAILURES:
+            self.metrics.auth_failures.labels(code).inc()
+        elif code in _THROTTLING:
+            self.metrics.throttled.labels(code).inc()
 
     def _span(
         self, scope: Scope, operation: str, request_id: str

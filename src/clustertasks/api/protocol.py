@@ -11,11 +11,16 @@ event stream).
 The writes of one turn of the event loop also leave as one (``_Coalesced``): uvicorn writes
 a response's head and its body separately, each a system call and, on a connection without
 Nagle's delay, a packet of its own; together they are one of each.
+
+``respond`` writes a whole response of a known length (api/fastpath.py's answers) to such
+a connection in one step: the bytes and the connection's state exactly as uvicorn's two
+``send`` calls would leave them, without the per-header checks of headers built valid.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from uvicorn.protocols.http import httptools_impl
@@ -81,9 +86,20 @@ class _Coalesced:
             self._loop.call_soon(self._flush)
         self._pending.append(data)
 
+    def write_whole(self, data: bytes) -> None:
+        """Write ``data``, a whole response, now when nothing waits to go before it (there
+        is nothing to join it with), else after what waits."""
+        if self._pending:
+            self.write(data)
+        elif not self._transport.is_closing():
+            self._transport.write(data)
+
     def writelines(self, lines: Any) -> None:
         for data in lines:
             self.write(data)
+
+    def is_closing(self) -> bool:  # asked several times a request: not via __getattr__
+        return self._transport.is_closing()
 
     def close(self) -> None:
         self._flush()
@@ -102,3 +118,48 @@ class _Coalesced:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+def respond(
+    send: Callable[[Any], Awaitable[None]],
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+) -> bool:
+    """Write the response (``headers`` lower-case, valid, with its ``content-length``)
+    through the uvicorn connection ``send`` belongs to, as its ``http.response.start`` and
+    ``http.response.body`` would; False, having done nothing, where that is not plain (not
+    uvicorn's httptools connection, a response begun, writing paused, a ``HEAD``, the
+    access log on): the caller then sends the two messages."""
+    cycle: Any = getattr(send, "__self__", None)
+    if (
+        type(cycle) is not httptools_impl.RequestResponseCycle
+        or cycle.response_started
+        or cycle.disconnected
+        or cycle.flow.write_paused
+        or cycle.access_log
+        or cycle.scope["method"] == "HEAD"
+    ):
+        return False
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    cycle.chunked_encoding = False
+    content = [httptools_impl.STATUS_LINE[status]]
+    for name, value in cycle.default_headers:  # uvicorn's own (the date), as it writes them
+        content += (name.lower(), b": ", value, b"\r\n")
+    for name, value in headers:
+        content += (name, b": ", value, b"\r\n")
+    if not cycle.keep_alive:
+        content.append(b"connection: close\r\n")
+    content += (b"\r\n", body)
+    transport: Any = cycle.transport
+    if type(transport) is _Coalesced:
+        transport.write_whole(b"".join(content))
+    else:
+        transport.write(b"".join(content))
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
+    return True

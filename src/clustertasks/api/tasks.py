@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from clustertasks import errors
 from clustertasks.api import conditional, deps, documents, render
 from clustertasks.api import errors as api_errors
+from clustertasks.api import services as api_services
 from clustertasks.domain import wire
 from clustertasks.service import tasks as task_service
 
@@ -132,6 +133,23 @@ async def describe_task_info(request: Request) -> Response:
     response = render.document(request, "DescribeTaskInfo", body)
     response.headers.update(conditional.headers(version, representation))
     return response
+
+
+def plain_document(
+    services: api_services.Services, kept: documents.Documents, task_id: str, tz: str
+) -> tuple[bytes, int]:
+    """The JSON document ``describe_task_info`` answers a plain read with (no ``wait``,
+    ``since``, ``If-None-Match`` or ``format``), without its request id, and the task's
+    version: the same reads, made right here (api/fastpath.py calls it where store calls
+    run inline)."""
+    version = services.tasks.version(task_id, poll=True)
+    document = kept.get(task_id, tz, version)
+    if document is None:
+        view = services.tasks.describe_task(task_id, poll=False)
+        version = view.task.version
+        document = render.dumps(wire.task_document(view, tz))
+        kept.put(task_id, tz, version, document)
+    return document, version
 
 
 def _documents(request: Request) -> documents.Documents:

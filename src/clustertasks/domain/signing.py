@@ -22,6 +22,7 @@ import contextlib
 import datetime
 import email.utils
 import enum
+import functools
 import hashlib
 import hmac
 import re
@@ -78,21 +79,46 @@ class HttpRequest:
     headers: tuple[tuple[str, str], ...]
     """Lower-case names, values as received (several entries for a repeated header)."""
     body: bytes = b""
-    _values: dict[str, list[str]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-    """Each header's values, gathered at the first lookup (a signature check makes a
-    dozen)."""
+    _values: dict[str, str] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Each header's value as ``header`` gives it, gathered at the first lookup (a
+    signature check makes a dozen)."""
 
     def header(self, name: str) -> str | None:
         """The header's value; a repeated header's values sorted and joined with ``,``."""
-        if not self._values and self.headers:
+        values = self._values
+        if not values and self.headers:
+            repeated: dict[str, list[str]] = {}
             for key, value in self.headers:
-                self._values.setdefault(key, []).append(value.strip())
-        values = self._values.get(name)
-        if not values:
-            return None
-        return values[0] if len(values) == 1 else ",".join(sorted(values))
+                if key in values:
+                    repeated.setdefault(key, [values[key]]).append(value.strip())
+                else:
+                    values[key] = value.strip()
+            for key, many in repeated.items():  # rare: sorted and joined
+                values[key] = ",".join(sorted(many))
+        return values.get(name)
+
+
+def received(
+    method: str,
+    path: str,
+    query: str,
+    headers: tuple[tuple[str, str], ...],
+    values: dict[str, str],
+) -> HttpRequest:
+    """A body-less request whose headers' values (stripped, one per name: no header
+    repeated) the caller has gathered already, as ``HttpRequest.header`` would."""
+    request = HttpRequest(method, path, query, headers)
+    request._values.update(values)
+    return request
+
+
+@functools.lru_cache(maxsize=64)
+def _signed_headers(listed: str) -> tuple[tuple[str, ...], frozenset[str], tuple[str, ...]]:
+    """``SignedHeaders``: the names, as a set, and the required ones it lacks (clients
+    send the same list with every request)."""
+    signed = tuple(name.strip().lower() for name in listed.split(";"))
+    missing = tuple(h for h in ACS3_REQUIRED_SIGNED if h not in signed)
+    return signed, frozenset(signed), missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +165,11 @@ def parse(request: HttpRequest) -> Credentials:
             f"The Authorization header lacks {', '.join(missing)}: expected "
             f"'{algorithm} Credential=AK,SignedHeaders=a;b,Signature=hex'."
         )
-    signed = tuple(name.strip().lower() for name in fields["SignedHeaders"].split(";"))
-    sent_acs = {key for key, _ in request.headers if key.startswith("x-acs-")}
-    unsigned = [h for h in ACS3_REQUIRED_SIGNED if h not in signed]
-    unsigned += sorted(sent_acs - set(signed) - set(unsigned))
+    signed, signed_set, lacking = _signed_headers(fields["SignedHeaders"])
+    unsigned = list(lacking)
+    unsigned += sorted(
+        {key for key, _ in request.headers if key.startswith("x-acs-")} - signed_set - set(lacking)
+    )
     if unsigned:
         raise errors.IncompleteSignature(
             f"The signature must cover the header(s) {', '.join(unsigned)} (SignedHeaders)."
@@ -207,6 +234,7 @@ def _nonce(request: HttpRequest) -> str:
 _CANONICAL_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
 
 
+@functools.lru_cache(maxsize=64)
 def _parse_acs3_date(value: str) -> int:
     # What every SDK sends, read without strptime (which costs more than the rest of the
     # signature check); any other spelling strptime accepts is read by it, as before.
@@ -265,6 +293,8 @@ def query_pairs(query: str) -> list[tuple[str, str]]:
 
 def canonical_query(query: str) -> str:
     """ACS3: decoded pairs sorted by name, values re-encoded RFC 3986 style (space = %20)."""
+    if not query:  # every DescribeTaskInfo poll
+        return ""
     return "&".join(
         f"{key}={urllib.parse.quote(value, safe='~')}" for key, value in sorted(query_pairs(query))
     )

@@ -37,11 +37,30 @@ def current() -> dict[str, str]:
 @contextlib.contextmanager
 def bound(**fields: str | None) -> Iterator[None]:
     """Records logged inside carry ``fields`` (a None value unbinds that field)."""
-    token = _CONTEXT.set(_merged(fields))
+    token = enter(**fields)
     try:
         yield
     finally:
-        _CONTEXT.reset(token)
+        leave(token)
+
+
+Bound = contextvars.Token[dict[str, str] | None]
+
+
+def enter(**fields: str | None) -> Bound:
+    """``bound`` without a ``with`` block: records carry ``fields`` until ``leave``."""
+    return _CONTEXT.set(_merged(fields))
+
+
+def enter_request(request_id: str) -> Bound:
+    """``enter(request_id=request_id)`` with every other field unbound, as a request's
+    first binding is (the API's hot read makes one per request)."""
+    return _CONTEXT.set({"request_id": request_id})
+
+
+def leave(token: Bound) -> None:
+    """End what ``enter`` began (in the same context)."""
+    _CONTEXT.reset(token)
 
 
 def bind(**fields: str | None) -> None:

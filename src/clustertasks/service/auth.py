@@ -117,7 +117,14 @@ class Authenticator:
     async def authenticate_async(self, request: signing.HttpRequest) -> access.AccessKey:
         """``authenticate`` on an event loop: the checks run here, the nonce waits for its
         batch to commit without holding a thread."""
-        checked = self.check(request)
+        return await self.admit(self.verified(request))
+
+    async def admit(self, checked: Checked) -> access.AccessKey:
+        """The second half of ``authenticate_async``, the checks that spend something: a
+        token of the key's rate, then its nonce (the nonce's batch committed on the loop).
+        ``verified`` changed nothing, so a caller may take a request that fails it another
+        way; once here, the request is counted."""
+        self._throttle(checked.key.access_key_id)
         if checked.nonce is not None:
             nonce = checked.nonce
             fresh = await self._keys.claim_nonce(
@@ -129,10 +136,17 @@ class Authenticator:
     def check(self, request: signing.HttpRequest) -> Checked:
         """Every check but the nonce's: the key, its date, its signature, its rate; and the
         nonce the request still has to spend (None when it has none to spend)."""
+        checked = self.verified(request)
+        self._throttle(checked.key.access_key_id)
+        return checked
+
+    def verified(self, request: signing.HttpRequest) -> Checked:
+        """The checks that read and change nothing but the key's row: the signature headers,
+        the key, its date, its signature; and the nonce the request still has to spend
+        (None when it has none). The rate is ``check``'s and ``admit``'s."""
         credentials = signing.parse(request)
         now_us = self._time.now_us()
         if not self.config.enabled:
-            self._throttle(credentials.access_key_id)
             anyone = access.AccessKey(
                 credentials.access_key_id,
                 "",
@@ -157,7 +171,6 @@ class Authenticator:
                 "are allowed. Check the client's clock."
             )
         signing.verify(request, credentials, key.secret)
-        self._throttle(key.access_key_id)
         if not credentials.nonce:
             return Checked(key, None)
         # Remember the nonce for as long as its request could still pass the date check.

@@ -70,7 +70,7 @@ class KeyStore:
     def get(self, access_key_id: str) -> access.AccessKey | None:
         if self._points is not None and self._key_read is not None:
             found = self._points.first(self._key_read, {"p_id": access_key_id})
-            return None if found is None else _key(dict(zip(_KEY_COLUMNS, found, strict=True)))
+            return None if found is None else _key_of_row(found)
         with self._tx.read() as conn:
             row = conn.execute(sa.select(K).where(K.c.access_key_id == access_key_id)).first()
         return None if row is None else _key(row._mapping)
@@ -185,6 +185,33 @@ class KeyStore:
                     os.chmod(database + suffix, 0o600)
         except OSError as exc:
             raise errors.StorageError(f"cannot restrict the database file's mode: {exc}") from exc
+
+
+_KEY_POSITIONS = tuple(
+    _KEY_COLUMNS.index(name)
+    for name in ("access_key_id", "secret", "role", "name", "status", "created_us")
+)
+
+
+_ROWS_SEEN: dict[tuple[Any, ...], access.AccessKey] = {}
+"""The records of the rows read lately: a row equal to one seen is the same (immutable)
+record, and every signed request reads its key's row."""
+MAX_ROWS_SEEN = 256
+
+
+def _key_of_row(row: tuple[Any, ...]) -> access.AccessKey:
+    """``_key`` of a row read through the driver, its columns in the table's order."""
+    known = _ROWS_SEEN.get(row)
+    if known is not None:
+        return known
+    key_id, secret, role, name, status, created_us = (row[i] for i in _KEY_POSITIONS)
+    key = access.AccessKey(
+        key_id, secret, access.Role(role), name, access.KeyStatus(status), created_us
+    )
+    if len(_ROWS_SEEN) >= MAX_ROWS_SEEN:
+        _ROWS_SEEN.clear()
+    _ROWS_SEEN[row] = key
+    return key
 
 
 def _key(row: Any) -> access.AccessKey:
