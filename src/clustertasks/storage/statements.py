@@ -17,6 +17,7 @@ T = schema.tasks
 S = schema.stages
 E = schema.events
 R = schema.results
+G = schema.state_generation
 
 
 def _param(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
@@ -106,6 +107,14 @@ TASK_EVENTS = (
     .order_by(E.c.seq)
 )
 TASK_VERSION = sa.select(T.c.version).where(T.c.task_id == _TASK_ID)
+# The state's generation, 0 before the first reset or import (and where its row is missing).
+GENERATION = sa.func.coalesce(
+    sa.select(G.c.generation).where(G.c.row_id == 1).scalar_subquery(), 0
+).label("state_generation")
+# The version and the generation in one statement: two primary-key lookups, one read.
+TASK_STAMP = sa.select(T.c.version, GENERATION).where(T.c.task_id == _TASK_ID)
+# The task row and the generation, for a document that is kept by both.
+GET_TASK_STAMPED = sa.select(T, GENERATION).where(T.c.task_id == _TASK_ID)
 TASK_RESULTS = (
     sa.select(R.c.data, R.c.status)
     .where(R.c.task_id == _param("p_task_id", R.c.task_id))

@@ -102,6 +102,25 @@ class StageStart:
     now_us: int
 
 
+class Stamp(NamedTuple):
+    """What names one content of a task: its version, in the state's generation (a reset
+    or an import of the emulator's state starts versions again in a new generation)."""
+
+    version: int
+    generation: int
+
+
+class StampedView(NamedTuple):
+    """A task read with the generation of the state it was read in."""
+
+    view: records.TaskView
+    generation: int
+
+    @property
+    def stamp(self) -> Stamp:
+        return Stamp(self.view.task.version, self.generation)
+
+
 class UnfinishedTask(NamedTuple):
     task_id: str
     state: states.TaskState
@@ -114,10 +133,16 @@ class TaskStore:
         self._engine = engine
         self._points = points
         self._version_read = points.prepare(sql.TASK_VERSION) if points is not None else None
+        self._stamp_read = points.prepare(sql.TASK_STAMP) if points is not None else None
         self._document_reads = (
             tuple(
                 points.prepare(statement)
-                for statement in (sql.GET_TASK, sql.TASK_STAGES, sql.TASK_EVENTS, sql.TASK_RESULTS)
+                for statement in (
+                    sql.GET_TASK_STAMPED,
+                    sql.TASK_STAGES,
+                    sql.TASK_EVENTS,
+                    sql.TASK_RESULTS,
+                )
             )
             if points is not None
             else None
@@ -329,12 +354,18 @@ class TaskStore:
         ``events_after``: leave out the events numbered up to this one (a reader that has
         them already: the history is append-only).
         """
+        return self.describe_task_stamped(task_id, events_after=events_after).view
+
+    def describe_task_stamped(self, task_id: str, *, events_after: int = 0) -> StampedView:
+        """``describe_task`` with the state's generation, read in the same snapshot."""
         if self._points is not None and self._document_reads is not None:
             return self._describe_point_reads(
                 self._points, self._document_reads, task_id, events_after
             )
         with self._read(snapshot=True) as conn:
-            return writes.read_view(conn, task_id, events_after=events_after)
+            view = writes.read_view(conn, task_id, events_after=events_after)
+            generation = conn.execute(sa.select(sql.GENERATION)).scalar_one()
+        return StampedView(view, int(generation))
 
     @staticmethod
     def _describe_point_reads(
@@ -342,7 +373,7 @@ class TaskStore:
         reads: tuple[prepared.Compiled, ...],
         task_id: str,
         events_after: int,
-    ) -> records.TaskView:
+    ) -> StampedView:
         """``describe_task`` straight through SQLite's driver, in one read transaction."""
         task, stages, events, results = reads
         params = {"p_task_id": task_id, "p_after": events_after}
@@ -353,8 +384,9 @@ class TaskStore:
             stage_rows = points.mappings(stages, params)
             event_rows = points.mappings(events, params)
             result_rows = points.mappings(results, params)
-        return records.TaskView(
-            task=rows.task_from_row(found[0]),
+        row = found[0]
+        view = records.TaskView(
+            task=rows.task_from_row(row),
             stages=tuple(rows.stage_from_row(r) for r in stage_rows),
             events=tuple(rows.event_from_row(r) for r in event_rows),
             results=tuple(
@@ -362,6 +394,19 @@ class TaskStore:
                 for r in result_rows
             ),
         )
+        return StampedView(view, int(row["state_generation"]))
+
+    def task_stamp(self, task_id: str) -> Stamp:
+        """The task's version and the state's generation, in one statement (two primary-key
+        lookups): together they name the task's content across resets and imports."""
+        if self._points is not None and self._stamp_read is not None:
+            found = self._points.first(self._stamp_read, {"p_task_id": task_id})
+        else:
+            with self._read() as conn:
+                found = conn.execute(sql.TASK_STAMP, {"p_task_id": task_id}).first()
+        if found is None:
+            raise errors.TaskNotFound(task_id)
+        return Stamp(int(found[0]), int(found[1]))
 
     def task_version(self, task_id: str) -> int:
         """The task's version alone (one primary-key lookup): it changes with every write
