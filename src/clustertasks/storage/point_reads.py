@@ -3,9 +3,10 @@
 A read through SQLAlchemy's connection pool and transaction (check a connection out,
 ``BEGIN``, execute, ``COMMIT``, check it back in, with their events) costs some 20 times
 what SQLite takes to find the row. The hottest reads of the read path are single
-statements (a task's version, an AccessKey), and a single statement on a connection
-without an open transaction is a transaction of its own in SQLite (a consistent
-snapshot), so nothing is lost by running them as they are. The statements are SQLAlchemy
+statements (a task's version with the state's generation, a task's whole document, an
+AccessKey), and a single statement on a connection without an open transaction is a
+transaction of its own in SQLite (a consistent snapshot), so nothing is lost by running
+them as they are. The statements are SQLAlchemy
 Core's, compiled once for the dialect by ``prepared.compile_for`` (as the engine's hot
 statements are); each thread that reads has a connection of its own, opened with the
 pool's settings and kept for the life of the store.
@@ -18,13 +19,21 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
 
 from clustertasks import errors
 from clustertasks.storage import prepared
+
+MMAP_BYTES = 1 << 31
+"""How much of the database file a reading connection maps into memory (SQLite caps it
+at its build's limit, 2 GiB by default). A point read of a large store touches a few pages
+that are seldom in the connection's own page cache (2 MiB): mapped, they are read from
+the operating system's cache where they lie, instead of copied in by a ``pread`` each;
+this is most of what a read costs more with a million tasks than with a thousand. The
+mapping is shared with every process's page cache, so it costs address space, not
+memory. Writers do not map: only these read-only connections do."""
 
 
 class PointReads:
@@ -43,36 +52,14 @@ class PointReads:
     def for_engine(cls, engine: sa.Engine) -> PointReads | None:
         return cls(engine) if engine.dialect.name == "sqlite" else None
 
-    def prepare(self, statement: sa.Select[Any]) -> prepared.Compiled:
+    def prepare(self, statement: sa.Select[Any] | sa.CompoundSelect[Any]) -> prepared.Compiled:
         """``statement`` compiled once for SQLite, as the engine's hot statements are."""
         return prepared.compile_for(statement, self._dialect)
 
-    def mappings(
-        self, statement: prepared.Compiled, params: dict[str, Any]
-    ) -> list[dict[str, Any]]:
-        """Every row of the statement, as column name -> value."""
-        keys, convert = statement.keys, statement.results
-        return [
-            {
-                key: (value if process is None or value is None else process(value))
-                for key, value, process in zip(keys, row, convert, strict=True)
-            }
-            for row in self._execute(statement, params).fetchall()
-        ]
-
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[None]:
-        """One read transaction around the reads in the block: they see the same commits."""
-        conn = self._connection()
-        try:
-            conn.execute("BEGIN")
-        except sqlite3.Error as exc:
-            raise errors.StorageUnavailable() from exc
-        try:
-            yield
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("COMMIT")
+    def rows(self, statement: prepared.Compiled, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row of the statement as the driver gives it (no result processors: for a
+        statement whose columns hold values of different kinds row by row)."""
+        return self._execute(statement, params).fetchall()
 
     def first(self, statement: prepared.Compiled, params: dict[str, Any]) -> tuple[Any, ...] | None:
         """The statement's first row, or None."""
@@ -117,6 +104,7 @@ class PointReads:
                 conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
                 conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
                 conn.execute("PRAGMA query_only=1")
+                conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
             except sqlite3.Error as exc:
                 raise errors.StorageUnavailable() from exc
             self._opened.append(conn)
