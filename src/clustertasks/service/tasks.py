@@ -71,17 +71,6 @@ class TaskService:
             self._polled(task_id)
         return view
 
-    def version(self, task_id: str, *, poll: bool = True) -> int:
-        """The task's version alone (one primary-key lookup), read as ``describe_task``
-        reads the document: counting as a poll unless ``poll`` is False. A client that has
-        the document of this version has the whole answer."""
-        if not ids.is_lookup_id(task_id):
-            raise errors.TaskNotFound(task_id)
-        version = self._store.task_version(task_id)
-        if poll:
-            self._polled(task_id)
-        return version
-
     def describe_task_stamped(self, task_id: str, *, poll: bool = True) -> store.StampedView:
         """``describe_task`` with the state's generation it was read in (what a kept
         document is kept by, with the version)."""
