@@ -26,15 +26,6 @@ import sqlalchemy as sa
 from clustertasks import errors
 from clustertasks.storage import prepared
 
-MMAP_BYTES = 1 << 31
-"""How much of the database file a reading connection maps into memory (SQLite caps it
-at its build's limit, 2 GiB by default). A point read of a large store touches a few pages
-that are seldom in the connection's own page cache (2 MiB): mapped, they are read from
-the operating system's cache where they lie, instead of copied in by a ``pread`` each;
-this is most of what a read costs more with a million tasks than with a thousand. The
-mapping is shared with every process's page cache, so it costs address space, not
-memory. Writers do not map: only these read-only connections do."""
-
 
 class PointReads:
     def __init__(self, engine: sa.Engine) -> None:
@@ -104,7 +95,6 @@ class PointReads:
                 conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
                 conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
                 conn.execute("PRAGMA query_only=1")
-                conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
             except sqlite3.Error as exc:
                 raise errors.StorageUnavailable() from exc
             self._opened.append(conn)
