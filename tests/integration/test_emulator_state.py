@@ -518,14 +518,23 @@ def test_bad_documents_are_refused_by_name_and_change_nothing(db_url: str) -> No
 def test_import_and_reset_without_an_executor(api: TestClient, task_store: store.TaskStore) -> None:
     """``--no-executor``: nothing runs here; the executor lock keeps one from starting meanwhile."""
     view = factories.seed_task(task_store)
+    task_id = view.task.task_id
+    assert task_store.task_stamp(task_id) == store.Stamp(view.task.version, 0)
     exported = ok(api.get("/_emulator/state"))
-    assert [t["task_id"] for t in exported["tables"]["tasks"]] == [view.task.task_id]
+    assert [t["task_id"] for t in exported["tables"]["tasks"]] == [task_id]
     body = ok(api.post("/_emulator/reset"))
     assert (body["tasks_canceled"], body["tasks_deleted"], body["clusters_deleted"]) == (1, 1, 0)
-    assert api.get(f"/tasks/{view.task.task_id}").status_code == 404
+    assert api.get(f"/tasks/{task_id}").status_code == 404
     ok(api.post("/_emulator/state", json=exported))
     assert without_time(ok(api.get("/_emulator/state"))) == without_time(exported)
-    assert json.loads(describe_bytes(api, view.task.task_id).decode())["state"] == "running"
+    assert json.loads(describe_bytes(api, task_id).decode())["state"] == "running"
+    # The reset and the import each started a generation; a refused import starts none
+    # (a duplicate row: refused inside the transaction that bumps it).
+    assert task_store.task_stamp(task_id) == store.Stamp(view.task.version, 2)
+    tasks = exported["tables"]["tasks"]
+    twice = {**exported, "tables": {**exported["tables"], "tasks": tasks + tasks}}
+    assert api.post("/_emulator/state", json=twice).status_code == 400
+    assert task_store.task_stamp(task_id).generation == 2
 
 
 def test_only_admin_keys_may_reset_or_import(

@@ -42,6 +42,7 @@ def test_migrations_produce_the_declared_tables(empty_db_url: str) -> None:
             "auth_nonces",
             "audit_log",
             "console_sessions",
+            "state_generation",
         }
     finally:
         engine.dispose()

@@ -446,11 +446,28 @@ def test_point_reads_describe_a_task_as_sqlalchemy_does(
     view = factories.seed_task(
         database.tasks,
         state=state,
-        parameters={"count": 3, "labels": {"a": "é"}, "ratio": 0.5, "none": None},
+        parameters={
+            "count": 3,
+            "labels": {"a": "é"},
+            "ratio": 0.5,
+            "none": None,
+            "beyond_64_bits": 2**70,
+            "below": -(2**63) - 1,
+            "tiny": 1e-7,
+        },
         error=error,
+        # Listed in first-seen order, not by id: the one-statement read sorts its rows.
+        instances=[f"i-{n:020d}" for n in (9, 3, 7, 1, 5)],
     )
     task_id = view.task.task_id
     through_sqlalchemy = store.TaskStore(database.engine)  # no point reads
+    assert [r.data for r in database.tasks.describe_task(task_id).results] == [
+        f"i-{n:020d}" for n in (9, 3, 7, 1, 5)
+    ]
+    assert database.tasks.describe_task_stamped(task_id) == (
+        through_sqlalchemy.describe_task_stamped(task_id)
+    )
+    assert database.tasks.task_stamp(task_id) == through_sqlalchemy.task_stamp(task_id)
     assert database.tasks.describe_task(task_id) == through_sqlalchemy.describe_task(task_id)
     assert database.tasks.describe_task(task_id, events_after=1) == (
         through_sqlalchemy.describe_task(task_id, events_after=1)

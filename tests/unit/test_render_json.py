@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from clustertasks.api import documents, render
 from clustertasks.domain import wire
+from clustertasks.storage import store
 from tests.unit import test_wire
 
 
@@ -63,12 +64,24 @@ def test_a_kept_document_with_its_request_id_is_the_whole_document() -> None:
 
 def test_kept_documents_are_used_for_their_version_only() -> None:
     kept = documents.Documents(max_documents=2)
-    kept.put("T-1", "UTC", 3, b'{"v":3}')
-    assert kept.get("T-1", "UTC", 3) == b'{"v":3}'
-    assert kept.get("T-1", "UTC", 4) is None
-    assert kept.get("T-1", "Asia/Shanghai", 3) is None
-    kept.put("T-1", "UTC", 2, b'{"v":2}')  # an older render that finished late
-    assert kept.get("T-1", "UTC", 3) == b'{"v":3}'
-    kept.put("T-2", "UTC", 1, b"{}")
-    kept.put("T-3", "UTC", 1, b"{}")
-    assert kept.get("T-1", "UTC", 3) is None  # the least recently used went
+    kept.put("T-1", "UTC", store.Stamp(3, 0), b'{"v":3}')
+    assert kept.get("T-1", "UTC", store.Stamp(3, 0)) == b'{"v":3}'
+    assert kept.get("T-1", "UTC", store.Stamp(4, 0)) is None
+    assert kept.get("T-1", "Asia/Shanghai", store.Stamp(3, 0)) is None
+    kept.put("T-1", "UTC", store.Stamp(2, 0), b'{"v":2}')  # an older render that finished late
+    assert kept.get("T-1", "UTC", store.Stamp(3, 0)) == b'{"v":3}'
+    kept.put("T-2", "UTC", store.Stamp(1, 0), b"{}")
+    kept.put("T-3", "UTC", store.Stamp(1, 0), b"{}")
+    assert kept.get("T-1", "UTC", store.Stamp(3, 0)) is None  # the least recently used went
+
+
+def test_kept_documents_are_used_for_their_generation_only() -> None:
+    """After a reset or an import (a new generation) a task id can come back at a version
+    it had before, with other content."""
+    kept = documents.Documents()
+    kept.put("T-1", "UTC", store.Stamp(3, 0), b'{"v":"old"}')
+    assert kept.get("T-1", "UTC", store.Stamp(3, 1)) is None
+    kept.put("T-1", "UTC", store.Stamp(2, 1), b'{"v":"new"}')  # newer, whatever its version
+    assert kept.get("T-1", "UTC", store.Stamp(2, 1)) == b'{"v":"new"}'
+    kept.put("T-1", "UTC", store.Stamp(3, 0), b'{"v":"old"}')  # a late render of the old
+    assert kept.get("T-1", "UTC", store.Stamp(2, 1)) == b'{"v":"new"}'

@@ -113,20 +113,28 @@ async def describe_task_info(request: Request) -> Response:
     tz = deps.timezone(request)
     kept = _documents(request)
     if representation == "json":
-        if version is None:
-            version = await deps.short_call(request, services.tasks.version, task_id, poll=poll)
-            poll = False  # counted as one
-        document = kept.get(task_id, tz, version)
+        # The version and the state's generation in one read: a kept document is the
+        # answer only for both (a reset or an import in another process starts versions
+        # again in a new generation). A version read by a long-poll or a conditional read
+        # is read again with its generation: only a 304 could be answered from it alone.
+        stamp = await deps.short_call(request, services.tasks.stamp, task_id, poll=poll)
+        poll = False  # counted as one
+        if held and held.matches(conditional.etag(stamp.version, representation)):
+            return conditional.not_modified(stamp.version, representation)
+        document = kept.get(task_id, tz, stamp)
         if document is not None:
-            return _json_answer(request, document, version)
-    view = await deps.short_call(request, services.tasks.describe_task, task_id, poll=poll)
+            return _json_answer(request, document, stamp.version)
+    stamped = await deps.short_call(
+        request, services.tasks.describe_task_stamped, task_id, poll=poll
+    )
+    view = stamped.view
     version = view.task.version
     if held.matches(conditional.etag(version, representation)):
         return conditional.not_modified(version, representation)
     body = wire.task_document(view, tz)
     if representation == "json":
         document = render.dumps(body)
-        kept.put(task_id, tz, version, document)
+        kept.put(task_id, tz, stamped.stamp, document)
         return _json_answer(request, document, version)
     # Not in the SDK model, but ecctl reads a request id from this document.
     body["requestId"] = api_errors.request_id(request)

@@ -24,14 +24,20 @@ def _as_datetime(us: int, tz: str) -> dt.datetime:
 
 def rfc3339(us: int, tz: str = "UTC") -> str:
     """Task ``created``/``updated``: ``2020-11-10T16:02:04+08:00`` (offset always numeric)."""
-    return _as_datetime(us, tz).replace(microsecond=0).isoformat()
+    # Whole seconds: no microseconds to set and clear (each ``replace`` is a new object).
+    return dt.datetime.fromtimestamp(us // 1_000_000, zone(tz)).isoformat()
 
 
 def stage_time(us: int | None, tz: str = "UTC") -> str:
     """Stage ``start_time``/``end_time``: ``2022-12-15 23:00:00``; ``""`` when not reached."""
     if us is None:
         return ""
-    return _as_datetime(us, tz).strftime("%Y-%m-%d %H:%M:%S")
+    moment = dt.datetime.fromtimestamp(us // 1_000_000, zone(tz))
+    if moment.year >= 1000:
+        # The same characters as strftime's, in half the time (rendering a document
+        # formats two per stage).
+        return moment.isoformat(" ")[:19]
+    return moment.strftime("%Y-%m-%d %H:%M:%S")  # %Y: no leading zeros, as it always was
 
 
 def epoch_ms(us: int) -> str:

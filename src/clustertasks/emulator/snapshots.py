@@ -29,8 +29,11 @@ from clustertasks.domain import records, states, wire
 from clustertasks.storage import rows as task_rows
 from clustertasks.storage import schema, transactions
 
-KEPT = frozenset({"access_keys", "auth_nonces", "audit_log", "console_sessions"})
-"""Tables a reset or an import leaves alone."""
+KEPT = frozenset(
+    {"access_keys", "auth_nonces", "audit_log", "console_sessions", "state_generation"}
+)
+"""Tables a reset or an import leaves alone (the state's generation is bumped by both, in
+their transaction: see :func:`_next_generation`)."""
 
 _UNFINISHED = (states.TaskState.RUNNING.value, states.TaskState.PAUSED.value)
 # A deadlock with a write that was in flight when the wipe began (PostgreSQL picks a victim)
@@ -94,6 +97,7 @@ class SnapshotStore:
                 with self._tx.write() as conn:
                     removed = _census(conn)
                     self._clear(conn)
+                    _next_generation(conn)
                     return removed
             except errors.StorageUnavailable:
                 if attempt >= _WIPE_ATTEMPTS:
@@ -161,6 +165,7 @@ class SnapshotStore:
         with self._tx.write() as conn:
             removed = _census(conn)
             self._clear(conn)
+            _next_generation(conn)
             for table in state_tables():
                 batch = rows.get(table.name, [])
                 loaded[table.name] = len(batch)
@@ -216,6 +221,19 @@ class SnapshotStore:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():  # SQLite: a read transaction in WAL mode is a snapshot
                 yield conn
+
+
+def _next_generation(conn: sa.Connection) -> None:
+    """Start a new generation of the state, in the transaction that resets or imports it:
+    ids and task versions start again, so every API process (workers, replicas) must stop
+    using what it kept by task id and version; they read the generation with the version.
+    """
+    table = schema.state_generation
+    bumped = conn.execute(
+        sa.update(table).where(table.c.row_id == 1).values(generation=table.c.generation + 1)
+    )
+    if bumped.rowcount == 0:  # the row was deleted by hand: readers took it for 0
+        conn.execute(sa.insert(table).values(row_id=1, generation=1))
 
 
 def _census(conn: sa.Connection) -> Removed:

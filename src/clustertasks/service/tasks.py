@@ -71,16 +71,26 @@ class TaskService:
             self._polled(task_id)
         return view
 
-    def version(self, task_id: str, *, poll: bool = True) -> int:
-        """The task's version alone (one primary-key lookup), read as ``describe_task``
-        reads the document: counting as a poll unless ``poll`` is False. A client that has
-        the document of this version has the whole answer."""
+    def describe_task_stamped(self, task_id: str, *, poll: bool = True) -> store.StampedView:
+        """``describe_task`` with the state's generation it was read in (what a kept
+        document is kept by, with the version)."""
         if not ids.is_lookup_id(task_id):
             raise errors.TaskNotFound(task_id)
-        version = self._store.task_version(task_id)
+        stamped = self._store.describe_task_stamped(task_id)
         if poll:
             self._polled(task_id)
-        return version
+        return stamped
+
+    def stamp(self, task_id: str, *, poll: bool = True) -> store.Stamp:
+        """The task's version and the state's generation (one statement), read as
+        ``describe_task`` reads the document: counting as a poll unless ``poll`` is False.
+        A client (or a process) that has the document of this stamp has the whole answer."""
+        if not ids.is_lookup_id(task_id):
+            raise errors.TaskNotFound(task_id)
+        stamp = self._store.task_stamp(task_id)
+        if poll:
+            self._polled(task_id)
+        return stamp
 
     def plan_read(
         self, task_id: str, *, wait_seconds: float | None, since: int | None, conditional: bool

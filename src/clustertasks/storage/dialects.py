@@ -7,10 +7,13 @@ submissions and migrations. Nothing else in ``storage`` asks which database it i
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import select
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -93,6 +96,24 @@ def _server_may_have_closed(dbapi_connection: Any) -> bool:
     return bool(poller.poll(0))
 
 
+# An integer of 19 digits or more may be beyond 64 bits, which orjson reads as a float.
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+
+
+def load_json(text: str) -> Any:
+    """A JSON column's value (SQLite stores JSON as text), exactly as ``json.loads``
+    reads it: orjson where it gives the same value (some five times faster on the small
+    objects of a task's parameters and outputs), the standard library for what orjson
+    refuses (NaN, infinities, lone surrogates, numbers out of a double's range) or reads
+    otherwise (integers beyond 64 bits, which it makes floats)."""
+    if _LONG_DIGITS.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
 def _sqlite_engine(url: sa.URL, config: settings.StorageSettings) -> sa.Engine:
     if url.database in (None, "", ":memory:"):
         raise errors.ConfigurationError("SQLite needs a file: use sqlite:///path/to/file.db")
@@ -101,6 +122,7 @@ def _sqlite_engine(url: sa.URL, config: settings.StorageSettings) -> sa.Engine:
         connect_args={"check_same_thread": False},
         pool_size=10,
         max_overflow=POOL_OVERFLOW,
+        json_deserializer=load_json,
     )
 
     @sa.event.listens_for(engine, "connect")

@@ -3,9 +3,10 @@
 A read through SQLAlchemy's connection pool and transaction (check a connection out,
 ``BEGIN``, execute, ``COMMIT``, check it back in, with their events) costs some 20 times
 what SQLite takes to find the row. The hottest reads of the read path are single
-statements (a task's version, an AccessKey), and a single statement on a connection
-without an open transaction is a transaction of its own in SQLite (a consistent
-snapshot), so nothing is lost by running them as they are. The statements are SQLAlchemy
+statements (a task's version with the state's generation, a task's whole document, an
+AccessKey), and a single statement on a connection without an open transaction is a
+transaction of its own in SQLite (a consistent snapshot), so nothing is lost by running
+them as they are. The statements are SQLAlchemy
 Core's, compiled once for the dialect by ``prepared.compile_for`` (as the engine's hot
 statements are); each thread that reads has a connection of its own, opened with the
 pool's settings and kept for the life of the store.
@@ -18,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,36 +43,14 @@ class PointReads:
     def for_engine(cls, engine: sa.Engine) -> PointReads | None:
         return cls(engine) if engine.dialect.name == "sqlite" else None
 
-    def prepare(self, statement: sa.Select[Any]) -> prepared.Compiled:
+    def prepare(self, statement: sa.Select[Any] | sa.CompoundSelect[Any]) -> prepared.Compiled:
         """``statement`` compiled once for SQLite, as the engine's hot statements are."""
         return prepared.compile_for(statement, self._dialect)
 
-    def mappings(
-        self, statement: prepared.Compiled, params: dict[str, Any]
-    ) -> list[dict[str, Any]]:
-        """Every row of the statement, as column name -> value."""
-        keys, convert = statement.keys, statement.results
-        return [
-            {
-                key: (value if process is None or value is None else process(value))
-                for key, value, process in zip(keys, row, convert, strict=True)
-            }
-            for row in self._execute(statement, params).fetchall()
-        ]
-
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[None]:
-        """One read transaction around the reads in the block: they see the same commits."""
-        conn = self._connection()
-        try:
-            conn.execute("BEGIN")
-        except sqlite3.Error as exc:
-            raise errors.StorageUnavailable() from exc
-        try:
-            yield
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("COMMIT")
+    def rows(self, statement: prepared.Compiled, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row of the statement as the driver gives it (no result processors: for a
+        statement whose columns hold values of different kinds row by row)."""
+        return self._execute(statement, params).fetchall()
 
     def first(self, statement: prepared.Compiled, params: dict[str, Any]) -> tuple[Any, ...] | None:
         """The statement's first row, or None."""

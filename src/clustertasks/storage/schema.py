@@ -354,3 +354,17 @@ sim_fault_rules = sa.Table(
     sa.Column("deleted_us", sa.BigInteger, nullable=True),
     sa.Index(None, "seq", unique=True),
 )
+
+# -- the state's generation (migration 0010) -----------------------------------------------
+
+# One row (``row_id`` 1). A reset or an import of the emulator's state bumps ``generation``
+# in its own transaction: ids and task versions start again then (with ``--sim-seed`` a
+# task id can come back at the same version with other content), so whatever an API process
+# kept by (task id, version) is usable only for the generation it was read in. Readers
+# read it with the task's version, in the same statement.
+state_generation = sa.Table(
+    "state_generation",
+    metadata,
+    sa.Column("row_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("generation", sa.BigInteger, nullable=False),
+)

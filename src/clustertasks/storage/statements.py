@@ -17,6 +17,7 @@ T = schema.tasks
 S = schema.stages
 E = schema.events
 R = schema.results
+G = schema.state_generation
 
 
 def _param(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
@@ -106,6 +107,14 @@ TASK_EVENTS = (
     .order_by(E.c.seq)
 )
 TASK_VERSION = sa.select(T.c.version).where(T.c.task_id == _TASK_ID)
+# The state's generation, 0 before the first reset or import (and where its row is missing).
+GENERATION = sa.func.coalesce(
+    sa.select(G.c.generation).where(G.c.row_id == 1).scalar_subquery(), 0
+).label("state_generation")
+# The version and the generation in one statement: two primary-key lookups, one read.
+TASK_STAMP = sa.select(T.c.version, GENERATION).where(T.c.task_id == _TASK_ID)
+# The task row and the generation, for a document that is kept by both.
+GET_TASK_STAMPED = sa.select(T, GENERATION).where(T.c.task_id == _TASK_ID)
 TASK_RESULTS = (
     sa.select(R.c.data, R.c.status)
     .where(R.c.task_id == _param("p_task_id", R.c.task_id))
@@ -132,3 +141,37 @@ INSERT_RESULT = sa.insert(R).values(
     position=_param("p_position", R.c.position),
     status=_param("p_status", R.c.status),
 )
+
+
+def _document_part(
+    kind: int, order: sa.ColumnElement[Any], columns: list[sa.ColumnElement[Any]], width: int
+) -> sa.Select[Any]:
+    padding = [sa.null()] * (width - len(columns))
+    part = sa.literal_column(str(kind), sa.Integer).label("part")
+    return sa.select(part, order.label("part_order"), *columns, *padding)
+
+
+# Parts of TASK_DOCUMENT, in the order its rows list them.
+DOCUMENT_TASK, DOCUMENT_STAGE, DOCUMENT_EVENT, DOCUMENT_RESULT = range(4)
+# Each row: the part, its order within the part, then the columns of GET_TASK_STAMPED,
+# TASK_STAGES, TASK_EVENTS or TASK_RESULTS, padded with NULLs to the widest.
+_DOCUMENT_WIDTH = len(T.columns) + 1
+TASK_DOCUMENT = sa.union_all(
+    _document_part(
+        DOCUMENT_TASK, sa.literal_column("0", sa.Integer), [*T.columns, GENERATION], _DOCUMENT_WIDTH
+    ).where(T.c.task_id == _TASK_ID),
+    _document_part(DOCUMENT_STAGE, S.c.position, list(S.columns), _DOCUMENT_WIDTH).where(
+        S.c.task_id == _param("p_task_id", S.c.task_id)
+    ),
+    _document_part(DOCUMENT_EVENT, E.c.seq, list(E.columns), _DOCUMENT_WIDTH).where(
+        E.c.task_id == _param("p_task_id", E.c.task_id), E.c.seq > _param("p_after", E.c.seq)
+    ),
+    _document_part(DOCUMENT_RESULT, R.c.position, [R.c.data, R.c.status], _DOCUMENT_WIDTH).where(
+        R.c.task_id == _param("p_task_id", R.c.task_id)
+    ),
+)
+"""A task's whole document in one statement (on SQLite one statement is one snapshot,
+with no BEGIN and COMMIT around four): the task row with the state's generation, its
+stages, events (after ``p_after``) and results, each row tagged with its part and its
+order within it. The rows come in no promised order: the reader sorts them by (part,
+order), which costs less than SQLite's sorter (a third of the statement's time)."""

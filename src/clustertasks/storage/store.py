@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import operator
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, overload
+from typing import Any, NamedTuple, overload
 
 import sqlalchemy as sa
 
@@ -102,6 +103,25 @@ class StageStart:
     now_us: int
 
 
+class Stamp(NamedTuple):
+    """What names one content of a task: its version, in the state's generation (a reset
+    or an import of the emulator's state starts versions again in a new generation)."""
+
+    version: int
+    generation: int
+
+
+class StampedView(NamedTuple):
+    """A task read with the generation of the state it was read in."""
+
+    view: records.TaskView
+    generation: int
+
+    @property
+    def stamp(self) -> Stamp:
+        return Stamp(self.view.task.version, self.generation)
+
+
 class UnfinishedTask(NamedTuple):
     task_id: str
     state: states.TaskState
@@ -114,13 +134,9 @@ class TaskStore:
         self._engine = engine
         self._points = points
         self._version_read = points.prepare(sql.TASK_VERSION) if points is not None else None
-        self._document_reads = (
-            tuple(
-                points.prepare(statement)
-                for statement in (sql.GET_TASK, sql.TASK_STAGES, sql.TASK_EVENTS, sql.TASK_RESULTS)
-            )
-            if points is not None
-            else None
+        self._stamp_read = points.prepare(sql.TASK_STAMP) if points is not None else None
+        self._document_read = (
+            _DocumentRead(points, sql.TASK_DOCUMENT) if points is not None else None
         )
         self._write_options = dialects.write_options(engine)
         self._snapshot_options = dialects.snapshot_options(engine)
@@ -329,39 +345,28 @@ class TaskStore:
         ``events_after``: leave out the events numbered up to this one (a reader that has
         them already: the history is append-only).
         """
-        if self._points is not None and self._document_reads is not None:
-            return self._describe_point_reads(
-                self._points, self._document_reads, task_id, events_after
-            )
-        with self._read(snapshot=True) as conn:
-            return writes.read_view(conn, task_id, events_after=events_after)
+        return self.describe_task_stamped(task_id, events_after=events_after).view
 
-    @staticmethod
-    def _describe_point_reads(
-        points: point_reads.PointReads,
-        reads: tuple[prepared.Compiled, ...],
-        task_id: str,
-        events_after: int,
-    ) -> records.TaskView:
-        """``describe_task`` straight through SQLite's driver, in one read transaction."""
-        task, stages, events, results = reads
-        params = {"p_task_id": task_id, "p_after": events_after}
-        with points.snapshot():
-            found = points.mappings(task, params)
-            if not found:
-                raise errors.TaskNotFound(task_id)
-            stage_rows = points.mappings(stages, params)
-            event_rows = points.mappings(events, params)
-            result_rows = points.mappings(results, params)
-        return records.TaskView(
-            task=rows.task_from_row(found[0]),
-            stages=tuple(rows.stage_from_row(r) for r in stage_rows),
-            events=tuple(rows.event_from_row(r) for r in event_rows),
-            results=tuple(
-                records.TaskResult(data=r["data"], status=states.ResultStatus(r["status"]))
-                for r in result_rows
-            ),
-        )
+    def describe_task_stamped(self, task_id: str, *, events_after: int = 0) -> StampedView:
+        """``describe_task`` with the state's generation, read in the same snapshot."""
+        if self._document_read is not None:
+            return self._document_read.read(task_id, events_after)
+        with self._read(snapshot=True) as conn:
+            view = writes.read_view(conn, task_id, events_after=events_after)
+            generation = conn.execute(sa.select(sql.GENERATION)).scalar_one()
+        return StampedView(view, int(generation))
+
+    def task_stamp(self, task_id: str) -> Stamp:
+        """The task's version and the state's generation, in one statement (two primary-key
+        lookups): together they name the task's content across resets and imports."""
+        if self._points is not None and self._stamp_read is not None:
+            found = self._points.first(self._stamp_read, {"p_task_id": task_id})
+        else:
+            with self._read() as conn:
+                found = conn.execute(sql.TASK_STAMP, {"p_task_id": task_id}).first()
+        if found is None:
+            raise errors.TaskNotFound(task_id)
+        return Stamp(int(found[0]), int(found[1]))
 
     def task_version(self, task_id: str) -> int:
         """The task's version alone (one primary-key lookup): it changes with every write
@@ -516,6 +521,73 @@ class TaskStore:
                 conn = conn.execution_options(**self._snapshot_options)
             with conn.begin():
                 yield conn
+
+
+class _DocumentRead:
+    """``describe_task_stamped`` straight through SQLite's driver: one statement
+    (``statements.TASK_DOCUMENT``), whose rows are the task's parts, each converted as
+    the part's own statement would convert it (JSON columns decoded)."""
+
+    def __init__(self, points: point_reads.PointReads, statement: sa.CompoundSelect[Any]) -> None:
+        self._points = points
+        self._statement = points.prepare(statement)
+        # A result's two columns (data, status) have no processor: read as they come.
+        parts = (sql.GET_TASK_STAMPED, sql.TASK_STAGES, sql.TASK_EVENTS)
+        self._parts = tuple(_Part.of(points.prepare(part)) for part in parts)
+
+    def read(self, task_id: str, events_after: int) -> StampedView:
+        found = self._points.rows(self._statement, {"p_task_id": task_id, "p_after": events_after})
+        found.sort(key=_part_order)
+        if not found or found[0][0] != sql.DOCUMENT_TASK:
+            raise errors.TaskNotFound(task_id)
+        task_part, stage_part, event_part = self._parts
+        task = task_part.mapping(found[0])
+        stages, events, results = [], [], []
+        for row in found[1:]:
+            part = row[0]
+            if part == sql.DOCUMENT_STAGE:
+                stages.append(rows.stage_from_row(stage_part.mapping(row)))
+            elif part == sql.DOCUMENT_EVENT:
+                events.append(rows.event_from_row(event_part.mapping(row)))
+            else:
+                results.append(records.TaskResult(data=row[2], status=states.ResultStatus(row[3])))
+        view = records.TaskView(
+            task=rows.task_from_row(task),
+            stages=tuple(stages),
+            events=tuple(events),
+            results=tuple(results),
+        )
+        return StampedView(view, int(task["state_generation"]))
+
+
+_part_order = operator.itemgetter(0, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """The columns of one part of a ``TASK_DOCUMENT`` row, after its part and order."""
+
+    keys: tuple[str, ...]
+    end: int
+    converted: tuple[tuple[int, Callable[[Any], Any]], ...]
+    """(index in the row, result processor) of the columns that have one."""
+
+    @classmethod
+    def of(cls, statement: prepared.Compiled) -> _Part:
+        converted = tuple(
+            (2 + index, process)
+            for index, process in enumerate(statement.results)
+            if process is not None
+        )
+        return cls(statement.keys, 2 + len(statement.keys), converted)
+
+    def mapping(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        values = list(row)
+        for index, process in self.converted:
+            value = values[index]
+            if value is not None:
+                values[index] = process(value)
+        return dict(zip(self.keys, values[2 : self.end], strict=True))
 
 
 # -- the Temporal executor's stage starts, in a transaction the caller holds ------------
