@@ -150,14 +150,14 @@ def plain_document(
     ``since``, ``If-None-Match`` or ``format``), without its request id, and the task's
     version: the same reads, made right here (api/fastpath.py calls it where store calls
     run inline)."""
-    version = services.tasks.version(task_id, poll=True)
-    document = kept.get(task_id, tz, version)
-    if document is None:
-        view = services.tasks.describe_task(task_id, poll=False)
-        version = view.task.version
-        document = render.dumps(wire.task_document(view, tz))
-        kept.put(task_id, tz, version, document)
-    return document, version
+    stamp = services.tasks.stamp(task_id, poll=True)
+    document = kept.get(task_id, tz, stamp)
+    if document is not None:
+        return document, stamp.version
+    stamped = services.tasks.describe_task_stamped(task_id, poll=False)
+    document = render.dumps(wire.task_document(stamped.view, tz))
+    kept.put(task_id, tz, stamped.stamp, document)
+    return document, stamped.view.task.version
 
 
 def _documents(request: Request) -> documents.Documents:
