@@ -275,13 +275,18 @@ def _operations(app: object) -> list[Any]:
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
+    return replaying({"type": "http.request", "body": body, "more_body": False}, receive)
+
+
+def replaying(message: Message, receive: Receive) -> Receive:
+    """``receive`` that first gives ``message`` (a request body read already) again."""
+    given = False
 
     async def replayed() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        nonlocal given
+        if not given:
+            given = True
+            return message
         return await receive()
 
     return replayed

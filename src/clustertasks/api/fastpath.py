@@ -39,7 +39,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clustertasks import errors
 from clustertasks.api import (
@@ -190,7 +190,7 @@ class _Express:
         if request is None:
             return receive
         message = await receive()
-        replay = _replaying(message, receive)
+        replay = auth.replaying(message, receive)
         if message["type"] != "http.request" or message.get("body") or message.get("more_body"):
             return replay
         try:
@@ -284,20 +284,6 @@ def _watched(outcome: auth.Outcome, send: Send, request_id: str) -> Send:
     """``send`` as the metrics middleware hands it on: the status and code noted, the
     request id added."""
     return outcome.watching(middleware.sending_id(send, request_id))
-
-
-def _replaying(message: Message, receive: Receive) -> Receive:
-    """``receive`` that first gives ``message`` again."""
-    given = False
-
-    async def replayed() -> Message:
-        nonlocal given
-        if not given:
-            given = True
-            return message
-        return await receive()
-
-    return replayed
 
 
 def _plain_request(scope: Scope) -> signing.HttpRequest | None:
