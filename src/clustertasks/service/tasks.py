@@ -7,11 +7,13 @@ import binascii
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from clustertasks import errors
 from clustertasks.domain import ids, json_text, records, states
 from clustertasks.storage import store
+
+_T = TypeVar("_T")
 
 DEFAULT_PAGE_SIZE = 10
 MAX_PAGE_SIZE = 100
@@ -64,33 +66,28 @@ class TaskService:
         """The task; reading it counts as a poll (the simulated cloud's per-poll clock
         lets the task's pending waits complete, after this answer was read) unless
         ``poll`` is False (the request counted as one already)."""
-        if not ids.is_lookup_id(task_id):
-            raise errors.TaskNotFound(task_id)
-        view = self._store.describe_task(task_id)
-        if poll:
-            self._polled(task_id)
-        return view
+        return self._read(task_id, poll, self._store.describe_task)
 
     def describe_task_stamped(self, task_id: str, *, poll: bool = True) -> store.StampedView:
         """``describe_task`` with the state's generation it was read in (what a kept
         document is kept by, with the version)."""
-        if not ids.is_lookup_id(task_id):
-            raise errors.TaskNotFound(task_id)
-        stamped = self._store.describe_task_stamped(task_id)
-        if poll:
-            self._polled(task_id)
-        return stamped
+        return self._read(task_id, poll, self._store.describe_task_stamped)
 
     def stamp(self, task_id: str, *, poll: bool = True) -> store.Stamp:
         """The task's version and the state's generation (one statement), read as
         ``describe_task`` reads the document: counting as a poll unless ``poll`` is False.
         A client (or a process) that has the document of this stamp has the whole answer."""
+        return self._read(task_id, poll, self._store.task_stamp)
+
+    def _read(self, task_id: str, poll: bool, read: Callable[[str], _T]) -> _T:
+        """``read(task_id)``, counted as a poll of the task unless ``poll`` is False; an id
+        that cannot name a task is not looked up."""
         if not ids.is_lookup_id(task_id):
             raise errors.TaskNotFound(task_id)
-        stamp = self._store.task_stamp(task_id)
+        found = read(task_id)
         if poll:
             self._polled(task_id)
-        return stamp
+        return found
 
     def plan_read(
         self, task_id: str, *, wait_seconds: float | None, since: int | None, conditional: bool
