@@ -40,6 +40,8 @@ def test_a_commit_in_another_process_is_heard(pg_url: str) -> None:
 
     listener = here.listen_for_task_changes(on_change)
     assert listener is not None
+    # Commits before the LISTEN are not heard (a caller's poll catches up with them).
+    assert listener.wait_listening(30)
     try:
         # Notifications arrive in commit order: once the last seeded task is heard, so is
         # every commit of the one seeded before it.
@@ -64,6 +66,8 @@ def test_a_long_poll_wakes_on_another_process_commit_not_the_poll(pg_url: str) -
     hub = changes.ChangeHub(here.tasks, settings.LiveSettings(poll_seconds=60))
     listener = here.listen_for_task_changes(hub.notify)
     assert listener is not None
+    # Commits before the LISTEN are not heard (a caller's poll catches up with them).
+    assert listener.wait_listening(30)
 
     async def scenario() -> int | None:
         async with hub.watch(task_id) as watch:
@@ -100,6 +104,8 @@ def test_every_kind_of_write_is_heard(pg_url: str) -> None:
 
     listener = here.listen_for_task_changes(on_change)
     assert listener is not None
+    # Commits before the LISTEN are not heard (a caller's poll catches up with them).
+    assert listener.wait_listening(30)
     try:
         task = factories.seed_task(here.tasks).task
         polling.until("the seeding heard", lambda: task.task_id in heard)

@@ -57,9 +57,15 @@ class Listener:
         self._dsn = dsn
         self._on_change = on_change
         self._stopping = threading.Event()
+        self._listening = threading.Event()
         self._connection: psycopg.Connection[tuple[object, ...]] | None = None
         self._thread = threading.Thread(target=self._run, name="clustertasks-listen", daemon=True)
         self._thread.start()
+
+    def wait_listening(self, timeout: float) -> bool:
+        """Whether the channel is listened to (within ``timeout`` seconds): a commit before
+        then is not heard, only caught up with by the callers' poll."""
+        return self._listening.wait(timeout)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -70,6 +76,7 @@ class Listener:
             try:
                 with psycopg.connect(self._dsn, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    self._listening.set()
                     # Whatever changed while not listening: the callers' poll catches up.
                     while not self._stopping.is_set():
                         batch = {n.payload for n in conn.notifies(timeout=0.5)}
