@@ -22,6 +22,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,9 @@ SERVER_ENV = {
     "CLUSTERTASKS_RATE_BURST": "1000000",
 }
 CHUNK = 2000
+WRK_MAX_RPS = 25_000
+"""Requests written for wrk per second of a measurement (it fails when a server would take
+more): well above what one small machine answers."""
 
 
 class Seeder:
@@ -243,6 +247,8 @@ def measure(
     concurrency: int,
     time_limit: float,
     pid: int | None = None,
+    client: str = "raw",
+    quiet: bool = False,
 ) -> dict[str, float]:
     path_file = work / f"paths-{len(list(work.glob('paths-*')))}.txt"
     path_file.write_text("\n".join(paths) + "\n")
@@ -263,6 +269,8 @@ def measure(
         KEY_ID,
         "--access-key-secret",
         KEY_SECRET,
+        "--client",
+        client,
     ]
     cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     done = subprocess.run(
@@ -272,6 +280,8 @@ def measure(
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"load generator failed: {done.stderr.strip()[-500:]}")
     figures: dict[str, float] = json.loads(lines[-1])
+    if quiet:
+        return figures
     cpu = ""
     if pid is not None and figures["requests"]:
         used = cpu_seconds(pid) - cpu_before
@@ -293,9 +303,16 @@ def main() -> int:
     )
     parser.add_argument("--results", type=int, default=1000, help="task_result entries")
     parser.add_argument("--through-store", type=int, default=200, help="tasks seeded via store")
-    parser.add_argument("--requests", type=int, default=4000, help="requests per measurement")
+    parser.add_argument(
+        "--requests", type=int, default=4000, help="raw client: requests per measurement"
+    )
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--time-limit", type=float, default=30.0, help="seconds per measurement")
+    parser.add_argument(
+        "--time-limit", type=float, default=30.0, help="raw client: at most, per measurement"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="wrk: seconds of each measurement"
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -305,10 +322,16 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=3, help="floor/server pairs measured for each ratio"
     )
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "raw"),
+        default="wrk" if shutil.which("wrk") else "raw",
+        help="load generator (bench/load.py): wrk where it is installed (scripts/ensure-wrk)",
+    )
     parser.add_argument("--json", help="merge the figures into this results file")
     args = parser.parse_args()
     rng = random.Random(3)
-    print(f"read-path bench; {common.machine()}")
+    print(f"read-path bench; {common.machine()}; load generator: {args.client}")
     flags = serve_flags()
     workers = args.workers if "--workers" in flags else 1
     worker_args = ("--workers", str(workers)) if "--workers" in flags else ()
@@ -316,6 +339,7 @@ def main() -> int:
         "small": args.small,
         "large": args.large,
         "workers": workers,
+        "client": args.client,
         "machine": common.machine(),
     }
     with tempfile.TemporaryDirectory(prefix="ct-bench-read-") as tmp:
@@ -340,8 +364,38 @@ def main() -> int:
         def run(
             target: str, name: str, paths: list[str], pid: int | None = None
         ) -> dict[str, float]:
+            if args.client == "wrk":
+                # wrk sends for a fixed time: requests enough for WRK_MAX_RPS are written.
+                requests, seconds = int(args.seconds * WRK_MAX_RPS), args.seconds
+            else:
+                requests, seconds = args.requests, args.time_limit
             return measure(
-                target, work, name, paths, args.requests, args.concurrency, args.time_limit, pid
+                target,
+                work,
+                name,
+                paths,
+                requests,
+                args.concurrency,
+                seconds,
+                pid,
+                args.client,
+            )
+
+        def warm(target: str, paths: list[str]) -> None:
+            """Every path asked for a few times, outside the figures: the floor's and the
+            server's SQLite pages, and the documents each API worker keeps, are then about
+            as warm in the first measured round as in the last (a keep-alive connection
+            stays with one worker, so one pass would reach each worker with half the paths)."""
+            distinct = list(dict.fromkeys(paths)) * 4
+            measure(
+                target,
+                work,
+                "warm-up",
+                distinct,
+                len(distinct),
+                args.concurrency,
+                args.time_limit,
+                quiet=True,
             )
 
         def task_paths(pool: list[str]) -> list[str]:
@@ -357,6 +411,8 @@ def main() -> int:
 
         def against_floor(server: ServerProcess, name: str, key: str, which: str) -> None:
             floors, served = [], []
+            warm(floor_app.url, small_paths)
+            warm(server.url, small_paths)
             for _ in range(args.rounds):
                 floors.append(run(floor_app.url, floor_label, small_paths, floor_app.process.pid))
                 served.append(run(server.url, name, small_paths, _pid(server)))

@@ -56,7 +56,9 @@ def tables(data: dict[str, Any]) -> str:
             "**Read path** — the floor (bench/floor.py: FastAPI and one SQLite primary-key "
             "lookup of the stored document, uvicorn with httptools and uvloop, one process) "
             f"and `clustertasks serve --no-executor --workers {workers}` on SQLite, each "
-            "loaded from a separate process (bench/read_path.py, bench/load.py)"
+            "loaded from a separate process (bench/read_path.py, bench/load.py"
+            + (" driving wrk" if read.get("client") == "wrk" else "")
+            + ")"
             + (f"; measured on {read['machine']}" if read.get("machine") else "")
             + ":",
             "",

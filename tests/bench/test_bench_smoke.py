@@ -67,7 +67,10 @@ def test_read_path_bench_prints_rates_and_ratios() -> None:
         "2",
         "--rounds",
         "1",
+        "--client",
+        "raw",
     )
+    assert "load generator: raw" in out
     assert "floor: FastAPI + SQLite" in out
     assert "GET /healthz" in out
     assert "DescribeTaskInfo" in out
@@ -75,6 +78,23 @@ def test_read_path_bench_prints_rates_and_ratios() -> None:
     assert "ratios (2 API worker processes):" in out
     assert " 0 not 200" in out
     assert "server CPU" in out
+
+
+@pytest.mark.timeout(180)
+def test_read_path_bench_runs_on_wrk() -> None:
+    """wrk (scripts/ensure-wrk) sends each signed request once, for --seconds each."""
+    out = run(
+        "read_path.py",
+        *("--small", "3", "--large", "0", "--results", "3", "--through-store", "2"),
+        *("--concurrency", "2", "--workers", "2", "--rounds", "1"),
+        *("--client", "wrk", "--seconds", "1"),
+        timeout=170,
+    )
+    assert "load generator: wrk" in out
+    assert "DescribeTaskInfo signed / floor requests/s" in out
+    assert "DescribeTaskInfo --auth off / floor requests/s" in out
+    # Every signed request was fresh: a nonce sent twice would be a 400.
+    assert out.count(" 0 not 200") == out.count(" not 200") > 0
 
 
 def test_in_process_read_bench_prints_cpu_per_request() -> None:
