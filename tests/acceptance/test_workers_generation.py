@@ -64,6 +64,8 @@ def test_every_worker_answers_the_imported_task_not_the_kept_document(
     # Both processes render the document of this version and keep it.
     kept = [_describe(workers_server, task_id) for _ in range(ANSWERS)]
     assert all(answer == (version, before) for answer in kept)
+    tag_before = _conditional(workers_server, task_id, None).headers["etag"]
+    assert _conditional(workers_server, task_id, tag_before).status_code == 304
 
     # The same task id, at the same version, with other content: an event's message.
     state = workers_server.emulator("GET", "EmulatorExportState", "/_emulator/state")
@@ -77,3 +79,29 @@ def test_every_worker_answers_the_imported_task_not_the_kept_document(
     expected["events"][0]["message"] = first["message"]
     after = [_describe(workers_server, task_id) for _ in range(ANSWERS)]
     assert [answer for answer in after if answer != (version, expected)] == []
+
+    # The ETag names the generation too: the tag held from before the import is not the
+    # imported task's, in either process, though the version is the same.
+    answers = [_conditional(workers_server, task_id, tag_before) for _ in range(ANSWERS)]
+    assert [a.status_code for a in answers] == [200] * ANSWERS
+    assert {a.json()["events"][0]["message"] for a in answers} == {first["message"]}
+    tags_after = {a.headers["etag"] for a in answers}
+    assert len(tags_after) == 1
+    assert tag_before not in tags_after
+    assert {a.headers[conditional.VERSION_HEADER] for a in answers} == {str(version)}
+    (tag_after,) = tags_after
+    assert {
+        _conditional(workers_server, task_id, tag_after).status_code for _ in range(ANSWERS)
+    } == {304}
+
+
+def _conditional(server: ServerProcess, task_id: str, held: str | None) -> httpx.Response:
+    """DescribeTaskInfo with ``If-None-Match: held`` (none when None), on a new connection."""
+    headers = {"if-none-match": held} if held else {}
+    return httpx.get(
+        f"{server.url}/tasks/{task_id}",
+        headers=headers,
+        auth=signing.auth(),
+        trust_env=False,
+        timeout=30,
+    )

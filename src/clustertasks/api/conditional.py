@@ -2,7 +2,11 @@
 
 A task's ETag is strong and names its version and representation, ``"<version>-json"`` or
 ``"<version>-xml"``: the version changes with every write to the task or its parts, and
-the two representations of one version are different bytes.
+the two representations of one version are different bytes. After a reset or an import
+of the emulator's state, versions start again in a new generation of the state (a task of
+the same id may be a different task at the same version), and the tag names that
+generation too: ``"<version>-json-<generation>"``. A tag from before a reset therefore
+never matches a task after it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ _WAIT = re.compile(r"[0-9]{1,3}(?:\.[0-9]{0,9})?")
 _SINCE = re.compile(r"[0-9]{1,18}")
 
 
-def etag(version: int, representation: str) -> str:
+def etag(version: int, representation: str, generation: int = 0) -> str:
+    if generation:
+        return f'"{version}-{representation}-{generation}"'
     return f'"{version}-{representation}"'
 
 
@@ -54,13 +60,13 @@ def if_none_match(request: Request) -> IfNoneMatch:
     return IfNoneMatch(frozenset(tags), wildcard)
 
 
-def not_modified(version: int, representation: str) -> Response:
+def not_modified(version: int, representation: str, generation: int) -> Response:
     """304: no body; the ETag and version the client's copy still has."""
-    return Response(status_code=304, headers=headers(version, representation))
+    return Response(status_code=304, headers=headers(version, representation, generation))
 
 
-def headers(version: int, representation: str) -> dict[str, str]:
-    return {"ETag": etag(version, representation), VERSION_HEADER: str(version)}
+def headers(version: int, representation: str, generation: int) -> dict[str, str]:
+    return {"ETag": etag(version, representation, generation), VERSION_HEADER: str(version)}
 
 
 def wait_seconds(value: str | None) -> float | None:

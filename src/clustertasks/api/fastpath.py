@@ -45,6 +45,7 @@ from clustertasks import errors
 from clustertasks.api import (
     admission,
     auth,
+    conditional,
     documents,
     middleware,
     observe,
@@ -233,7 +234,7 @@ class _Express:
             state["access_key_id"] = key.access_key_id
             logs.bind(access_key_id=key.access_key_id)
             try:
-                document, version = tasks.plain_document(self.services, self.kept, task_id, self.tz)
+                document, stamp = tasks.plain_document(self.services, self.kept, task_id, self.tz)
             except Exception as exc:  # noqa: BLE001 - handled as the exception handlers do
                 handler = _handler(self.handlers, exc)
                 if handler is None:
@@ -246,8 +247,8 @@ class _Express:
             headers = [
                 (b"content-length", b"%d" % len(body)),
                 _CONTENT_TYPE,
-                (b"etag", b'"%d-json"' % version),
-                (b"x-clustertasks-task-version", b"%d" % version),
+                (b"etag", conditional.etag(*tasks.stamp_tag(stamp, "json")).encode()),
+                (b"x-clustertasks-task-version", b"%d" % stamp.version),
                 (_REQUEST_ID, rid.encode()),
             ]
             outcome.status, outcome.code = 200, ""

@@ -12,6 +12,7 @@ from clustertasks.api import errors as api_errors
 from clustertasks.api import services as api_services
 from clustertasks.domain import wire
 from clustertasks.service import tasks as task_service
+from clustertasks.storage import store
 
 router = APIRouter(tags=["tasks"])
 
@@ -53,7 +54,7 @@ _DESCRIBE_OPENAPI = {
         _parameter(
             "If-None-Match",
             "header",
-            'ETags already held: "<version>-json" or "<version>-xml", a list, or *',
+            'ETags already held (e.g. "<version>-json"), a list, or *',
         ),
     ],
     "responses": {
@@ -93,71 +94,81 @@ async def describe_task_info(request: Request) -> Response:
     held = conditional.if_none_match(request)
     services = deps.services(request)
 
-    def unchanged(version: int) -> bool:
-        older = seen is not None and version <= seen
-        return older or held.matches(conditional.etag(version, representation))
-
     plan = services.tasks.plan_read(
         task_id, wait_seconds=seconds, since=seen, conditional=bool(held)
     )
     seconds = plan.wait_seconds
-    # Only the version is read until the client must be sent the document.
-    version: int | None = None
-    if seconds and (seen is not None or held):
-        version = await services.live.wait_while(task_id, unchanged, seconds)
-    elif held:
-        version = await services.live.version(task_id)
-    if version is not None and held.matches(conditional.etag(version, representation)):
-        return conditional.not_modified(version, representation)
     poll = not plan.counted
+    # A tag names a version in a generation of the state (api/conditional.py): a
+    # conditional read starts with both, in one read.
+    stamp: store.Stamp | None = None
+    if held:
+        stamp = await deps.short_call(request, services.tasks.stamp, task_id, poll=poll)
+        poll = False  # counted as one
+        if not seconds and held.matches(conditional.etag(*stamp_tag(stamp, representation))):
+            return conditional.not_modified(*stamp_tag(stamp, representation))
+    if seconds and (seen is not None or held):
+        generation = stamp.generation if stamp is not None else 0
+
+        def unchanged(version: int) -> bool:
+            older = seen is not None and version <= seen
+            return older or held.matches(conditional.etag(version, representation, generation))
+
+        # Only versions are watched while waiting; the stamp is read again after it.
+        await services.live.wait_while(task_id, unchanged, seconds)
+        stamp = None
     tz = deps.timezone(request)
     kept = _documents(request)
     if representation == "json":
         # The version and the state's generation in one read: a kept document is the
         # answer only for both (a reset or an import in another process starts versions
-        # again in a new generation). A version read by a long-poll or a conditional read
-        # is read again with its generation: only a 304 could be answered from it alone.
-        stamp = await deps.short_call(request, services.tasks.stamp, task_id, poll=poll)
-        poll = False  # counted as one
-        if held and held.matches(conditional.etag(stamp.version, representation)):
-            return conditional.not_modified(stamp.version, representation)
+        # again in a new generation).
+        if stamp is None:
+            stamp = await deps.short_call(request, services.tasks.stamp, task_id, poll=poll)
+            poll = False  # counted as one
+            if held and held.matches(conditional.etag(*stamp_tag(stamp, representation))):
+                return conditional.not_modified(*stamp_tag(stamp, representation))
         document = kept.get(task_id, tz, stamp)
         if document is not None:
-            return _json_answer(request, document, stamp.version)
+            return _json_answer(request, document, stamp)
     stamped = await deps.short_call(
         request, services.tasks.describe_task_stamped, task_id, poll=poll
     )
-    view = stamped.view
-    version = view.task.version
-    if held.matches(conditional.etag(version, representation)):
-        return conditional.not_modified(version, representation)
-    body = wire.task_document(view, tz)
+    tag = stamp_tag(stamped.stamp, representation)
+    if held.matches(conditional.etag(*tag)):
+        return conditional.not_modified(*tag)
+    body = wire.task_document(stamped.view, tz)
     if representation == "json":
         document = render.dumps(body)
         kept.put(task_id, tz, stamped.stamp, document)
-        return _json_answer(request, document, version)
+        return _json_answer(request, document, stamped.stamp)
     # Not in the SDK model, but ecctl reads a request id from this document.
     body["requestId"] = api_errors.request_id(request)
     response = render.document(request, "DescribeTaskInfo", body)
-    response.headers.update(conditional.headers(version, representation))
+    response.headers.update(conditional.headers(*tag))
     return response
+
+
+def stamp_tag(stamp: store.Stamp, representation: str) -> tuple[int, str, int]:
+    """What the task's ETag names: its version, the representation and the generation."""
+    return stamp.version, representation, stamp.generation
 
 
 def plain_document(
     services: api_services.Services, kept: documents.Documents, task_id: str, tz: str
-) -> tuple[bytes, int]:
+) -> tuple[bytes, store.Stamp]:
     """The JSON document ``describe_task_info`` answers a plain read with (no ``wait``,
-    ``since``, ``If-None-Match`` or ``format``), without its request id, and the task's
-    version: the same reads, made right here (api/fastpath.py calls it where store calls
+    ``since``, ``If-None-Match`` or ``format``), without its request id, and the stamp
+    it is of: the same reads, made right here (api/fastpath.py calls it where store calls
     run inline)."""
     stamp = services.tasks.stamp(task_id, poll=True)
     document = kept.get(task_id, tz, stamp)
     if document is not None:
-        return document, stamp.version
+        return document, stamp
     stamped = services.tasks.describe_task_stamped(task_id, poll=False)
     document = render.dumps(wire.task_document(stamped.view, tz))
     kept.put(task_id, tz, stamped.stamp, document)
-    return document, stamped.view.task.version
+    return document, stamped.stamp
 
 
 def _documents(request: Request) -> documents.Documents:
@@ -165,11 +176,11 @@ def _documents(request: Request) -> documents.Documents:
     return kept
 
 
-def _json_answer(request: Request, document: bytes, version: int) -> Response:
+def _json_answer(request: Request, document: bytes, stamp: store.Stamp) -> Response:
     # Not in the SDK model, but ecctl reads a request id from this document.
     body = documents.with_request_id(document, api_errors.request_id(request))
     response = Response(body, 200, media_type=render.JSON_TYPE)
-    response.headers.update(conditional.headers(version, "json"))
+    response.headers.update(conditional.headers(*stamp_tag(stamp, "json")))
     return response
 
 

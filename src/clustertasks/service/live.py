@@ -32,11 +32,6 @@ class LiveTasks:
         self._store = task_store
         self._hub = hub
 
-    async def version(self, task_id: str) -> int:
-        """The task's current version (``errors.TaskNotFound`` when there is none)."""
-        _check_id(task_id)
-        return await self._hub.in_thread(self._store.task_version, task_id)
-
     async def wait_while(
         self, task_id: str, unchanged: Callable[[int], bool], timeout: float
     ) -> int:
