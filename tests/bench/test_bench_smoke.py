@@ -69,6 +69,7 @@ def test_read_path_bench_prints_rates_and_ratios() -> None:
         "1",
         "--client",
         "raw",
+        timeout=170,
     )
     assert "load generator: raw" in out
     assert "floor: FastAPI + SQLite" in out
