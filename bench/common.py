@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,3 +63,15 @@ def rss_peak_kib(pid: int) -> int | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+def json_line(command: list[str], timeout: float, what: str) -> dict[str, Any]:
+    """Run ``command`` and return the last line of its output that is a JSON object;
+    ``RuntimeError`` naming ``what`` (with the end of its output) when it fails."""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        output = (done.stderr or done.stdout).strip()[-500:]
+        raise RuntimeError(f"{what} failed: {output}")
+    figures: dict[str, Any] = json.loads(lines[-1])
+    return figures

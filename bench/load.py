@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -224,13 +223,7 @@ def load_wrk(
         command = [wrk, "-t", "1", "-c", str(concurrency), "-d", f"{max(limit, 1):.0f}s"]
         command += ["--timeout", "10s", "-s", str(ROOT / "bench" / "load.lua"), url]
         command += ["--", str(requests), "1"]
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=limit + 60, check=False
-        )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise SystemExit(f"load.py: wrk failed: {(done.stderr or done.stdout).strip()[-500:]}")
-    figures: dict[str, float] = json.loads(lines[-1])
+        figures = common.json_line(command, limit + 60, "wrk")
     if figures.pop("exhausted"):
         raise SystemExit(
             f"load.py: wrk sent all {len(headers)} requests before {limit:.0f} s were up:"

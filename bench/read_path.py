@@ -18,7 +18,6 @@ It also measures what storing tasks costs: through the store as the engine write
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import secrets
@@ -273,13 +272,7 @@ def measure(
         client,
     ]
     cpu_before = cpu_seconds(pid) if pid is not None else 0.0
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=time_limit + 120, check=False
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"load generator failed: {done.stderr.strip()[-500:]}")
-    figures: dict[str, float] = json.loads(lines[-1])
+    figures: dict[str, float] = common.json_line(command, time_limit + 120, "load generator")
     if quiet:
         return figures
     cpu = ""
