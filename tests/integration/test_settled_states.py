@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from clustertasks import bootstrap, settings
+from clustertasks import bootstrap, errors, settings
 from clustertasks.api import services as api_services
 from clustertasks.domain import records, states
 from clustertasks.emulator import catalogue
@@ -308,6 +308,37 @@ def test_a_deleted_pool_is_described_until_the_task_has_ended(
         assert done.state is states.TaskState.SUCCESS, done.error
 
     _scenario(database, engine, held_registry("nodepool_delete", hold), scenario)
+
+
+def test_a_deleted_cluster_is_described_until_the_task_has_ended(
+    database: storage_database.Database, engine: executors.Choice
+) -> None:
+    """Terraform's destroy polls the cluster until it is not found, and a client reading
+    the deletion's task then must find it ended."""
+    hold = Hold()
+
+    async def scenario(services: api_services.Services, sim: sim_cloud.SimCloud) -> None:
+        cluster_id, _, _ = await _world(sim, 1)
+        task_id = services.cloud.delete_cluster(cluster_id).task.task_id
+        await hold.wait()
+        assert _task(services, task_id).state is states.TaskState.RUNNING
+        assert sim.get_cluster(cluster_id).state == "deleting"
+        assert sim.list_nodepools(cluster_id) == []
+        assert sim.list_instances(cluster_id) == []
+
+        hold.release.set()
+
+        def gone() -> bool:
+            try:
+                sim.get_cluster(cluster_id)
+            except errors.ClusterNotFound:
+                return True
+            return False
+
+        await polling.until_async("the cluster gone", gone, interval=0.005)
+        assert _task(services, task_id).state is states.TaskState.SUCCESS
+
+    _scenario(database, engine, held_registry("cluster_delete", hold), scenario)
 
 
 def test_an_upgraded_cluster_is_upgrading_until_the_task_has_ended(

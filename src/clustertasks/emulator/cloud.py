@@ -150,6 +150,13 @@ class SimCloud(inventory.SimInventory):
         await self._faults.before("delete_cluster", subject=key, cluster_id=cluster_id)
         await asyncio.to_thread(self._store.delete_cluster, cluster_id, self._clock.now_us())
 
+    async def deleting_cluster(self, key: str, cluster_id: str) -> None:
+        """``providers.base.SettlesWithTask``: :meth:`delete_cluster` but the deletion
+        itself, which the task's end writes (``settling`` the cluster ``deleted``)."""
+        _check_key(key)
+        await self._faults.before("delete_cluster", subject=key, cluster_id=cluster_id)
+        await asyncio.to_thread(self._store.check_deletable, cluster_id)
+
     # -- the port: node pools ----------------------------------------------------------------
 
     async def create_nodepool(
@@ -210,9 +217,7 @@ class SimCloud(inventory.SimInventory):
     ) -> changes.Also:
         """``providers.base.SettlesWithTask``: the world is in the task store's database, so
         the states a task leaves are written in the transaction that ends it."""
-        if cluster_state is not None and (
-            cluster_state not in world.CLUSTER_STATES or cluster_state == "deleted"
-        ):
+        if cluster_state is not None and cluster_state not in world.CLUSTER_STATES:
             raise errors.InvalidParameter("state", f"cannot set a cluster to {cluster_state!r}")
         for state in (nodepool_states or {}).values():
             if state not in world.NODEPOOL_STATES and state != world_storage.DELETED_POOL:

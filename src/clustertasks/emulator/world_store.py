@@ -92,6 +92,11 @@ class WorldStore:
             self._insert_once(C, row, sa.select(C, _SIZE).where(same))
         )
 
+    def check_deletable(self, cluster_id: str) -> None:
+        """What :meth:`delete_cluster` checks, without deleting."""
+        with self._tx.read() as conn:
+            _deletable(conn, cluster_id)
+
     def get_cluster(self, cluster_id: str) -> world.Cluster:
         """Raises ``errors.ClusterNotFound``, also for a deleted cluster."""
         with self._tx.read() as conn:
@@ -147,22 +152,8 @@ class WorldStore:
         Raises ``errors.ResourceInUse`` naming the pools or instances it still has.
         """
         with self._tx.write() as conn:
-            state = conn.execute(
-                sa.select(C.c.state).where(C.c.cluster_id == cluster_id)
-            ).scalar_one_or_none()
-            if state is None:
-                raise errors.ClusterNotFound(cluster_id)
-            if state == "deleted":
+            if not _deletable(conn, cluster_id):
                 return
-            owner = f"the cluster {cluster_id}"
-            live_pools = sa.select(P.c.nodepool_id).where(
-                P.c.cluster_id == cluster_id, P.c.deleted_us.is_(None)
-            )
-            _refuse_dependents(conn, owner, "node pools", live_pools.order_by(P.c.created_us))
-            live = sa.select(VM.c.instance_id).where(
-                VM.c.cluster_id == cluster_id, VM.c.status != RELEASED
-            )
-            _refuse_dependents(conn, owner, "instances", live.order_by(VM.c.created_us))
             conn.execute(
                 sa.update(C)
                 .where(C.c.cluster_id == cluster_id)
@@ -649,7 +640,8 @@ def marking_states(
     """What sets the cluster's and pools' states in the transaction it is given (the one
     that accepts a task, or the one that ends it); a pool or cluster already gone is left
     alone: the task reports it. A pool's :data:`DELETED_POOL` deletes it (the task checked
-    that it has no instances left)."""
+    that it has no instances left), as the cluster's state ``deleted`` does the cluster's
+    (the task checked that it has no pools or instances left)."""
     pools = dict(nodepool_states or {})
 
     def mark(conn: sa.Connection) -> None:
@@ -843,6 +835,27 @@ def _take_stock(
         if _TAKE_STOCK.send(conn, where).rowcount == 1:
             return placement
     return None
+
+
+def _deletable(conn: sa.Connection, cluster_id: str) -> bool:
+    """Whether the cluster is there to delete (False: it is deleted already); raises
+    ``errors.ClusterNotFound``, or ``errors.ResourceInUse`` naming the pools or instances
+    it still has."""
+    state = conn.execute(
+        sa.select(C.c.state).where(C.c.cluster_id == cluster_id)
+    ).scalar_one_or_none()
+    if state is None:
+        raise errors.ClusterNotFound(cluster_id)
+    if state == "deleted":
+        return False
+    owner = f"the cluster {cluster_id}"
+    live_pools = sa.select(P.c.nodepool_id).where(
+        P.c.cluster_id == cluster_id, P.c.deleted_us.is_(None)
+    )
+    _refuse_dependents(conn, owner, "node pools", live_pools.order_by(P.c.created_us))
+    live = sa.select(VM.c.instance_id).where(VM.c.cluster_id == cluster_id, VM.c.status != RELEASED)
+    _refuse_dependents(conn, owner, "instances", live.order_by(VM.c.created_us))
+    return True
 
 
 def _refuse_dependents(conn: sa.Connection, owner: str, kind: str, ids: sa.Select[Any]) -> None:

@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar, overload
 
-from clustertasks import clock
+from clustertasks import clock, errors
 from clustertasks.domain import records, rollout, states
 from clustertasks.engine import signals
 from clustertasks.providers import base as providers
@@ -65,7 +65,7 @@ class RunState:
         for found in [*recorded, self.compensation_settles]:
             if not isinstance(found, Mapping):
                 continue
-            if found.get("cluster"):
+            if found.get("cluster") and cluster != DELETED:
                 cluster = str(found["cluster"])
             for pool_id, state in dict(found.get("nodepools", {})).items():
                 if pools.get(str(pool_id)) != DELETED:
@@ -186,11 +186,20 @@ class RunContext:
         await self._record_settle({"nodepools": {nodepool_id: DELETED}})
 
     async def settle_cluster(self, *, state: str) -> None:
+        if state == DELETED:
+            raise errors.InvalidParameter("state", "a cluster is deleted by delete_cluster")
         if self._settling is None:
             await self.provider.update_cluster(self.cluster_id, state=state)
             return
         self._settling.settling(self.cluster_id, cluster_state=state)  # checks the state
         await self._record_settle({"cluster": state})
+
+    async def delete_cluster(self) -> None:
+        if self._settling is None:
+            await self.provider.delete_cluster(self.key(), self.cluster_id)
+            return
+        await self._settling.deleting_cluster(self.key(), self.cluster_id)
+        await self._record_settle({"cluster": DELETED})
 
     async def _record_settle(self, settled: Mapping[str, Any]) -> None:
         stage = self._state.stages.get(self.stage)

@@ -108,6 +108,11 @@ class StageContext(Protocol):
         :meth:`settle_nodepool`."""
         ...
 
+    async def delete_cluster(self) -> None:
+        """``provider.delete_cluster`` (keyed by the stage), the cluster gone once the task
+        has ended (settled ``deleted``; later settles of the task leave it deleted)."""
+        ...
+
     async def checkpoint(self, *, batch: int | None = None, batches: int | None = None) -> None:
         """Persist progress and honour a pause or cancel request here.
 

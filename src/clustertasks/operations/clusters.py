@@ -165,7 +165,7 @@ async def delete_nodepools(ctx: base.StageContext) -> None:
 
 
 async def delete_control_plane(ctx: base.StageContext) -> None:
-    await ctx.provider.delete_cluster(ctx.key(), ctx.cluster_id)
+    await ctx.delete_cluster()
     await ctx.emit(
         "ClusterDeleted", f"cluster {ctx.cluster_id} deleted", action="finish", once=True
     )

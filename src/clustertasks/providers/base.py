@@ -265,8 +265,14 @@ class SettlesWithTask(Protocol):
     ) -> changes.Also:
         """What sets the cluster's and pools' states in the transaction it is given (the
         one that writes a task's final state); a pool or cluster gone by then is left
-        alone. A pool's state ``deleted`` deletes it (see :meth:`deleting_nodepool`).
-        Raises ``errors.InvalidParameter`` for a state the cloud does not have."""
+        alone. A pool's state ``deleted`` deletes it (see :meth:`deleting_nodepool`), and
+        so does the cluster's (:meth:`deleting_cluster`). Raises
+        ``errors.InvalidParameter`` for a state the cloud does not have."""
+        ...
+
+    async def deleting_cluster(self, key: str, cluster_id: str) -> None:
+        """What :meth:`CloudPort.delete_cluster` checks, without deleting the cluster:
+        settling it ``deleted`` does that with the task's end."""
         ...
 
     async def deleting_nodepool(self, key: str, cluster_id: str, nodepool_id: str) -> None:
