@@ -19,6 +19,12 @@ DescribeTaskInfo on one keep-alive connection, signed as the SDK signs.
 Prints the prober's p50/p99 in both phases and their ratio (flood / baseline), the
 server's RSS before, at its peak during, and after the flood, and how the server answered
 the waiters (200 started, 429 and 503 refusals with ``Retry-After``, closed by the server).
+
+With ``--rate-seconds S`` (5 by default; 0 skips it), DescribeTaskInfo's requests/s is also
+measured before the flood and while the crowd is held: bench/load.py (wrk where it is
+installed), 16 connections, S seconds each. A one-connection prober's p50 is around a
+millisecond, where the machine's noise is of the size of the effect; the server's
+throughput is the steadier measure of what the crowd costs the others.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +62,22 @@ def _signed(host: str, path: str) -> dict[str, str]:
     target, _, query = path.partition("?")
     request = signing.HttpRequest("GET", target, query, (("host", host),), b"")
     return signing.sign_acs3(request, KEY_ID, SECRET, now_us=time.time_ns() // 1000)
+
+
+def _rate(url: str, task_id: str, seconds: float, workdir: Path) -> dict[str, float]:
+    """DescribeTaskInfo's requests/s for ``seconds`` (bench/load.py, 16 connections)."""
+    paths = workdir / "rate-paths.txt"
+    paths.write_text(f"/tasks/{task_id}\n")
+    wrk = shutil.which("wrk") is not None
+    command = [sys.executable, str(ROOT / "bench" / "load.py"), "--url", url]
+    command += ["--paths", str(paths), "--concurrency", "16"]
+    command += ["--access-key-id", KEY_ID, "--access-key-secret", SECRET]
+    if wrk:
+        command += ["--client", "wrk", "--time-limit", str(seconds)]
+        command += ["--requests", str(int(seconds * 25_000))]
+    else:
+        command += ["--client", "raw", "--time-limit", str(seconds), "--requests", "1000000"]
+    return common.json_line(command, seconds + 120, "load generator")
 
 
 def _rss_kib(pid: int) -> int:
@@ -185,6 +208,12 @@ def main() -> int:
     parser.add_argument("--kind", choices=("poll", "stream", "silent", "both"), default="poll")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--settle", type=float, default=5.0, help="Pause before RSS after.")
+    parser.add_argument(
+        "--rate-seconds",
+        type=float,
+        default=5.0,
+        help="DescribeTaskInfo requests/s before and while held, each this long (0: skip)",
+    )
     parser.add_argument("--serve-arg", action="append", default=[], help="Extra serve flag.")
     parser.add_argument("--json", help="Append the figures to this JSON file.")
     parser.add_argument("--flooder", action="store_true", help=argparse.SUPPRESS)
@@ -228,6 +257,11 @@ def main() -> int:
                 ).headers["x-clustertasks-task-version"]
             )
             baseline = asyncio.run(_probe(server.port, task_id, args.seconds))
+            rate_before = (
+                _rate(server.url, task_id, args.rate_seconds, Path(workdir))
+                if args.rate_seconds
+                else None
+            )
             rss_before = _rss_kib(pid)
 
             flooder = subprocess.Popen(
@@ -266,6 +300,11 @@ def main() -> int:
             # state, once its arrival is over.
             held = asyncio.run(_probe(server.port, task_id, args.seconds))
             rss_held = _rss_kib(pid)
+            rate_held = (
+                _rate(server.url, task_id, args.rate_seconds, Path(workdir))
+                if args.rate_seconds
+                else None
+            )
             rss_during_peak = peak[0]
             flooder.stdin.write("\n")
             flooder.stdin.flush()
@@ -299,6 +338,14 @@ def main() -> int:
             "after": round(rss_after / 1024, 1),
         },
         "flood": {**connected, **outcome},
+        "describe_rate": None
+        if rate_before is None or rate_held is None
+        else {
+            "before_rps": round(rate_before["rps"]),
+            "held_rps": round(rate_held["rps"]),
+            "held_vs_before": round(common.ratio(rate_held["rps"], rate_before["rps"]), 2),
+            "not_200": int(rate_before["not_200"] + rate_held["not_200"]),
+        },
         "server_exit": returncode,
     }
     print(json.dumps(figures, indent=2))

@@ -116,22 +116,30 @@ def tables(data: dict[str, Any]) -> str:
         out += [
             "**Waiting clients** — another client's signed DescribeTaskInfo (one connection, "
             "a request every 20 ms) before, while a crowd connects, while it is held, and "
-            "after; the server's RSS (bench/flood.py):",
+            "after; DescribeTaskInfo's requests/s (16 connections) before and while the crowd "
+            "is held; the server's RSS (bench/flood.py):",
             "",
             "| crowd | answers | p50 / p99 ms before | p99 ms while connecting | "
-            "p50 / p99 ms while held | RSS MiB before / peak / held / after |",
-            "| --- | --- | ---: | ---: | ---: | ---: |",
+            "p50 / p99 ms while held | requests/s before / held | "
+            "RSS MiB before / peak / held / after |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         for _key, f in floods:
             kind = "long-polls (wait=60)" if f["kind"] == "poll" else "event streams"
             answers = ", ".join(f"{v:,} {k}" for k, v in sorted(f["flood"]["answers"].items()))
             base, held = f["prober_baseline"], f.get("prober_while_held", {})
             rss = f["rss_mib"]
+            rate = f.get("describe_rate") or {}
+            rates = (
+                f"{rate['before_rps']:,} / {rate['held_rps']:,} ({rate['held_vs_before']:.2f}×)"
+                if rate
+                else "—"
+            )
             out.append(
                 f"| {f['waiters']:,} {kind} | {answers} | {base['p50_ms']:.1f} / "
                 f"{base['p99_ms']:.1f} | {f['prober_during_flood']['p99_ms']:.1f} | "
                 f"{_num(held.get('p50_ms'), '.1f')} / {_num(held.get('p99_ms'), '.1f')} | "
-                f"{rss['before']:.0f} / {rss['peak_during']:.0f} / "
+                f"{rates} | {rss['before']:.0f} / {rss['peak_during']:.0f} / "
                 f"{_num(rss.get('held'), '.0f')} / {rss['after']:.0f} |"
             )
         out.append("")

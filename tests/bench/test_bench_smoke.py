@@ -124,10 +124,14 @@ def test_flood_bench_prints_the_other_clients_latency_and_memory(tmp_path: Path)
         "1",
         "--settle",
         "0.2",
+        "--rate-seconds",
+        "1",
         "--json",
         str(results),
     )
     assert "p99_ratio_flood_vs_baseline" in out
+    assert '"held_vs_before"' in out
+    assert '"not_200": 0' in out
     assert '"peak_during"' in out
     assert '"prober_while_held"' in out
     assert '"flood-poll"' in results.read_text()
