@@ -7,8 +7,14 @@ microseconds per request of signed DescribeTaskInfo, of ``--auth off`` DescribeT
 and of ``/healthz``, best of ``--repeat``. Run it with another checkout's ``src`` on
 ``PYTHONPATH`` to compare two versions of the code back to back.
 
+``--workers N`` measures signed and ``--auth off`` DescribeTaskInfo in N processes at once
+on the one database, as ``serve --workers N`` runs them: each process's nonce commits then
+meet the others' (the write lock, the checkpoints, the page caches the commits of another
+connection empty). Each process prints its own figure.
+
     .venv/bin/python bench/read_asgi.py
     .venv/bin/python bench/read_asgi.py --requests 4000 --profile signed.prof
+    .venv/bin/python bench/read_asgi.py --workers 2 --concurrency 4
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import argparse
 import asyncio
 import cProfile
 import dataclasses
+import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -108,20 +116,33 @@ class Bench:
         return time.process_time() - started
 
 
-async def measure(args: argparse.Namespace, db: storage_database.Database) -> None:
-    paths = [
+def seed(args: argparse.Namespace, db: storage_database.Database) -> list[str]:
+    return [
         "/tasks/" + factories.seed_task(db.tasks, created_us=factories.BASE_US + n).task.task_id
         for n in range(args.tasks)
     ]
-    for label, auth_on, path_of in (
+
+
+async def measure(
+    args: argparse.Namespace,
+    db: storage_database.Database,
+    paths: list[str],
+    together: Any = None,
+) -> None:
+    cases = [
         ("DescribeTaskInfo, signed", True, None),
         ("DescribeTaskInfo, --auth off", False, None),
         ("/healthz", True, "/healthz"),
-    ):
+    ]
+    if together is not None:
+        cases = cases[:2]
+    for label, auth_on, path_of in cases:
         bench = Bench(db, auth_on)
         await bench.run([bench.scope(p) for p in paths], args.concurrency)  # keep documents
         best = float("inf")
         for _ in range(args.repeat):
+            if together is not None:
+                together.wait()  # every process times the same stretch
             scopes = [
                 bench.scope(path_of or paths[n % len(paths)], signed=path_of is None)
                 for n in range(args.requests)
@@ -134,7 +155,17 @@ async def measure(args: argparse.Namespace, db: storage_database.Database) -> No
                 profile.disable()
                 profile.dump_stats(args.profile)
             best = min(best, seconds)
-        print(f"  {label:32} {best / args.requests * 1e6:7.1f} µs of CPU per request")
+        who = f" (process {os.getpid()})" if together is not None else ""
+        print(f"  {label:32} {best / args.requests * 1e6:7.1f} µs of CPU per request{who}")
+
+
+def worker(args: argparse.Namespace, url: str, paths: list[str], together: Any) -> None:
+    """One of ``--workers`` processes: the measurement on a connection of its own."""
+    db = storage_database.Database.open(settings.StorageSettings(url=url))
+    try:
+        asyncio.run(measure(args, db, paths, together))
+    finally:
+        db.close()
 
 
 def main() -> None:
@@ -144,15 +175,32 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", help="write a cProfile of the signed requests here")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes measuring at once on one database"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        db = storage_database.Database.open(
-            settings.StorageSettings(url=f"sqlite:///{Path(tmp) / 'bench.db'}")
-        )
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        db = storage_database.Database.open(settings.StorageSettings(url=url))
         try:
-            asyncio.run(measure(args, db))
+            paths = seed(args, db)
+            if args.workers <= 1:
+                asyncio.run(measure(args, db, paths))
+                return
         finally:
             db.close()
+        context = multiprocessing.get_context("spawn")
+        together = context.Barrier(args.workers)
+        processes = [
+            context.Process(target=worker, args=(args, url, paths, together))
+            for _ in range(args.workers)
+        ]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        if any(process.exitcode != 0 for process in processes):
+            sys.exit("a worker process failed")
 
 
 if __name__ == "__main__":

@@ -105,6 +105,13 @@ def test_in_process_read_bench_prints_cpu_per_request() -> None:
     assert "µs of CPU per request" in out
 
 
+def test_in_process_read_bench_runs_workers_on_one_database() -> None:
+    out = run("read_asgi.py", "--tasks", "2", "--requests", "32", "--repeat", "1", "--workers", "2")
+    assert out.count("DescribeTaskInfo, signed") == 2
+    assert out.count("DescribeTaskInfo, --auth off") == 2
+    assert "(process " in out
+
+
 @pytest.mark.timeout(180)
 def test_e2e_bench_prints_wall_time_and_peak_memory() -> None:
     out = run("e2e.py", "--scale-outs", "2", "--nodes", "1", "--pools-per-cluster", "2")

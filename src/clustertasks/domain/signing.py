@@ -167,9 +167,13 @@ def parse(request: HttpRequest) -> Credentials:
         )
     signed, signed_set, lacking = _signed_headers(fields["SignedHeaders"])
     unsigned = list(lacking)
-    unsigned += sorted(
-        {key for key, _ in request.headers if key.startswith("x-acs-")} - signed_set - set(lacking)
-    )
+    extra = {
+        key
+        for key, _ in request.headers
+        if key.startswith("x-acs-") and key not in signed_set and key not in lacking
+    }
+    if extra:
+        unsigned += sorted(extra)
     if unsigned:
         raise errors.IncompleteSignature(
             f"The signature must cover the header(s) {', '.join(unsigned)} (SignedHeaders)."
@@ -303,22 +307,40 @@ def canonical_query(query: str) -> str:
 def acs3_canonical_request(
     request: HttpRequest, signed_headers: Sequence[str], payload_hash: str
 ) -> str:
-    headers = "".join(f"{name}:{request.header(name) or ''}\n" for name in sorted(signed_headers))
+    names, listed = _sorted_names(tuple(signed_headers))
+    header = request.header
+    headers = "".join([f"{name}:{header(name) or ''}\n" for name in names])
     return "\n".join(
         (
             request.method.upper(),
             request.path or "/",
             canonical_query(request.query),
             headers,
-            ";".join(sorted(signed_headers)),
+            listed,
             payload_hash,
         )
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _sorted_names(signed_headers: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+    """The signed header names sorted, and joined with ``;`` (clients send the same list
+    with every request)."""
+    names = tuple(sorted(signed_headers))
+    return names, ";".join(names)
+
+
+_HASHES = {"sha256": hashlib.sha256}
+"""Hash constructors called directly (``hashlib.new`` looks the name up on every call);
+any other algorithm through ``hashlib.new``."""
+
+
 def acs3_string_to_sign(algorithm: str, canonical_request: str) -> str:
-    digest = hashlib.new(ACS3_HASHES[algorithm], canonical_request.encode()).hexdigest()
-    return f"{algorithm}\n{digest}"
+    name = ACS3_HASHES[algorithm]
+    constructor = _HASHES.get(name)
+    data = canonical_request.encode()
+    hashed = constructor(data) if constructor is not None else hashlib.new(name, data)
+    return f"{algorithm}\n{hashed.hexdigest()}"
 
 
 def acs3_signature(algorithm: str, secret: str, string_to_sign: str) -> str:
