@@ -110,7 +110,9 @@ class Sent:
         if self._rows is None:
             compiled, cursor = self._compiled, self._cursor
             try:
-                found = cursor.fetchall() if cursor.description else []
+                # A statement with columns returns rows: no need to ask the cursor (building
+                # psycopg's description of the columns costs more than reading a row).
+                found = cursor.fetchall() if compiled.keys or cursor.description else []
                 self._rowcount = int(cursor.rowcount)
             except compiled.dbapi_error as exc:
                 raise _translated(compiled, self._bound, exc) from exc
@@ -126,6 +128,10 @@ class Sent:
                 ]
             self._rows = [tuple(row) for row in found]
         return self._rows
+
+    def rows_read(self) -> None:
+        """Read the rows and drop them (the statement's errors raise here)."""
+        self.rows()
 
     def first(self) -> tuple[Any, ...] | None:
         found = self.rows()
