@@ -169,6 +169,30 @@ def pipeline(conn: sa.Connection) -> Iterator[None]:
         conn.info.pop(_PIPELINE, None)
 
 
+def send_commit(conn: sa.Connection) -> Callable[[], None]:
+    """Inside :func:`pipeline` on psycopg: send the COMMIT of the transaction behind the
+    statements sent so far, so it goes out in their round trip instead of one of its own;
+    the transaction's end then finds nothing left to commit. Call the returned function
+    once the pipeline has ended (a failure of the COMMIT, or of any statement before it,
+    raises when the pipeline ends, and the transaction's end rolls back as usual).
+    Elsewhere nothing is sent: the transaction commits at its end."""
+    if conn.dialect.driver != "psycopg" or not conn.info.get(_PIPELINE):
+        return _nothing
+    cursor = _cursor(conn)
+    try:
+        cursor.execute("COMMIT")
+    except conn.dialect.loaded_dbapi.Error as exc:
+        cursor.close()
+        raise sa.exc.DBAPIError.instance(
+            "COMMIT", None, exc, conn.dialect.loaded_dbapi.Error
+        ) from exc
+    return cursor.close  # type: ignore[no-any-return]
+
+
+def _nothing() -> None:
+    return None
+
+
 def compile_for(statement: sa.ClauseElement, dialect: Dialect) -> Compiled:
     compiled = statement.compile(dialect=dialect)
     if not isinstance(compiled, sa.sql.compiler.SQLCompiler):

@@ -497,10 +497,14 @@ class TaskStore:
                         view = dataclasses.replace(view, task=task)
                         started.append((task, stage))
                     views[start.task_id] = view
+            # The starts, their NOTIFY and the COMMIT go out together: one round trip.
+            # (Nothing read after it can fail: the rows are locked, the tasks exist.)
             with prepared.pipeline(conn):
                 writes.write_stage_starts(conn, started)
-                announced = notices.announce(conn)  # with the starts: no round trip of its own
+                announced = notices.announce(conn)
+                committed = prepared.send_commit(conn)
             announced()
+            committed()
         return views
 
     # -- transactions ----------------------------------------------------------------------

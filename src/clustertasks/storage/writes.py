@@ -429,6 +429,8 @@ class _Grouped:
             self._write_stages()
             # With the batch's statements: no round trip of its own. What ``also`` touches
             # below, if anything, is announced at the commit as usual.
+            # (Not the COMMIT: a change's outcome is only known from its rows, after the
+            # pipeline, and one that fails there must leave nothing committed.)
             announced = notices.announce(self._conn)
         announced()
         for read in self._after:
