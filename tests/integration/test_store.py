@@ -528,6 +528,49 @@ def test_begin_stages_reads_tasks_together_and_starts_only_what_may_start(
     assert read[plain.task_id] == task_store.describe_task(plain.task_id)
 
 
+def test_begin_stages_gives_each_task_its_own_stages_events_and_results(
+    task_store: store.TaskStore,
+) -> None:
+    """The views of many tasks are read by one set of statements: each gets its own
+    rows, whatever the count (the statements bind the ids up to a power of two)."""
+    tasks = [_task(f"T-0000000000000000000000{n:02d}", cluster=f"c{n}") for n in range(1, 7)]
+    for n, task in enumerate(tasks, 1):
+        task_store.submit_task(task, records.plan_stages([f"S{n}", "Last"]))
+        for seq in range(n):
+            task_store.append_event(
+                task.task_id,
+                action="progress",
+                level=states.EventLevel.NORMAL,
+                reason="Progress",
+                message=f"{task.task_id} {seq}",
+                now_us=NOW + seq,
+            )
+        task_store.set_result(task.task_id, f"i-{n}", states.ResultStatus.INITIAL, NOW)
+    before = {task.task_id: task_store.describe_task(task.task_id) for task in tasks}
+
+    for count in (1, 2, 3, 5, 6):
+        chosen = tasks[:count]
+        views = task_store.begin_stages(
+            [store.StageStart(task.task_id, None, 0) for task in chosen]
+        )
+        assert views == {task.task_id: before[task.task_id] for task in chosen}
+
+    views = task_store.begin_stages(
+        [
+            *(store.StageStart(t.task_id, f"S{n}", NOW + 7) for n, t in enumerate(tasks, 1)),
+            store.StageStart("T-ffffffffffffffffffffffff", "A", NOW + 7),
+        ]
+    )
+    assert set(views) == {task.task_id for task in tasks}
+    for n, task in enumerate(tasks, 1):
+        view = views[task.task_id]
+        assert view == task_store.describe_task(task.task_id)  # as committed
+        assert view.task.version == before[task.task_id].task.version + 1
+        assert view.task.current_stage == f"S{n}"
+        assert [e.message for e in view.events] == [f"{task.task_id} {i}" for i in range(n)]
+        assert [r.data for r in view.results] == [f"i-{n}"]
+
+
 @pytest.mark.parametrize("grouped", [True, False], ids=["batch", "alone"])
 def test_an_update_tasks_also_commits_with_it_or_not_at_all(
     task_store: store.TaskStore, grouped: bool

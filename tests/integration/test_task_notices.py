@@ -12,7 +12,9 @@ import pytest
 from clustertasks import settings
 from clustertasks.domain import records, states
 from clustertasks.service import changes
+from clustertasks.storage import changes as storage_changes
 from clustertasks.storage import database as storage_database
+from clustertasks.storage import store
 from tests.support import databases, factories, polling
 
 pytestmark = pytest.mark.postgres
@@ -121,6 +123,22 @@ def test_every_kind_of_write_is_heard(pg_url: str) -> None:
             ),
             "a new result": lambda: elsewhere.tasks.set_result(
                 task.task_id, "i-1", states.ResultStatus.INITIAL, now
+            ),
+            # The group commit and the stage starts send their notifications with their
+            # statements (one pipeline), not on their own.
+            "a stage start": lambda: elsewhere.tasks.begin_stages(
+                [store.StageStart(task.task_id, "JoinNodes", now)]
+            ),
+            "a group commit": lambda: elsewhere.tasks.apply_batch(
+                [
+                    storage_changes.UpdateStage(
+                        task.task_id,
+                        here.tasks.describe_task(task.task_id)
+                        .stages[2]
+                        .with_state(task.task_id, states.StageState.SUCCESS, now),
+                        now,
+                    )
+                ]
             ),
             "the task's success": lambda: elsewhere.tasks.update_task(
                 task.with_state(states.TaskState.SUCCESS, now)

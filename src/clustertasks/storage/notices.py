@@ -43,11 +43,19 @@ def forget(conn: sa.Connection) -> None:
     conn.info.pop(_TOUCHED, None)
 
 
-def announce(conn: sa.Connection) -> None:
-    """Queue the notifications for what this transaction touched; sent at its commit."""
+def announce(conn: sa.Connection) -> Callable[[], None]:
+    """Queue the notifications for what this transaction touched so far; sent at its
+    commit. Inside ``prepared.pipeline`` they go out with the statements sent before them
+    (no round trip of their own): call the returned function once the pipeline has ended."""
     task_ids = conn.info.pop(_TOUCHED, None)
-    if task_ids:
-        _NOTIFY.rows(conn, {"channel": CHANNEL, "ids": sorted(task_ids)})
+    if not task_ids:
+        return _nothing
+    sent = _NOTIFY.send(conn, {"channel": CHANNEL, "ids": sorted(task_ids)})
+    return sent.rows_read
+
+
+def _nothing() -> None:
+    return None
 
 
 class Listener:

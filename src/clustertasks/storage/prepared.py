@@ -110,7 +110,9 @@ class Sent:
         if self._rows is None:
             compiled, cursor = self._compiled, self._cursor
             try:
-                found = cursor.fetchall() if cursor.description else []
+                # A statement with columns returns rows: no need to ask the cursor (building
+                # psycopg's description of the columns costs more than reading a row).
+                found = cursor.fetchall() if compiled.keys or cursor.description else []
                 self._rowcount = int(cursor.rowcount)
             except compiled.dbapi_error as exc:
                 raise _translated(compiled, self._bound, exc) from exc
@@ -126,6 +128,10 @@ class Sent:
                 ]
             self._rows = [tuple(row) for row in found]
         return self._rows
+
+    def rows_read(self) -> None:
+        """Read the rows and drop them (the statement's errors raise here)."""
+        self.rows()
 
     def first(self) -> tuple[Any, ...] | None:
         found = self.rows()
@@ -161,6 +167,30 @@ def pipeline(conn: sa.Connection) -> Iterator[None]:
         ) from exc
     finally:
         conn.info.pop(_PIPELINE, None)
+
+
+def send_commit(conn: sa.Connection) -> Callable[[], None]:
+    """Inside :func:`pipeline` on psycopg: send the COMMIT of the transaction behind the
+    statements sent so far, so it goes out in their round trip instead of one of its own;
+    the transaction's end then finds nothing left to commit. Call the returned function
+    once the pipeline has ended (a failure of the COMMIT, or of any statement before it,
+    raises when the pipeline ends, and the transaction's end rolls back as usual).
+    Elsewhere nothing is sent: the transaction commits at its end."""
+    if conn.dialect.driver != "psycopg" or not conn.info.get(_PIPELINE):
+        return _nothing
+    cursor = _cursor(conn)
+    try:
+        cursor.execute("COMMIT")
+    except conn.dialect.loaded_dbapi.Error as exc:
+        cursor.close()
+        raise sa.exc.DBAPIError.instance(
+            "COMMIT", None, exc, conn.dialect.loaded_dbapi.Error
+        ) from exc
+    return cursor.close  # type: ignore[no-any-return]
+
+
+def _nothing() -> None:
+    return None
 
 
 def compile_for(statement: sa.ClauseElement, dialect: Dialect) -> Compiled:

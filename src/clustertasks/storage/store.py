@@ -486,18 +486,25 @@ class TaskStore:
             # The reads of every task go out together, then the starts together (on
             # PostgreSQL two round trips however many tasks, and the commit).
             views = _read_views(conn, ids, lock=True)
-            started: list[tuple[records.TaskView, Callable[[], int]]] = []
+            started: list[tuple[records.Task, records.Stage]] = []
+            for start in starts:
+                view = views.get(start.task_id)
+                if view is not None and start.stage is not None:
+                    view, stage = _start_stage(view, start.stage, start.now_us)
+                    if stage is not None:
+                        # Its row is locked since read: the version moves on by one.
+                        task = dataclasses.replace(view.task, version=view.task.version + 1)
+                        view = dataclasses.replace(view, task=task)
+                        started.append((task, stage))
+                    views[start.task_id] = view
+            # The starts, their NOTIFY and the COMMIT go out together: one round trip.
+            # (Nothing read after it can fail: the rows are locked, the tasks exist.)
             with prepared.pipeline(conn):
-                for start in starts:
-                    view = views.get(start.task_id)
-                    if view is not None and start.stage is not None:
-                        view, version = _start_stage(conn, view, start.stage, start.now_us)
-                        views[start.task_id] = view
-                        if version is not None:
-                            started.append((view, version))
-            for view, version in started:
-                task = dataclasses.replace(view.task, version=version())
-                views[task.task_id] = dataclasses.replace(view, task=task)
+                writes.write_stage_starts(conn, started)
+                announced = notices.announce(conn)
+                committed = prepared.send_commit(conn)
+            announced()
+            committed()
         return views
 
     # -- transactions ----------------------------------------------------------------------
@@ -509,7 +516,7 @@ class TaskStore:
             notices.forget(conn)
             with conn.begin():
                 yield conn
-                notices.announce(conn)
+                notices.announce(conn)()
 
     @contextlib.contextmanager
     def _read(self, *, snapshot: bool = False) -> Iterator[sa.Connection]:
@@ -599,20 +606,23 @@ def _read_views(
     """The views of those of ``task_ids`` that exist. ``lock``: hold their rows until the
     transaction ends (every write to a task or its parts updates its row, so what is read
     after the lock stays as read). In ``task_ids``' order: locks are taken in one order."""
+    step = writes.MAX_VIEWS_PER_READ
     with prepared.pipeline(conn):
-        sent = [(task_id, writes.send_read_view(conn, task_id, lock=lock)) for task_id in task_ids]
+        sent = [
+            writes.send_read_views(conn, task_ids[start : start + step], lock=lock)
+            for start in range(0, len(task_ids), step)
+        ]
     found: dict[str, records.TaskView] = {}
-    for task_id, view in sent:  # the pipeline has ended: every row has arrived
-        with contextlib.suppress(errors.TaskNotFound):
-            found[task_id] = view()
+    for views in sent:  # the pipeline has ended: every row has arrived
+        found.update(views())
     return found
 
 
 def _start_stage(
-    conn: sa.Connection, view: records.TaskView, name: str, now_us: int
-) -> tuple[records.TaskView, Callable[[], int] | None]:
+    view: records.TaskView, name: str, now_us: int
+) -> tuple[records.TaskView, records.Stage | None]:
     """Start stage ``name`` if it may (see ``TaskStore.begin_stages``): the view as it will
-    be, and the call that gives the task's new version (None: nothing written)."""
+    be, and the stage to write with the task's row (None: nothing to write)."""
     task = view.task
     stage = next((s for s in view.stages if s.name == name), None)
     if (
@@ -631,8 +641,7 @@ def _start_stage(
     # One update of the task row for both: the current stage, and the version the stage's
     # change bumps.
     task = task.with_current_stage(name, now_us)
-    version = writes.send_stage_start(conn, task, stage)
-    return dataclasses.replace(view, task=task, stages=stages), version
+    return dataclasses.replace(view, task=task, stages=stages), stage
 
 
 # -- submissions ----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ one pipeline: a round trip per batch, not per statement.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,14 +129,109 @@ def send_read_view(
     return _send_read_view(conn, task_id, 0, lock=lock)
 
 
-def send_stage_start(
-    conn: sa.Connection, task: records.Task, stage: records.Stage
-) -> Callable[[], int]:
-    """Write ``stage`` and the task row's fields (its current stage) with one version bump
-    for both; the returned call gives the new version."""
-    _UPDATE_STAGE.send(conn, _stage_params(changes.UpdateStage(task.task_id, stage, 0)))
-    sent = _send_update_task(conn, changes.UpdateTask(task), 1)
-    return lambda: _version(sent, task.task_id)
+MAX_VIEWS_PER_READ = 256
+"""Tasks whose views one set of statements reads (their ids are bound one by one)."""
+
+
+def send_read_views(
+    conn: sa.Connection, task_ids: Sequence[str], *, lock: bool = False
+) -> Callable[[], dict[str, records.TaskView]]:
+    """Send the reads of the views of ``task_ids`` (at most ``MAX_VIEWS_PER_READ``, no
+    repeats): four statements however many tasks, where :func:`send_read_view` sends four
+    per task. The returned call gives the views of those that exist, by task id.
+    ``lock``: hold their rows until the transaction ends, taken in task id order."""
+    if len(task_ids) > MAX_VIEWS_PER_READ:
+        raise ValueError(f"{len(task_ids)} views asked for, {MAX_VIEWS_PER_READ} at most")
+    statements = _views_statements(_bound_ids(len(task_ids)), lock=lock)
+    # Ids repeated up to the statements' size: a few sizes compiled, not one per count.
+    padded = [*task_ids, *[task_ids[-1]] * (statements.size - len(task_ids))]
+    params = {f"p_id_{index}": task_id for index, task_id in enumerate(padded)}
+    tasks = statements.tasks.send(conn, params)
+    stages = statements.stages.send(conn, params)
+    events = statements.events.send(conn, params)
+    results = statements.results.send(conn, params)
+
+    def views() -> dict[str, records.TaskView]:
+        stage_rows: dict[str, list[records.Stage]] = {}
+        for row in stages.mappings():
+            stage_rows.setdefault(row["task_id"], []).append(rows.stage_from_row(row))
+        event_rows: dict[str, list[records.Event]] = {}
+        for row in events.mappings():
+            event_rows.setdefault(row["task_id"], []).append(rows.event_from_row(row))
+        result_rows: dict[str, list[records.TaskResult]] = {}
+        for task_id, data, status in results.rows():
+            result_rows.setdefault(task_id, []).append(
+                records.TaskResult(data=data, status=states.ResultStatus(status))
+            )
+        found: dict[str, records.TaskView] = {}
+        for row in tasks.mappings():
+            task = rows.task_from_row(row)
+            found[task.task_id] = records.TaskView(
+                task=task,
+                stages=tuple(stage_rows.get(task.task_id, ())),
+                events=tuple(event_rows.get(task.task_id, ())),
+                results=tuple(result_rows.get(task.task_id, ())),
+            )
+        return found
+
+    return views
+
+
+def _bound_ids(count: int) -> int:
+    """The number of ids the statements for ``count`` ids bind: the next power of two."""
+    return 1 << max(count - 1, 0).bit_length()
+
+
+@dataclass(frozen=True, slots=True)
+class _ViewStatements:
+    size: int
+    tasks: prepared.Prepared
+    stages: prepared.Prepared
+    events: prepared.Prepared
+    results: prepared.Prepared
+
+
+@functools.cache
+def _views_statements(size: int, *, lock: bool) -> _ViewStatements:
+    S, E, R = schema.stages, schema.events, schema.results
+    ids = [sa.bindparam(f"p_id_{index}", type_=T.c.task_id.type) for index in range(size)]
+    tasks = sa.select(T).where(T.c.task_id.in_(ids)).order_by(T.c.task_id)
+    if lock:
+        # SQLite renders no FOR UPDATE: its one writer holds the whole database already.
+        tasks = tasks.with_for_update()
+    return _ViewStatements(
+        size=size,
+        tasks=prepared.Prepared(tasks),
+        stages=prepared.Prepared(
+            sa.select(S).where(S.c.task_id.in_(ids)).order_by(S.c.task_id, S.c.position)
+        ),
+        events=prepared.Prepared(
+            sa.select(E).where(E.c.task_id.in_(ids)).order_by(E.c.task_id, E.c.seq)
+        ),
+        results=prepared.Prepared(
+            sa.select(R.c.task_id, R.c.data, R.c.status)
+            .where(R.c.task_id.in_(ids))
+            .order_by(R.c.task_id, R.c.position)
+        ),
+    )
+
+
+def write_stage_starts(
+    conn: sa.Connection, started: Sequence[tuple[records.Task, records.Stage]]
+) -> None:
+    """Write each ``(task, stage)``: the stage, and the task row's fields (its current
+    stage) with one version bump for both. Two statements for all of them (each run once
+    per row). The caller holds the tasks' rows locked since it read them: each task's
+    version becomes the one read plus one."""
+    if not started:
+        return
+    _UPDATE_STAGE.many(
+        conn,
+        [_stage_params(changes.UpdateStage(task.task_id, stage, 0)) for task, stage in started],
+    )
+    for task, _ in started:
+        notices.touched(conn, task.task_id)
+    _UPDATE_TASK.many(conn, [_task_params(task, 1) for task, _ in started])
 
 
 def insert_event(
@@ -176,7 +272,17 @@ def bump(conn: sa.Connection, task_id: str, now_us: int, **values: Any) -> int:
 
 def _send_update_task(conn: sa.Connection, change: changes.UpdateTask, bumps: int) -> prepared.Sent:
     task = change.task
-    params = {
+    params = _task_params(task, bumps)
+    statement = _UPDATE_TASK
+    if change.acted_on is not None:
+        statement = _UPDATE_TASK_ACTED_ON
+        params["p_acted_on"] = change.acted_on
+    notices.touched(conn, task.task_id)
+    return statement.send(conn, params)
+
+
+def _task_params(task: records.Task, bumps: int) -> dict[str, Any]:
+    return {
         "p_task_id": task.task_id,
         "p_now": task.updated_us,
         "p_bumps": bumps,
@@ -186,12 +292,6 @@ def _send_update_task(conn: sa.Connection, change: changes.UpdateTask, bumps: in
         "p_error_code": task.error.code,
         "p_error_message": task.error.message,
     }
-    statement = _UPDATE_TASK
-    if change.acted_on is not None:
-        statement = _UPDATE_TASK_ACTED_ON
-        params["p_acted_on"] = change.acted_on
-    notices.touched(conn, task.task_id)
-    return statement.send(conn, params)
 
 
 def _send_bump(conn: sa.Connection, task_id: str, now_us: int, bumps: int) -> prepared.Sent:
@@ -327,6 +427,12 @@ class _Grouped:
             for task_id in list(self._owed):
                 self._settle(task_id)
             self._write_stages()
+            # With the batch's statements: no round trip of its own. What ``also`` touches
+            # below, if anything, is announced at the commit as usual.
+            # (Not the COMMIT: a change's outcome is only known from its rows, after the
+            # pipeline, and one that fails there must leave nothing committed.)
+            announced = notices.announce(self._conn)
+        announced()
         for read in self._after:
             read()
         for also in self._also:
