@@ -136,6 +136,14 @@ def _task(services: api_services.Services, task_id: str) -> records.Task:
     return services.database.tasks.get_task(task_id)
 
 
+async def _succeeds(services: api_services.Services, task_id: str, what: str) -> None:
+    """Wait for the task to end (``what`` names it in a timeout) and check it succeeded."""
+    done = await polling.until_async(
+        what, lambda: _task(services, task_id), lambda task: task.state.terminal
+    )
+    assert done.state is states.TaskState.SUCCESS, done.error
+
+
 def test_removed_nodes_leave_the_pool_removing_until_the_task_has_ended(
     database: storage_database.Database, engine: executors.Choice
 ) -> None:
@@ -164,12 +172,7 @@ def test_removed_nodes_leave_the_pool_removing_until_the_task_has_ended(
         deleting = services.cloud.delete_nodepool(cluster_id, pool_id, force=True)
         assert _task(services, task_id).state is states.TaskState.SUCCESS
         assert sim.get_nodepool(cluster_id, pool_id).desired_size == 1
-        done = await polling.until_async(
-            "the pool's deletion to end",
-            lambda: _task(services, deleting.task.task_id),
-            lambda task: task.state.terminal,
-        )
-        assert done.state is states.TaskState.SUCCESS, done.error
+        await _succeeds(services, deleting.task.task_id, "the pool's deletion to end")
 
     _scenario(database, engine, held_registry("cluster_node_delete", hold), scenario)
 
@@ -202,12 +205,7 @@ def test_a_scale_out_leaves_the_pool_scaling_until_the_task_has_ended(
         view = services.database.tasks.describe_task(task_id)
         finish = next(s for s in view.stages if s.name == "Finish")
         assert finish.outputs["settles"] == {"nodepools": {pool_id: "active"}}
-        done = await polling.until_async(
-            "the removal to end",
-            lambda: _task(services, removing.task.task_id),
-            lambda task: task.state.terminal,
-        )
-        assert done.state is states.TaskState.SUCCESS, done.error
+        await _succeeds(services, removing.task.task_id, "the removal to end")
 
     _scenario(database, engine, held_registry("cluster_scaleout", hold), scenario)
 
@@ -300,12 +298,7 @@ def test_a_deleted_pool_is_described_until_the_task_has_ended(
         )
         deleting = services.cloud.delete_cluster(cluster_id)
         assert _task(services, task_id).state is states.TaskState.SUCCESS
-        done = await polling.until_async(
-            "the cluster's deletion to end",
-            lambda: _task(services, deleting.task.task_id),
-            lambda task: task.state.terminal,
-        )
-        assert done.state is states.TaskState.SUCCESS, done.error
+        await _succeeds(services, deleting.task.task_id, "the cluster's deletion to end")
 
     _scenario(database, engine, held_registry("nodepool_delete", hold), scenario)
 

@@ -60,6 +60,15 @@ def if_none_match(request: Request) -> IfNoneMatch:
     return IfNoneMatch(frozenset(tags), wildcard)
 
 
+def unmodified(
+    held: IfNoneMatch, version: int, representation: str, generation: int
+) -> Response | None:
+    """:func:`not_modified` when ``held`` names the tag of this version, else None."""
+    if held.matches(etag(version, representation, generation)):
+        return not_modified(version, representation, generation)
+    return None
+
+
 def not_modified(version: int, representation: str, generation: int) -> Response:
     """304: no body; the ETag and version the client's copy still has."""
     return Response(status_code=304, headers=headers(version, representation, generation))

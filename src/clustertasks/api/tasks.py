@@ -105,8 +105,9 @@ async def describe_task_info(request: Request) -> Response:
     if held:
         stamp = await deps.short_call(request, services.tasks.stamp, task_id, poll=poll)
         poll = False  # counted as one
-        if not seconds and held.matches(conditional.etag(*stamp_tag(stamp, representation))):
-            return conditional.not_modified(*stamp_tag(stamp, representation))
+        unmodified = conditional.unmodified(held, *stamp_tag(stamp, representation))
+        if not seconds and unmodified is not None:
+            return unmodified
     if seconds and (seen is not None or held):
         generation = stamp.generation if stamp is not None else 0
 
@@ -126,8 +127,9 @@ async def describe_task_info(request: Request) -> Response:
         if stamp is None:
             stamp = await deps.short_call(request, services.tasks.stamp, task_id, poll=poll)
             poll = False  # counted as one
-            if held and held.matches(conditional.etag(*stamp_tag(stamp, representation))):
-                return conditional.not_modified(*stamp_tag(stamp, representation))
+            unmodified = conditional.unmodified(held, *stamp_tag(stamp, representation))
+            if unmodified is not None:
+                return unmodified
         document = kept.get(task_id, tz, stamp)
         if document is not None:
             return _json_answer(request, document, stamp)
@@ -135,8 +137,9 @@ async def describe_task_info(request: Request) -> Response:
         request, services.tasks.describe_task_stamped, task_id, poll=poll
     )
     tag = stamp_tag(stamped.stamp, representation)
-    if held.matches(conditional.etag(*tag)):
-        return conditional.not_modified(*tag)
+    unmodified = conditional.unmodified(held, *tag)
+    if unmodified is not None:
+        return unmodified
     body = wire.task_document(stamped.view, tz)
     if representation == "json":
         document = render.dumps(body)

@@ -36,7 +36,6 @@ _BUMP = prepared.Prepared(sql.BUMP)
 _NEXT_EVENT = prepared.Prepared(sql.NEXT_EVENT)
 _INSERT_EVENT = prepared.Prepared(sql.INSERT_EVENT)
 _GET_TASK = prepared.Prepared(sql.GET_TASK)
-_LOCK_TASK = prepared.Prepared(sql.LOCK_TASK)
 _TASK_STAGES = prepared.Prepared(sql.TASK_STAGES)
 _TASK_EVENTS = prepared.Prepared(sql.TASK_EVENTS)
 _TASK_RESULTS = prepared.Prepared(sql.TASK_RESULTS)
@@ -120,15 +119,6 @@ def read_view(conn: sa.Connection, task_id: str, *, events_after: int = 0) -> re
     return _send_read_view(conn, task_id, events_after)()
 
 
-def send_read_view(
-    conn: sa.Connection, task_id: str, *, lock: bool = False
-) -> Callable[[], records.TaskView]:
-    """Send the reads of :func:`read_view` (inside ``prepared.pipeline`` they go out
-    together with whatever is sent next); the returned call gives the view, or raises
-    ``errors.TaskNotFound``. ``lock``: hold the task's row until the transaction ends."""
-    return _send_read_view(conn, task_id, 0, lock=lock)
-
-
 MAX_VIEWS_PER_READ = 256
 """Tasks whose views one set of statements reads (their ids are bound one by one)."""
 
@@ -137,8 +127,8 @@ def send_read_views(
     conn: sa.Connection, task_ids: Sequence[str], *, lock: bool = False
 ) -> Callable[[], dict[str, records.TaskView]]:
     """Send the reads of the views of ``task_ids`` (at most ``MAX_VIEWS_PER_READ``, no
-    repeats): four statements however many tasks, where :func:`send_read_view` sends four
-    per task. The returned call gives the views of those that exist, by task id.
+    repeats): four statements however many tasks, where :func:`read_view` takes four for
+    one. The returned call gives the views of those that exist, by task id.
     ``lock``: hold their rows until the transaction ends, taken in task id order."""
     if len(task_ids) > MAX_VIEWS_PER_READ:
         raise ValueError(f"{len(task_ids)} views asked for, {MAX_VIEWS_PER_READ} at most")
@@ -360,10 +350,10 @@ def _event(change: changes.AppendEvent, inserted: prepared.Sent) -> records.Even
 
 
 def _send_read_view(
-    conn: sa.Connection, task_id: str, events_after: int, *, lock: bool = False
+    conn: sa.Connection, task_id: str, events_after: int
 ) -> Callable[[], records.TaskView]:
     params = {"p_task_id": task_id}
-    task = (_LOCK_TASK if lock else _GET_TASK).send(conn, params)
+    task = _GET_TASK.send(conn, params)
     stages = _TASK_STAGES.send(conn, params)
     events = _TASK_EVENTS.send(conn, {**params, "p_after": events_after})
     results = _TASK_RESULTS.send(conn, params)
