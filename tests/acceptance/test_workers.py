@@ -5,6 +5,7 @@ One server of its own: the processes are the point.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -38,10 +39,12 @@ def test_workers_share_a_port_run_tasks_once_refuse_replays_and_stop_cleanly(
     workers_server: ServerProcess,
 ) -> None:
     """One server for all (starting one is the slow part): two workers answer, tasks run
-    in one, a replay is refused by whichever worker it reaches, SIGTERM stops all."""
+    in one, a replay is refused by whichever worker it reaches, SIGTERM stops all, and
+    the nonces the workers answered outlive a kill -9 of every process."""
     _two_workers_serve_one_port_and_one_runs_the_tasks(workers_server)
     _a_replay_is_refused_whichever_worker_it_reaches(workers_server)
     _sigterm_stops_every_worker_with_status_0(workers_server)
+    _nonces_answered_by_any_worker_outlive_a_kill_9(workers_server)
 
 
 def _two_workers_serve_one_port_and_one_runs_the_tasks(workers_server: ServerProcess) -> None:
@@ -83,13 +86,16 @@ def _two_workers_serve_one_port_and_one_runs_the_tasks(workers_server: ServerPro
     assert len(bodies) == 1
 
 
-def _a_replay_is_refused_whichever_worker_it_reaches(workers_server: ServerProcess) -> None:
-    path = "/tasks/T-5faa48fb31b6b8078d000006"
-    host = workers_server.endpoint
-    request = wire_signing.HttpRequest("GET", path, "", (("host", host),), b"")
-    headers = wire_signing.sign_acs3(
+def _signed(server: ServerProcess, path: str) -> dict[str, str]:
+    request = wire_signing.HttpRequest("GET", path, "", (("host", server.endpoint),), b"")
+    return wire_signing.sign_acs3(
         request, signing.KEY_ID, signing.SECRET, now_us=time.time_ns() // 1000
     )
+
+
+def _a_replay_is_refused_whichever_worker_it_reaches(workers_server: ServerProcess) -> None:
+    path = "/tasks/T-5faa48fb31b6b8078d000006"
+    headers = _signed(workers_server, path)
     codes = []
     for _ in range(10):  # a new connection each: the kernel spreads them over the workers
         answer = httpx.get(f"{workers_server.url}{path}", headers=headers, trust_env=False)
@@ -111,3 +117,26 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().split()[2]
     except OSError:
         return "Z"
+
+
+def _nonces_answered_by_any_worker_outlive_a_kill_9(workers_server: ServerProcess) -> None:
+    """Each worker records a request's nonce before it answers, so a kill -9 of every
+    process and a restart forget none, whichever worker answered."""
+    workers_server.start()
+    path = "/tasks/T-5faa48fb31b6b8078d000007"
+    sent = [_signed(workers_server, path) for _ in range(12)]
+    for headers in sent:  # a new connection each: the kernel spreads them over the workers
+        answer = httpx.get(f"{workers_server.url}{path}", headers=headers, trust_env=False)
+        assert answer.json()["code"] == "ErrorTaskNotFound", answer.text
+    assert workers_server.process is not None
+    children = _children(workers_server.process.pid)
+    assert len(children) == 2
+    for pid in [workers_server.process.pid, *children]:
+        os.kill(pid, signal.SIGKILL)
+    workers_server.process.wait()
+    workers_server.start()
+    codes = set()
+    for headers in sent:
+        answer = httpx.get(f"{workers_server.url}{path}", headers=headers, trust_env=False)
+        codes.add(answer.json()["code"])
+    assert codes == {"SignatureNonceUsed"}
