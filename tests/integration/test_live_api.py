@@ -544,3 +544,46 @@ def test_waits_on_a_task_an_emulator_reset_removes_end(
         assert live.client.post("/_emulator/reset").status_code == 200
         _error(_answer(pending), 404, "ErrorTaskNotFound", task_id)
         assert _answer(streamed) == ["snapshot"]
+
+
+def test_waits_on_a_task_an_emulator_import_replaces_answer_at_once(
+    database: storage_database.Database, task_store: store.TaskStore
+) -> None:
+    """An import brings back an older copy of the task under its id, in a new generation of
+    the state, with a lower version than the waiters hold: a long-poll (``since`` or a held
+    ETag) answers with that copy at once, and a stream closes (without ``end``, and with no
+    changes computed against the other copy) so that its client starts again."""
+    with _live(database, settings.LiveSettings(poll_seconds=0.05)) as live:
+        view = factories.seed_task(task_store)
+        task_id = view.task.task_id
+        path = f"/tasks/{task_id}"
+        exported = live.client.get("/_emulator/state").json()
+        _event(task_store, task_id, "AfterTheExport")
+        current = live.get(path)
+        later = view.task.version + 1
+        assert current.headers[VERSION] == str(later)
+
+        def follow() -> list[str]:
+            kinds = []
+            with live.client.stream("GET", f"{path}/stream") as response:
+                assert response.status_code == 200
+                parser = sse.Parser()
+                for line in response.iter_lines():
+                    message = parser.feed(line)
+                    if isinstance(message, sse.Message):
+                        kinds.append(message.event)
+            return kinds
+
+        streamed = live.in_thread(follow)
+        since = live.later(path, params={"wait": LONG_WAIT, "since": str(later)})
+        tagged = live.later(
+            path, params={"wait": LONG_WAIT}, headers={"If-None-Match": current.headers["etag"]}
+        )
+        live.waiting(task_id, 3)
+        assert live.client.post("/_emulator/state", json=exported).status_code == 200
+        for answer in (_answer(since), _answer(tagged)):
+            assert answer.status_code == 200, answer.text
+            assert answer.headers[VERSION] == str(view.task.version)
+            assert answer.headers["etag"] == f'"{view.task.version}-json-1"'
+            assert [e["reason"] for e in answer.json()["events"]] == [e.reason for e in view.events]
+        assert _answer(streamed) == ["snapshot"]

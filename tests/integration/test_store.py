@@ -140,8 +140,10 @@ def test_every_write_path_moves_the_version_read_alone(task_store: store.TaskSto
         assert after > before, name
         assert after == task_store.describe_task(task_id).task.version, name
         before = after
-    assert task_store.task_versions([task_id, "T-ffffffffffffffffffffffff"]) == {task_id: before}
-    assert task_store.task_versions([]) == {}
+    stamps = task_store.task_stamps([task_id, "T-ffffffffffffffffffffffff"])
+    assert stamps == {task_id: task_store.task_stamp(task_id)}
+    assert stamps[task_id].version == before
+    assert task_store.task_stamps([]) == {}
     with pytest.raises(errors.TaskNotFound):
         task_store.task_version("T-ffffffffffffffffffffffff")
 

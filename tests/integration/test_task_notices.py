@@ -71,7 +71,7 @@ def test_a_long_poll_wakes_on_another_process_commit_not_the_poll(pg_url: str) -
     # Commits before the LISTEN are not heard (a caller's poll catches up with them).
     assert listener.wait_listening(30)
 
-    async def scenario() -> int | None:
+    async def scenario() -> store.Stamp | None:
         async with hub.watch(task_id) as watch:
             before = await watch.refresh()
             waiting = asyncio.create_task(watch.beyond(before, timeout=30))
@@ -84,7 +84,7 @@ def test_a_long_poll_wakes_on_another_process_commit_not_the_poll(pg_url: str) -
     try:
         woke_at = asyncio.run(scenario())
         assert woke_at is not None
-        assert woke_at == here.tasks.task_version(task_id)
+        assert woke_at == here.tasks.task_stamp(task_id)
     finally:
         hub.close()
         listener.stop()

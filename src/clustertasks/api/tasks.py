@@ -109,13 +109,21 @@ async def describe_task_info(request: Request) -> Response:
         if not seconds and unmodified is not None:
             return unmodified
     if seconds and (seen is not None or held):
-        generation = stamp.generation if stamp is not None else 0
+        # ``since`` counts versions of the state's generation the wait starts in (the
+        # held tag names its own); a reset or an import meanwhile is a change.
+        started = [stamp.generation] if stamp is not None else []
 
-        def unchanged(version: int) -> bool:
-            older = seen is not None and version <= seen
-            return older or held.matches(conditional.etag(version, representation, generation))
+        def unchanged(now: store.Stamp) -> bool:
+            if not started:
+                started.append(now.generation)
+            if now.generation != started[0]:
+                return False
+            older = seen is not None and now.version <= seen
+            return older or held.matches(
+                conditional.etag(now.version, representation, now.generation)
+            )
 
-        # Only versions are watched while waiting; the stamp is read again after it.
+        # Only stamps are watched while waiting; the stamp is read again after it.
         await services.live.wait_while(task_id, unchanged, seconds)
         stamp = None
     tz = deps.timezone(request)

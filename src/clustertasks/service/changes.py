@@ -11,6 +11,10 @@ a thread nor a database connection. Two things wake them:
 
 Waiters are counted per task and forgotten with their last waiter; with nobody waiting,
 notifications cost a dictionary lookup and the poller sleeps without touching the database.
+
+What is followed is a task's stamp: its version in the state's generation. An emulator
+reset or import starts a new generation, where the same task id can name another task
+whose versions start again: a stamp of a later generation is newer whatever its version.
 """
 
 from __future__ import annotations
@@ -31,25 +35,37 @@ log = logging.getLogger("clustertasks.service")
 T = TypeVar("T")
 
 
+NOTHING = store.Stamp(version=-1, generation=0)
+"""Before the first read: older than every stamp."""
+
+
+def newer(stamp: store.Stamp, than: store.Stamp) -> bool:
+    """``stamp`` names a later content of the task than ``than``: a later generation of the
+    state, or a later version in the same one."""
+    return (stamp.generation, stamp.version) > (than.generation, than.version)
+
+
 class _Topic:
-    """One followed task: its newest known version and the waiters' wake-up call."""
+    """One followed task: its newest known stamp and the waiters' wake-up call."""
 
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
-        self.version = 0
+        self.stamp = NOTHING
         self.watchers = 0
-        # Set, then replaced, whenever the version advances: every waiter wakes once.
+        # Set, then replaced, whenever the stamp advances: every waiter wakes once.
         self.changed = asyncio.Event()
         # The newest document read, shared by every stream on this task, and the read
         # under way (one at a time, however many streams want it).
-        self.view: records.TaskView | None = None
-        self.reading: asyncio.Task[records.TaskView] | None = None
-        # The task is no longer in the store (an emulator reset or import removed it).
+        self.view: store.StampedView | None = None
+        self.reading: asyncio.Task[store.StampedView] | None = None
+        # The task is not in the store (an emulator reset or import removed it).
         self.gone = False
 
-    def advance(self, version: int) -> None:
-        if version > self.version:
-            self.version = version
+    def advance(self, stamp: store.Stamp) -> None:
+        """The task exists with ``stamp``."""
+        self.gone = False
+        if newer(stamp, self.stamp):
+            self.stamp = stamp
             self.wake()
 
     def wake(self) -> None:
@@ -190,7 +206,7 @@ class ChangeHub:
             if not wanted:
                 continue
             try:
-                versions = await self.in_thread(self._store.task_versions, wanted)
+                stamps = await self.in_thread(self._store.task_stamps, wanted)
             except errors.ClustertasksError as exc:
                 log.warning("could not read the versions of followed tasks: %s", exc)
                 next_poll = loop.time() + poll
@@ -199,11 +215,11 @@ class ChangeHub:
                 log.exception("reading the versions of followed tasks failed unexpectedly")
                 next_poll = loop.time() + poll
                 continue
-            for task_id, version in versions.items():
+            for task_id, stamp in stamps.items():
                 topic = self._topics.get(task_id)
                 if topic is not None:
-                    topic.advance(version)
-            for task_id in wanted - versions.keys():
+                    topic.advance(stamp)
+            for task_id in wanted - stamps.keys():
                 topic = self._topics.get(task_id)
                 if topic is not None and not topic.gone:
                     topic.gone = True
@@ -214,21 +230,31 @@ class ChangeHub:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._kick.wait(), timeout)
 
-    async def read_version(self, task_id: str) -> int:
-        return await self.in_thread(self._store.task_version, task_id)
+    async def read_stamp(self, task_id: str) -> store.Stamp:
+        return await self.in_thread(self._store.task_stamp, task_id)
 
-    async def read_view(self, topic: _Topic) -> records.TaskView:
-        """The task now; only the events newer than the last read come from the database."""
+    async def read_view(self, topic: _Topic) -> store.StampedView:
+        """The task now; only the events newer than the last read come from the database
+        (all of them when the state changed generation since)."""
         cached = topic.view
-        seen = live.last_seq(cached) if cached is not None else 0
+        if cached is not None and cached.generation != topic.stamp.generation:
+            cached = None
+        seen = live.last_seq(cached.view) if cached is not None else 0
         fresh = await self.in_thread(
-            functools.partial(self._store.describe_task, topic.task_id, events_after=seen)
+            functools.partial(self._store.describe_task_stamped, topic.task_id, events_after=seen)
         )
-        events = fresh.events if cached is None else (*cached.events, *fresh.events)
-        view = records.TaskView(fresh.task, fresh.stages, tuple(events), fresh.results)
-        if topic.view is None or view.task.version >= topic.view.task.version:
+        if cached is not None and fresh.generation != cached.generation:
+            cached = None  # reset or imported meanwhile: the events read follow others
+            fresh = await self.in_thread(self._store.describe_task_stamped, topic.task_id)
+        found = fresh.view
+        events = found.events if cached is None else (*cached.view.events, *found.events)
+        view = store.StampedView(
+            records.TaskView(found.task, found.stages, tuple(events), found.results),
+            fresh.generation,
+        )
+        if topic.view is None or not newer(topic.view.stamp, view.stamp):
             topic.view = view
-        topic.advance(view.task.version)
+        topic.advance(view.stamp)
         return view
 
     @staticmethod
@@ -246,27 +272,27 @@ class Watch:
         self._topic = topic
 
     @property
-    def version(self) -> int:
-        """The newest version of the task this hub knows of."""
-        return self._topic.version
+    def stamp(self) -> store.Stamp:
+        """The newest stamp of the task this hub knows of."""
+        return self._topic.stamp
 
-    async def refresh(self) -> int:
-        """Read the task's version now (``errors.TaskNotFound`` when there is no task)."""
-        version = await self._hub.read_version(self._topic.task_id)
-        self._topic.advance(version)
-        return version
+    async def refresh(self) -> store.Stamp:
+        """Read the task's stamp now (``errors.TaskNotFound`` when there is no task)."""
+        stamp = await self._hub.read_stamp(self._topic.task_id)
+        self._topic.advance(stamp)
+        return stamp
 
-    def seen(self, view: records.TaskView) -> None:
+    def seen(self, view: store.StampedView) -> None:
         """A document read elsewhere: share it with the other streams on this task."""
         topic = self._topic
-        if topic.view is None or view.task.version > topic.view.task.version:
+        if topic.view is None or newer(view.stamp, topic.view.stamp):
             topic.view = view
-        topic.advance(view.task.version)
+        topic.advance(view.stamp)
 
-    async def view(self) -> records.TaskView:
-        """The task at the newest version known, read once for every stream that asks."""
+    async def view(self) -> store.StampedView:
+        """The task at the newest stamp known, read once for every stream that asks."""
         topic = self._topic
-        if topic.view is not None and topic.view.task.version >= topic.version:
+        if topic.view is not None and not newer(topic.stamp, topic.view.stamp):
             return topic.view
         if topic.reading is None or topic.reading.done():
             reading = asyncio.get_running_loop().create_task(self._hub.read_view(topic))
@@ -276,13 +302,13 @@ class Watch:
         # Shielded: one stream going away must not cancel the read the others wait for.
         return await asyncio.shield(topic.reading)
 
-    async def beyond(self, version: int, timeout: float) -> int | None:
-        """Wait until the task's version passes ``version``; the version then, or None when
+    async def beyond(self, stamp: store.Stamp, timeout: float) -> store.Stamp | None:
+        """Wait until the task's stamp is newer than ``stamp``; the stamp then, or None when
         ``timeout`` seconds pass first or the hub closes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         topic = self._topic
-        while topic.version <= version:
+        while not newer(topic.stamp, stamp):
             if topic.gone:
                 raise errors.TaskNotFound(topic.task_id)
             remaining = deadline - loop.time()
@@ -290,7 +316,7 @@ class Watch:
                 return None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(topic.changed.wait(), remaining)
-        return topic.version
+        return topic.stamp
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

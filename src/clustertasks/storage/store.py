@@ -382,17 +382,18 @@ class TaskStore:
             raise errors.TaskNotFound(task_id)
         return int(version)
 
-    def task_versions(self, task_ids: Collection[str]) -> dict[str, int]:
-        """The versions of those of ``task_ids`` that exist, read together."""
+    def task_stamps(self, task_ids: Collection[str]) -> dict[str, Stamp]:
+        """The stamps of those of ``task_ids`` that exist, read together (one snapshot)."""
         wanted = list(task_ids)
-        found: dict[str, int] = {}
-        with self._read() as conn:
+        found: dict[str, Stamp] = {}
+        with self._read(snapshot=True) as conn:
+            generation = int(conn.execute(sa.select(sql.GENERATION)).scalar_one())
             for start in range(0, len(wanted), _VERSIONS_PER_QUERY):
                 chunk = wanted[start : start + _VERSIONS_PER_QUERY]
                 rows = conn.execute(
                     sa.select(T.c.task_id, T.c.version).where(T.c.task_id.in_(chunk))
                 ).all()
-                found.update((row.task_id, int(row.version)) for row in rows)
+                found.update((row.task_id, Stamp(int(row.version), generation)) for row in rows)
         return found
 
     def list_cluster_tasks(self, query: TaskQuery) -> TaskPage:
