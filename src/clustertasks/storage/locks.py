@@ -124,10 +124,19 @@ class AdvisoryExecutorLock(ExecutorLock):
         self._connection = connection
 
     def release(self) -> None:
-        if self._connection is not None:
-            with contextlib.suppress(sa.exc.SQLAlchemyError):
-                self._connection.close()
-            self._connection = None
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            # Unlocked before the close, as TurnLock does: a closed session's locks are
+            # freed only once its backend has exited, and the next executor (a restart in
+            # the same process, a replica taking over) may try in the meantime.
+            connection.execute(
+                sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_EXECUTOR_LOCK}
+            )
+            connection.commit()
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            connection.close()
 
 
 class TurnLock:
