@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from temporalio.service import RPCError
 
-from clustertasks import bootstrap, errors, settings
+from clustertasks import bootstrap, clock, errors, settings
 from clustertasks.domain import records, states
 from clustertasks.engine.temporal import client as temporal_client
 from clustertasks.engine.temporal import load as temporal_load
@@ -222,7 +222,7 @@ def test_the_reconciler_asks_again_about_a_task_with_a_workflow_only_after_the_r
         .task.task_id
     )
 
-    async def scenario() -> tuple[int, int]:
+    async def scenario() -> tuple[temporal_worker.Reconciled, temporal_worker.Reconciled]:
         temporal = await temporal_client.connect(
             settings.TemporalSettings(address=temporal_address)
         )
@@ -243,5 +243,68 @@ def test_the_reconciler_asks_again_about_a_task_with_a_workflow_only_after_the_r
                 await temporal.get_workflow_handle(task_id).terminate()
 
     first, second = asyncio.run(scenario())
-    assert first == 1
-    assert second == (1 if recheck == 0.0 else 0)
+    assert first == temporal_worker.Reconciled(asked=1, started=1)
+    expected = 1 if recheck == 0.0 else 0
+    assert second == temporal_worker.Reconciled(asked=expected, started=expected)
+
+
+@pytest.mark.postgres
+def test_a_reconciler_leaves_alone_a_task_whose_workflow_runs_whoever_started_it(
+    pg_database: storage_database.Database, temporal_address: str
+) -> None:
+    """Each worker reconciles in its turn, and a worker that has not seen a task yet asks
+    Temporal about it only if no workflow has planned it lately: a task planned (its first
+    event written) that changed within the recheck has a workflow that runs, whichever
+    worker or replica started it. Without that, every worker would ask once about every
+    running task, each ask refused."""
+    queue = f"test-{uuid.uuid4().hex}"
+    submitter = control.TaskControl(pg_database.tasks, ops.REGISTRY)
+    planned, queued = (
+        submitter.submit(
+            "test_batches", cluster_id=test_engine.CLUSTER, target=target, parameters={}
+        ).task.task_id
+        for target in (test_engine.NP1, records.Target("np2", "nodepool"))
+    )
+
+    async def scenario() -> list[temporal_worker.Reconciled]:
+        config = settings.TemporalSettings(address=temporal_address)
+        temporal = await temporal_client.connect(config)
+        activities = temporal_worker.StageActivities(
+            pg_database.tasks, ops.REGISTRY, fake_cloud.FakeCloud()
+        )
+
+        async def reconciler(recheck: float) -> temporal_worker.TemporalWorker:
+            # Never run: no worker polls the queue, the workflows stay open. A connection
+            # each, as in a process of its own.
+            return temporal_worker.TemporalWorker(
+                await temporal_client.connect(config),
+                activities,
+                pg_database.tasks,
+                task_queue=queue,
+                recheck_seconds=recheck,
+            )
+
+        try:
+            passes = [await (await reconciler(3600)).reconcile()]
+            # What the planned task's workflow writes first, as its first activity would.
+            pg_database.tasks.append_event(
+                planned,
+                action="start",
+                level=states.EventLevel.NORMAL,
+                reason="TaskStart",
+                message=f"test_batches task {planned} started",
+                now_us=clock.SystemClock().now_us(),
+            )
+            passes.append(await (await reconciler(3600)).reconcile())
+            passes.append(await (await reconciler(0.0)).reconcile())
+            return passes
+        finally:
+            activities.close()
+            for task_id in (planned, queued):
+                with contextlib.suppress(RPCError):
+                    await temporal.get_workflow_handle(task_id).terminate()
+
+    first, another, recheck_at_once = asyncio.run(scenario())
+    assert first == temporal_worker.Reconciled(asked=2, started=2)
+    assert another == temporal_worker.Reconciled(asked=1, started=0)
+    assert recheck_at_once == temporal_worker.Reconciled(asked=2, started=0)

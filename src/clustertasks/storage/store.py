@@ -126,6 +126,10 @@ class UnfinishedTask(NamedTuple):
     task_id: str
     state: states.TaskState
     requested_action: str | None
+    updated_us: int = 0
+    """When the task or one of its parts was last written."""
+    event_count: int = 0
+    """Events written so far (none before an executor has planned the task)."""
 
 
 class TaskStore:
@@ -322,18 +326,26 @@ class TaskStore:
     def unfinished_tasks(self) -> list[UnfinishedTask]:
         """Every running or paused task, oldest first (what an executor must look after).
 
-        Only the three columns an executor decides on: it looks again after every task
+        Only the few columns an executor decides on: it looks again after every task
         that stops, so this must stay cheap with thousands of tasks queued.
         """
         active = [states.TaskState.RUNNING.value, states.TaskState.PAUSED.value]
         with self._read() as conn:
             rows = conn.execute(
-                sa.select(T.c.task_id, T.c.state, T.c.requested_action)
+                sa.select(
+                    T.c.task_id, T.c.state, T.c.requested_action, T.c.updated_us, T.c.event_count
+                )
                 .where(T.c.state.in_(active))
                 .order_by(T.c.created_us, T.c.task_id)
             ).all()
         return [
-            UnfinishedTask(row.task_id, states.TaskState(row.state), row.requested_action)
+            UnfinishedTask(
+                row.task_id,
+                states.TaskState(row.state),
+                row.requested_action,
+                int(row.updated_us),
+                int(row.event_count),
+            )
             for row in rows
         ]
 

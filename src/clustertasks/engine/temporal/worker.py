@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Collection
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from temporalio import activity
 from temporalio import client as temporal_client
@@ -53,8 +53,19 @@ RECHECK_SECONDS = 60.0
 """A task the reconciler saw with a workflow is asked about again only this long after:
 every pass would otherwise ask Temporal to start every unfinished task once more (one
 refused start per running task every ``RECONCILE_SECONDS``). A task that is new to this
-worker is still started at its first pass; one whose workflow was terminated in Temporal
-gets a new one within this time."""
+worker is still started at its first pass, unless its workflow has planned it and it
+changed within this time (another worker's reconciler or its API replica started that
+workflow, and it runs); one whose workflow was terminated in Temporal gets a new one
+within this time of its last change."""
+
+
+class Reconciled(NamedTuple):
+    """One pass of the reconciler: the tasks it asked Temporal to start a workflow for,
+    and how many of those had none (the others' starts were refused)."""
+
+    asked: int
+    started: int
+
 
 Committed = Callable[[Collection[str]], None]
 _Outcome = TypeVar("_Outcome")
@@ -250,12 +261,15 @@ class TemporalWorker:
         reconcile_seconds: float = RECONCILE_SECONDS,
         reconcile_turn: locks.TurnLock | None = None,
         recheck_seconds: float = RECHECK_SECONDS,
+        time: clock.Clock | None = None,
     ) -> None:
         """``reconcile_turn``: shared by the workers on the database, so that one at a time
-        reconciles (each would start the same workflows, all but one start refused)."""
+        reconciles (each would start the same workflows, all but one start refused).
+        ``time``: the clock the tasks' writes are stamped with."""
         self._store = task_store
         self._turn = reconcile_turn
         self._recheck_seconds = recheck_seconds
+        self._time = time or clock.SystemClock()
         self._seen: dict[str, float] = {}
         """Task id → when the reconciler last saw it with a workflow (monotonic)."""
         self._workflows = client.Workflows(temporal, task_queue)
@@ -284,23 +298,27 @@ class TemporalWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self._reconcile_seconds)
 
-    async def reconcile(self) -> int:
-        """Start a workflow for each unfinished task without one; how many were started
-        (none when another worker is reconciling: its turn)."""
+    async def reconcile(self) -> Reconciled:
+        """Start a workflow for each unfinished task without one (nothing when another
+        worker is reconciling: its turn)."""
         turn = self._turn
         if turn is not None and not await asyncio.to_thread(turn.try_acquire):
-            return 0
+            return Reconciled(0, 0)
         try:
             unfinished = await asyncio.to_thread(self._store.unfinished_tasks)
             slots = asyncio.Semaphore(RECONCILE_CONCURRENCY)
             now = time.monotonic()
-            # Forget the tasks that ended; skip those seen with a workflow lately.
+            # Forget the tasks that ended; skip those seen with a workflow lately, by this
+            # worker, or by any: a task its workflow has planned (its first event) and that
+            # changed lately has a workflow that runs.
             seen = {t.task_id: self._seen[t.task_id] for t in unfinished if t.task_id in self._seen}
             self._seen = seen
+            lately_us = self._time.now_us() - self._recheck_seconds * 1_000_000
             due = [
                 task.task_id
                 for task in unfinished
                 if now - seen.get(task.task_id, -math.inf) >= self._recheck_seconds
+                and not (task.event_count and task.updated_us > lately_us)
             ]
 
             async def start(task_id: str) -> bool:
@@ -312,7 +330,7 @@ class TemporalWorker:
                 return started
 
             started = await asyncio.gather(*(start(task_id) for task_id in due))
-            return sum(started)
+            return Reconciled(len(due), sum(started))
         finally:
             if turn is not None:
                 await asyncio.to_thread(turn.release)
