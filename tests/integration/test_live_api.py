@@ -517,6 +517,19 @@ class _ExecutorThread:
         self.loop.close()
 
 
+def _stream_kinds(live: Live, task_id: str) -> list[str]:
+    """The ``event:`` of each message of the task's stream, until the server closes it."""
+    kinds = []
+    with live.client.stream("GET", f"/tasks/{task_id}/stream") as response:
+        assert response.status_code == 200
+        parser = sse.Parser()
+        for line in response.iter_lines():
+            message = parser.feed(line)
+            if isinstance(message, sse.Message):
+                kinds.append(message.event)
+    return kinds
+
+
 def test_waits_on_a_task_an_emulator_reset_removes_end(
     database: storage_database.Database, task_store: store.TaskStore
 ) -> None:
@@ -525,18 +538,7 @@ def test_waits_on_a_task_an_emulator_reset_removes_end(
         view = factories.seed_task(task_store)
         task_id = view.task.task_id
 
-        def follow() -> list[str]:
-            kinds = []
-            with live.client.stream("GET", f"/tasks/{task_id}/stream") as response:
-                assert response.status_code == 200
-                parser = sse.Parser()
-                for line in response.iter_lines():
-                    message = parser.feed(line)
-                    if isinstance(message, sse.Message):
-                        kinds.append(message.event)
-            return kinds
-
-        streamed = live.in_thread(follow)
+        streamed = live.in_thread(lambda: _stream_kinds(live, task_id))
         pending = live.later(
             f"/tasks/{task_id}", params={"wait": LONG_WAIT, "since": str(view.task.version)}
         )
@@ -563,18 +565,7 @@ def test_waits_on_a_task_an_emulator_import_replaces_answer_at_once(
         later = view.task.version + 1
         assert current.headers[VERSION] == str(later)
 
-        def follow() -> list[str]:
-            kinds = []
-            with live.client.stream("GET", f"{path}/stream") as response:
-                assert response.status_code == 200
-                parser = sse.Parser()
-                for line in response.iter_lines():
-                    message = parser.feed(line)
-                    if isinstance(message, sse.Message):
-                        kinds.append(message.event)
-            return kinds
-
-        streamed = live.in_thread(follow)
+        streamed = live.in_thread(lambda: _stream_kinds(live, task_id))
         since = live.later(path, params={"wait": LONG_WAIT, "since": str(later)})
         tagged = live.later(
             path, params={"wait": LONG_WAIT}, headers={"If-None-Match": current.headers["etag"]}
