@@ -11,10 +11,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from clustertasks import bootstrap, clock, errors, settings
 from clustertasks.domain import records, states
+from clustertasks.emulator import state as emulator_state
 from clustertasks.engine.temporal import client as temporal_client
 from clustertasks.engine.temporal import load as temporal_load
 from clustertasks.engine.temporal import worker as temporal_worker
@@ -158,6 +160,46 @@ def test_the_emulator_reset_cancels_unfinished_tasks_first_or_refuses_naming_one
         await h.state(stuck, states.TaskState.CANCELED)
 
     run(pg_database, scenario, _engine(temporal_address))
+
+
+@pytest.mark.postgres
+def test_a_task_an_emulator_import_brings_back_runs_again_to_its_end(
+    pg_database: storage_database.Database, temporal_address: str
+) -> None:
+    """An import of a state in which a task was running: the halt cancels the task (its
+    workflow completes), the import brings it back unfinished, and it gets a new workflow
+    at once (workflow id = task id: a closed workflow may be followed by a new one), which
+    runs it to its end as the exported state had it."""
+
+    async def scenario(h: Harness) -> tuple[str, str, str]:
+        await h.start()
+        task_id = h.submit("test_nap", seconds=1)
+        await h.until(task_id, lambda v: v.stages[0].state is states.StageState.RUNNING)
+        assert h._notifier is not None
+        temporal = await temporal_client.connect(
+            settings.TemporalSettings(address=temporal_address)
+        )
+        first_run = (await temporal.get_workflow_handle(task_id).describe()).run_id
+        emulator = emulator_state.EmulatorState(pg_database, halt=h._notifier.halted)
+        exported = emulator.export()
+        imported = await emulator.restore(exported)
+        assert imported.removed.tasks_canceled == 1
+        assert h.view(task_id).task.state is states.TaskState.RUNNING
+        await h.until(task_id, lambda v: v.task.state is states.TaskState.SUCCESS)
+        # The workflow completes just after the task's last commit.
+        handle = temporal.get_workflow_handle(task_id)
+        await asyncio.wait_for(handle.result(), 30)
+        described = await handle.describe()
+        assert described.status is WorkflowExecutionStatus.COMPLETED
+        return task_id, first_run, str(described.run_id)
+
+    task_id, first_run, last_run = run(pg_database, scenario, _engine(temporal_address))
+    assert last_run != first_run
+    view = pg_database.tasks.describe_task(task_id)
+    assert stage_states(view) == [("Nap", "success")]
+    assert reasons(view) == ["TaskStart", "TaskSucceed"]
+    # Once: the halt cancelled the running task before the state was replaced.
+    assert ops.calls[f"{task_id}:compensate"] == 1
 
 
 def test_the_temporal_executor_keeps_the_simulated_clock_in_realtime(db_url: str) -> None:

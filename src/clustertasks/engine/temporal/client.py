@@ -1,8 +1,8 @@
 """Starting a task's workflow and telling it that its row changed.
 
-Workflow id = task id: a second start of the same task is refused by Temporal, so an API
-replica, a worker's reconciler and a retried submission can all try to start it and only
-one workflow ever runs it.
+Workflow id = task id: a start of a task whose workflow is open is refused by Temporal, so
+an API replica, a worker's reconciler and a retried submission can all try to start it and
+only one workflow at a time ever runs it.
 """
 
 from __future__ import annotations
@@ -66,12 +66,27 @@ class Workflows:
                 task_id,
                 id=task_id,
                 task_queue=self._queue,
-                # A workflow that completed saw its task end; one that failed or was
-                # terminated did not, and may be started again.
-                id_reuse_policy=common.WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                # A closed workflow may be followed by a new one: a workflow completes once
+                # its task has ended, so the task is unfinished again only when an emulator
+                # import brought it back, and then it needs one. (A start that comes too
+                # late for a task that has just ended gets a workflow that plans, finds
+                # the task ended and completes.)
+                id_reuse_policy=common.WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             )
         except temporal_exceptions.WorkflowAlreadyStartedError:
             return False
+        return True
+
+    async def closed(self, task_id: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the task's workflow to close, however it
+        ends; False if it is still open then."""
+        handle = self._client.get_workflow_handle(task_id)
+        try:
+            await asyncio.wait_for(handle.result(), max(timeout, 0.0))
+        except TimeoutError:
+            return False
+        except (temporal_client.WorkflowFailureError, RPCError):
+            return True  # cancelled, failed or terminated: closed all the same
         return True
 
     async def poke(self, task_id: str) -> None:
@@ -137,7 +152,9 @@ class Notifier:
         next checkpoint, with its compensation) and the block runs once all have ended.
         ``errors.TaskConflict`` (409, naming the task) when one has not ended within
         ``wait`` seconds (a stage between checkpoints, or no worker running): nothing was
-        replaced then, and the reset may be asked again."""
+        replaced then, and the reset may be asked again. Once the block has run, the
+        unfinished tasks of the new state (an import brings some back) get their
+        workflows at once."""
         unfinished = await asyncio.to_thread(self._store.unfinished_tasks)
         now = self._clock.now_us()
         for task in unfinished:
@@ -161,7 +178,14 @@ class Notifier:
                     f"{wait:g}s after it was asked to cancel; ask again once it has stopped"
                 )
             await asyncio.sleep(HALT_POLL_SECONDS)
+        # Their workflows complete just after the tasks end: a task the block brings back
+        # can have a new one only once the old one has closed.
+        if self._workflows is not None:
+            for task in unfinished:
+                await self._workflows.closed(task.task_id, deadline - loop.time())
         yield
+        for task in await asyncio.to_thread(self._store.unfinished_tasks):
+            self.notify(task.task_id)
 
     async def _act(self, task_id: str) -> None:
         workflows = self._workflows
