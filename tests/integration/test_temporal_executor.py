@@ -68,7 +68,9 @@ def test_a_committed_task_without_a_workflow_gets_one_and_only_one(
     pg_database: storage_database.Database, temporal_address: str
 ) -> None:
     """An API replica that died after the commit, before starting the workflow: the workers'
-    reconciler starts it; a second start of the same task is refused (workflow id = task id)."""
+    reconciler starts it. A second start is refused while the task's workflow is open
+    (workflow id = task id); one that comes after the task ended gets a workflow that finds
+    it ended and completes, running nothing again."""
 
     async def scenario(h: Harness) -> str:
         orphan = h.control.submit(  # before start(): no workflow is started for it
@@ -83,7 +85,16 @@ def test_a_committed_task_without_a_workflow_gets_one_and_only_one(
             settings.TemporalSettings(address=temporal_address)
         )
         workflows = temporal_client.Workflows(connection, h.task_queue)
-        assert not await workflows.ensure_started(orphan)
+        napping = h.submit("test_nap", records.Target("np2", "nodepool"), seconds=600)
+        await h.until(napping, lambda v: v.stages[0].state is states.StageState.RUNNING)
+        assert not await workflows.ensure_started(napping)
+        h.control.cancel(napping)
+        await h.state(napping, states.TaskState.CANCELED)
+        await asyncio.wait_for(connection.get_workflow_handle(orphan).result(), 30)
+        before = h.view(orphan)
+        assert await workflows.ensure_started(orphan)  # too late: the task has ended
+        assert await asyncio.wait_for(connection.get_workflow_handle(orphan).result(), 30)
+        assert h.view(orphan) == before
         return orphan
 
     task_id = run(pg_database, scenario, _engine(temporal_address))

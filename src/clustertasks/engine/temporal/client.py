@@ -31,6 +31,8 @@ CONNECT_WAIT_SECONDS = 30.0
 HALT_SECONDS = 30.0
 """How long the emulator's reset waits for the tasks it cancelled to end."""
 HALT_POLL_SECONDS = 0.1
+HALT_CONCURRENCY = 16
+"""Workflows the emulator's reset waits on at once for them to close."""
 
 
 async def connect(
@@ -180,9 +182,15 @@ class Notifier:
             await asyncio.sleep(HALT_POLL_SECONDS)
         # Their workflows complete just after the tasks end: a task the block brings back
         # can have a new one only once the old one has closed.
-        if self._workflows is not None:
-            for task in unfinished:
-                await self._workflows.closed(task.task_id, deadline - loop.time())
+        workflows = self._workflows
+        if workflows is not None:
+            slots = asyncio.Semaphore(HALT_CONCURRENCY)
+
+            async def closed(task_id: str) -> bool:
+                async with slots:
+                    return await workflows.closed(task_id, deadline - loop.time())
+
+            await asyncio.gather(*(closed(task.task_id) for task in unfinished))
         yield
         for task in await asyncio.to_thread(self._store.unfinished_tasks):
             self.notify(task.task_id)
