@@ -395,17 +395,25 @@ class TaskStore:
         return int(version)
 
     def task_stamps(self, task_ids: Collection[str]) -> dict[str, Stamp]:
-        """The stamps of those of ``task_ids`` that exist, read together (one snapshot)."""
+        """The stamps of those of ``task_ids`` that exist, read together.
+
+        Each version is read with the generation in one statement, as ``task_stamp`` reads
+        it: on PostgreSQL a transaction whose snapshot was taken before a reset's
+        ``TRUNCATE`` committed would find the tasks' table empty."""
         wanted = list(task_ids)
         found: dict[str, Stamp] = {}
-        with self._read(snapshot=True) as conn:
-            generation = int(conn.execute(sa.select(sql.GENERATION)).scalar_one())
+        with self._read() as conn:
             for start in range(0, len(wanted), _VERSIONS_PER_QUERY):
                 chunk = wanted[start : start + _VERSIONS_PER_QUERY]
                 rows = conn.execute(
-                    sa.select(T.c.task_id, T.c.version).where(T.c.task_id.in_(chunk))
+                    sa.select(T.c.task_id, T.c.version, sql.GENERATION).where(
+                        T.c.task_id.in_(chunk)
+                    )
                 ).all()
-                found.update((row.task_id, Stamp(int(row.version), generation)) for row in rows)
+                found.update(
+                    (row.task_id, Stamp(int(row.version), int(row.state_generation)))
+                    for row in rows
+                )
         return found
 
     def list_cluster_tasks(self, query: TaskQuery) -> TaskPage:
