@@ -50,13 +50,7 @@ def test_workers_share_a_port_run_tasks_once_refuse_replays_and_stop_cleanly(
 def _two_workers_serve_one_port_and_one_runs_the_tasks(workers_server: ServerProcess) -> None:
     assert workers_server.process is not None
     assert len(_children(workers_server.process.pid)) == 2
-    made = workers_server.emulator(
-        "POST",
-        "CreateCluster",
-        "/clusters",
-        {"name": "w", "region_id": "cn-hangzhou", "vswitch_ids": ["vsw-1"]},
-    )
-    task_id = made["task_id"]
+    task_id = workers_server.create_cluster("w")
     # A long-poll wherever it lands is answered once the executor's process has finished
     # the task (another process's commit: seen by the followed-tasks poll).
     deadline = time.monotonic() + 60

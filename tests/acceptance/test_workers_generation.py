@@ -48,13 +48,7 @@ def _describe(server: ServerProcess, task_id: str) -> tuple[int, dict[str, Any]]
 def test_every_worker_answers_the_imported_task_not_the_kept_document(
     workers_server: ServerProcess,
 ) -> None:
-    made = workers_server.emulator(
-        "POST",
-        "CreateCluster",
-        "/clusters",
-        {"name": "gen", "region_id": "cn-hangzhou", "vswitch_ids": ["vsw-1"]},
-    )
-    task_id = made["task_id"]
+    task_id = workers_server.create_cluster("gen")
     deadline = time.monotonic() + 60
     version, before = _describe(workers_server, task_id)
     while before["state"] != "success" and time.monotonic() < deadline:

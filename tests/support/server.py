@@ -61,6 +61,16 @@ class ServerProcess(testing.ServerProcess):
         with client.ApiClient(self.url, signing.auth(), timeout=120.0, ca_cert=ca) as api:
             return api.call(method, action, path, json=body)
 
+    def create_cluster(self, name: str) -> str:
+        """A cluster made through the emulator's CreateCluster; the id of its task."""
+        made = self.emulator(
+            "POST",
+            "CreateCluster",
+            "/clusters",
+            {"name": name, "region_id": "cn-hangzhou", "vswitch_ids": ["vsw-1"]},
+        )
+        return str(made["task_id"])
+
 
 class SharedServers:
     """``clustertasks serve`` processes shared by the tests of one session (each pytest-xdist

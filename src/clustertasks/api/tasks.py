@@ -109,15 +109,9 @@ async def describe_task_info(request: Request) -> Response:
         if not seconds and unmodified is not None:
             return unmodified
     if seconds and (seen is not None or held):
-        # ``since`` counts versions of the state's generation the wait starts in (the
-        # held tag names its own); a reset or an import meanwhile is a change.
-        started = [stamp.generation] if stamp is not None else []
-
+        # ``since`` counts versions in the generation the wait starts in: a reset or an
+        # import while it waits ends it (LiveTasks.wait_while).
         def unchanged(now: store.Stamp) -> bool:
-            if not started:
-                started.append(now.generation)
-            if now.generation != started[0]:
-                return False
             older = seen is not None and now.version <= seen
             return older or held.matches(
                 conditional.etag(now.version, representation, now.generation)

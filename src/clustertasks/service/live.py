@@ -40,8 +40,9 @@ class LiveTasks:
     async def wait_while(
         self, task_id: str, unchanged: Callable[[store.Stamp], bool], timeout: float
     ) -> store.Stamp:
-        """Wait while ``unchanged(stamp)`` holds, at most ``timeout`` seconds (less when
-        the server stops); the task's stamp then."""
+        """Wait while ``unchanged(stamp)`` holds and the state stays in the generation the
+        wait starts in (a reset or an import is a change), at most ``timeout`` seconds
+        (less when the server stops); the task's stamp then."""
         _check_id(task_id)
         if not 0 <= timeout <= MAX_WAIT_SECONDS:
             raise errors.InvalidParameter("wait", f"must be 0 to {MAX_WAIT_SECONDS:g} seconds")
@@ -49,7 +50,8 @@ class LiveTasks:
         deadline = loop.time() + timeout
         async with self._hub.watch(task_id) as watch:
             stamp = await watch.refresh()
-            while unchanged(stamp):
+            generation = stamp.generation
+            while stamp.generation == generation and unchanged(stamp):
                 newer = await watch.beyond(stamp, deadline - loop.time())
                 if newer is None:
                     break

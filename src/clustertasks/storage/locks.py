@@ -103,19 +103,8 @@ class AdvisoryExecutorLock(ExecutorLock):
         return f"PostgreSQL advisory lock {_PG_EXECUTOR_LOCK}"
 
     def acquire(self) -> None:
-        connection = self._engine.connect()
-        # Out of the pool: closing it must really end the session, and with it the lock.
-        connection.detach()
-        try:
-            got = connection.execute(
-                sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": _PG_EXECUTOR_LOCK}
-            ).scalar_one()
-            connection.commit()
-        except sa.exc.SQLAlchemyError as exc:
-            connection.close()
-            raise errors.StorageUnavailable() from exc
-        if not got:
-            connection.close()
+        connection = _try_session_lock(self._engine, _PG_EXECUTOR_LOCK)
+        if connection is None:
             raise errors.ExecutorLocked(
                 "another clustertasks server is already running tasks on this database "
                 "(it holds the executor advisory lock); start this one with --no-executor "
@@ -125,18 +114,8 @@ class AdvisoryExecutorLock(ExecutorLock):
 
     def release(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        with contextlib.suppress(sa.exc.SQLAlchemyError):
-            # Unlocked before the close, as TurnLock does: a closed session's locks are
-            # freed only once its backend has exited, and the next executor (a restart in
-            # the same process, a replica taking over) may try in the meantime.
-            connection.execute(
-                sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_EXECUTOR_LOCK}
-            )
-            connection.commit()
-        with contextlib.suppress(sa.exc.SQLAlchemyError):
-            connection.close()
+        if connection is not None:
+            _release_session_lock(connection, _PG_EXECUTOR_LOCK)
 
 
 class TurnLock:
@@ -159,33 +138,41 @@ class TurnLock:
             return True
         if self._connection is not None:
             return True
-        connection = self._engine.connect()
-        # Out of the pool: closing it must really end the session, and with it the lock.
-        connection.detach()
-        try:
-            got = bool(
-                connection.execute(
-                    sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}
-                ).scalar_one()
-            )
-            connection.commit()
-        except sa.exc.SQLAlchemyError as exc:
-            connection.close()
-            raise errors.StorageUnavailable() from exc
-        if not got:
-            connection.close()
-            return False
-        self._connection = connection
-        return True
+        self._connection = _try_session_lock(self._engine, self._key)
+        return self._connection is not None
 
     def release(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        with contextlib.suppress(sa.exc.SQLAlchemyError):
-            # Unlocked before the close: the server frees a closed session's locks only
-            # once its backend has exited, and another process may try in the meantime.
-            connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
-            connection.commit()
-        with contextlib.suppress(sa.exc.SQLAlchemyError):
-            connection.close()
+        if connection is not None:
+            _release_session_lock(connection, self._key)
+
+
+def _try_session_lock(engine: sa.Engine, key: int) -> sa.Connection | None:
+    """PostgreSQL's session advisory lock ``key`` on a connection of its own, which holds it
+    until released; None when another session holds it."""
+    connection = engine.connect()
+    # Out of the pool: closing it must really end the session, and with it the lock.
+    connection.detach()
+    try:
+        got = connection.execute(
+            sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}
+        ).scalar_one()
+        connection.commit()
+    except sa.exc.SQLAlchemyError as exc:
+        connection.close()
+        raise errors.StorageUnavailable() from exc
+    if not got:
+        connection.close()
+        return None
+    return connection
+
+
+def _release_session_lock(connection: sa.Connection, key: int) -> None:
+    with contextlib.suppress(sa.exc.SQLAlchemyError):
+        # Unlocked before the close: the server frees a closed session's locks only once
+        # its backend has exited, and another process (a restart, a replica taking over)
+        # may try in the meantime.
+        connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        connection.commit()
+    with contextlib.suppress(sa.exc.SQLAlchemyError):
+        connection.close()

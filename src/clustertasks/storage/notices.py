@@ -49,13 +49,9 @@ def announce(conn: sa.Connection) -> Callable[[], None]:
     (no round trip of their own): call the returned function once the pipeline has ended."""
     task_ids = conn.info.pop(_TOUCHED, None)
     if not task_ids:
-        return _nothing
+        return prepared.nothing
     sent = _NOTIFY.send(conn, {"channel": CHANNEL, "ids": sorted(task_ids)})
     return sent.rows_read
-
-
-def _nothing() -> None:
-    return None
 
 
 class Listener:

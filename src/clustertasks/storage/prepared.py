@@ -177,7 +177,7 @@ def send_commit(conn: sa.Connection) -> Callable[[], None]:
     raises when the pipeline ends, and the transaction's end rolls back as usual).
     Elsewhere nothing is sent: the transaction commits at its end."""
     if conn.dialect.driver != "psycopg" or not conn.info.get(_PIPELINE):
-        return _nothing
+        return nothing
     cursor = _cursor(conn)
     try:
         cursor.execute("COMMIT")
@@ -189,7 +189,8 @@ def send_commit(conn: sa.Connection) -> Callable[[], None]:
     return cursor.close  # type: ignore[no-any-return]
 
 
-def _nothing() -> None:
+def nothing() -> None:
+    """What is left to do after a pipeline when nothing was sent."""
     return None
 
 
