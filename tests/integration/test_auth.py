@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from clustertasks import clock, settings
+from clustertasks import clock, errors, settings
 from clustertasks.api import app as api_app
-from clustertasks.domain import access, signing
+from clustertasks.domain import access, signing, states
 from clustertasks.service import auth as auth_service
 from clustertasks.storage import database as storage_database
 from tests.integration.conftest import services_for
@@ -241,6 +241,90 @@ def test_concurrent_nonces_are_written_together_and_each_is_fresh_once(
     assert key_store.use_nonce("ak-0", "nonce-new", expires, factories.BASE_US)
 
 
+def test_a_key_changed_by_another_process_is_seen_by_the_next_request(
+    gateway: Gateway, db_url: str
+) -> None:
+    """A server checks signatures against the keys it read before (SQLite) and learns of a
+    change in the nonce's transaction: a key disabled, deleted, given a new secret or a
+    lesser role by another process (``clustertasks keys``) is refused, or checked anew, at
+    the very next request, on the read path and elsewhere."""
+    task_id = factories.seed_task(gateway.database.tasks, cluster_id=CLUSTER).task.task_id
+    other = storage_database.Database.open(settings.StorageSettings(url=db_url))
+    admin = auth_service.KeyAdmin(other.keys, clock.SystemClock())
+    key_id = test_signing.KEY_ID
+    cancel = f"/tasks/{task_id}/cancel"
+
+    def send(method: str, path: str, **signed: Any) -> Any:
+        gateway.time.advance(1.0)  # a token of the key's rate for each request
+        return gateway.send(method, path, **signed)
+
+    try:
+        assert send("GET", f"/tasks/{task_id}").status_code == 200
+        admin.disable(key_id)
+        _error(send("GET", f"/tasks/{task_id}"), 400, "InvalidAccessKeyId.Inactive")
+        _error(send("GET", f"/clusters/{CLUSTER}/tasks"), 400, "InvalidAccessKeyId.Inactive")
+        admin.enable(key_id)
+        assert send("GET", f"/tasks/{task_id}").status_code == 200
+        # A new secret: requests signed with it pass, ones signed with the old do not.
+        test_signing.add_key(other, secret="rotated")
+        _error(send("GET", f"/tasks/{task_id}"), 400, "SignatureDoesNotMatch")
+        assert send("GET", f"/tasks/{task_id}", secret="rotated").status_code == 200
+        # A lesser role: what the key may no longer do is forbidden.
+        test_signing.add_key(other, access.Role.READONLY, secret="rotated")
+        _error(send("POST", cancel, secret="rotated"), 403, "Forbidden.RAM")
+        admin.delete(key_id)
+        _error(
+            send("GET", f"/tasks/{task_id}", secret="rotated"), 404, "InvalidAccessKeyId.NotFound"
+        )
+    finally:
+        other.close()
+    assert gateway.database.tasks.get_task(task_id).state is states.TaskState.RUNNING
+
+
+@pytest.mark.one_backend
+def test_a_key_changed_between_its_checks_and_its_nonce_is_checked_again(
+    database: storage_database.Database, db_url: str
+) -> None:
+    """The change that lands after the signature was checked against a remembered key and
+    before its nonce is written: the nonce's transaction finds it, and the checks run
+    again on the key as stored then. (SQLite: on PostgreSQL no key is remembered, each
+    request reads its own.)"""
+    time = clock.FixedClock(clock.SystemClock().now_us())
+    authenticator = test_signing.authenticator(database, time=time)
+    other = storage_database.Database.open(settings.StorageSettings(url=db_url))
+    key_id = test_signing.KEY_ID
+
+    async def admitted(nonce: str, change: Callable[[], object]) -> access.AccessKey:
+        headers = signing.lower_headers({"host": "testserver", "accept": "application/json"})
+        unsigned = signing.HttpRequest("GET", "/tasks/T-1", "", headers)
+        headers += signing.lower_headers(
+            signing.sign_acs3(
+                unsigned, key_id, test_signing.SECRET, now_us=time.now_us(), nonce=nonce
+            )
+        )
+        checked = authenticator.verified(
+            signing.HttpRequest("GET", "/tasks/T-1", "", headers), remembered=True
+        )
+        change()
+        return await authenticator.admit(checked)
+
+    try:
+        assert asyncio.run(admitted("n-1", lambda: None)).role is access.Role.ADMIN
+        lesser = asyncio.run(
+            admitted("n-2", lambda: test_signing.add_key(other, access.Role.READONLY))
+        )
+        assert lesser.role is access.Role.READONLY
+        with pytest.raises(errors.AccessKeyInactive):
+            asyncio.run(
+                admitted("n-3", lambda: other.keys.set_status(key_id, access.KeyStatus.INACTIVE))
+            )
+        other.keys.set_status(key_id, access.KeyStatus.ACTIVE)
+        with pytest.raises(errors.AccessKeyNotFound):
+            asyncio.run(admitted("n-4", lambda: other.keys.delete(key_id)))
+    finally:
+        other.close()
+
+
 def test_a_body_changed_after_signing_is_refused(gateway: Gateway) -> None:
     path = f"/clusters/{CLUSTER}/nodepools/np1"
     response = gateway.send("POST", path, body=b'{"count":1}', sent_body=b'{"count":99}')
@@ -359,6 +443,12 @@ def test_auth_off_accepts_any_well_formed_signature(database: storage_database.D
         _error(client.get("/tasks/T-1"), 400, "IncompleteSignature")
 
 
+def _key(access_key_id: str) -> access.AccessKey:
+    return access.AccessKey(
+        access_key_id, "secret", access.Role.ADMIN, "", access.KeyStatus.ACTIVE, 0
+    )
+
+
 def test_nonces_claimed_on_an_event_loop_are_fresh_once_across_processes(
     database: storage_database.Database, db_url: str
 ) -> None:
@@ -370,11 +460,10 @@ def test_nonces_claimed_on_an_event_loop_are_fresh_once_across_processes(
     pairs = [(f"ak-{n % 3}", f"nonce-{n % 50}") for n in range(300)]
 
     async def claim_all(keys: Any, chosen: list[tuple[str, str]]) -> list[bool]:
-        return list(
-            await asyncio.gather(
-                *(keys.claim_nonce(k, n, expires, factories.BASE_US) for k, n in chosen)
-            )
+        spent = await asyncio.gather(
+            *(keys.spend_nonce(_key(k), n, expires, factories.BASE_US) for k, n in chosen)
         )
+        return [each.fresh for each in spent]
 
     try:
         first = asyncio.run(claim_all(database.keys, pairs[::2]))

@@ -327,6 +327,27 @@ def test_a_replayed_nonce_is_refused_on_either_path(pair: Pair, tasks: tuple[str
     assert pair.send(pair.full, case, headers) == pair.send(pair.fast, case, headers)
 
 
+def test_a_key_another_process_disabled_is_refused_alike(
+    pair: Pair, tasks: tuple[str, str], db_url: str
+) -> None:
+    """The key was remembered by an answered request, then disabled by another process:
+    the next request's nonce transaction finds it, and both paths refuse it alike."""
+    case = Case("signed", f"/tasks/{tasks[0]}")
+    other = storage_database.Database.open(settings.StorageSettings(url=db_url))
+    refused = []
+    try:
+        for n, client in enumerate((pair.fast, pair.full)):
+            other.keys.set_status(test_signing.KEY_ID, access.KeyStatus.ACTIVE)
+            assert pair.send(client, case, pair.headers(case, f"before-{n}")).status == 200
+            other.keys.set_status(test_signing.KEY_ID, access.KeyStatus.INACTIVE)
+            refused.append(pair.send(client, case, pair.headers(case, f"after-{n}")))
+    finally:
+        other.close()
+    assert refused[0] == refused[1]
+    assert refused[0].status == 400
+    assert b"InvalidAccessKeyId.Inactive" in refused[0].body
+
+
 def test_fast_path_skips_the_router_and_is_measured(
     database: storage_database.Database, tasks: tuple[str, str]
 ) -> None:

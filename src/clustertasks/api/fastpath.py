@@ -195,7 +195,7 @@ class _Express:
         if message["type"] != "http.request" or message.get("body") or message.get("more_body"):
             return replay
         try:
-            checked = self.authenticator.verified(request)
+            checked = self.authenticator.verified(request, remembered=True)
             self.authenticator.authorize(
                 checked.key, tasks.DESCRIBE_TASK_INFO, "GET", scope["path"]
             )
@@ -222,6 +222,10 @@ class _Express:
         try:
             try:
                 key = await self.authenticator.admit(checked)
+                if key is not checked.key:  # changed meanwhile: its role may have
+                    self.authenticator.authorize(
+                        key, tasks.DESCRIBE_TASK_INFO, "GET", scope["path"]
+                    )
             except errors.ClustertasksError as exc:
                 await auth.refuse(scope, receive, _watched(outcome, send, rid), exc)
                 return

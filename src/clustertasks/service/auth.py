@@ -55,11 +55,14 @@ class RateLimiter:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Nonce:
-    """A request's nonce, still to be spent."""
+    """A request's nonce, still to be spent; and what its key's checks ran on, to run them
+    again on the key as it stands when the nonce is spent (``Authenticator.admit``)."""
 
     nonce: str
     expires_us: int
     now_us: int
+    request: signing.HttpRequest
+    credentials: signing.Credentials
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -117,21 +120,30 @@ class Authenticator:
     async def authenticate_async(self, request: signing.HttpRequest) -> access.AccessKey:
         """``authenticate`` on an event loop: the checks run here, the nonce waits for its
         batch to commit without holding a thread."""
-        return await self.admit(self.verified(request))
+        return await self.admit(self.verified(request, remembered=True))
 
     async def admit(self, checked: Checked) -> access.AccessKey:
         """The second half of ``authenticate_async``, the checks that spend something: a
         token of the key's rate, then its nonce (the nonce's batch committed on the loop).
         ``verified`` changed nothing, so a caller may take a request that fails it another
-        way; once here, the request is counted."""
+        way; once here, the request is counted.
+
+        The key comes back as it stood when the nonce was written: when it changed since
+        the request's checks read it (disabled, deleted, given a new secret or role by any
+        process), the checks run again on it, and the caller authorizes the key returned."""
         self._throttle(checked.key.access_key_id)
+        key = checked.key
         if checked.nonce is not None:
             nonce = checked.nonce
-            fresh = await self._keys.claim_nonce(
-                key_id(checked), nonce.nonce, nonce.expires_us, nonce.now_us
-            )
-            _refuse_replay(fresh, nonce)
-        return checked.key
+            spent = await self._keys.spend_nonce(key, nonce.nonce, nonce.expires_us, nonce.now_us)
+            if spent.key != key:
+                if spent.key is None:
+                    raise _not_found(key.access_key_id)
+                key = self._key_checks(
+                    nonce.request, nonce.credentials, spent.key, nonce.now_us
+                ).key
+            _refuse_replay(spent.fresh, nonce)
+        return key
 
     def check(self, request: signing.HttpRequest) -> Checked:
         """Every check but the nonce's: the key, its date, its signature, its rate; and the
@@ -140,10 +152,15 @@ class Authenticator:
         self._throttle(checked.key.access_key_id)
         return checked
 
-    def verified(self, request: signing.HttpRequest) -> Checked:
+    def verified(self, request: signing.HttpRequest, *, remembered: bool = False) -> Checked:
         """The checks that read and change nothing but the key's row: the signature headers,
         the key, its date, its signature; and the nonce the request still has to spend
-        (None when it has none). The rate is ``check``'s and ``admit``'s."""
+        (None when it has none). The rate is ``check``'s and ``admit``'s.
+
+        ``remembered``: for a caller that spends the nonce with ``admit``, which checks the
+        key again as it stands then: a request with a nonce is checked against the key as
+        this process last read it, when it has (``KeyStore.remembered``), and the key is
+        read only when it has not, or when it fails a check (it may have changed)."""
         credentials = signing.parse(request)
         now_us = self._time.now_us()
         if not self.config.enabled:
@@ -156,11 +173,25 @@ class Authenticator:
                 now_us,
             )
             return Checked(anyone, None)
+        if remembered and credentials.nonce:
+            known = self._keys.remembered(credentials.access_key_id)
+            if known is not None:
+                try:
+                    return self._key_checks(request, credentials, known, now_us)
+                except errors.ClustertasksError:
+                    pass  # perhaps changed since: its checks run again on the stored key
         key = self._keys.get(credentials.access_key_id)
         if key is None:
-            raise errors.AccessKeyNotFound(
-                f"Specified access key {credentials.access_key_id} is not found."
-            )
+            raise _not_found(credentials.access_key_id)
+        return self._key_checks(request, credentials, key, now_us)
+
+    def _key_checks(
+        self,
+        request: signing.HttpRequest,
+        credentials: signing.Credentials,
+        key: access.AccessKey,
+        now_us: int,
+    ) -> Checked:
         if not key.active:
             raise errors.AccessKeyInactive(f"Specified access key {key.access_key_id} is disabled.")
         skew_s = abs(now_us - credentials.date_us) // 1_000_000
@@ -175,7 +206,7 @@ class Authenticator:
             return Checked(key, None)
         # Remember the nonce for as long as its request could still pass the date check.
         expires_us = credentials.date_us + self._skew_us
-        return Checked(key, Nonce(credentials.nonce, expires_us, now_us))
+        return Checked(key, Nonce(credentials.nonce, expires_us, now_us, request, credentials))
 
     def authorize(self, key: access.AccessKey, action: str, method: str, path: str) -> None:
         """Raise Forbidden unless ``key``'s role allows ``action``."""
@@ -219,7 +250,7 @@ class KeyAdmin:
 
     def delete(self, access_key_id: str) -> None:
         if not self._keys.delete(access_key_id):
-            raise errors.AccessKeyNotFound(f"Specified access key {access_key_id} is not found.")
+            raise _not_found(access_key_id)
 
     def ensure_admin(self, access_key_id: str, secret: str) -> access.AccessKey:
         """Create or update an active admin key with exactly this id and secret."""
@@ -243,7 +274,11 @@ class KeyAdmin:
 
     def _set_status(self, access_key_id: str, status: access.KeyStatus) -> None:
         if not self._keys.set_status(access_key_id, status):
-            raise errors.AccessKeyNotFound(f"Specified access key {access_key_id} is not found.")
+            raise _not_found(access_key_id)
+
+
+def _not_found(access_key_id: str) -> errors.AccessKeyNotFound:
+    return errors.AccessKeyNotFound(f"Specified access key {access_key_id} is not found.")
 
 
 def _checked(what: str, value: str, *, allow_empty: bool = False) -> str:

@@ -14,7 +14,7 @@ import dataclasses
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -23,12 +23,24 @@ from clustertasks.domain import access
 from clustertasks.storage import dialects, point_reads, schema, transactions
 
 K = schema.access_keys
-_KEY_COLUMNS = tuple(column.name for column in K.columns)
+_KEY_FIELDS = ("access_key_id", "secret", "role", "name", "status", "created_us")
+"""The columns a key is read from straight through the driver, in this order."""
 N = schema.auth_nonces
 PURGE_EVERY_US = 60 * 1_000_000
 """How often (at most) one process deletes expired nonces."""
 MAX_NONCE_BATCH = 500
 """Nonces per transaction (three bound parameters each)."""
+MAX_REMEMBERED = 1024
+"""Keys one process remembers (``KeyStore.remembered``); all are forgotten beyond this."""
+
+
+class Spent(NamedTuple):
+    """A nonce spent (``KeyStore.spend_nonce``)."""
+
+    fresh: bool
+    """False: the key used this nonce before (a replay)."""
+    key: access.AccessKey | None
+    """The key as it stood when the nonce was written; None when it is no longer stored."""
 
 
 class KeyStore:
@@ -42,7 +54,11 @@ class KeyStore:
         self._engine = engine
         self._points = points
         self._key_read = (
-            points.prepare(sa.select(K).where(K.c.access_key_id == sa.bindparam("p_id")))
+            points.prepare(
+                sa.select(*(K.c[name] for name in _KEY_FIELDS)).where(
+                    K.c.access_key_id == sa.bindparam("p_id")
+                )
+            )
             if points is not None
             else None
         )
@@ -56,6 +72,7 @@ class KeyStore:
         self._loop_claims = (
             _LoopNonceClaims(points.writer(), self._writer) if points is not None else None
         )
+        self._remembered: dict[str, access.AccessKey] = {}
         # Built once: one compiled statement for batches of any size ("insertmanyvalues").
         self._claim = dialects.insert_new(engine, N).returning(N.c.access_key_id, N.c.nonce)
 
@@ -70,10 +87,32 @@ class KeyStore:
     def get(self, access_key_id: str) -> access.AccessKey | None:
         if self._points is not None and self._key_read is not None:
             found = self._points.first(self._key_read, {"p_id": access_key_id})
-            return None if found is None else _key_of_row(found)
+            key = None if found is None else _key_of_row(found)
+            self._remember(access_key_id, key)
+            return key
         with self._tx.read() as conn:
             row = conn.execute(sa.select(K).where(K.c.access_key_id == access_key_id)).first()
         return None if row is None else _key(row._mapping)
+
+    def remembered(self, access_key_id: str) -> access.AccessKey | None:
+        """The key as this process last read it, without reading it again; None when it
+        is not remembered. Where nonces are spent on the event loop (SQLite) a signed
+        request checks its signature against this record, and the nonce's transaction
+        reads the key again (``spend_nonce``): a key changed meanwhile, by any process,
+        is found there, before the request is answered. Elsewhere nothing is remembered."""
+        if self._loop_claims is None:
+            return None
+        return self._remembered.get(access_key_id)
+
+    def _remember(self, access_key_id: str, key: access.AccessKey | None) -> None:
+        if self._loop_claims is None:
+            return
+        if key is None:
+            self._remembered.pop(access_key_id, None)
+            return
+        if len(self._remembered) >= MAX_REMEMBERED and access_key_id not in self._remembered:
+            self._remembered.clear()
+        self._remembered[access_key_id] = key
 
     def keys(self) -> Sequence[access.AccessKey]:
         with self._tx.read() as conn:
@@ -126,17 +165,26 @@ class KeyStore:
         self._purge(now_us)
         return self._claims.claim(_Claim(access_key_id, nonce, expires_us))
 
-    async def claim_nonce(
-        self, access_key_id: str, nonce: str, expires_us: int, now_us: int
-    ) -> bool:
-        """``use_nonce`` for a caller on an event loop. On SQLite the nonces claimed in one
-        turn of the loop are inserted together, on the loop, in one short transaction
-        that never waits for the write lock (it tries again a moment later instead); the
-        caller is answered once it has committed, as durable as ``use_nonce``. Elsewhere
-        ``use_nonce`` runs in a thread."""
+    async def spend_nonce(
+        self, key: access.AccessKey, nonce: str, expires_us: int, now_us: int
+    ) -> Spent:
+        """``use_nonce`` for a request signed with ``key``, on an event loop; and the key as
+        it stood when the nonce was written.
+
+        On SQLite the nonces spent in one turn of the loop are inserted together, on the
+        loop, in one short transaction that never waits for the write lock (it tries again
+        a moment later instead); the caller is answered once it has committed, as durable
+        as ``use_nonce``. That transaction also reads the nonces' keys: a request checked
+        against a remembered key learns there whether the key changed. Elsewhere
+        ``use_nonce`` runs in a thread and ``key``, which the request read, comes back."""
         if self._loop_claims is None:
-            return await asyncio.to_thread(self.use_nonce, access_key_id, nonce, expires_us, now_us)
-        return await self._loop_claims.claim(_Claim(access_key_id, nonce, expires_us), now_us)
+            fresh = await asyncio.to_thread(
+                self.use_nonce, key.access_key_id, nonce, expires_us, now_us
+            )
+            return Spent(fresh, key)
+        spent = await self._loop_claims.claim(_Claim(key.access_key_id, nonce, expires_us), now_us)
+        self._remember(key.access_key_id, spent.key)
+        return spent
 
     def _insert_nonces(self, claims: Sequence[_Claim]) -> None:
         """Insert a batch of nonces in one transaction; the first claim of a pair that is
@@ -187,12 +235,6 @@ class KeyStore:
             raise errors.StorageError(f"cannot restrict the database file's mode: {exc}") from exc
 
 
-_KEY_POSITIONS = tuple(
-    _KEY_COLUMNS.index(name)
-    for name in ("access_key_id", "secret", "role", "name", "status", "created_us")
-)
-
-
 _ROWS_SEEN: dict[tuple[Any, ...], access.AccessKey] = {}
 """The records of the rows read lately: a row equal to one seen is the same (immutable)
 record, and every signed request reads its key's row."""
@@ -200,11 +242,11 @@ MAX_ROWS_SEEN = 256
 
 
 def _key_of_row(row: tuple[Any, ...]) -> access.AccessKey:
-    """``_key`` of a row read through the driver, its columns in the table's order."""
+    """``_key`` of a row read through the driver, its columns those of ``_KEY_FIELDS``."""
     known = _ROWS_SEEN.get(row)
     if known is not None:
         return known
-    key_id, secret, role, name, status, created_us = (row[i] for i in _KEY_POSITIONS)
+    key_id, secret, role, name, status, created_us = row
     key = access.AccessKey(
         key_id, secret, access.Role(role), name, access.KeyStatus(status), created_us
     )
@@ -308,14 +350,14 @@ class _LoopNonceClaims:
     def __init__(self, writer: point_reads.Writer, queue: contextlib.AbstractContextManager[Any]):
         self._writer = writer
         self._queue = queue if isinstance(queue, _LOCK_TYPES) else None
-        self._waiting: list[tuple[_Claim, asyncio.Future[bool]]] = []
+        self._waiting: list[tuple[_Claim, asyncio.Future[Spent]]] = []
         self._scheduled = False
         self._purged_us = 0
         self._since: float | None = None
 
-    async def claim(self, claim: _Claim, now_us: int) -> bool:
+    async def claim(self, claim: _Claim, now_us: int) -> Spent:
         loop = asyncio.get_running_loop()
-        answer: asyncio.Future[bool] = loop.create_future()
+        answer: asyncio.Future[Spent] = loop.create_future()
         self._waiting.append((claim, answer))
         self._now_us = now_us
         if not self._scheduled:
@@ -333,7 +375,7 @@ class _LoopNonceClaims:
             purge_before = self._now_us
         locked = self._queue is None or self._queue.acquire(blocking=False)
         try:
-            inserted = (
+            claimed = (
                 self._writer.claim_nonces(
                     [(c.access_key_id, c.nonce, c.expires_us) for c, _ in batch], purge_before
                 )
@@ -351,7 +393,7 @@ class _LoopNonceClaims:
         finally:
             if locked and self._queue is not None:
                 self._queue.release()
-        if inserted is None:  # the write lock is taken: try again shortly
+        if claimed is None:  # the write lock is taken: try again shortly
             started = self._since = self._since if self._since is not None else loop.time()
             if loop.time() - started > self._writer.busy_timeout_s:
                 self._since = None
@@ -367,13 +409,14 @@ class _LoopNonceClaims:
         if purge_before is not None:
             self._purged_us = purge_before
         del self._waiting[: len(batch)]
+        keys = {row[0]: _key_of_row(row) for row in claimed.keys}
         seen: set[tuple[str, str]] = set()
         for claim, answer in batch:
             pair = (claim.access_key_id, claim.nonce)
-            fresh = pair in inserted and pair not in seen
+            fresh = pair in claimed.inserted and pair not in seen
             seen.add(pair)
             if not answer.done():
-                answer.set_result(fresh)
+                answer.set_result(Spent(fresh, keys.get(claim.access_key_id)))
         self._again(loop, 0)
 
     def _again(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:

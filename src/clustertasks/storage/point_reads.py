@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -102,6 +102,15 @@ class PointReads:
         return conn
 
 
+class Claimed(NamedTuple):
+    """What one transaction of nonces wrote and read (``Writer.claim_nonces``)."""
+
+    inserted: set[tuple[str, str]]
+    """The (access key, nonce) pairs that were new."""
+    keys: list[tuple[Any, ...]]
+    """The rows of the nonces' keys, as the transaction found them."""
+
+
 class Writer:
     """Short writes straight through SQLite's driver that never wait for the write lock:
     a caller on an event loop tries again later instead of blocking the loop."""
@@ -113,10 +122,11 @@ class Writer:
 
     def claim_nonces(
         self, nonces: list[tuple[str, str, int]], purge_before_us: int | None
-    ) -> set[tuple[str, str]] | None:
+    ) -> Claimed | None:
         """Insert the (access key, nonce, expiry) rows not in ``auth_nonces`` yet, and
         delete the expired ones first when ``purge_before_us`` is given; the pairs
-        inserted, or None when the write lock is taken (nothing was written)."""
+        inserted and the rows of their keys as the same transaction finds them, or None
+        when the write lock is taken (nothing was written)."""
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -131,6 +141,8 @@ class Writer:
             rows = conn.execute(
                 _CLAIM.format(placeholders), [value for row in nonces for value in row]
             ).fetchall()
+            key_ids = list(dict.fromkeys(row[0] for row in nonces))
+            keys = conn.execute(_KEYS.format(",".join(["?"] * len(key_ids))), key_ids).fetchall()
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -138,7 +150,7 @@ class Writer:
             if isinstance(exc, sqlite3.OperationalError):
                 raise errors.StorageUnavailable() from exc
             raise errors.StorageError(f"the key store failed: {type(exc).__name__}") from exc
-        return {(row[0], row[1]) for row in rows}
+        return Claimed({(row[0], row[1]) for row in rows}, keys)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -164,3 +176,8 @@ _CLAIM = (
     "ON CONFLICT DO NOTHING RETURNING access_key_id, nonce"
 )
 _PURGE = "DELETE FROM auth_nonces WHERE expires_us < ?"
+# schema.access_keys, its columns in the table's order.
+_KEYS = (
+    "SELECT access_key_id, secret, role, name, status, created_us FROM access_keys "
+    "WHERE access_key_id IN ({})"
+)
