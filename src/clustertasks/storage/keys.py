@@ -171,7 +171,7 @@ class KeyStore:
         """``use_nonce`` for a request signed with ``key``, on an event loop; and the key as
         it stood when the nonce was written.
 
-        On SQLite the nonces spent in one turn of the loop are inserted together, on the
+        On SQLite the nonces spent in two turns of the loop are inserted together, on the
         loop, in one short transaction that never waits for the write lock (it tries again
         a moment later instead); the caller is answered once it has committed, as durable
         as ``use_nonce``. That transaction also reads the nonces' keys: a request checked
@@ -339,7 +339,7 @@ class _LoopNonceClaims:
     """Nonces claimed on an event loop, written to SQLite from that loop.
 
     A thread hop per request (and the GIL's hand-over with it) cost more than the insert.
-    The claims of one turn of the loop share one ``INSERT … ON CONFLICT DO NOTHING
+    The claims of two turns of the loop share one ``INSERT … ON CONFLICT DO NOTHING
     RETURNING``: a row that comes back is a fresh nonce, one that does not was used
     before, by this process or any other on the database. The transaction takes the
     write lock without waiting (``busy_timeout`` 0, and this process's queue of writers
@@ -362,7 +362,10 @@ class _LoopNonceClaims:
         self._now_us = now_us
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush, loop)
+            # Written a turn of the loop later: the requests its next poll of the sockets
+            # reads join this batch (fewer transactions under load; docs/performance.md).
+            # Idle, it costs a turn of an empty loop.
+            loop.call_soon(loop.call_soon, self._flush, loop)
         return await answer
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
