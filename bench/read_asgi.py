@@ -74,7 +74,10 @@ class Bench:
                 test_signing.KEY_ID,
                 test_signing.SECRET,
                 now_us=clock.SystemClock().now_us(),
-                nonce=f"bench-{time.time_ns()}-{self.nonce}",
+                # The process id too: with --workers, two processes may read the same
+                # clock at the same count: a replay, refused, and a worker stops at any
+                # answer but 200.
+                nonce=f"bench-{os.getpid()}-{time.time_ns()}-{self.nonce}",
             )
         return {
             "type": "http",
