@@ -57,12 +57,6 @@ def vm_rss_kib(pid: int) -> int | None:
     return None
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def start_profile(path: str, pid: int) -> subprocess.Popen[bytes]:
     """py-spy recording ``pid`` into ``path`` until it is sent SIGINT."""
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
@@ -240,7 +234,7 @@ def main() -> int:
             )
             rss_before = vm_rss_kib(pid)
             hwm_before = common.rss_peak_kib(pid)
-            cpu_before = cpu_seconds(pid)
+            cpu_before = common.cpu_seconds(pid)
             spy = start_profile(args.profile, pid) if args.profile else None
             try:
                 figures = asyncio.run(scale_out(server, pools, args.nodes, args.concurrency))
@@ -249,7 +243,7 @@ def main() -> int:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(timeout=60)
             hwm = common.rss_peak_kib(pid)
-            cpu = cpu_seconds(pid) - cpu_before
+            cpu = common.cpu_seconds(pid) - cpu_before
         finally:
             server.stop()
     figures.update(

@@ -64,8 +64,10 @@ def _signed(host: str, path: str) -> dict[str, str]:
     return signing.sign_acs3(request, KEY_ID, SECRET, now_us=time.time_ns() // 1000)
 
 
-def _rate(url: str, task_id: str, seconds: float, workdir: Path) -> dict[str, float]:
-    """DescribeTaskInfo's requests/s for ``seconds`` (bench/load.py, 16 connections)."""
+def _rate(url: str, task_id: str, seconds: float, workdir: Path, pid: int) -> dict[str, float]:
+    """DescribeTaskInfo's requests/s for ``seconds`` (bench/load.py, 16 connections), and
+    the server's CPU per request meanwhile (``server_cpu_us``: what the crowd costs each
+    request, whatever else the machine runs)."""
     paths = workdir / "rate-paths.txt"
     paths.write_text(f"/tasks/{task_id}\n")
     wrk = shutil.which("wrk") is not None
@@ -77,7 +79,12 @@ def _rate(url: str, task_id: str, seconds: float, workdir: Path) -> dict[str, fl
         command += ["--requests", str(int(seconds * 25_000))]
     else:
         command += ["--client", "raw", "--time-limit", str(seconds), "--requests", "1000000"]
-    return common.json_line(command, seconds + 120, "load generator")
+    cpu_before = common.cpu_seconds(pid)
+    figures = common.json_line(command, seconds + 120, "load generator")
+    if figures["requests"]:
+        used = common.cpu_seconds(pid) - cpu_before
+        figures["server_cpu_us"] = used / figures["requests"] * 1e6
+    return figures
 
 
 def _rss_kib(pid: int) -> int:
@@ -258,7 +265,7 @@ def main() -> int:
             )
             baseline = asyncio.run(_probe(server.port, task_id, args.seconds))
             rate_before = (
-                _rate(server.url, task_id, args.rate_seconds, Path(workdir))
+                _rate(server.url, task_id, args.rate_seconds, Path(workdir), pid)
                 if args.rate_seconds
                 else None
             )
@@ -301,7 +308,7 @@ def main() -> int:
             held = asyncio.run(_probe(server.port, task_id, args.seconds))
             rss_held = _rss_kib(pid)
             rate_held = (
-                _rate(server.url, task_id, args.rate_seconds, Path(workdir))
+                _rate(server.url, task_id, args.rate_seconds, Path(workdir), pid)
                 if args.rate_seconds
                 else None
             )
@@ -344,6 +351,8 @@ def main() -> int:
             "before_rps": round(rate_before["rps"]),
             "held_rps": round(rate_held["rps"]),
             "held_vs_before": round(common.ratio(rate_held["rps"], rate_before["rps"]), 2),
+            "before_server_cpu_us": round(rate_before.get("server_cpu_us", 0.0)),
+            "held_server_cpu_us": round(rate_held.get("server_cpu_us", 0.0)),
             "not_200": int(rate_before["not_200"] + rate_held["not_200"]),
         },
         "server_exit": returncode,

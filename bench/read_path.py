@@ -214,25 +214,6 @@ def serve_flags() -> str:
     return done.stdout
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds of process ``pid`` and its children so far (Linux's
-    /proc; 0 where there is none): a server's work per request, which a shared machine
-    disturbs far less than its requests/s."""
-    total = 0.0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        proc = Path(f"/proc/{current}")
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            for task in (proc / "task").iterdir():
-                pending += [int(child) for child in (task / "children").read_text().split()]
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
-
-
 def _pid(server: ServerProcess) -> int | None:
     return server.process.pid if server.process is not None else None
 
@@ -271,13 +252,13 @@ def measure(
         "--client",
         client,
     ]
-    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
+    cpu_before = common.cpu_seconds(pid) if pid is not None else 0.0
     figures: dict[str, float] = common.json_line(command, time_limit + 120, "load generator")
     if quiet:
         return figures
     cpu = ""
     if pid is not None and figures["requests"]:
-        used = cpu_seconds(pid) - cpu_before
+        used = common.cpu_seconds(pid) - cpu_before
         figures["server_cpu_us"] = used / figures["requests"] * 1e6
         cpu = f"  server CPU {figures['server_cpu_us']:5.0f} µs/req"
     print(

@@ -6,6 +6,7 @@ script exits 0 and prints its figures.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -138,6 +139,8 @@ def test_flood_bench_prints_the_other_clients_latency_and_memory(tmp_path: Path)
     )
     assert "p99_ratio_flood_vs_baseline" in out
     assert '"held_vs_before"' in out
+    figures = json.loads(out[out.index("{") :])
+    assert figures["describe_rate"]["held_server_cpu_us"] > 0
     assert '"not_200": 0' in out
     assert '"peak_during"' in out
     assert '"prober_while_held"' in out
