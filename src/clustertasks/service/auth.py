@@ -160,7 +160,10 @@ class Authenticator:
         ``remembered``: for a caller that spends the nonce with ``admit``, which checks the
         key again as it stands then: a request with a nonce is checked against the key as
         this process last read it, when it has (``KeyStore.remembered``), and the key is
-        read only when it has not, or when it fails a check (it may have changed)."""
+        read only when it has not, or when it fails a check (it may have changed). So the
+        first request after a key's change that passes against the former key (its old
+        secret, say) spends a token of the key's rate before ``admit`` refuses it; the
+        process then remembers the key as stored."""
         credentials = signing.parse(request)
         now_us = self._time.now_us()
         if not self.config.enabled:
