@@ -19,6 +19,7 @@ from clustertasks.domain import records, states
 from clustertasks.emulator import state as emulator_state
 from clustertasks.engine.temporal import client as temporal_client
 from clustertasks.engine.temporal import load as temporal_load
+from clustertasks.engine.temporal import messages
 from clustertasks.engine.temporal import worker as temporal_worker
 from clustertasks.service import control
 from clustertasks.storage import database as storage_database
@@ -84,6 +85,11 @@ def test_a_committed_task_without_a_workflow_gets_one_and_only_one(
         connection = await temporal_client.connect(
             settings.TemporalSettings(address=temporal_address)
         )
+        # Started at this code's version: its path is in its input, no patch marker.
+        history = await connection.get_workflow_handle(orphan).fetch_history()
+        started = history.events[0].workflow_execution_started_event_attributes
+        assert started.input.payloads[1].data == str(messages.VERSION).encode()
+        assert not any(e.HasField("marker_recorded_event_attributes") for e in history.events)
         workflows = temporal_client.Workflows(connection, h.task_queue)
         napping = h.submit("test_nap", records.Target("np2", "nodepool"), seconds=600)
         await h.until(napping, lambda v: v.stages[0].state is states.StageState.RUNNING)

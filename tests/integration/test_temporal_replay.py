@@ -7,7 +7,9 @@ and must issue the same commands, or the workflow is stuck.
 - ``plan-in-local-activity.json``: before the first plan moved into the first stage's
   activity (``messages.PLAN_IN_FIRST_STAGE``): a local activity plans, then one activity
   per stage.
-- ``plan-in-first-stage.json``: the current workflow, with its patch marker.
+- ``plan-in-first-stage.json``: then the same path, guarded by its patch marker.
+- ``plan-in-first-stage-v1.json``: the current workflow, started at ``messages.VERSION``
+  1: the same path, with no patch marker.
 """
 
 from __future__ import annotations
@@ -55,12 +57,30 @@ def test_a_workflow_begun_before_the_plan_moved_replays_with_its_local_activity(
     _replay(history)
 
 
-def test_a_workflow_that_plans_in_its_first_stage_replays() -> None:
-    history = _history("plan-in-first-stage.json")
-    scheduled = [
+def _scheduled(history: WorkflowHistory) -> list[str]:
+    return [
         event.activity_task_scheduled_event_attributes.activity_type.name
         for event in history.events
         if event.HasField("activity_task_scheduled_event_attributes")
     ]
-    assert scheduled == [messages.PLAN_AND_RUN, messages.RUN_STAGE, messages.RUN_STAGE]
+
+
+def test_a_workflow_that_plans_in_its_first_stage_behind_its_patch_marker_replays() -> None:
+    history = _history("plan-in-first-stage.json")
+    types = _event_types(history)
+    assert types.count("marker_recorded_event_attributes") == 1
+    assert types.count("upsert_workflow_search_attributes_event_attributes") == 1
+    assert _scheduled(history) == [messages.PLAN_AND_RUN, messages.RUN_STAGE, messages.RUN_STAGE]
+    _replay(history)
+
+
+def test_a_workflow_started_at_version_1_plans_in_its_first_stage_with_no_marker() -> None:
+    history = _history("plan-in-first-stage-v1.json")
+    started = history.events[0].workflow_execution_started_event_attributes
+    assert len(started.input.payloads) == 2  # the task id, then the version
+    assert started.input.payloads[1].data == b"1"
+    types = _event_types(history)
+    assert "marker_recorded_event_attributes" not in types
+    assert "upsert_workflow_search_attributes_event_attributes" not in types
+    assert _scheduled(history) == [messages.PLAN_AND_RUN, messages.RUN_STAGE, messages.RUN_STAGE]
     _replay(history)

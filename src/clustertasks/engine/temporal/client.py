@@ -65,7 +65,7 @@ class Workflows:
         try:
             await self._client.start_workflow(
                 messages.WORKFLOW,
-                task_id,
+                args=[task_id, messages.VERSION],
                 id=task_id,
                 task_queue=self._queue,
                 # A closed workflow may be followed by a new one: a workflow completes once

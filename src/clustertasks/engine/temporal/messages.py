@@ -20,6 +20,14 @@ POKE = "poke"
 PLAN_IN_FIRST_STAGE = "plan-in-first-stage"
 """The workflow change (``workflow.patched``) that plans in the first stage's activity:
 workflows begun before it plan in a local activity of their own, and replay so."""
+VERSION = 1
+"""The version of the workflow this code starts: its second input, recorded in its first
+event, so a workflow knows its path from its start. Workflows started before the input
+existed are version 0 (the default): they ask ``workflow.patched(PLAN_IN_FIRST_STAGE)``.
+Version 1 plans in the first stage's activity with no patch marker in its history (the
+marker and the search-attribute upsert Temporal's SDK records beside it cost the dev
+server about a tenth of its CPU per task). Raise it, and branch on it, for the next change
+of the workflow's commands."""
 
 # What a plan or a stage reports back to the workflow.
 RUN = "run"

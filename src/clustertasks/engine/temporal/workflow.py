@@ -48,9 +48,11 @@ class TaskWorkflow:
         self._poked = True
 
     @workflow.run
-    async def run(self, task_id: str) -> str:
+    async def run(self, task_id: str, version: int = 0) -> str:
+        """``version``: ``messages.VERSION`` of the code that started the workflow (0 when
+        it gave none); the path the workflow takes, fixed at its start."""
         try:
-            return await self._advance(task_id)
+            return await self._advance(task_id, version)
         except asyncio.CancelledError:
             # Temporal cancellation is a cancel request. It goes to the store, where a
             # running stage sees it at its next checkpoint and cancels the task itself, as
@@ -76,10 +78,11 @@ class TaskWorkflow:
             )
             return messages.ENDED
 
-    async def _advance(self, task_id: str) -> str:
-        # The first plan runs in the first stage's activity; workflows begun before that
-        # change (no patch marker in their history) plan in a local activity, as they did.
-        folded = workflow.patched(messages.PLAN_IN_FIRST_STAGE)
+    async def _advance(self, task_id: str, version: int) -> str:
+        # The first plan runs in the first stage's activity. A workflow of version 0 asks
+        # its history: those begun before that change (no patch marker) plan in a local
+        # activity, as they did.
+        folded = version >= 1 or workflow.patched(messages.PLAN_IN_FIRST_STAGE)
         while True:
             self._poked = False
             first: str | None = None  # the outcome of plan.stages[0] when it ran already
@@ -105,7 +108,7 @@ class TaskWorkflow:
                 await self._paused()
                 if workflow.info().is_continue_as_new_suggested():
                     # Paused for long: a fresh history; the task store holds what matters.
-                    workflow.continue_as_new(task_id)
+                    workflow.continue_as_new(args=[task_id, version])
                 continue
             stages = plan.stages
             if first is not None:
