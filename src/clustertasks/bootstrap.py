@@ -21,6 +21,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
+import uvloop
 
 from clustertasks import admin as admin_commands
 from clustertasks import clock, errors, settings
@@ -610,7 +611,9 @@ def work(config: settings.Settings, announce: Callable[[str], None] = print) -> 
         )
 
     try:
-        asyncio.run(main())
+        # On uvloop, as the API server runs: the worker's loop hands every activity and
+        # every batch of the task store's writes on, and uvloop's costs less CPU.
+        uvloop.run(main())
     finally:
         runtime.close()
 
