@@ -573,6 +573,55 @@ def test_begin_stages_gives_each_task_its_own_stages_events_and_results(
         assert [r.data for r in view.results] == [f"i-{n}"]
 
 
+def test_stage_starts_and_changes_commit_together_each_with_its_own_outcome(
+    task_store: store.TaskStore,
+) -> None:
+    """A worker's activities begin and end at once: their starts and changes share one
+    transaction, and each gets what it would have had alone."""
+    starting, ending, other = (
+        _task(f"T-00000000000000000000000{n}", cluster=f"c{n}") for n in (1, 2, 3)
+    )
+    for task in (starting, ending, other):
+        task_store.submit_task(task, records.plan_stages(["A", "B"]))
+    running = task_store.begin_stages([store.StageStart(ending.task_id, "A", NOW)])
+    stage = running[ending.task_id].stages[0]
+    version = running[ending.task_id].task.version
+    done = changes.UpdateStage(
+        ending.task_id,
+        stage.with_state(ending.task_id, states.StageState.SUCCESS, NOW + 1),
+        NOW + 1,
+    )
+    event = changes.AppendEvent(ending.task_id, "a", states.EventLevel.NORMAL, "R", "m", NOW + 1)
+
+    views, outcomes = task_store.begin_stages_and_apply(
+        [store.StageStart(starting.task_id, "A", NOW + 2), store.StageStart("T-fff", "A", 0)],
+        [done, event],
+    )
+
+    assert set(views) == {starting.task_id}
+    assert views[starting.task_id] == task_store.describe_task(starting.task_id)
+    assert views[starting.task_id].stages[0].state is states.StageState.RUNNING
+    assert [o.error for o in outcomes] == [None, None]
+    assert outcomes[0].value == version + 1
+    assert isinstance(outcomes[1].value, records.Event)
+    assert outcomes[1].value.seq == 1
+    ended = task_store.describe_task(ending.task_id)
+    assert ended.stages[0].state is states.StageState.SUCCESS
+    assert ended.task.version == version + 2
+
+    # A change that fails: every start and every other change still gets its own outcome.
+    views, outcomes = task_store.begin_stages_and_apply(
+        [store.StageStart(other.task_id, "A", NOW + 3)],
+        [changes.ReadTask("T-ffffffffffffffffffffffff"), event],
+    )
+    assert views[other.task_id] == task_store.describe_task(other.task_id)
+    assert views[other.task_id].stages[0].state is states.StageState.RUNNING
+    assert isinstance(outcomes[0].error, errors.TaskNotFound)
+    assert isinstance(outcomes[1].value, records.Event)
+    assert outcomes[1].value.seq == 2
+    assert [e.seq for e in task_store.describe_task(ending.task_id).events] == [1, 2]
+
+
 @pytest.mark.parametrize("grouped", [True, False], ids=["batch", "alone"])
 def test_an_update_tasks_also_commits_with_it_or_not_at_all(
     task_store: store.TaskStore, grouped: bool

@@ -140,6 +140,15 @@ def test_every_kind_of_write_is_heard(pg_url: str) -> None:
                     )
                 ]
             ),
+            # A worker's changes sharing the transaction of another task's stage start.
+            "changes beside a stage start": lambda: elsewhere.tasks.begin_stages_and_apply(
+                [store.StageStart("T-ffffffffffffffffffffffff", "JoinNodes", now)],
+                [
+                    storage_changes.AppendEvent(
+                        task.task_id, "progress", states.EventLevel.NORMAL, "Progress", "m", now
+                    )
+                ],
+            ),
             "the task's success": lambda: elsewhere.tasks.update_task(
                 task.with_state(states.TaskState.SUCCESS, now)
             ),

@@ -499,34 +499,27 @@ class TaskStore:
         before is seen here and the stage stays as it was: exactly the check a stage
         boundary makes. A stage already running only becomes the current one.
         """
-        ids = sorted({start.task_id for start in starts})
         if not any(start.stage is not None for start in starts):
             with self._read(snapshot=True) as conn:
-                return _read_views(conn, ids, lock=False)
+                return _read_views(conn, sorted({start.task_id for start in starts}), lock=False)
         with self._write() as conn:
-            # The reads of every task go out together, then the starts together (on
-            # PostgreSQL two round trips however many tasks, and the commit).
-            views = _read_views(conn, ids, lock=True)
-            started: list[tuple[records.Task, records.Stage]] = []
-            for start in starts:
-                view = views.get(start.task_id)
-                if view is not None and start.stage is not None:
-                    view, stage = _start_stage(view, start.stage, start.now_us)
-                    if stage is not None:
-                        # Its row is locked since read: the version moves on by one.
-                        task = dataclasses.replace(view.task, version=view.task.version + 1)
-                        view = dataclasses.replace(view, task=task)
-                        started.append((task, stage))
-                    views[start.task_id] = view
-            # The starts, their NOTIFY and the COMMIT go out together: one round trip.
-            # (Nothing read after it can fail: the rows are locked, the tasks exist.)
-            with prepared.pipeline(conn):
-                writes.write_stage_starts(conn, started)
-                announced = notices.announce(conn)
-                committed = prepared.send_commit(conn)
-            announced()
-            committed()
-        return views
+            return _begin_stages(conn, starts)[0]
+
+    def begin_stages_and_apply(
+        self, starts: Sequence[StageStart], batch: Sequence[changes.Change]
+    ) -> tuple[dict[str, records.TaskView], list[changes.BatchOutcome]]:
+        """``begin_stages(starts)`` and ``apply_batch(batch)`` in one transaction: the
+        changes first, then the starts. Should either fail, each runs again on its own, so
+        every caller gets exactly the outcome it would have had alone."""
+        if not batch:
+            return self.begin_stages(starts), []
+        if not starts:
+            return {}, self.apply_batch(batch)
+        with contextlib.suppress(Exception):
+            with self._write() as conn:
+                views, values = _begin_stages(conn, starts, batch)
+            return views, [changes.BatchOutcome(value=value) for value in values]
+        return self.begin_stages(starts), self.apply_batch(batch)
 
     # -- transactions ----------------------------------------------------------------------
 
@@ -627,16 +620,64 @@ def _read_views(
     """The views of those of ``task_ids`` that exist. ``lock``: hold their rows until the
     transaction ends (every write to a task or its parts updates its row, so what is read
     after the lock stays as read). In ``task_ids``' order: locks are taken in one order."""
-    step = writes.MAX_VIEWS_PER_READ
     with prepared.pipeline(conn):
-        sent = [
-            writes.send_read_views(conn, task_ids[start : start + step], lock=lock)
-            for start in range(0, len(task_ids), step)
-        ]
-    found: dict[str, records.TaskView] = {}
-    for views in sent:  # the pipeline has ended: every row has arrived
-        found.update(views())
-    return found
+        read = _send_read_views(conn, task_ids, lock=lock)
+    return read()  # the pipeline has ended: every row has arrived
+
+
+def _send_read_views(
+    conn: sa.Connection, task_ids: Sequence[str], *, lock: bool
+) -> Callable[[], dict[str, records.TaskView]]:
+    """:func:`_read_views` sent inside the caller's ``prepared.pipeline``; call the result
+    once it has ended."""
+    step = writes.MAX_VIEWS_PER_READ
+    sent = [
+        writes.send_read_views(conn, task_ids[start : start + step], lock=lock)
+        for start in range(0, len(task_ids), step)
+    ]
+
+    def read() -> dict[str, records.TaskView]:
+        found: dict[str, records.TaskView] = {}
+        for views in sent:
+            found.update(views())
+        return found
+
+    return read
+
+
+def _begin_stages(
+    conn: sa.Connection, starts: Sequence[StageStart], batch: Sequence[changes.Change] = ()
+) -> tuple[dict[str, records.TaskView], list[changes.Applied]]:
+    """``TaskStore.begin_stages``, after ``batch`` applied as ``apply_grouped`` does, in
+    the write transaction ``conn`` holds; commits it."""
+    # The changes and the reads of every task go out together, then the starts together
+    # (on PostgreSQL two round trips however many tasks and changes, the commit in the
+    # second).
+    with prepared.pipeline(conn):
+        applied = writes.send_grouped(conn, batch)
+        read = _send_read_views(conn, sorted({start.task_id for start in starts}), lock=True)
+    values = applied()
+    views = read()
+    started: list[tuple[records.Task, records.Stage]] = []
+    for start in starts:
+        view = views.get(start.task_id)
+        if view is not None and start.stage is not None:
+            view, stage = _start_stage(view, start.stage, start.now_us)
+            if stage is not None:
+                # Its row is locked since read: the version moves on by one.
+                task = dataclasses.replace(view.task, version=view.task.version + 1)
+                view = dataclasses.replace(view, task=task)
+                started.append((task, stage))
+            views[start.task_id] = view
+    # The starts, their NOTIFY and the COMMIT go out together: one round trip.
+    # (Nothing read after it can fail: the rows are locked, the tasks exist.)
+    with prepared.pipeline(conn):
+        writes.write_stage_starts(conn, started)
+        announced = notices.announce(conn)
+        committed = prepared.send_commit(conn)
+    announced()
+    committed()
+    return views, values
 
 
 def _start_stage(

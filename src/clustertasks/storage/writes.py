@@ -77,6 +77,18 @@ def apply_grouped(conn: sa.Connection, batch: Sequence[changes.Change]) -> list[
     return _Grouped(conn).apply(batch)
 
 
+def send_grouped(
+    conn: sa.Connection, batch: Sequence[changes.Change]
+) -> Callable[[], list[changes.Applied]]:
+    """:func:`apply_grouped`'s statements, sent inside the caller's ``prepared.pipeline``
+    with whatever it sends after them; their NOTIFY is the caller's to send
+    (``notices.announce``). Once the pipeline has ended, the returned call gives one value
+    per change, or raises the first error met (roll the transaction back then)."""
+    grouped = _Grouped(conn)
+    grouped.send(batch)
+    return grouped.finish
+
+
 def update_task(conn: sa.Connection, change: changes.UpdateTask, *, bumps: int = 1) -> int:
     """Write the task row's mutable fields; ``bumps``: the writes this statement stands for."""
     return _version(_send_update_task(conn, change, bumps), change.task_id)
@@ -410,19 +422,25 @@ class _Grouped:
         self._also: list[changes.Also] = []
 
     def apply(self, batch: Sequence[changes.Change]) -> list[changes.Applied]:
-        self._values = [None] * len(batch)
         with prepared.pipeline(self._conn):
-            for index, change in enumerate(batch):
-                self._send(index, change)
-            for task_id in list(self._owed):
-                self._settle(task_id)
-            self._write_stages()
+            self.send(batch)
             # With the batch's statements: no round trip of its own. What ``also`` touches
             # below, if anything, is announced at the commit as usual.
             # (Not the COMMIT: a change's outcome is only known from its rows, after the
             # pipeline, and one that fails there must leave nothing committed.)
             announced = notices.announce(self._conn)
         announced()
+        return self.finish()
+
+    def send(self, batch: Sequence[changes.Change]) -> None:
+        self._values = [None] * len(batch)
+        for index, change in enumerate(batch):
+            self._send(index, change)
+        for task_id in list(self._owed):
+            self._settle(task_id)
+        self._write_stages()
+
+    def finish(self) -> list[changes.Applied]:
         for read in self._after:
             read()
         for also in self._also:

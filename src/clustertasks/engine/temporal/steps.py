@@ -16,7 +16,7 @@ from typing import Any
 from clustertasks import errors
 from clustertasks.domain import records, states
 from clustertasks.engine import context, runner, signals
-from clustertasks.engine.temporal import messages, starts
+from clustertasks.engine.temporal import messages, transactions
 from clustertasks.operations import base as operations
 from clustertasks.storage import changes
 
@@ -61,12 +61,12 @@ class TaskSteps(runner.TaskRunner):
         task_id: str,
         *,
         heartbeat: Checkpointed,
-        stage_starts: starts.StageStarts,
+        activity_store: transactions.ActivityTransactions,
         **kwargs: Any,
     ) -> None:
         super().__init__(task_id, **kwargs)
         self._heartbeat = heartbeat
-        self._starts = stage_starts
+        self._transactions = activity_store
 
     def _context(self, state: context.RunState, stage: str) -> context.RunContext:
         return HeartbeatContext(
@@ -85,9 +85,9 @@ class TaskSteps(runner.TaskRunner):
         """The task from the store; ``starting``: start that stage in the same transaction
         unless a request or the task's state stops it (the stage boundary's checkpoint)."""
         if starting is None:
-            view = await self._starts.read(self.task_id)
+            view = await self._transactions.read(self.task_id)
         else:
-            view = await self._starts.begin(self.task_id, starting, self._clock.now_us())
+            view = await self._transactions.begin(self.task_id, starting, self._clock.now_us())
         state = context.RunState(view)
         return state, self._registry.get(state.task.task_type)
 

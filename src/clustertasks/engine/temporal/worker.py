@@ -1,7 +1,8 @@
 """A Temporal worker: the activities that run the operations' stages, and the reconciler.
 
-The activities share one group commit, so the stages of many tasks on one worker commit
-together as they do under the local executor. The reconciler starts a workflow for every
+The activities share their transactions (``transactions.ActivityTransactions``): the stage
+starts and the changes of many tasks on one worker commit together, as the local executor's
+group commit does. The reconciler starts a workflow for every
 unfinished task that lacks one: a task committed by an API replica that died before it
 could start the workflow still runs.
 """
@@ -26,8 +27,8 @@ from temporalio import exceptions as temporal_exceptions
 from temporalio import worker as temporal_worker
 
 from clustertasks import clock, errors, settings
-from clustertasks.engine import executor, runner
-from clustertasks.engine.temporal import client, messages, starts, steps, workflow
+from clustertasks.engine import runner
+from clustertasks.engine.temporal import client, messages, steps, transactions, workflow
 from clustertasks.observability import telemetry as observed
 from clustertasks.operations import base as operations
 from clustertasks.providers import base as providers
@@ -130,8 +131,10 @@ class StageActivities:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=16, thread_name_prefix="clustertasks-db"
         )
-        self._commits = executor.GroupCommit(task_store, self._pool, on_commit=on_commit)
-        self._starts = starts.StageStarts(task_store, self._pool, on_commit=on_commit)
+        # The activities' reads, stage starts and changes: one transaction per batch.
+        self._transactions = transactions.ActivityTransactions(
+            task_store, self._pool, on_commit=on_commit
+        )
         self._rng = random.Random()  # retry jitter; seeding one per activity costs more
 
     def close(self) -> None:
@@ -231,12 +234,12 @@ class StageActivities:
             task_id,
             heartbeat=beat or Heartbeat(),
             rng=self._rng,
-            stage_starts=self._starts,
+            activity_store=self._transactions,
             task_store=self._store,
             registry=self._registry,
             provider=self._provider,
             db=self._db,
-            commit=self._commits.commit,
+            commit=self._transactions.commit,
             time=self._clock,
             tuning=self._tuning,
             telemetry=self._telemetry,

@@ -1,0 +1,99 @@
+"""The task store as a worker's activities use it: one transaction for what many read,
+start and write at once.
+
+Each activity begins by reading its task from the store, and a stage's activity then marks
+the stage running; a stage's runner then commits its changes (the stage's end, its events,
+the task's end). Under load a worker has dozens of activities beginning and ending at once:
+their beginnings and their changes share one transaction per batch
+(``TaskStore.begin_stages_and_apply``), each caller waiting until it has committed, as a
+transaction of its own would. What arrives while a batch is in the database waits for the
+next one; when idle it goes alone, at once.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any, overload
+
+from clustertasks import errors
+from clustertasks.domain import records
+from clustertasks.engine import batches
+from clustertasks.storage import changes, store
+
+Item = store.StageStart | changes.Change
+
+
+class ActivityTransactions:
+    def __init__(
+        self,
+        task_store: store.TaskStore,
+        pool: concurrent.futures.Executor,
+        *,
+        max_batch: int = 256,
+        on_commit: batches.Committed | None = None,
+    ) -> None:
+        self._store = task_store
+        self._batches: batches.Batches[Item, Any] = batches.Batches(
+            self._run,
+            pool,
+            written=written_tasks,
+            on_commit=on_commit,
+            max_batch=max_batch,
+            name="clustertasks-activities",
+        )
+
+    async def read(self, task_id: str) -> records.TaskView:
+        """The task as committed; ``errors.TaskNotFound`` if there is none."""
+        view: records.TaskView = await self._batches.submit(store.StageStart(task_id, None, 0))
+        return view
+
+    async def begin(self, task_id: str, stage: str, now_us: int) -> records.TaskView:
+        """Start ``stage`` unless a request or the task's state forbids it (see
+        ``TaskStore.begin_stages``); the task as committed afterwards."""
+        view: records.TaskView = await self._batches.submit(
+            store.StageStart(task_id, stage, now_us)
+        )
+        return view
+
+    @overload
+    async def commit(self, change: changes.UpdateTask | changes.UpdateStage) -> int: ...
+    @overload
+    async def commit(self, change: changes.AppendEvent) -> records.Event: ...
+    @overload
+    async def commit(self, change: changes.SetResult) -> None: ...
+    @overload
+    async def commit(self, change: changes.ReadTask) -> records.Task: ...
+    @overload
+    async def commit(self, change: changes.ReadView) -> records.TaskView: ...
+    async def commit(self, change: changes.Change) -> changes.Applied:
+        """Apply ``change`` in the next batch (``context.Commit``); returns once that
+        batch has committed."""
+        applied: changes.Applied = await self._batches.submit(change)
+        return applied
+
+    def _run(self, items: list[Item]) -> list[Any]:
+        starts = [item for item in items if isinstance(item, store.StageStart)]
+        batch = [item for item in items if not isinstance(item, store.StageStart)]
+        views, outcomes = self._store.begin_stages_and_apply(starts, batch)
+        applied = iter(outcomes)
+        done: list[Any] = []
+        for item in items:
+            if isinstance(item, store.StageStart):
+                view = views.get(item.task_id)
+                done.append(view if view is not None else errors.TaskNotFound(item.task_id))
+            else:
+                outcome = next(applied)
+                done.append(outcome.value if outcome.error is None else outcome.error)
+        return done
+
+
+def written_tasks(items: list[Item]) -> set[str]:
+    """The ids of the tasks a batch wrote to: the stages it started and the changes'."""
+    started = {
+        item.task_id
+        for item in items
+        if isinstance(item, store.StageStart) and item.stage is not None
+    }
+    return started | changes.written_tasks(
+        item for item in items if not isinstance(item, store.StageStart)
+    )
