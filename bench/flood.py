@@ -21,8 +21,10 @@ server's RSS before, at its peak during, and after the flood, and how the server
 the waiters (200 started, 429 and 503 refusals with ``Retry-After``, closed by the server).
 
 With ``--rate-seconds S`` (5 by default; 0 skips it), DescribeTaskInfo's requests/s is also
-measured before the flood and while the crowd is held: bench/load.py (wrk where it is
-installed), 16 connections, S seconds each. A one-connection prober's p50 is around a
+measured before the flood, while the crowd is held and after it has gone: bench/load.py
+(wrk where it is installed), 16 connections, S seconds each; ``held_vs_around`` compares
+the held window with the mean of the two around it, so a drift of the machine's speed
+over the run cancels out. A one-connection prober's p50 is around a
 millisecond, where the machine's noise is of the size of the effect; the server's
 throughput is the steadier measure of what the crowd costs the others.
 """
@@ -320,6 +322,13 @@ def main() -> int:
             time.sleep(args.settle)
             rss_after = _rss_kib(pid)
             after = asyncio.run(_probe(server.port, task_id, min(args.seconds, 5.0)))
+            # Once more with the crowd gone: the machine drifts between the windows, and the
+            # held one is compared with the mean of the two around it.
+            rate_after = (
+                _rate(server.url, task_id, args.rate_seconds, Path(workdir), pid)
+                if args.rate_seconds
+                else None
+            )
             returncode = server.stop()
             if returncode != 0:
                 print(server.log()[-3000:], file=sys.stderr)
@@ -346,14 +355,19 @@ def main() -> int:
         },
         "flood": {**connected, **outcome},
         "describe_rate": None
-        if rate_before is None or rate_held is None
+        if rate_before is None or rate_held is None or rate_after is None
         else {
             "before_rps": round(rate_before["rps"]),
             "held_rps": round(rate_held["rps"]),
+            "after_rps": round(rate_after["rps"]),
             "held_vs_before": round(common.ratio(rate_held["rps"], rate_before["rps"]), 2),
+            "held_vs_around": round(
+                common.ratio(rate_held["rps"], (rate_before["rps"] + rate_after["rps"]) / 2), 2
+            ),
             "before_server_cpu_us": round(rate_before.get("server_cpu_us", 0.0)),
             "held_server_cpu_us": round(rate_held.get("server_cpu_us", 0.0)),
-            "not_200": int(rate_before["not_200"] + rate_held["not_200"]),
+            "after_server_cpu_us": round(rate_after.get("server_cpu_us", 0.0)),
+            "not_200": int(rate_before["not_200"] + rate_held["not_200"] + rate_after["not_200"]),
         },
         "server_exit": returncode,
     }

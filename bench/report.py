@@ -120,7 +120,7 @@ def tables(data: dict[str, Any]) -> str:
             "is held; the server's RSS (bench/flood.py):",
             "",
             "| crowd | answers | p50 / p99 ms before | p99 ms while connecting | "
-            "p50 / p99 ms while held | requests/s before / held | "
+            "p50 / p99 ms while held | requests/s before / held / after | "
             "RSS MiB before / peak / held / after |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
         ]
@@ -130,11 +130,16 @@ def tables(data: dict[str, Any]) -> str:
             base, held = f["prober_baseline"], f.get("prober_while_held", {})
             rss = f["rss_mib"]
             rate = f.get("describe_rate") or {}
-            rates = (
-                f"{rate['before_rps']:,} / {rate['held_rps']:,} ({rate['held_vs_before']:.2f}×)"
-                if rate
-                else "—"
-            )
+            rates = "—"
+            if rate:
+                rates = f"{rate['before_rps']:,} / {rate['held_rps']:,}"
+                if "after_rps" in rate:
+                    rates += (
+                        f" / {rate['after_rps']:,} ({rate['held_vs_around']:.2f}× the mean "
+                        "before and after)"
+                    )
+                else:
+                    rates += f" ({rate['held_vs_before']:.2f}×)"
             out.append(
                 f"| {f['waiters']:,} {kind} | {answers} | {base['p50_ms']:.1f} / "
                 f"{base['p99_ms']:.1f} | {f['prober_during_flood']['p99_ms']:.1f} | "

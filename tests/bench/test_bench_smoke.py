@@ -141,6 +141,8 @@ def test_flood_bench_prints_the_other_clients_latency_and_memory(tmp_path: Path)
     assert '"held_vs_before"' in out
     figures = json.loads(out[out.index("{") :])
     assert figures["describe_rate"]["held_server_cpu_us"] > 0
+    assert figures["describe_rate"]["after_rps"] > 0
+    assert figures["describe_rate"]["held_vs_around"] > 0
     assert '"not_200": 0' in out
     assert '"peak_during"' in out
     assert '"prober_while_held"' in out

@@ -61,12 +61,12 @@ class TaskSteps(runner.TaskRunner):
         task_id: str,
         *,
         heartbeat: Checkpointed,
-        activity_store: transactions.ActivityTransactions,
+        activity_transactions: transactions.ActivityTransactions,
         **kwargs: Any,
     ) -> None:
         super().__init__(task_id, **kwargs)
         self._heartbeat = heartbeat
-        self._transactions = activity_store
+        self._transactions = activity_transactions
 
     def _context(self, state: context.RunState, stage: str) -> context.RunContext:
         return HeartbeatContext(

@@ -13,11 +13,11 @@ next one; when idle it goes alone, at once.
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any, overload
+from typing import Any, cast
 
 from clustertasks import errors
 from clustertasks.domain import records
-from clustertasks.engine import batches
+from clustertasks.engine import batches, context
 from clustertasks.storage import changes, store
 
 Item = store.StageStart | changes.Change
@@ -41,6 +41,8 @@ class ActivityTransactions:
             max_batch=max_batch,
             name="clustertasks-activities",
         )
+        self.commit = cast(context.Commit, self._commit)
+        """Apply a change in the next batch; returns once that batch has committed."""
 
     async def read(self, task_id: str) -> records.TaskView:
         """The task as committed; ``errors.TaskNotFound`` if there is none."""
@@ -55,19 +57,7 @@ class ActivityTransactions:
         )
         return view
 
-    @overload
-    async def commit(self, change: changes.UpdateTask | changes.UpdateStage) -> int: ...
-    @overload
-    async def commit(self, change: changes.AppendEvent) -> records.Event: ...
-    @overload
-    async def commit(self, change: changes.SetResult) -> None: ...
-    @overload
-    async def commit(self, change: changes.ReadTask) -> records.Task: ...
-    @overload
-    async def commit(self, change: changes.ReadView) -> records.TaskView: ...
-    async def commit(self, change: changes.Change) -> changes.Applied:
-        """Apply ``change`` in the next batch (``context.Commit``); returns once that
-        batch has committed."""
+    async def _commit(self, change: changes.Change) -> changes.Applied:
         applied: changes.Applied = await self._batches.submit(change)
         return applied
 

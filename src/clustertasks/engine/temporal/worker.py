@@ -1,10 +1,10 @@
 """A Temporal worker: the activities that run the operations' stages, and the reconciler.
 
 The activities share their transactions (``transactions.ActivityTransactions``): the stage
-starts and the changes of many tasks on one worker commit together, as the local executor's
-group commit does. The reconciler starts a workflow for every
-unfinished task that lacks one: a task committed by an API replica that died before it
-could start the workflow still runs.
+starts and the changes of many tasks on one worker commit together, as the local
+executor's group commit does. The reconciler starts a workflow for every unfinished task
+that lacks one: a task committed by an API replica that died before it could start the
+workflow still runs.
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ class StageActivities:
             task_id,
             heartbeat=beat or Heartbeat(),
             rng=self._rng,
-            activity_store=self._transactions,
+            activity_transactions=self._transactions,
             task_store=self._store,
             registry=self._registry,
             provider=self._provider,
