@@ -34,6 +34,14 @@ def _batches(
     )
 
 
+async def _handed_in(grouped: batches.Batches[str, str], *items: str) -> list[asyncio.Task[str]]:
+    """Submit ``items`` at once; returns when they wait in the batch that is gathering."""
+    waiting = [asyncio.create_task(grouped.submit(item)) for item in items]
+    await asyncio.sleep(0)  # each is handed in
+    await asyncio.sleep(0)  # the batch has begun to gather
+    return waiting
+
+
 def test_an_item_alone_goes_at_once_however_long_the_gathering(
     pool: concurrent.futures.Executor,
 ) -> None:
@@ -57,9 +65,7 @@ def test_under_load_a_batch_waits_for_more_to_join_it(
 
     async def scenario(gather: float) -> list[str | BaseException]:
         grouped = _batches(pool, recorder, gather)
-        waiting = [asyncio.ensure_future(grouped.submit(item)) for item in ("a", "bad")]
-        await asyncio.sleep(0)  # both are handed in; the batch is gathering
-        await asyncio.sleep(0)
+        waiting = await _handed_in(grouped, "a", "bad")
         later = asyncio.ensure_future(grouped.submit("c"))
         return await asyncio.gather(*waiting, later, return_exceptions=True)
 
@@ -81,9 +87,7 @@ def test_items_gathering_when_the_batches_are_cancelled_are_cancelled_too(
 
     async def scenario() -> list[bool]:
         grouped = _batches(pool, recorder, gather=3600.0)
-        waiting = [asyncio.ensure_future(grouped.submit(item)) for item in ("a", "b")]
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        waiting = await _handed_in(grouped, "a", "b")
         flusher = grouped._flusher
         assert flusher is not None
         flusher.cancel()

@@ -23,8 +23,6 @@ from clustertasks.domain import access
 from clustertasks.storage import dialects, point_reads, schema, transactions
 
 K = schema.access_keys
-_KEY_FIELDS = ("access_key_id", "secret", "role", "name", "status", "created_us")
-"""The columns a key is read from straight through the driver, in this order."""
 N = schema.auth_nonces
 PURGE_EVERY_US = 60 * 1_000_000
 """How often (at most) one process deletes expired nonces."""
@@ -55,7 +53,7 @@ class KeyStore:
         self._points = points
         self._key_read = (
             points.prepare(
-                sa.select(*(K.c[name] for name in _KEY_FIELDS)).where(
+                sa.select(*(K.c[name] for name in point_reads.KEY_COLUMNS)).where(
                     K.c.access_key_id == sa.bindparam("p_id")
                 )
             )
@@ -242,7 +240,7 @@ MAX_ROWS_SEEN = 256
 
 
 def _key_of_row(row: tuple[Any, ...]) -> access.AccessKey:
-    """``_key`` of a row read through the driver, its columns those of ``_KEY_FIELDS``."""
+    """``_key`` of a row read through the driver, its columns ``point_reads.KEY_COLUMNS``."""
     known = _ROWS_SEEN.get(row)
     if known is not None:
         return known

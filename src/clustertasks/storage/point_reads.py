@@ -142,7 +142,10 @@ class Writer:
                 _CLAIM.format(placeholders), [value for row in nonces for value in row]
             ).fetchall()
             key_ids = list(dict.fromkeys(row[0] for row in nonces))
-            keys = conn.execute(_KEYS.format(",".join(["?"] * len(key_ids))), key_ids).fetchall()
+            statement = _KEYS.format(
+                columns=", ".join(KEY_COLUMNS), ids=",".join("?" * len(key_ids))
+            )
+            keys = conn.execute(statement, key_ids).fetchall()
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -176,8 +179,7 @@ _CLAIM = (
     "ON CONFLICT DO NOTHING RETURNING access_key_id, nonce"
 )
 _PURGE = "DELETE FROM auth_nonces WHERE expires_us < ?"
-# schema.access_keys, its columns in the table's order.
-_KEYS = (
-    "SELECT access_key_id, secret, role, name, status, created_us FROM access_keys "
-    "WHERE access_key_id IN ({})"
-)
+KEY_COLUMNS = ("access_key_id", "secret", "role", "name", "status", "created_us")
+"""The columns of ``schema.access_keys`` a key is read from straight through the driver, in
+the order its rows come back (``Claimed.keys``, and ``keys.KeyStore``'s own read)."""
+_KEYS = "SELECT {columns} FROM access_keys WHERE access_key_id IN ({ids})"
