@@ -22,6 +22,13 @@ def _num(value: Any, fmt: str = ",.0f") -> str:
     return format(value, fmt) if isinstance(value, int | float) else "–"
 
 
+def _pairs(ratios: list[float] | None) -> str:
+    """``; pairs 1.03/1.05/1.26``: the back-to-back rounds a median ratio is taken from."""
+    if not ratios or len(ratios) < 2:
+        return ""
+    return "; pairs " + "/".join(f"{r:.2f}" for r in ratios)
+
+
 def tables(data: dict[str, Any]) -> str:
     out = [f"Machine: {data.get('machine', 'unknown')}.", ""]
     engine = data.get("engine")
@@ -62,8 +69,8 @@ def tables(data: dict[str, Any]) -> str:
             + (f"; measured on {read['machine']}" if read.get("machine") else "")
             + ":",
             "",
-            "| request | requests/s | p50 ms | p99 ms |",
-            "| --- | ---: | ---: | ---: |",
+            "| request | requests/s | p50 ms | p99 ms | server CPU µs/request |",
+            "| --- | ---: | ---: | ---: | ---: |",
         ]
         rows = [
             (f"floor: FastAPI + SQLite lookup, {read['small']:,} documents", "floor"),
@@ -85,15 +92,18 @@ def tables(data: dict[str, Any]) -> str:
             f = read[key]
             out.append(
                 f"| {label} | {_num(f.get('rps'))} | {_num(f.get('p50_ms'), '.2f')} | "
-                f"{_num(f.get('p99_ms'), '.2f')} |"
+                f"{_num(f.get('p99_ms'), '.2f')} | {_num(f.get('server_cpu_us'))} |"
             )
         r = read["ratios"]
+        pairs = read.get("round_ratios", {})
         parts = [
             f"signed DescribeTaskInfo ÷ floor = **{_num(r.get('describe_vs_floor_rps'), '.2f')}** "
-            "(target ≥ 1.0)",
-            f"÷ healthz = **{r['describe_vs_healthz_rps']:.2f}** (target ≥ 0.6)",
+            f"(target ≥ 1.0{_pairs(pairs.get('signed'))})",
+            f"÷ healthz = **{r['describe_vs_healthz_rps']:.2f}** "
+            f"(target ≥ 0.6{_pairs(pairs.get('signed_vs_healthz'))})",
             "`--auth off` ÷ floor = "
-            f"**{_num(r.get('describe_auth_off_vs_floor_rps'), '.2f')}** (target ≥ 1.2)",
+            f"**{_num(r.get('describe_auth_off_vs_floor_rps'), '.2f')}** "
+            f"(target ≥ 1.2{_pairs(pairs.get('auth_off'))})",
         ]
         if "p99_large_vs_small" in r:
             parts.append(

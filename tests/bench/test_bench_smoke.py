@@ -83,20 +83,41 @@ def test_read_path_bench_prints_rates_and_ratios() -> None:
 
 
 @pytest.mark.timeout(180)
-def test_read_path_bench_runs_on_wrk() -> None:
-    """wrk (scripts/ensure-wrk) sends each signed request once, for --seconds each."""
+def test_read_path_bench_runs_on_wrk_and_reports(tmp_path: Path) -> None:
+    """wrk (scripts/ensure-wrk) sends each signed request once, for --seconds each; the
+    figures go into docs/performance.md's block through bench/report.py."""
+    results = tmp_path / "results.json"
     out = run(
         "read_path.py",
         *("--small", "3", "--large", "0", "--results", "3", "--through-store", "2"),
-        *("--concurrency", "2", "--workers", "2", "--rounds", "1"),
-        *("--client", "wrk", "--seconds", "1"),
+        *("--concurrency", "2", "--workers", "2", "--rounds", "2"),
+        *("--client", "wrk", "--seconds", "1", "--json", str(results)),
         timeout=170,
     )
     assert "load generator: wrk" in out
     assert "DescribeTaskInfo signed / floor requests/s" in out
+    assert "DescribeTaskInfo signed / healthz requests/s" in out
     assert "DescribeTaskInfo --auth off / floor requests/s" in out
     # Every signed request was fresh: a nonce sent twice would be a 400.
     assert out.count(" 0 not 200") == out.count(" not 200") > 0
+    read = json.loads(results.read_text())["read_path"]
+    # Each ratio is the median of its rounds, healthz measured in each round beside them.
+    assert {k: len(v) for k, v in read["round_ratios"].items()} == {
+        "signed": 2,
+        "auth_off": 2,
+        "signed_vs_healthz": 2,
+        "auth_off_vs_healthz": 2,
+    }
+    assert read["healthz"]["requests"] > 0
+    assert read["healthz"]["server_cpu_us"] > 0
+
+    doc = tmp_path / "performance.md"
+    run("report.py", str(results), str(doc), str(tmp_path / "performance.png"))
+    text = doc.read_text()
+    assert "| GET /healthz |" in text
+    assert "server CPU µs/request" in text
+    assert "÷ healthz = **" in text
+    assert "; pairs " in text
 
 
 def test_in_process_read_bench_prints_cpu_per_request() -> None:

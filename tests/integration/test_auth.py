@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -479,3 +480,57 @@ def test_nonces_claimed_on_an_event_loop_are_fresh_once_across_processes(
     fresh = [pair for pair, ok in zip(claimed, answers, strict=True) if ok]
     assert sorted(fresh) == sorted(set(pairs))
     assert database.keys.nonce_count() == len(set(pairs)) + 1
+
+
+@pytest.mark.one_backend
+def test_nonces_wait_on_the_loop_for_a_write_lock_another_process_holds(db_url: str) -> None:
+    """While another connection (another API process) holds SQLite's write lock, nonces
+    claimed on an event loop wait without holding the loop up, and are answered fresh once
+    it is released; held past the busy timeout, they fail as the store being unavailable,
+    and nothing was written."""
+    config = settings.StorageSettings(url=db_url, sqlite_busy_timeout_ms=300)
+    opened = storage_database.Database.open(config)
+    holder = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+    expires = factories.BASE_US + 900_000_000
+
+    async def claim(nonce: str) -> tuple[Any, int]:
+        """The claim's outcome, and how many turns the loop made while it waited."""
+        turns = 0
+        holder.execute("BEGIN IMMEDIATE")
+        waiting = asyncio.ensure_future(
+            opened.keys.spend_nonce(_key("ak"), nonce, expires, factories.BASE_US)
+        )
+        for _ in range(200):  # 0.1 s of turns, or until the claim gives up
+            await asyncio.sleep(0.0005)
+            turns += 1
+            if waiting.done():
+                break
+        holder.execute("COMMIT")
+        try:
+            return await waiting, turns
+        except errors.ClustertasksError as exc:
+            return exc, turns
+
+    try:
+        spent, turns = asyncio.run(claim("released"))
+        assert spent.fresh
+        assert spent.key is None
+        assert turns == 200  # the loop went on while the claim waited
+        assert opened.keys.nonce_count() == 1
+
+        async def held_too_long() -> Any:
+            holder.execute("BEGIN IMMEDIATE")
+            try:
+                return await asyncio.wait_for(
+                    opened.keys.spend_nonce(_key("ak"), "late", expires, factories.BASE_US), 5
+                )
+            except errors.ClustertasksError as exc:
+                return exc
+            finally:
+                holder.execute("COMMIT")
+
+        assert isinstance(asyncio.run(held_too_long()), errors.StorageUnavailable)
+        assert opened.keys.nonce_count() == 1
+    finally:
+        holder.close()
+        opened.close()

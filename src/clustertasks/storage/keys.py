@@ -28,6 +28,10 @@ PURGE_EVERY_US = 60 * 1_000_000
 """How often (at most) one process deletes expired nonces."""
 MAX_NONCE_BATCH = 500
 """Nonces per transaction (three bound parameters each)."""
+RETRY_SOON_S = 0.001
+"""For this long after its first try found the write lock taken, a batch of nonces is tried
+again at the loop's next turn (another API process's nonce transaction holds it for tens of
+microseconds); then every millisecond."""
 MAX_REMEMBERED = 1024
 """Keys one process remembers (``KeyStore.remembered``); all are forgotten beyond this."""
 
@@ -341,8 +345,12 @@ class _LoopNonceClaims:
     RETURNING``: a row that comes back is a fresh nonce, one that does not was used
     before, by this process or any other on the database. The transaction takes the
     write lock without waiting (``busy_timeout`` 0, and this process's queue of writers
-    without blocking); when either is taken, it is tried again a millisecond later, for at
-    most the database's busy timeout, as a blocking writer would have waited.
+    without blocking); when either is taken, it is tried again at the loop's next turns
+    for a millisecond (``RETRY_SOON_S``: another API process's nonce transaction is over
+    in tens of microseconds), then every millisecond, for at most the database's busy
+    timeout, as a blocking writer would have waited. Waiting a whole millisecond from the
+    first miss left the API processes idle a fifth of the time under load
+    (docs/performance.md).
     """
 
     def __init__(self, writer: point_reads.Writer, queue: contextlib.AbstractContextManager[Any]):
@@ -404,7 +412,7 @@ class _LoopNonceClaims:
                         answer.set_exception(errors.StorageUnavailable())
                 self._again(loop, 0)
                 return
-            self._again(loop, 0.001)
+            self._again(loop, 0 if loop.time() - started < RETRY_SOON_S else 0.001)
             return
         self._since = None
         if purge_before is not None:
