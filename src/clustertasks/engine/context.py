@@ -41,6 +41,8 @@ SETTLES = "settles"
 
 DELETED = "deleted"
 """A pool settled so is deleted with the task's end; nothing settled after undoes it."""
+TASK_START = "TaskStart"
+"""The reason of the event that announces a task's start."""
 
 
 class RunState:
@@ -55,6 +57,14 @@ class RunState:
         self.compensation_settles: dict[str, Any] = {}
         """What the compensation settles (it has no stage row: it runs again, and records
         it again, whenever the task's end is written again)."""
+
+    def start_unannounced(self) -> bool:
+        """Whether the task's start is still to be announced: no stage has started and no
+        ``TaskStart`` event is stored (a run killed between writing that event and
+        starting the first stage leaves the event and no started stage)."""
+        return not any(s.start_us for s in self.stages.values()) and not any(
+            reason == TASK_START for reason, _ in self.reported
+        )
 
     def settles(self) -> tuple[str | None, dict[str, str]]:
         """The cluster state and the pool states the task leaves: what its stages (in

@@ -150,9 +150,12 @@ class TaskRunner:
         )
 
     async def _run_stages(self, state: context.RunState, operation: operations.Operation) -> None:
-        if not any(s.start_us for s in state.stages.values()):
+        if state.start_unannounced():
             await self._event(
-                state, "start", "TaskStart", f"{state.task.task_type} task {self.task_id} started"
+                state,
+                "start",
+                context.TASK_START,
+                f"{state.task.task_type} task {self.task_id} started",
             )
         for spec in operation.stages:
             stage = state.stages[spec.name]

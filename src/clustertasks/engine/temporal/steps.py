@@ -118,9 +118,9 @@ class TaskSteps(runner.TaskRunner):
             await self._pause(state, f"task {self.task_id} paused on request")
             return messages.Plan(messages.PAUSED)
         await self._reconcile_stages(state, operation)
-        if not any(s.start_us for s in state.stages.values()):
+        if state.start_unannounced():
             await self._event(
-                state, "start", "TaskStart", f"{task.task_type} task {self.task_id} started"
+                state, "start", context.TASK_START, f"{task.task_type} task {self.task_id} started"
             )
         remaining = [
             messages.StagePlan(
