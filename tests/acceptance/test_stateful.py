@@ -44,6 +44,8 @@ VSWITCHES = ["vsw-hangzhou-h"]
 VERSION = "1.32.1-aliyun.1"
 ERROR_KEYS = {"code", "message", "requestId", "status"}
 TERMINAL = {"success", "fail", "canceled"}
+PICK_RANGE = 1 << 16
+"""The index ``World._pick`` draws, taken modulo the rows there are."""
 # Rows that say what the world and the tasks are; a refused call must leave them alone.
 WORLD_TABLES = ("sim_clusters", "sim_nodepools", "sim_instances", "sim_nodes", "tasks")
 
@@ -138,7 +140,13 @@ class World(RuleBasedStateMachine):
     def _pick(
         self, data: st.DataObject, items: list[dict[str, Any]], fallback: dict[str, Any]
     ) -> Any:
-        return data.draw(st.sampled_from(items)) if items else fallback
+        """One of ``items`` (``fallback`` when there are none). The choice is drawn the same
+        way whatever the server's state: hypothesis replays a sequence of choices to shrink
+        it, and a draw whose shape followed the rows (``sampled_from`` the rows, or no draw
+        when there are none) would meet other rows on the replay and stop the soak as a
+        flaky strategy."""
+        index = data.draw(st.integers(0, PICK_RANGE))
+        return items[index % len(items)] if items else fallback
 
     def _name(self) -> str:
         self.counter += 1
@@ -217,8 +225,10 @@ class World(RuleBasedStateMachine):
             )
             instance = made["instances"][0]["instance_id"]
             self.state = self._export()
-        elif which == "node" and self.state["sim_nodes"]:
-            instance = data.draw(st.sampled_from(self.state["sim_nodes"]))["instance_id"]
+        elif which == "node":
+            instance = self._pick(data, self.state["sim_nodes"], {"instance_id": instance})[
+                "instance_id"
+            ]
         path = f"/clusters/{pool['cluster_id']}/nodepools/{pool['nodepool_id']}/attach"
         self._mutate("POST", path, json={"instances": [instance]})
 
