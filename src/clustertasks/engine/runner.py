@@ -149,7 +149,8 @@ class TaskRunner:
             + "; ".join(changes),
         )
 
-    async def _run_stages(self, state: context.RunState, operation: operations.Operation) -> None:
+    async def _announce_start(self, state: context.RunState) -> None:
+        """The task's ``TaskStart`` event, unless it is stored already or a stage began."""
         if state.start_unannounced():
             await self._event(
                 state,
@@ -157,6 +158,9 @@ class TaskRunner:
                 context.TASK_START,
                 f"{state.task.task_type} task {self.task_id} started",
             )
+
+    async def _run_stages(self, state: context.RunState, operation: operations.Operation) -> None:
+        await self._announce_start(state)
         for spec in operation.stages:
             stage = state.stages[spec.name]
             if stage.state in (states.StageState.SUCCESS, states.StageState.SKIPPED):

@@ -118,10 +118,7 @@ class TaskSteps(runner.TaskRunner):
             await self._pause(state, f"task {self.task_id} paused on request")
             return messages.Plan(messages.PAUSED)
         await self._reconcile_stages(state, operation)
-        if state.start_unannounced():
-            await self._event(
-                state, "start", context.TASK_START, f"{task.task_type} task {self.task_id} started"
-            )
+        await self._announce_start(state)
         remaining = [
             messages.StagePlan(
                 name=spec.name,
